@@ -1,0 +1,100 @@
+"""Backend registry and selection.
+
+A backend is a module that mirrors :mod:`fastmnist.backends.numpy_backend` function for function.
+Select one by name (``numpy``, ``numba``, ``cupy``) or ``auto`` (cupy where a GPU works, else numba,
+else numpy), through an argument, :func:`set_backend`, :func:`use_backend` or ``$FASTMNIST_BACKEND``.
+Only ``auto`` falls back: a named backend that cannot run is an error saying why.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from types import ModuleType
+
+from ..errors import BackendUnavailable
+
+NAMES = ("numpy", "numba", "cupy")
+AUTO_ORDER = ("cupy", "numba", "numpy")
+_MODULES = {name: f"fastmnist.backends.{name}_backend" for name in NAMES}
+_HOW_TO_INSTALL = {
+    "numba": "pip install numba",
+    "cupy": "pip install 'fastmnist[cuda13]' (or [cuda12]; exactly one) on a machine with an NVIDIA GPU and driver",
+}
+_current: str | None = None  # set_backend(); None means $FASTMNIST_BACKEND or auto
+_status_cache: dict[str, tuple[bool, str]] = {}
+
+
+def _import(name: str) -> tuple[ModuleType | None, str]:
+    try:
+        module = importlib.import_module(_MODULES[name])
+    except ImportError as exc:
+        return None, f"cannot import {_MODULES[name]}: {exc}"
+    ok, why = module.available()
+    return (module if ok else None), why
+
+
+def backend_status(name: str) -> tuple[bool, str]:
+    """(usable here?, reason) for one backend name; cached after the first probe."""
+    _check_name(name)
+    if name not in _status_cache:
+        module, why = _import(name)
+        _status_cache[name] = (module is not None, why)
+    return _status_cache[name]
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that run on this machine, in auto-preference order."""
+    return [n for n in AUTO_ORDER if backend_status(n)[0]]
+
+
+def _check_name(name: str) -> None:
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(NAMES)}, auto")
+
+
+def resolve_name(name: str | None = None) -> str:
+    """The concrete backend name that ``name`` (None, 'auto' or a backend name) selects."""
+    if name is None:
+        name = _current or os.environ.get("FASTMNIST_BACKEND", "").strip().lower() or "auto"
+    if not isinstance(name, str):  # a backend module passed through
+        return name.name
+    name = name.lower()
+    if name == "auto":
+        for cand in AUTO_ORDER:
+            if backend_status(cand)[0]:
+                return cand
+        raise BackendUnavailable("no backend is usable (this should not happen: numpy is always there)")
+    _check_name(name)
+    ok, why = backend_status(name)
+    if not ok:
+        how = _HOW_TO_INSTALL.get(name, "")
+        raise BackendUnavailable(f"backend {name!r} is not available here: {why}" + (f"; to use it: {how}" if how else ""))
+    return name
+
+
+def get_backend(name: str | ModuleType | None = None) -> ModuleType:
+    """Return the backend module for ``name`` (None: the current default; 'auto': the best one here)."""
+    if isinstance(name, ModuleType):
+        return name
+    return importlib.import_module(_MODULES[resolve_name(name)])
+
+
+def set_backend(name: str | None) -> ModuleType:
+    """Make ``name`` the default backend of this process (None: back to $FASTMNIST_BACKEND/auto)."""
+    global _current
+    backend = get_backend(name) if name is not None else None
+    _current = None if name is None else backend.name
+    return backend if backend is not None else get_backend()
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: ``with use_backend('numba'): ...`` selects a backend for the block."""
+    global _current
+    previous = _current
+    backend = set_backend(name)
+    try:
+        yield backend
+    finally:
+        _current = previous

@@ -1,0 +1,314 @@
+"""The kernel contract, written down once, and the argument checks every backend runs first.
+
+Every backend module (``numpy_backend``, ``numba_backend``, ``cupy_backend``) exports the same
+public, stateless functions; this module holds their checks so that a wrong ndim, shape, dtype or
+parameter raises ``ValueError``/``TypeError`` naming the shapes *before* any kernel runs (in a JIT
+or CUDA kernel a bad shape would be an out-of-bounds access, not an error).
+
+Layout is NCHW; float32 is the default dtype and float64 is accepted; all float operands of one
+call share one dtype. Shapes, with ``OH = (H + 2*pad - KH) // stride + 1``:
+
+=====================================================  ==========================================
+function                                               shapes
+=====================================================  ==========================================
+``im2col(x, kh, kw, stride=1, pad=0)``                 ``(N, C, H, W)`` -> ``(N*OH*OW, C*KH*KW)``
+``col2im(col, x_shape, kh, kw, stride=1, pad=0)``      adjoint of im2col, overlaps summed
+``conv2d_forward(x, w, b, stride=1, pad=0)``           ``x (N,C,H,W), w (F,C,KH,KW), b (F,)`` -> ``(N,F,OH,OW)``
+``conv2d_backward(dy, x, w, stride=1, pad=0)``         -> ``(dx, dw, db)``
+``maxpool2d_forward(x, size=2, stride=2)``             -> ``(y (N,C,OH,OW), argmax int64 (N,C,OH,OW))``
+``maxpool2d_backward(dy, argmax, x_shape, size, s)``   -> ``dx (N,C,H,W)``
+``affine_forward(x, w, b)``                            ``x (N,D), w (D,M), b (M,)`` -> ``(N,M)``
+``affine_backward(dy, x, w)``                          -> ``(dx (N,D), dw (D,M), db (M,))``
+``relu_forward(x)`` / ``relu_backward(dy, x)``         any shape
+``sigmoid_forward(x)`` / ``sigmoid_backward(dy, y)``   any shape; backward takes the *output* y
+``softmax(x)``                                         ``(N, M)``, rows sum to 1
+``softmax_cross_entropy(logits, labels)``              ``(N,M), int (N,)`` -> ``(loss 0-d, dlogits (N,M))``
+``mse_loss(y, t)``                                     ``(N,M), (N,M)`` -> ``(loss 0-d, dy (N,M))``
+``dropout_forward(x, p, seed)``                        -> ``(y, mask)``; ``dropout_backward(dy, mask)``
+``sgd_update(param, grad, lr)``                        in place
+``momentum_update(param, grad, velocity, lr, momentum)``  in place
+``adagrad_update(param, grad, h, lr, eps)``            in place
+``adam_update(param, grad, m, v, t, lr, beta1, beta2, eps)``  in place; t counts from 1
+=====================================================  ==========================================
+
+``argmax`` holds, for each output, the flat index ``h * W + w`` of the chosen input inside its
+``(H, W)`` plane (ties: the first in row-major window order). ``mse_loss`` is the quadratic cost
+``sum((y - t)**2) / (2N)``. ``softmax_cross_entropy`` is the mean over the batch.
+Dropout is inverted dropout: ``mask`` is 0 or ``1/(1-p)`` and ``y = x * mask``; element ``i`` is
+dropped when ``uniform(seed, i) < p``, where ``uniform`` is the counter-based hash in
+:func:`dropout_uniform_reference`, identical on every backend, so one seed gives one mask everywhere.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
+
+
+def _shape(a):
+    return tuple(getattr(a, "shape", ()))
+
+
+def require_array(op: str, name: str, a, ndim: int | None = None) -> None:
+    """Raise TypeError unless ``a`` is an array (numpy or the backend's) of the given ndim."""
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {_shape(a)} ({a.ndim}-D)")
+
+
+def require_float(op: str, **arrays) -> np.dtype:
+    """All arrays float32 or float64, one dtype; returns it."""
+    dtypes = {}
+    for name, a in arrays.items():
+        require_array(op, name, a)
+        if np.dtype(a.dtype) not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: {name} has dtype {a.dtype}; expected float32 or float64")
+        dtypes[name] = np.dtype(a.dtype)
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{k}={v}" for k, v in dtypes.items())
+        raise TypeError(f"{op}: operands must share one dtype, got {listing}")
+    return next(iter(dtypes.values()))
+
+
+def require_nonempty(op: str, name: str, a) -> None:
+    if a.size == 0:
+        raise ValueError(f"{op}: {name} is empty (shape {_shape(a)})")
+
+
+def require_int(op: str, name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def require_number(op: str, name: str, value, low=None, high=None, low_open=False, high_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise TypeError(f"{op}: {name} must be a finite real number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{op}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{op}: {name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return float(value)
+
+
+def same_shape(op: str, a_name: str, a, b_name: str, b) -> None:
+    if _shape(a) != _shape(b):
+        raise ValueError(f"{op}: {a_name} has shape {_shape(a)} but {b_name} has shape {_shape(b)}; they must match")
+
+
+def conv_out(op: str, size: int, k: int, stride: int, pad: int, axis: str) -> int:
+    out = (size + 2 * pad - k) // stride + 1
+    if size + 2 * pad < k:
+        raise ValueError(f"{op}: kernel {axis}={k} is larger than the padded input {axis}={size}+2*{pad}")
+    return out
+
+
+# ---- per-op checks: each returns the sizes the kernel needs ----
+
+def check_im2col(x, kh, kw, stride, pad, op="im2col"):
+    require_array(op, "x", x, 4)
+    require_float(op, x=x)
+    require_nonempty(op, "x", x)
+    kh = require_int(op, "kh", kh, 1)
+    kw = require_int(op, "kw", kw, 1)
+    stride = require_int(op, "stride", stride, 1)
+    pad = require_int(op, "pad", pad, 0)
+    n, c, h, w = x.shape
+    oh = conv_out(op, h, kh, stride, pad, "height")
+    ow = conv_out(op, w, kw, stride, pad, "width")
+    return n, c, h, w, oh, ow
+
+
+def check_col2im(col, x_shape, kh, kw, stride, pad):
+    op = "col2im"
+    require_array(op, "col", col, 2)
+    require_float(op, col=col)
+    if len(tuple(x_shape)) != 4 or any(not isinstance(s, numbers.Integral) or s < 1 for s in x_shape):
+        raise ValueError(f"{op}: x_shape must be 4 positive integers (N, C, H, W), got {tuple(x_shape)}")
+    n, c, h, w = (int(s) for s in x_shape)
+    kh = require_int(op, "kh", kh, 1)
+    kw = require_int(op, "kw", kw, 1)
+    stride = require_int(op, "stride", stride, 1)
+    pad = require_int(op, "pad", pad, 0)
+    oh = conv_out(op, h, kh, stride, pad, "height")
+    ow = conv_out(op, w, kw, stride, pad, "width")
+    want = (n * oh * ow, c * kh * kw)
+    if _shape(col) != want:
+        raise ValueError(f"{op}: col has shape {_shape(col)}; for x_shape {(n, c, h, w)}, kernel {kh}x{kw}, "
+                         f"stride {stride}, pad {pad} expected {want}")
+    return n, c, h, w, oh, ow
+
+
+def check_conv2d_forward(x, w, b, stride, pad):
+    op = "conv2d_forward"
+    require_array(op, "x", x, 4)
+    require_array(op, "w", w, 4)
+    require_array(op, "b", b, 1)
+    require_float(op, x=x, w=w, b=b)
+    require_nonempty(op, "x", x)
+    require_nonempty(op, "w", w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"{op}: w has shape {_shape(w)} (F, C, KH, KW) with C={w.shape[1]}, "
+                         f"but x has shape {_shape(x)} with C={x.shape[1]}")
+    if b.shape[0] != w.shape[0]:
+        raise ValueError(f"{op}: b has shape {_shape(b)}; expected ({w.shape[0]},) for w of shape {_shape(w)}")
+    return check_im2col(x, w.shape[2], w.shape[3], stride, pad, op)
+
+
+def check_conv2d_backward(dy, x, w, stride, pad):
+    op = "conv2d_backward"
+    require_array(op, "dy", dy, 4)
+    require_array(op, "x", x, 4)
+    require_array(op, "w", w, 4)
+    require_float(op, dy=dy, x=x, w=w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"{op}: w has shape {_shape(w)} but x has shape {_shape(x)}: channel counts differ")
+    n, c, h, wd, oh, ow = check_im2col(x, w.shape[2], w.shape[3], stride, pad, op)
+    want = (n, w.shape[0], oh, ow)
+    if _shape(dy) != want:
+        raise ValueError(f"{op}: dy has shape {_shape(dy)}; expected {want} for x {_shape(x)} and w {_shape(w)}")
+    return n, c, h, wd, oh, ow
+
+
+def check_maxpool2d_forward(x, size, stride):
+    op = "maxpool2d_forward"
+    require_array(op, "x", x, 4)
+    require_float(op, x=x)
+    require_nonempty(op, "x", x)
+    size = require_int(op, "size", size, 1)
+    stride = require_int(op, "stride", stride, 1)
+    n, c, h, w = x.shape
+    return n, c, h, w, conv_out(op, h, size, stride, 0, "height"), conv_out(op, w, size, stride, 0, "width")
+
+
+def check_maxpool2d_backward(dy, argmax, x_shape, size, stride):
+    op = "maxpool2d_backward"
+    require_array(op, "dy", dy, 4)
+    require_array(op, "argmax", argmax, 4)
+    require_float(op, dy=dy)
+    if np.dtype(argmax.dtype).kind not in "iu":
+        raise TypeError(f"{op}: argmax has dtype {argmax.dtype}; expected an integer dtype")
+    if len(tuple(x_shape)) != 4 or any(not isinstance(s, numbers.Integral) or s < 1 for s in x_shape):
+        raise ValueError(f"{op}: x_shape must be 4 positive integers (N, C, H, W), got {tuple(x_shape)}")
+    n, c, h, w = (int(s) for s in x_shape)
+    size = require_int(op, "size", size, 1)
+    stride = require_int(op, "stride", stride, 1)
+    want = (n, c, conv_out(op, h, size, stride, 0, "height"), conv_out(op, w, size, stride, 0, "width"))
+    if _shape(dy) != want or _shape(argmax) != want:
+        raise ValueError(f"{op}: dy {_shape(dy)} and argmax {_shape(argmax)} must both be {want} "
+                         f"for x_shape {(n, c, h, w)}, size {size}, stride {stride}")
+    return n, c, h, w
+
+
+def check_argmax_range(argmax, h, w, lo, hi):
+    """Indices must lie in the (H, W) plane; a JIT kernel would otherwise write out of bounds."""
+    if argmax.size and (lo < 0 or hi >= h * w):
+        raise ValueError(f"maxpool2d_backward: argmax values span {lo}..{hi}; expected 0..{h * w - 1} "
+                         f"(flat indices into an {h}x{w} plane)")
+
+
+def check_affine_forward(x, w, b):
+    op = "affine_forward"
+    require_array(op, "x", x, 2)
+    require_array(op, "w", w, 2)
+    require_array(op, "b", b, 1)
+    require_float(op, x=x, w=w, b=b)
+    require_nonempty(op, "x", x)
+    if x.shape[1] != w.shape[0] or b.shape[0] != w.shape[1]:
+        raise ValueError(f"{op}: shapes x {_shape(x)}, w {_shape(w)}, b {_shape(b)} do not fit "
+                         "x (N, D) @ w (D, M) + b (M,)")
+
+
+def check_affine_backward(dy, x, w):
+    op = "affine_backward"
+    require_array(op, "dy", dy, 2)
+    require_array(op, "x", x, 2)
+    require_array(op, "w", w, 2)
+    require_float(op, dy=dy, x=x, w=w)
+    if x.shape[1] != w.shape[0] or dy.shape != (x.shape[0], w.shape[1]):
+        raise ValueError(f"{op}: shapes dy {_shape(dy)}, x {_shape(x)}, w {_shape(w)} do not fit "
+                         "dy (N, M), x (N, D), w (D, M)")
+
+
+def check_unary(op, x):
+    require_float(op, x=x)
+
+
+def check_unary_backward(op, dy, y, y_name="x"):
+    require_float(op, dy=dy, **{y_name: y})
+    same_shape(op, "dy", dy, y_name, y)
+
+
+def check_softmax(x):
+    require_array("softmax", "x", x, 2)
+    require_float("softmax", x=x)
+    require_nonempty("softmax", "x", x)
+
+
+def check_softmax_cross_entropy(logits, labels):
+    op = "softmax_cross_entropy"
+    require_array(op, "logits", logits, 2)
+    require_float(op, logits=logits)
+    require_nonempty(op, "logits", logits)
+    require_array(op, "labels", labels, 1)
+    if np.dtype(labels.dtype).kind not in "iu":
+        raise TypeError(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
+                         "one label per row expected")
+
+
+def check_label_range(op, lo, hi, m):
+    if lo < 0 or hi >= m:
+        raise ValueError(f"{op}: labels span {lo}..{hi}; expected class indices in 0..{m - 1}")
+
+
+def check_mse(y, t):
+    op = "mse_loss"
+    require_array(op, "y", y, 2)
+    require_float(op, y=y, t=t)
+    require_nonempty(op, "y", y)
+    same_shape(op, "y", y, "t", t)
+
+
+def check_dropout(x, p, seed):
+    op = "dropout_forward"
+    require_float(op, x=x)
+    require_number(op, "p", p, 0.0, 1.0, high_open=True)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise TypeError(f"{op}: seed must be an integer in [0, 2**63), got {seed!r}")
+
+
+def check_update(op, param, grad, lr, **state):
+    require_float(op, param=param, grad=grad, **state)
+    for name, a in [("grad", grad), *state.items()]:
+        same_shape(op, "param", param, name, a)
+    require_number(op, "lr", lr)
+    for name, a in [("param", param), *state.items()]:
+        if hasattr(a, "flags") and not a.flags.writeable:
+            raise ValueError(f"{op}: {name} is read-only; updates are in place")
+
+
+# ---- the counter-based RNG shared by every backend's dropout ----
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def dropout_uniform_reference(seed: int, n: int, xp=np) -> np.ndarray:
+    """Uniform floats in [0, 1) for elements 0..n-1: splitmix64 of ``seed * golden + i + 1``.
+
+    24-bit resolution, so the values are exact in float32 and every backend draws the same ones.
+    """
+    with np.errstate(over="ignore"):
+        z = xp.arange(1, n + 1, dtype=xp.uint64) + xp.uint64(np.uint64(seed) * _GOLDEN)
+        z = (z ^ (z >> xp.uint64(30))) * _M1
+        z = (z ^ (z >> xp.uint64(27))) * _M2
+        z = z ^ (z >> xp.uint64(31))
+    return (z >> xp.uint64(40)).astype(xp.float64) * (1.0 / (1 << 24))

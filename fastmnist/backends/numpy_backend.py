@@ -1,0 +1,261 @@
+"""The NumPy backend: the readable reference every other backend is tested against.
+
+Vectorised NumPy, no Python loop over samples; matrix products go to NumPy's BLAS.
+Shapes and semantics of every function are in :mod:`fastmnist.backends.contract`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import contract as C
+
+name = "numpy"
+xp = np
+
+
+# ---- array plumbing (not kernels): how layers and the trainer move data ----
+
+def available():
+    return True, "NumPy is always available"
+
+
+def asarray(a, dtype=None):
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    return np.asarray(a)
+
+
+def synchronize():
+    pass
+
+
+def info():
+    return {"numpy": np.__version__}
+
+
+# ---- convolution via im2col ----
+
+def im2col(x, kh, kw, stride=1, pad=0):
+    """(N, C, H, W) -> (N*OH*OW, C*KH*KW); rows (n, oh, ow), columns (c, kh, kw)."""
+    n, c, h, w, oh, ow = C.check_im2col(x, kh, kw, stride, pad)
+    xp_ = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    win = sliding_window_view(xp_, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :oh, :ow]
+    # win: (N, C, OH, OW, KH, KW) view -> one copy in (N, OH, OW, C, KH, KW) order
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+
+
+def col2im(col, x_shape, kh, kw, stride=1, pad=0):
+    """Adjoint of im2col: (N*OH*OW, C*KH*KW) -> (N, C, H, W), overlapping windows summed."""
+    n, c, h, w, oh, ow = C.check_col2im(col, x_shape, kh, kw, stride, pad)
+    return _col2im(col, n, c, h, w, oh, ow, kh, kw, stride, pad)
+
+
+def _col2im(col, n, c, h, w, oh, ow, kh, kw, stride, pad):
+    col6 = col.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
+    out = np.zeros((n, c, h + 2 * pad + stride, w + 2 * pad + stride), col.dtype)
+    for i in range(kh):  # KH*KW strided adds; each is a whole-batch vector op
+        for j in range(kw):
+            out[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += col6[:, :, i, j]
+    return np.ascontiguousarray(out[:, :, pad:pad + h, pad:pad + w])
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)."""
+    return conv2d_forward_cached(x, w, b, stride, pad)[0]
+
+
+def conv2d_forward_cached(x, w, b, stride=1, pad=0):
+    """Forward that also returns what the backward needs (the im2col matrix), for the layers."""
+    n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
+    f, _, kh, kw = w.shape
+    cols = im2col(x, kh, kw, stride, pad)
+    y = cols @ w.reshape(f, -1).T + b  # (N*OH*OW, F)
+    y = np.ascontiguousarray(y.reshape(n, oh, ow, f).transpose(0, 3, 1, 2))
+    return y, (cols, x.shape, stride, pad)
+
+
+def conv2d_backward(dy, x, w, stride=1, pad=0):
+    """dy (N, F, OH, OW) -> (dx (N, C, H, W), dw (F, C, KH, KW), db (F,))."""
+    C.check_conv2d_backward(dy, x, w, stride, pad)
+    cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
+    return conv2d_backward_cached(dy, (cols, x.shape, stride, pad), w)
+
+
+def conv2d_backward_cached(dy, cache, w, need_dx=True):
+    cols, x_shape, stride, pad = cache
+    f, c, kh, kw = w.shape
+    dy2 = dy.transpose(0, 2, 3, 1).reshape(-1, f)  # (N*OH*OW, F)
+    dw = (dy2.T @ cols).reshape(w.shape)
+    db = dy.sum(axis=(0, 2, 3))
+    if not need_dx:  # the first layer's input gradient is never used
+        return None, dw, db
+    n, _, h, wd = x_shape
+    dcols = dy2 @ w.reshape(f, -1)
+    return _col2im(dcols, n, c, h, wd, dy.shape[2], dy.shape[3], kh, kw, stride, pad), dw, db
+
+
+# ---- max pooling ----
+
+def maxpool2d_forward(x, size=2, stride=2):
+    """x (N, C, H, W) -> (y (N, C, OH, OW), argmax (N, C, OH, OW) flat h*W+w indices)."""
+    n, c, h, w, oh, ow = C.check_maxpool2d_forward(x, size, stride)
+    win = sliding_window_view(x, (size, size), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :oh, :ow]
+    win = win.reshape(n, c, oh, ow, size * size)
+    local = win.argmax(axis=4)
+    y = np.take_along_axis(win, local[..., None], axis=4)[..., 0]
+    kh, kw = np.divmod(local, size)
+    rows = np.arange(oh)[:, None] * stride + kh
+    cols = np.arange(ow)[None, :] * stride + kw
+    return np.ascontiguousarray(y), (rows * w + cols).astype(np.int64)
+
+
+def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
+    """dy (N, C, OH, OW) -> dx (N, C, H, W): each gradient routed to its window's max."""
+    n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
+    if argmax.size:
+        C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
+    dx = np.zeros((n, c, h * w), dy.dtype)
+    idx = argmax.reshape(n, c, -1)
+    if stride >= size:  # windows do not overlap: indices are unique per plane
+        np.put_along_axis(dx, idx, dy.reshape(n, c, -1), axis=2)
+    else:
+        planes = np.arange(n * c)[:, None] * (h * w)
+        np.add.at(dx.reshape(-1), (idx.reshape(n * c, -1) + planes).ravel(), dy.reshape(-1))
+    return dx.reshape(n, c, h, w)
+
+
+# ---- affine ----
+
+def affine_forward(x, w, b):
+    """x (N, D), w (D, M), b (M,) -> (N, M)."""
+    C.check_affine_forward(x, w, b)
+    return x @ w + b
+
+
+def affine_backward(dy, x, w, need_dx=True):
+    """dy (N, M) -> (dx (N, D), dw (D, M), db (M,)); dx is None when need_dx is False."""
+    C.check_affine_backward(dy, x, w)
+    return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
+
+
+# ---- activations ----
+
+def relu_forward(x):
+    C.check_unary("relu_forward", x)
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, x):
+    """x is the forward input (or output: the mask x > 0 is the same)."""
+    C.check_unary_backward("relu_backward", dy, x)
+    return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+def sigmoid_forward(x):
+    C.check_unary("sigmoid_forward", x)
+    e = np.exp(-np.abs(x))  # never overflows: the argument is <= 0
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dy, y):
+    """y is the forward *output*: d sigmoid = y (1 - y)."""
+    C.check_unary_backward("sigmoid_backward", dy, y, "y")
+    return dy * y * (1 - y)
+
+
+# ---- losses ----
+
+def softmax(x):
+    """(N, M) -> (N, M), rows sum to 1; stable for any finite logits."""
+    C.check_softmax(x)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of softmax(logits) -> (loss 0-d, dlogits (N, M))."""
+    C.check_softmax_cross_entropy(logits, labels)
+    n, m = logits.shape
+    C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), m)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = np.mean(np.log(s[:, 0]) - shifted[rows, labels])
+    d = e / s
+    d[rows, labels] -= 1
+    d /= n
+    return np.asarray(loss, logits.dtype), d
+
+
+def mse_loss(y, t):
+    """Quadratic cost sum((y - t)^2) / (2N) -> (loss 0-d, dy (N, M))."""
+    C.check_mse(y, t)
+    diff = y - t
+    n = y.shape[0]
+    return np.asarray(0.5 * np.sum(diff * diff) / n, y.dtype), diff / y.dtype.type(n)
+
+
+# ---- dropout ----
+
+def dropout_forward(x, p, seed):
+    """Inverted dropout -> (y, mask); mask is 0 or 1/(1-p); same mask on every backend for a seed."""
+    C.check_dropout(x, p, seed)
+    u = C.dropout_uniform_reference(seed, x.size).reshape(x.shape)
+    mask = np.where(u >= p, 1.0 / (1.0 - p), 0.0).astype(x.dtype)
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    C.check_unary_backward("dropout_backward", dy, mask, "mask")
+    return dy * mask
+
+
+# ---- optimizer updates, in place ----
+
+def sgd_update(param, grad, lr):
+    C.check_update("sgd_update", param, grad, lr)
+    param -= param.dtype.type(lr) * grad
+
+
+def momentum_update(param, grad, velocity, lr, momentum=0.9):
+    """v = momentum * v - lr * g; param += v."""
+    C.check_update("momentum_update", param, grad, lr, velocity=velocity)
+    velocity *= param.dtype.type(momentum)
+    velocity -= param.dtype.type(lr) * grad
+    param += velocity
+
+
+def adagrad_update(param, grad, h, lr, eps=1e-7):
+    """h += g^2; param -= lr * g / (sqrt(h) + eps)."""
+    C.check_update("adagrad_update", param, grad, lr, h=h)
+    h += grad * grad
+    param -= param.dtype.type(lr) * grad / (np.sqrt(h) + param.dtype.type(eps))
+
+
+def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """Adam with bias correction (PyTorch's form); t is the 1-based step count."""
+    C.check_update("adam_update", param, grad, lr, m=m, v=v)
+    t = C.require_int("adam_update", "t", t, 1)
+    f = param.dtype.type
+    m *= f(beta1)
+    m += f(1 - beta1) * grad
+    v *= f(beta2)
+    v += f(1 - beta2) * grad * grad
+    step = lr / (1 - beta1 ** t)
+    denom = np.sqrt(v) / f(np.sqrt(1 - beta2 ** t)) + f(eps)
+    param -= f(step) * m / denom
+
+
+# ---- helpers the trainer uses ----
+
+def one_hot(labels, m, dtype):
+    return np.eye(m, dtype=dtype)[labels]
+
+
+def count_correct(logits, labels):
+    """Number of rows whose argmax equals the label, as a 0-d array (no host sync on GPUs)."""
+    return np.asarray(np.sum(np.argmax(logits, axis=1) == labels))

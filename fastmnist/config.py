@@ -1,0 +1,29 @@
+"""Tunables in one place, so tests and users can patch them.
+
+Change them at run time (``fastmnist.config.PROGRESS_EVERY = 50``) or, where noted, through an
+environment variable read at import.
+"""
+import os
+
+#: Default float dtype of data, weights and kernels.
+DEFAULT_DTYPE = "float32"
+
+#: Data root used when neither an argument nor $FASTMNIST_DATA is given, tried in this order.
+DATA_ROOTS = ("./data/mnist", "~/.cache/fastmnist/mnist")
+
+#: Mirrors tried in order by ``fastmnist download``; each must serve the four ``.gz`` files.
+MNIST_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+]
+
+#: Seconds before a download attempt from one mirror is abandoned.
+DOWNLOAD_TIMEOUT = float(os.environ.get("FASTMNIST_DOWNLOAD_TIMEOUT", "30"))
+
+#: The training loop reads the loss back from the backend every this many steps (progress bar);
+#: never per step, since on a GPU every read is a host synchronisation.
+PROGRESS_EVERY = 100
+
+#: Batch size used by evaluate()/predict() when none is given.
+EVAL_BATCH_SIZE = 1000

@@ -1,0 +1,25 @@
+"""Exception types: one per kind of mistake a user can fix.
+
+Every error raised on purpose by fastmnist derives from :class:`FastMnistError`, so the CLI
+can print it as one line and exit non-zero without a traceback.
+"""
+
+
+class FastMnistError(Exception):
+    """Base class of every error fastmnist raises on purpose."""
+
+
+class DataError(FastMnistError, ValueError):
+    """A data file (IDX, CSV, npz) is missing, malformed or holds values out of range."""
+
+
+class ModelFileError(FastMnistError, ValueError):
+    """A saved model or checkpoint file is malformed, tampered with or incompatible."""
+
+
+class BackendUnavailable(FastMnistError, RuntimeError):
+    """A named backend cannot run on this machine (the message says why and how to fix it)."""
+
+
+class TrainingDiverged(FastMnistError, FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and the step."""

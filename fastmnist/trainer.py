@@ -1,0 +1,196 @@
+"""The training loop: ``fit``, ``evaluate`` and ``predict``.
+
+The data is moved to the model's backend once; each epoch it is permuted there once and batches
+are contiguous slices of it. Inside an epoch nothing is read back to the host except every
+``config.PROGRESS_EVERY`` steps (on a GPU each read is a synchronisation); on the CPU backends the
+loss is checked for NaN/Inf every step, at no cost.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import config
+from .data import validation_split as _split
+from .errors import TrainingDiverged
+from .layers import Dropout
+from .optim import Optimizer, make_optimizer, make_schedule
+
+
+def _progress(total, desc, enabled):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is a nicety; training goes on without it
+        return None
+    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _to_backend(model, x, y):
+    be = model.backend
+    x = be.asarray(x, model.dtype)
+    if tuple(x.shape[1:]) != model.input_shape:
+        raise ValueError(f"inputs have per-sample shape {tuple(x.shape[1:])}; model {model.name or ''} "
+                         f"expects {model.input_shape}")
+    if not hasattr(y, "shape"):
+        y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},) integer labels")
+    if np.dtype(y.dtype).kind not in "iu":
+        raise TypeError(f"labels have dtype {y.dtype}; expected integer class indices")
+    m = model.output_shape[0]
+    lo, hi = int(y.min()), int(y.max())  # once here, so the kernels need not check every batch
+    if lo < 0 or hi >= m:
+        raise ValueError(f"labels span {lo}..{hi}; expected class indices in 0..{m - 1}")
+    labels = be.asarray(y, np.int64)
+    targets = be.one_hot(labels, model.output_shape[0], model.dtype) if model.loss == "mse" else labels
+    return x, labels, targets
+
+
+def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optimizer | str = "adam",
+        lr: float | None = None, schedule=None, validation_data=None, validation_split: float | None = None,
+        verbose: int = 1, seed: int | None = None, shuffle: bool = True, initial_epoch: int = 0,
+        history: dict | None = None, rng_state: dict | None = None, on_epoch_end=None) -> dict:
+    """Train ``model`` on ``(x, y)``.
+
+    Parameters
+    ----------
+    x, y : arrays
+        Inputs in the model's per-sample shape and integer labels ``(N,)``.
+    epochs, batch_size : int
+    optimizer : Optimizer or str
+        An optimizer (attached to the model here) or a name (sgd, momentum, adagrad, adam).
+    lr : float, optional
+        Base learning rate when ``optimizer`` is a name.
+    schedule : dict, str or callable, optional
+        Learning-rate schedule (constant, step, onecycle) over the global step.
+    validation_data : (x_val, y_val), optional
+    validation_split : float, optional
+        Fraction of ``(x, y)`` held out (seeded) when no validation_data is given.
+    verbose : {0, 1, 2}
+        0 silent, 1 progress bar (only on a terminal), 2 one line per epoch.
+    seed : int, optional
+        Seeds shuffling and dropout (default: the model's seed).
+    initial_epoch, history, rng_state, on_epoch_end
+        For resuming: the epoch to start at, the history so far, the shuffling generator's state,
+        and a callback ``on_epoch_end(epoch, history, optimizer, rng)`` (checkpointing).
+
+    Returns
+    -------
+    dict
+        Per-epoch lists: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``, ``lr``.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    be = model.backend
+    seed = model.seed if seed is None else seed
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
+    if rng_state is not None:
+        rng.bit_generator.state = rng_state
+    if validation_data is None and validation_split:
+        (x, y), validation_data = _split(np.asarray(x), np.asarray(y), fraction=validation_split, seed=seed)
+    if isinstance(optimizer, str):
+        optimizer = make_optimizer(optimizer, lr if lr is not None else 0.001)
+    if optimizer.model is not model:
+        optimizer.attach(model)
+    schedule = schedule if callable(schedule) else make_schedule(schedule)
+    xs_all, labels_all, targets_all = _to_backend(model, x, y)
+    n = xs_all.shape[0]
+    if n == 0:
+        raise ValueError("no training samples")
+    steps = math.ceil(n / batch_size)
+    total_steps = steps * epochs
+    dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+    check_every = config.PROGRESS_EVERY if getattr(be, "is_device", False) else 1
+    history = history if history is not None else {k: [] for k in
+                                                   ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")}
+
+    for epoch in range(initial_epoch, epochs):
+        t0 = time.perf_counter()
+        if shuffle:
+            perm = be.asarray(rng.permutation(n))
+            xs, ts, ls = xs_all[perm], targets_all[perm], labels_all[perm]
+        else:
+            xs, ts, ls = xs_all, targets_all, labels_all
+        bar = _progress(steps, f"epoch {epoch + 1}/{epochs}", verbose == 1 and sys.stderr.isatty())
+        loss_sum = correct = 0.0
+        checked_loss, checked_step = 0.0, 0
+        lr_now = optimizer.lr
+        for step in range(steps):
+            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+            for layer in dropouts:
+                layer.seed = int(rng.integers(2**62))
+            out = model.forward(xs[lo:hi], train=True)
+            loss, dout = model.loss_and_grad(out, ts[lo:hi])
+            model.backward(dout)
+            lr_now = schedule(optimizer.lr, epoch * steps + step, steps, total_steps)
+            optimizer.step(lr_now)
+            loss_sum = loss_sum + loss * (hi - lo)
+            correct = correct + be.count_correct(out, ls[lo:hi])
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                seen = float(loss_sum)  # the only host read inside an epoch
+                if not math.isfinite(seen):
+                    where = f"step {step + 1}" if check_every == 1 else f"steps {checked_step + 1}-{step + 1}"
+                    raise TrainingDiverged(f"loss became {seen - checked_loss} at epoch {epoch + 1}, {where} of "
+                                           f"{steps}; lower the learning rate (now {lr_now:.3g})")
+                checked_loss, checked_step = seen, step + 1
+                if bar is not None and ((step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1):
+                    bar.update(step + 1 - bar.n)
+                    bar.set_postfix(loss=f"{seen / hi:.4f}")
+        be.synchronize()
+        seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        history["loss"].append(float(loss_sum) / n)
+        history["accuracy"].append(float(correct) / n)
+        history["seconds"].append(seconds)
+        history["lr"].append(float(lr_now))
+        if validation_data is not None:
+            val = evaluate(model, *validation_data)
+            history["val_loss"].append(val["loss"])
+            history["val_accuracy"].append(val["accuracy"])
+        if verbose == 2 or (verbose == 1 and not sys.stderr.isatty()):
+            val_txt = (f", val_loss {history['val_loss'][-1]:.4f}, val_accuracy {history['val_accuracy'][-1]:.4f}"
+                       if validation_data is not None else "")
+            print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, accuracy "
+                  f"{history['accuracy'][-1]:.4f}{val_txt}, {seconds:.2f} s", file=sys.stderr)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, history, optimizer, rng)
+    return history
+
+
+def _batches(model, x, batch_size):
+    bs = batch_size or config.EVAL_BATCH_SIZE
+    for lo in range(0, x.shape[0], bs):
+        yield lo, min(x.shape[0], lo + bs), model.forward(x[lo:lo + bs], train=False)
+
+
+def evaluate(model, x, y, batch_size: int | None = None) -> dict:
+    """Mean loss and accuracy of ``model`` on ``(x, y)``: ``{'loss': float, 'accuracy': float}``."""
+    xs, labels, targets = _to_backend(model, x, y)
+    loss_sum = correct = 0.0
+    for lo, hi, out in _batches(model, xs, batch_size):
+        loss, _ = model.loss_and_grad(out, targets[lo:hi])
+        loss_sum = loss_sum + loss * (hi - lo)
+        correct = correct + model.backend.count_correct(out, labels[lo:hi])
+    n = xs.shape[0]
+    return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}
+
+
+def predict(model, x, batch_size: int | None = None) -> np.ndarray:
+    """Class probabilities ``(N, 10)`` as a NumPy array (softmax; sigmoid outputs are normalised)."""
+    be = model.backend
+    xs = be.asarray(x, model.dtype)
+    parts = []
+    for _, _, out in _batches(model, xs, batch_size):
+        if model.loss == "mse":
+            parts.append(be.to_numpy(out) / np.maximum(be.to_numpy(out).sum(axis=1, keepdims=True), 1e-12))
+        else:
+            parts.append(be.to_numpy(be.softmax(out)))
+    return np.concatenate(parts).astype(model.dtype, copy=False)

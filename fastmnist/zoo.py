@@ -1,0 +1,91 @@
+"""The model zoo: the classic MNIST networks, each with its customary training recipe."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import config
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid
+from .model import Sequential
+
+IMAGE = (1, 28, 28)
+FLAT = (784,)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A zoo entry: how to build the network and how it is customarily trained."""
+
+    description: str
+    source: str
+    flat_input: bool
+    loss: str
+    layers: callable
+    optimizer: str
+    lr: float
+    batch_size: int
+    epochs: int
+    optimizer_args: dict = field(default_factory=dict)
+    schedule: dict = field(default_factory=lambda: {"type": "constant"})
+
+
+def _sigmoid_mlp():
+    std = 200 ** -0.5
+    return [Dense(200, init=f"normal:{std}"), Sigmoid(), Dense(10, init=f"normal:{std}"), Sigmoid()]
+
+
+def _relu_mlp(dropout: float = 0.0):
+    layers = [Dense(256), ReLU()]
+    if dropout:
+        layers.append(Dropout(dropout))
+    return layers + [Dense(10)]
+
+
+ZOO: dict[str, Recipe] = {
+    "sigmoid-mlp": Recipe("784-200-10, sigmoid both layers, squared error", "classic NumPy MLP tutorial",
+                          True, "mse", _sigmoid_mlp, "sgd", 0.1, 1, 5),
+    "two-layer": Recipe("784-50-10, sigmoid hidden, softmax cross-entropy", "Saitoh, Deep Learning from Scratch (TwoLayerNet)",
+                        True, "softmax_cross_entropy",
+                        lambda: [Dense(50, init="normal:0.01"), Sigmoid(), Dense(10, init="normal:0.01")],
+                        "sgd", 0.1, 100, 17),
+    "small-mlp": Recipe("784-30-10, sigmoid, quadratic cost", "Nielsen, Neural Networks and Deep Learning (network.py)",
+                        True, "mse", lambda: [Dense(30, init="nielsen"), Sigmoid(), Dense(10, init="nielsen"), Sigmoid()],
+                        "sgd", 3.0, 10, 30),
+    "relu-mlp": Recipe("784-256-10, ReLU, softmax cross-entropy, optional dropout", "Keras-style MLP",
+                       True, "softmax_cross_entropy", _relu_mlp, "adam", 0.001, 200, 10),
+    "simple-cnn": Recipe("conv 30x5x5 -> ReLU -> maxpool 2 -> dense 100 -> ReLU -> dense 10",
+                         "Saitoh, Deep Learning from Scratch (SimpleConvNet), PyTorch initialisation",
+                         False, "softmax_cross_entropy",
+                         lambda: [Conv2D(30, 5), ReLU(), MaxPool2D(2), Flatten(), Dense(100), ReLU(), Dense(10)],
+                         "adam", 0.001, 100, 1),
+    "dropout-cnn": Recipe("conv 16x5x5 same -> ReLU -> maxpool 2 -> dense 128 -> ReLU -> dropout 0.5 -> dense 10",
+                          "Keras-style CNN with dropout", False, "softmax_cross_entropy",
+                          lambda: [Conv2D(16, 5, pad="same"), ReLU(), MaxPool2D(2), Flatten(), Dense(128), ReLU(),
+                                   Dropout(0.5), Dense(10)],
+                          "adam", 0.001, 200, 10),
+    "fast-cnn": Recipe("conv 24x5x5 -> maxpool 2 -> ReLU -> conv 32x3x3 -> maxpool 2 -> ReLU -> dense 800->256 -> ReLU -> dense 10",
+                       "the public 'MNIST in under a second' PyTorch recipe", False, "softmax_cross_entropy",
+                       lambda: [Conv2D(24, 5), MaxPool2D(2), ReLU(), Conv2D(32, 3), MaxPool2D(2), ReLU(), Flatten(),
+                                Dense(256), ReLU(), Dense(10)],
+                       "adam", 0.01, 256, 1, {"beta1": 0.7, "beta2": 0.9}, {"type": "onecycle"}),
+}
+
+DEFAULT_MODEL = "simple-cnn"
+
+
+def recipe(name: str) -> Recipe:
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; the zoo has: {', '.join(ZOO)}") from None
+
+
+def create(name: str = DEFAULT_MODEL, backend=None, seed: int = 0, dtype: str = config.DEFAULT_DTYPE,
+           dropout: float | None = None) -> Sequential:
+    """Build zoo model ``name`` on ``backend`` with seeded initial weights.
+
+    ``dropout`` applies to ``relu-mlp`` only (its optional dropout after the hidden layer).
+    """
+    r = recipe(name)
+    layers = r.layers(dropout) if (name == "relu-mlp" and dropout) else r.layers()
+    return Sequential(layers, FLAT if r.flat_input else IMAGE, r.loss, backend=backend, dtype=dtype,
+                      seed=seed, name=name)

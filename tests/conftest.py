@@ -1,0 +1,56 @@
+"""Shared fixtures: ``be`` runs a test once per backend (skipped, with the reason, where unavailable)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastmnist.backends import NAMES, backend_status, get_backend
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("FASTMNIST_DATA", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def backend_params():
+    params = []
+    for name in NAMES:
+        ok, why = backend_status(name)
+        marks = [] if ok else [pytest.mark.skip(reason=f"{name} backend unavailable here: {why}")]
+        if name == "cupy":
+            marks.append(pytest.mark.gpu)
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.fixture(params=backend_params())
+def be(request):
+    return get_backend(request.param)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def mnist_dir():
+    if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists() and not (MNIST_DIR / "t10k-labels-idx1-ubyte").exists():
+        pytest.skip(f"MNIST not found at {MNIST_DIR} (set FASTMNIST_DATA)")
+    return MNIST_DIR
+
+
+def assert_close(actual, expected, dtype, what=""):
+    """Norm-wise relative error: float64 within 1e-10; float32 within 3e-5.
+
+    float32 carries 24 bits (eps 6e-8); sums of a few hundred terms in a different order than the
+    float64 oracle lose up to ~sqrt(K)*eps relative each, far below 3e-5 for K <= 10^4, while any
+    indexing mistake moves whole elements and gives errors of order 1.
+    """
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
+    tol = 1e-10 if np.dtype(dtype) == np.float64 else 3e-5
+    scale = max(np.linalg.norm(expected), 1e-30)
+    err = np.linalg.norm(actual - expected) / scale
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"

@@ -1,0 +1,173 @@
+"""The backend-agnostic conformance suite: every public kernel of every available backend against
+the loop-based oracle in ``naive.py``, in float32 and float64, on odd sizes too."""
+import numpy as np
+import pytest
+
+import naive
+from conftest import assert_close
+
+DTYPES = ["float32", "float64"]
+# (N, C, H, W, F, K, stride, pad): batch 1, 3 channels, stride 2, pad 1-2, 3x3 and 5x5, non-square
+CONV_CASES = [
+    (2, 1, 7, 7, 3, 3, 1, 0),
+    (1, 3, 6, 5, 2, 3, 2, 1),
+    (3, 2, 8, 8, 4, 5, 1, 2),
+    (2, 3, 9, 7, 2, 5, 2, 2),
+    (1, 1, 5, 5, 1, 5, 1, 0),
+]
+POOL_CASES = [(2, 3, 6, 6, 2, 2), (1, 2, 7, 5, 2, 2), (2, 1, 7, 7, 3, 2), (1, 2, 5, 9, 3, 3)]
+
+
+def rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_im2col_col2im(be, rng, dtype, case):
+    n, c, h, w, f, k, s, p = case
+    x = rand(rng, (n, c, h, w), dtype)
+    col = be.to_numpy(be.im2col(be.asarray(x), k, k, s, p))
+    assert col.dtype == np.dtype(dtype)
+    assert_close(col, naive.im2col(x, k, k, s, p), dtype, "im2col")
+    c_in = rand(rng, col.shape, dtype)
+    back = be.to_numpy(be.col2im(be.asarray(c_in), x.shape, k, k, s, p))
+    assert_close(back, naive.col2im(c_in, x.shape, k, k, s, p), dtype, "col2im")
+    # adjointness: <im2col(x), c> == <x, col2im(c)>
+    lhs = float(np.sum(col.astype(np.float64) * c_in))
+    rhs = float(np.sum(x.astype(np.float64) * back))
+    assert abs(lhs - rhs) <= (1e-10 if dtype == "float64" else 1e-4) * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_conv2d(be, rng, dtype, case):
+    n, c, h, w, f, k, s, p = case
+    x, wt, b = rand(rng, (n, c, h, w), dtype), rand(rng, (f, c, k, k), dtype), rand(rng, (f,), dtype)
+    y = be.conv2d_forward(be.asarray(x), be.asarray(wt), be.asarray(b), s, p)
+    assert_close(be.to_numpy(y), naive.conv2d_forward(x, wt, b, s, p), dtype, "conv2d_forward")
+    dy = rand(rng, y.shape, dtype)
+    got = be.conv2d_backward(be.asarray(dy), be.asarray(x), be.asarray(wt), s, p)
+    for g, want, name in zip(got, naive.conv2d_backward(dy, x, wt, s, p), ("dx", "dw", "db")):
+        assert_close(be.to_numpy(g), want, dtype, f"conv2d_backward {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_maxpool2d(be, rng, dtype, case):
+    n, c, h, w, size, stride = case
+    x = rand(rng, (n, c, h, w), dtype)
+    x[0, 0, 0, :2] = x[0, 0, 1, :2] = 5.0  # a tie inside the first window: the first index must win
+    y, arg = be.maxpool2d_forward(be.asarray(x), size, stride)
+    ref_y, ref_arg = naive.maxpool2d_forward(x, size, stride)
+    assert_close(be.to_numpy(y), ref_y, dtype, "maxpool y")
+    np.testing.assert_array_equal(be.to_numpy(arg), ref_arg)
+    dy = rand(rng, ref_y.shape, dtype)
+    dx = be.maxpool2d_backward(be.asarray(dy), arg, x.shape, size, stride)
+    assert_close(be.to_numpy(dx), naive.maxpool2d_backward(dy, ref_arg, x.shape), dtype, "maxpool dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 7, 3), (5, 13, 10), (4, 64, 33)], ids=str)
+def test_affine(be, rng, dtype, shape):
+    n, d, m = shape
+    x, w, b = rand(rng, (n, d), dtype), rand(rng, (d, m), dtype), rand(rng, (m,), dtype)
+    y = be.affine_forward(be.asarray(x), be.asarray(w), be.asarray(b))
+    assert_close(be.to_numpy(y), naive.affine_forward(x, w, b), dtype, "affine_forward")
+    dy = rand(rng, (n, m), dtype)
+    got = be.affine_backward(be.asarray(dy), be.asarray(x), be.asarray(w))
+    for g, want, name in zip(got, naive.affine_backward(dy, x, w), ("dx", "dw", "db")):
+        assert_close(be.to_numpy(g), want, dtype, f"affine_backward {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations(be, rng, dtype):
+    x = rand(rng, (3, 4, 5, 2), dtype) * 5
+    x[0, 0, 0, :2] = [800.0, -800.0]  # large magnitudes must not overflow the sigmoid
+    dy = rand(rng, x.shape, dtype)
+    y = be.to_numpy(be.relu_forward(be.asarray(x)))
+    assert_close(y, naive.relu_forward(x), dtype, "relu_forward")
+    assert_close(be.to_numpy(be.relu_backward(be.asarray(dy), be.asarray(x))), naive.relu_backward(dy, x), dtype, "relu_backward")
+    s = be.to_numpy(be.sigmoid_forward(be.asarray(x)))
+    assert_close(s, naive.sigmoid_forward(x), dtype, "sigmoid_forward")
+    assert s[0, 0, 0, 0] == 1.0 and s[0, 0, 0, 1] == 0.0
+    assert_close(be.to_numpy(be.sigmoid_backward(be.asarray(dy), be.asarray(s))), naive.sigmoid_backward(dy, s),
+                 dtype, "sigmoid_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 10), (7, 10), (33, 3)], ids=str)
+def test_softmax_and_losses(be, rng, dtype, shape):
+    logits = rand(rng, shape, dtype) * 4
+    logits[0, 0] = 1000.0  # stable for huge finite logits
+    labels = rng.integers(0, shape[1], shape[0])
+    p = be.to_numpy(be.softmax(be.asarray(logits)))
+    assert_close(p, naive.softmax(logits), dtype, "softmax")
+    loss, d = be.softmax_cross_entropy(be.asarray(logits), be.asarray(labels))
+    ref_loss, ref_d = naive.softmax_cross_entropy(logits, labels)
+    assert_close(float(loss), ref_loss, dtype, "softmax_cross_entropy loss")
+    assert_close(be.to_numpy(d), ref_d, dtype, "softmax_cross_entropy dlogits")
+    t = rand(rng, shape, dtype)
+    loss, d = be.mse_loss(be.asarray(logits), be.asarray(t))
+    ref_loss, ref_d = naive.mse_loss(logits, t)
+    assert_close(float(loss), ref_loss, dtype, "mse loss")
+    assert_close(be.to_numpy(d), ref_d, dtype, "mse dy")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.5, 0.9])
+def test_dropout_same_mask_everywhere(be, rng, dtype, p):
+    x = rand(rng, (4, 3, 5), dtype)
+    y, mask = be.dropout_forward(be.asarray(x), p, 987654321)
+    ref_y, ref_mask = naive.dropout_forward(x, p, 987654321)
+    np.testing.assert_array_equal(be.to_numpy(mask), ref_mask.astype(dtype))
+    assert_close(be.to_numpy(y), ref_y, dtype, "dropout y")
+    dy = rand(rng, x.shape, dtype)
+    assert_close(be.to_numpy(be.dropout_backward(be.asarray(dy), mask)), dy * ref_mask, dtype, "dropout dx")
+
+
+def test_dropout_rate_and_seed(be):
+    x = be.asarray(np.ones((200, 500), np.float32))
+    _, m1 = be.dropout_forward(x, 0.3, 1)
+    _, m2 = be.dropout_forward(x, 0.3, 2)
+    m1, m2 = be.to_numpy(m1), be.to_numpy(m2)
+    assert abs((m1 == 0).mean() - 0.3) < 0.01  # 100000 draws: 5 sigma is 0.007
+    assert (m1 != m2).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_updates(be, rng, dtype):
+    shape = (5, 7)
+    param, grad = rand(rng, shape, dtype), rand(rng, shape, dtype)
+    state = np.abs(rand(rng, shape, dtype))
+
+    p = be.asarray(param.copy())
+    be.sgd_update(p, be.asarray(grad), 0.1)
+    assert_close(be.to_numpy(p), naive.sgd_update(param, grad, 0.1), dtype, "sgd")
+
+    p, v = be.asarray(param.copy()), be.asarray(state.copy())
+    be.momentum_update(p, be.asarray(grad), v, 0.1, 0.9)
+    ref_p, ref_v = naive.momentum_update(param, grad, state, 0.1, 0.9)
+    assert_close(be.to_numpy(p), ref_p, dtype, "momentum param")
+    assert_close(be.to_numpy(v), ref_v, dtype, "momentum velocity")
+
+    p, h = be.asarray(param.copy()), be.asarray(state.copy())
+    be.adagrad_update(p, be.asarray(grad), h, 0.1, 1e-7)
+    ref_p, ref_h = naive.adagrad_update(param, grad, state, 0.1, 1e-7)
+    assert_close(be.to_numpy(p), ref_p, dtype, "adagrad param")
+    assert_close(be.to_numpy(h), ref_h, dtype, "adagrad h")
+
+    m0, v0 = rand(rng, shape, dtype), state * state
+    p, m, v = be.asarray(param.copy()), be.asarray(m0.copy()), be.asarray(v0.copy())
+    for t in (1, 2, 7):
+        be.adam_update(p, be.asarray(grad), m, v, t, 0.01, 0.7, 0.9, 1e-8)
+    ref = (param, m0, v0)
+    for t in (1, 2, 7):
+        ref = naive.adam_update(*ref[:1], grad, *ref[1:], t, 0.01, 0.7, 0.9, 1e-8)
+    for got, want, name in zip((p, m, v), ref, ("param", "m", "v")):
+        assert_close(be.to_numpy(got), want, dtype, f"adam {name}")
+
+
+def test_count_correct(be):
+    logits = np.array([[0.1, 2.0, 0.3], [5.0, 0.0, 1.0], [0.0, 0.0, 3.0]], np.float32)
+    assert int(be.count_correct(be.asarray(logits), be.asarray(np.array([1, 0, 1])))) == 2

@@ -69,7 +69,7 @@ def download_mnist(root: str | os.PathLike | None = None, mirrors: list[str] | N
             log(f"{target}: downloaded from {mirror} and verified")
             break
         else:
-            raise DataError(f"could not download {stem}.gz from any mirror:\n  " + "\n  ".join(problems))
+            raise DataError(f"could not download {stem}.gz from any mirror: " + "; ".join(problems))
     return root
 
 

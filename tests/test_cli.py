@@ -1,0 +1,63 @@
+"""The command line, run as a user runs it: a real subprocess on a small subset of MNIST."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from test_data import write_mnist
+
+
+def run(*args, env=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_train_json_and_evaluate(mnist_dir, tmp_path):
+    out = tmp_path / "m.npz"
+    proc = run("train", "--backend", "numpy", "--data", str(mnist_dir), "--limit-train", "2000", "--limit-test", "500",
+               "--out", str(out), "--json", "--quiet")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("model", "backend", "epochs", "batch_size", "epoch_seconds", "test_accuracy", "test_loss",
+                "samples_per_second"):
+        assert key in summary
+    assert summary["model"] == "simple-cnn" and summary["backend"] == "numpy" and summary["batch_size"] == 100
+    assert 0.7 < summary["test_accuracy"] <= 1.0
+    proc = run("evaluate", str(out), "--data", str(mnist_dir), "--limit-test", "500", "--json")
+    ev = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert ev["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+
+def test_info_json():
+    info = json.loads(run("info", "--json").stdout.strip().splitlines()[-1])
+    assert info["backends"]["numpy"]["available"] is True
+    assert set(info["backends"]) == {"numpy", "numba", "cupy"}
+    assert all(b["reason"] for b in info["backends"].values())
+    assert "simple-cnn" in info["models"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--backend", "tpu"], "unknown backend 'tpu'"),
+    (["train", "--model", "resnet"], "unknown model 'resnet'"),
+    (["evaluate", "nope.npz"], "no such model file"),
+])
+def test_user_errors_are_one_line(tmp_path, args, message):
+    write_mnist(tmp_path)
+    proc = run(*args, "--data", str(tmp_path), check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_missing_data_is_one_line(tmp_path):
+    proc = run("train", "--backend", "numpy", "--data", str(tmp_path / "none"), check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_data_file_is_one_line(tmp_path):
+    write_mnist(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    proc = run("train", "--backend", "numpy", "--data", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "t10k-images-idx3-ubyte.gz: corrupt or truncated gzip" in proc.stderr

@@ -1,0 +1,153 @@
+"""Models, optimizers, schedules, the trainer, model files and backend selection."""
+import json
+
+import numpy as np
+import pytest
+
+import fastmnist
+from fastmnist import zoo
+from fastmnist.backends import get_backend, resolve_name, use_backend
+from fastmnist.errors import BackendUnavailable, ModelFileError, TrainingDiverged
+from fastmnist.model import load, load_optimizer_state, load_with_state
+from fastmnist.optim import Adam, OneCycle, StepDecay, make_optimizer
+
+
+def tiny_data(n=64, seed=0, flat=False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = rng.random((n, 1, 28, 28)).astype(np.float32) * 0.1
+    x[np.arange(n), 0, y * 2 + 3, 5:20] = 1.0  # a learnable stroke per class
+    return (x.reshape(n, -1) if flat else x), y
+
+
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_zoo_models_train_and_predict(be, name):
+    r = zoo.recipe(name)
+    x, y = tiny_data(40, flat=r.flat_input)
+    model = zoo.create(name, backend=be, seed=1)
+    hist = model.fit(x, y, epochs=2, batch_size=16, optimizer=make_optimizer(r.optimizer, r.lr, **r.optimizer_args),
+                     schedule=r.schedule, verbose=0)
+    assert set(hist) >= {"loss", "accuracy", "seconds", "val_accuracy"} and len(hist["loss"]) == 2
+    assert all(np.isfinite(hist["loss"]))
+    p = model.predict(x[:5])
+    assert p.shape == (5, 10) and np.allclose(p.sum(1), 1, atol=1e-5)
+    res = model.evaluate(x, y)
+    assert 0 <= res["accuracy"] <= 1
+
+
+def test_training_learns(be):
+    x, y = tiny_data(256)
+    model = zoo.create("simple-cnn", backend=be, seed=0)
+    hist = model.fit(x, y, epochs=3, batch_size=32, optimizer=Adam(0.002), verbose=0,
+                     validation_data=tiny_data(64, seed=1))
+    assert hist["val_accuracy"][-1] > 0.9, hist
+
+
+def test_same_seed_same_weights_cpu_backends():
+    from fastmnist.backends import available_backends
+    cpu = [n for n in available_backends() if n != "cupy"]
+    x, y = tiny_data(48)
+    finals = []
+    for name in cpu:
+        m = zoo.create("dropout-cnn", backend=name, seed=7)
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        finals.append([m.backend.to_numpy(p) for p in m.parameters()])
+        m2 = zoo.create("dropout-cnn", backend=name, seed=7)
+        m2.fit(x, y, epochs=1, batch_size=16, verbose=0)
+        for a, b in zip(finals[-1], [m2.backend.to_numpy(p) for p in m2.parameters()]):
+            np.testing.assert_array_equal(a, b)  # bit for bit, run to run
+    init = [[get_backend(n).to_numpy(p) for p in zoo.create("simple-cnn", backend=n, seed=3).parameters()] for n in cpu]
+    for other in init[1:]:
+        for a, b in zip(init[0], other):
+            np.testing.assert_array_equal(a, b)  # same seed, same initial weights on every backend
+
+
+def test_save_load_resume(be, tmp_path):
+    x, y = tiny_data(64)
+    model = zoo.create("simple-cnn", backend=be, seed=0)
+    opt = Adam(0.001)
+    model.fit(x, y, epochs=1, batch_size=32, optimizer=opt, verbose=0)
+    path = model.save(tmp_path / "m.npz", optimizer=opt, extra={"history": {"loss": [1.0]}})
+    loaded, arrays = load_with_state(path, backend=be)
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(be.to_numpy(a), be.to_numpy(b))
+    opt2 = Adam(0.001).attach(loaded)
+    load_optimizer_state(opt2, arrays)
+    assert opt2.t == opt.t == 2
+    # one more step from the same state gives the same weights
+    model.fit(x[:32], y[:32], epochs=1, batch_size=32, optimizer=opt, verbose=0, shuffle=False)
+    loaded.fit(x[:32], y[:32], epochs=1, batch_size=32, optimizer=opt2, verbose=0, shuffle=False)
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        np.testing.assert_array_equal(be.to_numpy(a), be.to_numpy(b))
+    assert json.loads(str(arrays["extra/history"])) == {"loss": [1.0]}
+
+
+def test_model_file_errors(tmp_path):
+    model = zoo.create("two-layer", backend="numpy")
+    path = model.save(tmp_path / "m.npz")
+    arrays = dict(np.load(path, allow_pickle=False))
+    bad = dict(arrays)
+    bad["param/0/w"] = np.zeros((3, 3), np.float32)
+    np.savez(tmp_path / "shape.npz", **bad)
+    with pytest.raises(ModelFileError, match=r"param/0/w has float32 \(3, 3\); architecture needs float32 \(784, 50\)"):
+        load(tmp_path / "shape.npz")
+    bad = {k: v for k, v in arrays.items() if k != "param/2/b"}
+    np.savez(tmp_path / "missing.npz", **bad)
+    with pytest.raises(ModelFileError, match="missing \\['param/2/b'\\]"):
+        load(tmp_path / "missing.npz")
+    bad = dict(arrays, architecture=np.array(str(arrays["architecture"]).replace("Dense", "Evil")))
+    np.savez(tmp_path / "arch.npz", **bad)
+    with pytest.raises(ModelFileError, match="unknown layer type 'Evil'"):
+        load(tmp_path / "arch.npz")
+    bad = dict(arrays, **{"param/0/b": np.array([object()] * 50)})
+    np.savez(tmp_path / "obj.npz", **bad)
+    with pytest.raises(ModelFileError, match="refused"):
+        load(tmp_path / "obj.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="junk.npz"):
+        load(tmp_path / "junk.npz")
+
+
+def test_nonfinite_loss_stops_with_epoch_and_step():
+    x, y = tiny_data(64, flat=True)
+    model = zoo.create("relu-mlp", backend="numpy", seed=0)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step \d+ of 4"):
+        with np.errstate(all="ignore"):
+            model.fit(x * 1e30, y, epochs=1, batch_size=16, optimizer="sgd", lr=1e10, verbose=0)
+
+
+def test_fit_argument_errors():
+    x, y = tiny_data(8, flat=True)
+    model = zoo.create("relu-mlp", backend="numpy")
+    with pytest.raises(ValueError, match="per-sample shape"):
+        model.fit(x.reshape(8, 1, 28, 28), y, verbose=0)
+    with pytest.raises(ValueError, match=r"labels span 0\.\.12"):
+        model.fit(x, np.array([0] * 7 + [12]), verbose=0)
+    with pytest.raises(TypeError, match="labels have dtype float64"):
+        model.fit(x, y.astype(float), verbose=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(x, y, batch_size=0, verbose=0)
+
+
+def test_schedules():
+    one = OneCycle()
+    lrs = [one(0.01, s, 10, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.01 / 25) and max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert lrs[-1] == pytest.approx(0.01 / 25 / 1e4, rel=1e-3)
+    assert int(np.argmax(lrs)) in (28, 29)
+    step = StepDecay(every_epochs=2, gamma=0.5)
+    assert [step(1.0, s, 10, 100) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_backend_selection(monkeypatch):
+    with pytest.raises(ValueError, match="unknown backend 'tpu'; valid names: numpy, numba, cupy, auto"):
+        get_backend("tpu")
+    monkeypatch.setenv("FASTMNIST_BACKEND", "numpy")
+    assert get_backend().name == "numpy"
+    with use_backend("numpy") as be:
+        assert be.name == "numpy" and fastmnist.get_backend().name == "numpy"
+    from fastmnist.backends import backend_status
+    if not backend_status("cupy")[0]:
+        with pytest.raises(BackendUnavailable, match="backend 'cupy' is not available here: .*pip install"):
+            get_backend("cupy")
+        assert resolve_name("auto") in ("numba", "numpy")

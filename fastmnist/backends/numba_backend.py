@@ -1,0 +1,526 @@
+"""The Numba backend: JIT-compiled, parallel CPU kernels; matrix products through NumPy's BLAS.
+
+Each public function validates its arguments with :mod:`.contract` (in Python, before any compiled
+code runs) and makes its inputs C-contiguous, then calls an ``@njit`` kernel. Parallel loops run
+over the batch (``prange``); matrix products are left to BLAS, which runs between the parallel
+regions, never inside them, so Numba's threads and BLAS's threads take turns on the cores instead
+of fighting over them. Kernels are compiled on first use and cached on disk (``cache=True``; set
+``NUMBA_CACHE_DIR`` where the package directory is read-only).
+
+Fused paths the layers use: conv bias + NCHW layout in one pass (and + ReLU), pool + argmax,
+softmax + cross-entropy + gradient, one Adam pass per parameter.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError as exc:  # reported by available(); the registry never returns this backend then
+    numba = None
+    _IMPORT_ERROR = str(exc)
+else:
+    _IMPORT_ERROR = ""
+
+from . import contract as C
+from . import numpy_backend as _ref
+
+name = "numba"
+xp = np
+is_device = False
+
+
+def available():
+    if numba is None:
+        return False, f"numba is not installed ({_IMPORT_ERROR}); pip install numba"
+    return True, f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads"
+
+
+def info():
+    if numba is None:
+        return {}
+    return {"numba": numba.__version__, "threads": numba.get_num_threads(),
+            "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
+            "threading_layer": _threading_layer(), "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "(next to the package)")}
+
+
+def _threading_layer():
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        return numba.config.THREADING_LAYER
+
+
+asarray = _ref.asarray
+to_numpy = _ref.to_numpy
+synchronize = _ref.synchronize
+one_hot = _ref.one_hot
+
+
+if numba is not None:
+    _jit = dict(cache=True, nogil=True)
+    _pjit = dict(cache=True, nogil=True, parallel=True)
+
+    # ---------------- convolution ----------------
+
+    @njit(**_pjit)
+    def _im2col_kernel(x, kh, kw, stride, pad, oh, ow, out):  # x (N,C,H,W) -> out (N*OH*OW, C*KH*KW)
+        n_, c_, h_, w_ = x.shape
+        for n in prange(n_):
+            for i in range(oh):
+                for j in range(ow):
+                    row = (n * oh + i) * ow + j
+                    col = 0
+                    for c in range(c_):
+                        for a in range(kh):
+                            hh = i * stride + a - pad
+                            for b in range(kw):
+                                ww = j * stride + b - pad
+                                if 0 <= hh < h_ and 0 <= ww < w_:
+                                    out[row, col] = x[n, c, hh, ww]
+                                else:
+                                    out[row, col] = 0
+                                col += 1
+
+    @njit(**_pjit)
+    def _col2im_kernel(col, kh, kw, stride, pad, oh, ow, out):  # out (N,C,H,W) zeroed; overlaps summed
+        n_, c_, h_, w_ = out.shape
+        for n in prange(n_):
+            for i in range(oh):
+                for j in range(ow):
+                    row = (n * oh + i) * ow + j
+                    k = 0
+                    for c in range(c_):
+                        for a in range(kh):
+                            hh = i * stride + a - pad
+                            for b in range(kw):
+                                ww = j * stride + b - pad
+                                if 0 <= hh < h_ and 0 <= ww < w_:
+                                    out[n, c, hh, ww] += col[row, k]
+                                k += 1
+
+    @njit(**_pjit)
+    def _rows_to_nchw_kernel(rows, b, relu, out):  # rows (N*P, F) + b -> out (N, F, P), optionally ReLU
+        n_, f_, p_ = out.shape
+        for n in prange(n_):
+            for p in range(p_):
+                r = n * p_ + p
+                for f in range(f_):
+                    v = rows[r, f] + b[f]
+                    out[n, f, p] = v if (not relu or v > 0) else 0
+
+    @njit(**_pjit)
+    def _nchw_to_rows_kernel(dy, out):  # dy (N, F, P) -> out (N*P, F)
+        n_, f_, p_ = dy.shape
+        for n in prange(n_):
+            for f in range(f_):
+                for p in range(p_):
+                    out[n * p_ + p, f] = dy[n, f, p]
+
+    # ---------------- pooling ----------------
+
+    @njit(**_pjit)
+    def _maxpool_kernel(x, size, stride, oh, ow, y, arg):
+        n_, c_, h_, w_ = x.shape
+        for n in prange(n_):
+            for c in range(c_):
+                for i in range(oh):
+                    for j in range(ow):
+                        h0, w0 = i * stride, j * stride
+                        best = x[n, c, h0, w0]
+                        where = h0 * w_ + w0
+                        for a in range(size):
+                            for b in range(size):
+                                v = x[n, c, h0 + a, w0 + b]
+                                if v > best:  # strict: the first maximum wins ties
+                                    best = v
+                                    where = (h0 + a) * w_ + w0 + b
+                        y[n, c, i, j] = best
+                        arg[n, c, i, j] = where
+
+    @njit(**_pjit)
+    def _maxpool_backward_kernel(dy, arg, dx):  # dx (N, C, H*W) zeroed; returns the count of bad indices
+        n_, c_, oh, ow = dy.shape
+        hw = dx.shape[2]
+        bad = 0
+        for n in prange(n_):
+            for c in range(c_):
+                for i in range(oh):
+                    for j in range(ow):
+                        k = arg[n, c, i, j]
+                        if 0 <= k < hw:  # checked here, for free, instead of a pass over argmax first
+                            dx[n, c, k] += dy[n, c, i, j]
+                        else:
+                            bad += 1
+        return bad
+
+    # ---------------- elementwise ----------------
+
+    @njit(**_pjit)
+    def _bias_add_kernel(y, b, relu):  # y (N, M) += b, optionally ReLU, in place
+        n_, m_ = y.shape
+        for n in prange(n_):
+            for m in range(m_):
+                v = y[n, m] + b[m]
+                y[n, m] = v if (not relu or v > 0) else 0
+
+    @njit(**_pjit)
+    def _relu_kernel(x, out):
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = v if v > 0 else 0
+
+    @njit(**_pjit)
+    def _relu_backward_kernel(dy, x, out):
+        for i in prange(x.size):
+            out[i] = dy[i] if x[i] > 0 else 0
+
+    @njit(**_pjit)
+    def _sigmoid_kernel(x, out):
+        for i in prange(x.size):
+            v = x[i]
+            if v >= 0:
+                out[i] = 1 / (1 + math.exp(-v))
+            else:
+                e = math.exp(v)
+                out[i] = e / (1 + e)
+
+    @njit(**_pjit)
+    def _sigmoid_backward_kernel(dy, y, out):
+        for i in prange(y.size):
+            out[i] = dy[i] * y[i] * (1 - y[i])
+
+    @njit(**_pjit)
+    def _mul_kernel(a, b, out):
+        for i in prange(a.size):
+            out[i] = a[i] * b[i]
+
+    # ---------------- losses ----------------
+
+    @njit(**_pjit)
+    def _softmax_kernel(x, out):
+        n_, m_ = x.shape
+        for n in prange(n_):
+            top = x[n, 0]
+            for m in range(1, m_):
+                top = max(top, x[n, m])
+            s = 0.0
+            for m in range(m_):
+                e = math.exp(x[n, m] - top)
+                out[n, m] = e
+                s += e
+            for m in range(m_):
+                out[n, m] /= s
+
+    @njit(**_pjit)
+    def _softmax_ce_kernel(x, labels, d, row_loss):  # returns the count of labels out of range
+        n_, m_ = x.shape
+        bad = 0
+        for n in prange(n_):
+            lab = labels[n]
+            if lab < 0 or lab >= m_:
+                bad += 1
+                continue
+            top = x[n, 0]
+            for m in range(1, m_):
+                top = max(top, x[n, m])
+            s = 0.0
+            for m in range(m_):
+                e = math.exp(x[n, m] - top)
+                d[n, m] = e
+                s += e
+            row_loss[n] = math.log(s) - (x[n, lab] - top)
+            for m in range(m_):
+                d[n, m] = d[n, m] / s / n_
+            d[n, lab] -= 1.0 / n_
+        return bad
+
+    @njit(**_jit)
+    def _mse_kernel(y, t, d):  # y, t, d flat; returns sum of squares (sequential: deterministic)
+        n_ = y.shape[0]
+        s = 0.0
+        inv = 1.0 / n_
+        yf, tf, df = y.ravel(), t.ravel(), d.ravel()
+        for i in range(yf.size):
+            diff = yf[i] - tf[i]
+            s += diff * diff
+            df[i] = diff * inv
+        return s
+
+    @njit(**_jit)
+    def _count_correct_kernel(x, labels):
+        n_, m_ = x.shape
+        hits = 0
+        for n in range(n_):
+            best = 0
+            for m in range(1, m_):
+                if x[n, m] > x[n, best]:
+                    best = m
+            hits += best == labels[n]
+        return hits
+
+    # ---------------- dropout: the contract's splitmix64 counter-based uniform ----------------
+
+    @njit(**_pjit)
+    def _dropout_kernel(x, p, scale, seed, y, mask):
+        base = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        for i in prange(x.size):
+            z = base + np.uint64(i + 1)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            z = z ^ (z >> np.uint64(31))
+            u = np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
+            keep = scale if u >= p else 0.0
+            mask[i] = keep
+            y[i] = x[i] * mask[i]
+
+    # ---------------- optimizers (flat views, in place) ----------------
+
+    @njit(**_pjit)
+    def _sgd_kernel(p, g, lr):
+        for i in prange(p.size):
+            p[i] -= lr * g[i]
+
+    @njit(**_pjit)
+    def _momentum_kernel(p, g, v, lr, mom):
+        for i in prange(p.size):
+            v[i] = mom * v[i] - lr * g[i]
+            p[i] += v[i]
+
+    @njit(**_pjit)
+    def _adagrad_kernel(p, g, h, lr, eps):
+        for i in prange(p.size):
+            h[i] += g[i] * g[i]
+            p[i] -= lr * g[i] / (math.sqrt(h[i]) + eps)
+
+    @njit(**_pjit)
+    def _adam_kernel(p, g, m, v, b1, b2, step, sqrt_bc2, eps):
+        for i in prange(p.size):
+            gi = g[i]
+            m[i] = b1 * m[i] + (1 - b1) * gi
+            v[i] = b2 * v[i] + (1 - b2) * gi * gi
+            p[i] -= step * m[i] / (math.sqrt(v[i]) / sqrt_bc2 + eps)
+
+
+def _c(a):
+    return np.ascontiguousarray(a)
+
+
+def _flat(a, op, name):
+    """A flat, writable view of an in-place operand; a copy would silently drop the update."""
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous for an in-place update, got strides {a.strides}")
+    return a.reshape(-1)
+
+
+# ---- convolution ----
+
+def im2col(x, kh, kw, stride=1, pad=0):
+    """(N, C, H, W) -> (N*OH*OW, C*KH*KW); rows (n, oh, ow), columns (c, kh, kw)."""
+    n, c, h, w, oh, ow = C.check_im2col(x, kh, kw, stride, pad)
+    out = np.empty((n * oh * ow, c * kh * kw), x.dtype)
+    _im2col_kernel(_c(x), kh, kw, stride, pad, oh, ow, out)
+    return out
+
+
+def col2im(col, x_shape, kh, kw, stride=1, pad=0):
+    n, c, h, w, oh, ow = C.check_col2im(col, x_shape, kh, kw, stride, pad)
+    out = np.zeros((n, c, h, w), col.dtype)
+    _col2im_kernel(_c(col), kh, kw, stride, pad, oh, ow, out)
+    return out
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW)."""
+    return conv2d_forward_cached(x, w, b, stride, pad)[0]
+
+
+def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
+    """Forward returning the im2col matrix for the backward; ``relu`` fuses a following ReLU."""
+    n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
+    f, _, kh, kw = w.shape
+    cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
+    _im2col_kernel(_c(x), kh, kw, stride, pad, oh, ow, cols)
+    rows = cols @ _c(w).reshape(f, -1).T  # BLAS: (N*OH*OW, CKK) @ (CKK, F)
+    y = np.empty((n, f, oh, ow), x.dtype)
+    _rows_to_nchw_kernel(rows, _c(b), relu, y.reshape(n, f, oh * ow))
+    return y, (cols, x.shape, stride, pad)
+
+
+def conv2d_backward(dy, x, w, stride=1, pad=0):
+    """dy (N, F, OH, OW) -> (dx (N, C, H, W), dw (F, C, KH, KW), db (F,))."""
+    C.check_conv2d_backward(dy, x, w, stride, pad)
+    cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
+    return conv2d_backward_cached(dy, (cols, x.shape, stride, pad), w)
+
+
+def conv2d_backward_cached(dy, cache, w, need_dx=True):
+    cols, x_shape, stride, pad = cache
+    f, c, kh, kw = w.shape
+    n, _, oh, ow = dy.shape
+    rows = np.empty((n * oh * ow, f), dy.dtype)
+    _nchw_to_rows_kernel(_c(dy).reshape(n, f, oh * ow), rows)
+    dw = (rows.T @ cols).reshape(w.shape)  # BLAS
+    db = rows.sum(axis=0)
+    if not need_dx:
+        return None, dw, db
+    dcols = rows @ _c(w).reshape(f, -1)  # BLAS
+    dx = np.zeros(x_shape, dy.dtype)
+    _col2im_kernel(dcols, kh, kw, stride, pad, oh, ow, dx)
+    return dx, dw, db
+
+
+# ---- pooling ----
+
+def maxpool2d_forward(x, size=2, stride=2):
+    """x (N, C, H, W) -> (y (N, C, OH, OW), argmax (N, C, OH, OW) flat h*W+w indices)."""
+    n, c, h, w, oh, ow = C.check_maxpool2d_forward(x, size, stride)
+    y = np.empty((n, c, oh, ow), x.dtype)
+    arg = np.empty((n, c, oh, ow), np.int64)
+    _maxpool_kernel(_c(x), size, stride, oh, ow, y, arg)
+    return y, arg
+
+
+def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
+    n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
+    dx = np.zeros((n, c, h * w), dy.dtype)
+    bad = _maxpool_backward_kernel(_c(dy), _c(argmax).astype(np.int64, copy=False), dx)
+    if bad:
+        C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
+    return dx.reshape(n, c, h, w)
+
+
+# ---- affine ----
+
+def affine_forward(x, w, b, relu=False):
+    """x (N, D), w (D, M), b (M,) -> (N, M); ``relu`` fuses a following ReLU."""
+    C.check_affine_forward(x, w, b)
+    y = _c(x) @ _c(w)  # BLAS
+    _bias_add_kernel(y, _c(b), relu)
+    return y
+
+
+def affine_backward(dy, x, w, need_dx=True):
+    C.check_affine_backward(dy, x, w)
+    dy, x, w = _c(dy), _c(x), _c(w)
+    return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
+
+
+# ---- activations ----
+
+def _unary(kernel, x):
+    x = _c(x)
+    out = np.empty_like(x)
+    kernel(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def _binary(kernel, a, b):
+    a, b = _c(a), _c(b)
+    out = np.empty_like(a)
+    kernel(a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_forward(x):
+    C.check_unary("relu_forward", x)
+    return _unary(_relu_kernel, x)
+
+
+def relu_backward(dy, x):
+    C.check_unary_backward("relu_backward", dy, x)
+    return _binary(_relu_backward_kernel, dy, x)
+
+
+def sigmoid_forward(x):
+    C.check_unary("sigmoid_forward", x)
+    return _unary(_sigmoid_kernel, x)
+
+
+def sigmoid_backward(dy, y):
+    C.check_unary_backward("sigmoid_backward", dy, y, "y")
+    return _binary(_sigmoid_backward_kernel, dy, y)
+
+
+# ---- losses ----
+
+def softmax(x):
+    C.check_softmax(x)
+    x = _c(x)
+    out = np.empty_like(x)
+    _softmax_kernel(x, out)
+    return out
+
+
+def softmax_cross_entropy(logits, labels):
+    """Fused softmax + mean cross-entropy + gradient -> (loss 0-d, dlogits (N, M))."""
+    C.check_softmax_cross_entropy(logits, labels)
+    x = _c(logits)
+    labels = _c(labels).astype(np.int64, copy=False)
+    d = np.empty_like(x)
+    row_loss = np.zeros(x.shape[0], np.float64)
+    if _softmax_ce_kernel(x, labels, d, row_loss):
+        C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), x.shape[1])
+    return np.asarray(row_loss.sum() / x.shape[0], x.dtype), d
+
+
+def mse_loss(y, t):
+    C.check_mse(y, t)
+    y = _c(y)
+    d = np.empty_like(y)
+    s = _mse_kernel(y, _c(t), d)
+    return np.asarray(0.5 * s / y.shape[0], y.dtype), d
+
+
+# ---- dropout ----
+
+def dropout_forward(x, p, seed):
+    C.check_dropout(x, p, seed)
+    x = _c(x)
+    y, mask = np.empty_like(x), np.empty_like(x)
+    _dropout_kernel(x.reshape(-1), float(p), 1.0 / (1.0 - p), int(seed), y.reshape(-1), mask.reshape(-1))
+    return y, mask
+
+
+def dropout_backward(dy, mask):
+    C.check_unary_backward("dropout_backward", dy, mask, "mask")
+    return _binary(_mul_kernel, dy, mask)
+
+
+# ---- optimizer updates, in place ----
+
+def sgd_update(param, grad, lr):
+    C.check_update("sgd_update", param, grad, lr)
+    _sgd_kernel(_flat(param, "sgd_update", "param"), _c(grad).reshape(-1), param.dtype.type(lr))
+
+
+def momentum_update(param, grad, velocity, lr, momentum=0.9):
+    C.check_update("momentum_update", param, grad, lr, velocity=velocity)
+    f = param.dtype.type
+    _momentum_kernel(_flat(param, "momentum_update", "param"), _c(grad).reshape(-1),
+                     _flat(velocity, "momentum_update", "velocity"), f(lr), f(momentum))
+
+
+def adagrad_update(param, grad, h, lr, eps=1e-7):
+    C.check_update("adagrad_update", param, grad, lr, h=h)
+    f = param.dtype.type
+    _adagrad_kernel(_flat(param, "adagrad_update", "param"), _c(grad).reshape(-1), _flat(h, "adagrad_update", "h"),
+                    f(lr), f(eps))
+
+
+def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One fused pass: m, v and the parameter updated together (PyTorch's bias-corrected form)."""
+    C.check_update("adam_update", param, grad, lr, m=m, v=v)
+    t = C.require_int("adam_update", "t", t, 1)
+    f = param.dtype.type
+    op = "adam_update"
+    _adam_kernel(_flat(param, op, "param"), _c(grad).reshape(-1), _flat(m, op, "m"), _flat(v, op, "v"),
+                 f(beta1), f(beta2), f(lr / (1 - beta1 ** t)), f(math.sqrt(1 - beta2 ** t)), f(eps))
+
+
+def count_correct(logits, labels):
+    return np.asarray(_count_correct_kernel(_c(logits), _c(labels).astype(np.int64, copy=False)))

@@ -27,3 +27,7 @@ PROGRESS_EVERY = 100
 
 #: Batch size used by evaluate()/predict() when none is given.
 EVAL_BATCH_SIZE = 1000
+
+#: numba backend: convolutions whose C*KH*KW is at most this run as a direct convolution instead
+#: of im2col + BLAS (the first layer, 1x5x5 = 25, is far faster direct; see docs/benchmarks.md).
+DIRECT_CONV_MAX_K = 64

@@ -31,3 +31,6 @@ EVAL_BATCH_SIZE = 1000
 #: numba backend: convolutions whose C*KH*KW is at most this run as a direct convolution instead
 #: of im2col + BLAS (the first layer, 1x5x5 = 25, is far faster direct; see docs/benchmarks.md).
 DIRECT_CONV_MAX_K = 64
+
+#: numba backend: run BLAS single-threaded while training (see numba_backend.training_context).
+NUMBA_SINGLE_THREAD_BLAS = True

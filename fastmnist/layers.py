@@ -191,4 +191,43 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
+class ConvReLUPool:
+    """Execution-plan node: Conv2D, ReLU and MaxPool2D (either order of the last two) run as one
+    fused backend call. It owns no parameters: it reads and writes the Conv2D layer's, so saved
+    files and the public layer list are unchanged."""
+
+    def __init__(self, conv: Conv2D, pool: MaxPool2D):
+        self.conv, self.pool = conv, pool
+
+    def forward(self, x, train):
+        conv = self.conv
+        y, self.cache = conv.be.conv2d_relu_maxpool_forward(x, conv.params["w"], conv.params["b"], conv.stride,
+                                                            conv.p, self.pool.size, self.pool.stride)
+        return y
+
+    def backward(self, dy):
+        conv = self.conv
+        dx, conv.grads["w"], conv.grads["b"] = conv.be.conv2d_relu_maxpool_backward(
+            dy, self.cache, conv.params["w"], conv.need_dx)
+        self.cache = None
+        return dx
+
+
+def fuse(layers: list, be) -> list:
+    """The execution plan: layers, with Conv2D+ReLU+MaxPool2D runs replaced by fused nodes where
+    the backend offers ``conv2d_relu_maxpool_forward``."""
+    if not hasattr(be, "conv2d_relu_maxpool_forward"):
+        return list(layers)
+    plan, i = [], 0
+    while i < len(layers):
+        a, b, c = (layers[i:i + 3] + [None, None])[:3]
+        if isinstance(a, Conv2D) and {type(b), type(c)} == {ReLU, MaxPool2D}:
+            plan.append(ConvReLUPool(a, b if isinstance(b, MaxPool2D) else c))
+            i += 3
+        else:
+            plan.append(a)
+            i += 1
+    return plan
+
+
 LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Flatten, Dense, ReLU, Sigmoid, Dropout)}

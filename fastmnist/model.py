@@ -16,7 +16,7 @@ import numpy as np
 from . import config
 from .backends import get_backend
 from .errors import ModelFileError
-from .layers import LAYER_TYPES, Layer
+from .layers import LAYER_TYPES, Layer, fuse
 
 LOSSES = ("softmax_cross_entropy", "mse")
 FORMAT_VERSION = 1
@@ -57,17 +57,24 @@ class Sequential:
         self.output_shape = shape
         if self.layers:
             self.layers[0].need_dx = False  # nobody needs the gradient with respect to the images
+        self.fused = True
+        self.plan = fuse(self.layers, self.backend)
+
+    def set_fusion(self, enabled: bool) -> None:
+        """Run fused backend paths (conv+ReLU+pool) where available (default) or layer by layer."""
+        self.fused = enabled
+        self.plan = fuse(self.layers, self.backend) if enabled else list(self.layers)
 
     # ---- computation ----
 
     def forward(self, x, train: bool = False):
-        for layer in self.layers:
-            x = layer.forward(x, train)
+        for node in self.plan:
+            x = node.forward(x, train)
         return x
 
     def backward(self, dout) -> None:
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        for node in reversed(self.plan):
+            dout = node.backward(dout)
 
     def loss_and_grad(self, out, targets):
         """(loss 0-d, d loss / d out); ``targets`` are labels for cross-entropy, one-hot rows for mse."""
@@ -92,6 +99,7 @@ class Sequential:
             layer.grads = {}
             layer.be = be
         self.backend = be
+        self.set_fusion(self.fused)
         return self
 
     # ---- convenience wrappers around the trainer ----

@@ -7,6 +7,7 @@ loss is checked for NaN/Inf every step, at no cost.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -111,28 +112,38 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     history = history if history is not None else {k: [] for k in
                                                    ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")}
 
+    with getattr(be, "training_context", contextlib.nullcontext)():
+        _run_epochs(**locals())
+    return history
+
+
+def _run_epochs(model, be, xs_all, labels_all, targets_all, n, steps, total_steps, epochs, initial_epoch, batch_size,
+                shuffle, rng, dropouts, check_every, history, optimizer, schedule, validation_data, verbose,
+                on_epoch_end, **_):
     for epoch in range(initial_epoch, epochs):
         t0 = time.perf_counter()
-        if shuffle:
-            perm = be.asarray(rng.permutation(n))
-            xs, ts, ls = xs_all[perm], targets_all[perm], labels_all[perm]
-        else:
-            xs, ts, ls = xs_all, targets_all, labels_all
+        # Gathered batch by batch: a whole-set permuted copy would move 188 MB per epoch at once.
+        perm = be.asarray(rng.permutation(n)) if shuffle else None
         bar = _progress(steps, f"epoch {epoch + 1}/{epochs}", verbose == 1 and sys.stderr.isatty())
         loss_sum = correct = 0.0
         checked_loss, checked_step = 0.0, 0
         lr_now = optimizer.lr
         for step in range(steps):
             lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+            if perm is None:
+                xb, tb, lb = xs_all[lo:hi], targets_all[lo:hi], labels_all[lo:hi]
+            else:
+                idx = perm[lo:hi]
+                xb, tb, lb = xs_all[idx], targets_all[idx], labels_all[idx]
             for layer in dropouts:
                 layer.seed = int(rng.integers(2**62))
-            out = model.forward(xs[lo:hi], train=True)
-            loss, dout = model.loss_and_grad(out, ts[lo:hi])
+            out = model.forward(xb, train=True)
+            loss, dout = model.loss_and_grad(out, tb)
             model.backward(dout)
             lr_now = schedule(optimizer.lr, epoch * steps + step, steps, total_steps)
             optimizer.step(lr_now)
             loss_sum = loss_sum + loss * (hi - lo)
-            correct = correct + be.count_correct(out, ls[lo:hi])
+            correct = correct + be.count_correct(out, lb)
             if (step + 1) % check_every == 0 or step == steps - 1:
                 seen = float(loss_sum)  # the only host read inside an epoch
                 if not math.isfinite(seen):
@@ -162,7 +173,6 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
                   f"{history['accuracy'][-1]:.4f}{val_txt}, {seconds:.2f} s", file=sys.stderr)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history, optimizer, rng)
-    return history
 
 
 def _batches(model, x, batch_size):

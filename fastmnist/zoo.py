@@ -34,10 +34,10 @@ def _sigmoid_mlp():
 
 
 def _relu_mlp(dropout: float = 0.0):
-    layers = [Dense(256), ReLU()]
+    layers = [Dense(256, init="he"), ReLU()]
     if dropout:
         layers.append(Dropout(dropout))
-    return layers + [Dense(10)]
+    return layers + [Dense(10, init="he")]
 
 
 ZOO: dict[str, Recipe] = {
@@ -53,14 +53,15 @@ ZOO: dict[str, Recipe] = {
     "relu-mlp": Recipe("784-256-10, ReLU, softmax cross-entropy, optional dropout", "Keras-style MLP",
                        True, "softmax_cross_entropy", _relu_mlp, "adam", 0.001, 200, 10),
     "simple-cnn": Recipe("conv 30x5x5 -> ReLU -> maxpool 2 -> dense 100 -> ReLU -> dense 10",
-                         "Saitoh, Deep Learning from Scratch (SimpleConvNet), PyTorch initialisation",
+                         "Saitoh, Deep Learning from Scratch (SimpleConvNet), He-normal initialisation",
                          False, "softmax_cross_entropy",
-                         lambda: [Conv2D(30, 5), ReLU(), MaxPool2D(2), Flatten(), Dense(100), ReLU(), Dense(10)],
+                         lambda: [Conv2D(30, 5, init="he"), ReLU(), MaxPool2D(2), Flatten(), Dense(100, init="he"), ReLU(),
+                                  Dense(10, init="he")],
                          "adam", 0.001, 100, 1),
     "dropout-cnn": Recipe("conv 16x5x5 same -> ReLU -> maxpool 2 -> dense 128 -> ReLU -> dropout 0.5 -> dense 10",
                           "Keras-style CNN with dropout", False, "softmax_cross_entropy",
-                          lambda: [Conv2D(16, 5, pad="same"), ReLU(), MaxPool2D(2), Flatten(), Dense(128), ReLU(),
-                                   Dropout(0.5), Dense(10)],
+                          lambda: [Conv2D(16, 5, pad="same", init="he"), ReLU(), MaxPool2D(2), Flatten(),
+                                   Dense(128, init="he"), ReLU(), Dropout(0.5), Dense(10, init="he")],
                           "adam", 0.001, 200, 10),
     "fast-cnn": Recipe("conv 24x5x5 -> maxpool 2 -> ReLU -> conv 32x3x3 -> maxpool 2 -> ReLU -> dense 800->256 -> ReLU -> dense 10",
                        "the public 'MNIST in under a second' PyTorch recipe", False, "softmax_cross_entropy",

@@ -12,6 +12,7 @@ softmax + cross-entropy + gradient, one Adam pass per parameter.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -54,6 +55,27 @@ def _threading_layer():
         return numba.threading_layer()
     except ValueError:  # no parallel region has run yet
         return numba.config.THREADING_LAYER
+
+
+@contextlib.contextmanager
+def training_context():
+    """Held by the trainer around its epochs: BLAS runs single-threaded inside it.
+
+    Numba's threads and BLAS's threads otherwise take turns badly on the two cores: after each
+    matrix product BLAS's idle threads spin while the next parallel Numba kernel wants the cores
+    (simple-cnn step measured 25.6 ms with 2 BLAS threads against 12.8 ms with 1; see
+    docs/benchmarks.md). The parallel Numba kernels keep every core busy instead.
+    """
+    if not config.NUMBA_SINGLE_THREAD_BLAS:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without threadpoolctl, training is correct, only slower
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 asarray = _ref.asarray
@@ -173,20 +195,167 @@ if numba is not None:
                     for j in range(ow):
                         grow[j] = src_row[j]
                         bsum += src_row[j]
-                for c in range(c_):
-                    src = xf[n, c]
-                    for a in range(kh):
-                        for bb in range(kw):
-                            s = src[a * wp + bb: a * wp + bb + span]
-                            part = dy.dtype.type(0)
-                            for q in range(span):
-                                part += g[q] * s[q]
-                            acc[c, a, bb] += part
+                _accumulate_taps(g, xf[n], wp, span, kh, kw, acc)
             for c in range(c_):
                 for a in range(kh):
                     for bb in range(kw):
                         dw[f, c, a, bb] = acc[c, a, bb]
             db[f] = bsum
+
+    @njit(**_jit, fastmath=_FM)
+    def _accumulate_taps(g, xn, wp, span, kh, kw, acc):
+        """acc[c, a, b] += <g, xn[c][a*wp + b : a*wp + b + span]> for every tap (stride 1).
+
+        The taps of one kernel row advance together, so each g element is loaded once per row
+        instead of once per tap (5 or 3 accumulators; other widths tap by tap).
+        """
+        for c in range(xn.shape[0]):
+            src = xn[c]
+            for a in range(kh):
+                row = src[a * wp: a * wp + span + kw - 1]
+                if kw == 5:
+                    s0 = s1 = s2 = s3 = s4 = g.dtype.type(0)
+                    for q in range(span):
+                        gq = g[q]
+                        s0 += gq * row[q]
+                        s1 += gq * row[q + 1]
+                        s2 += gq * row[q + 2]
+                        s3 += gq * row[q + 3]
+                        s4 += gq * row[q + 4]
+                    acc[c, a, 0] += s0
+                    acc[c, a, 1] += s1
+                    acc[c, a, 2] += s2
+                    acc[c, a, 3] += s3
+                    acc[c, a, 4] += s4
+                elif kw == 3:
+                    s0 = s1 = s2 = g.dtype.type(0)
+                    for q in range(span):
+                        gq = g[q]
+                        s0 += gq * row[q]
+                        s1 += gq * row[q + 1]
+                        s2 += gq * row[q + 2]
+                    acc[c, a, 0] += s0
+                    acc[c, a, 1] += s1
+                    acc[c, a, 2] += s2
+                else:
+                    for bb in range(kw):
+                        part = g.dtype.type(0)
+                        for q in range(span):
+                            part += g[q] * row[q + bb]
+                        acc[c, a, bb] += part
+
+    # Conv + ReLU + max-pool fused: the pre-activation plane never leaves L1; only the pooled
+    # output and an int32 argmax (index into the OH*OW conv plane) are written. ReLU commutes with
+    # max, so relu(max(window)) serves both layer orders (conv-relu-pool and conv-pool-relu).
+
+    @njit(**_pjit, fastmath=_FM)
+    def _conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pstride, y, arg):
+        n_, c_, _ = xf.shape
+        f_, _, kh, kw = w.shape
+        ph, pw = y.shape[2], y.shape[3]
+        span = (oh - 1) * wp + ow
+        for n in prange(n_):
+            acc = np.empty(span, y.dtype)
+            for f in range(f_):
+                acc[:] = b[f]
+                for c in range(c_):
+                    src = xf[n, c]
+                    for a in range(kh):
+                        for bb in range(kw):
+                            wv = w[f, c, a, bb]
+                            s = src[a * wp + bb: a * wp + bb + span]
+                            for q in range(span):
+                                acc[q] += wv * s[q]
+                if size == 2 and pstride == 2:
+                    _pool22_plane(acc, wp, ow, y[n, f], arg[n, f])
+                else:
+                    _pool_plane(acc, wp, ow, size, pstride, y[n, f], arg[n, f])
+
+    @njit(**_jit)
+    def _pool22_plane(acc, wp, ow, y, arg):  # 2x2/2 window over a wide plane, ReLU on the max
+        for i in range(y.shape[0]):
+            r0 = acc[2 * i * wp: 2 * i * wp + ow]
+            r1 = acc[(2 * i + 1) * wp: (2 * i + 1) * wp + ow]
+            for j in range(y.shape[1]):
+                v0, v1, v2, v3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
+                m01, m23 = max(v0, v1), max(v2, v3)
+                k01 = 2 * j if v0 >= v1 else 2 * j + 1  # >=: the first maximum wins ties
+                k23 = ow + 2 * j if v2 >= v3 else ow + 2 * j + 1
+                best = max(m01, m23)
+                y[i, j] = best if best > 0 else 0
+                arg[i, j] = 2 * i * ow + (k01 if m01 >= m23 else k23)
+
+    @njit(**_jit)
+    def _pool_plane(acc, wp, ow, size, pstride, y, arg):  # any window over a wide plane
+        for i in range(y.shape[0]):
+            for j in range(y.shape[1]):
+                h0, w0 = i * pstride, j * pstride
+                best = acc[h0 * wp + w0]
+                where = h0 * ow + w0
+                for a in range(size):
+                    for bb in range(size):
+                        v = acc[(h0 + a) * wp + w0 + bb]
+                        k = (h0 + a) * ow + w0 + bb
+                        where = k if v > best else where  # selects, not branches: random data
+                        best = v if v > best else best    # would mispredict half of them
+                y[i, j] = best if best > 0 else 0
+                arg[i, j] = where
+
+    @njit(**_pjit, fastmath=_FM)
+    def _conv_direct_pool_dw_kernel(dy, y, arg, xf, wp, oh, ow, dw, db):
+        n_, f_, ph, pw = dy.shape
+        _, c_, kh, kw = dw.shape
+        span = (oh - 1) * wp + ow
+        for f in prange(f_):
+            g = np.zeros(span, dy.dtype)
+            acc = np.zeros((c_, kh, kw), np.float64)
+            bsum = 0.0
+            for n in range(n_):
+                g[:] = 0
+                for i in range(ph):
+                    for j in range(pw):
+                        if y[n, f, i, j] > 0:  # the ReLU mask; pooled windows pass one gradient each
+                            k = arg[n, f, i, j]
+                            d = dy[n, f, i, j]
+                            g[(k // ow) * wp + k % ow] += d
+                            bsum += d
+                _accumulate_taps(g, xf[n], wp, span, kh, kw, acc)
+            for c in range(c_):
+                for a in range(kh):
+                    for bb in range(kw):
+                        dw[f, c, a, bb] = acc[c, a, bb]
+            db[f] = bsum
+
+    @njit(**_pjit)
+    def _rows_pool_kernel(rows, b, oh, ow, size, pstride, y, arg):  # rows (N*OH*OW, F) -> pooled y, arg
+        n_, f_, ph, pw = y.shape
+        for n in prange(n_):
+            base = n * oh * ow
+            for f in range(f_):
+                for i in range(ph):
+                    for j in range(pw):
+                        h0, w0 = i * pstride, j * pstride
+                        best = rows[base + h0 * ow + w0, f]
+                        where = h0 * ow + w0
+                        for a in range(size):
+                            for bb in range(size):
+                                v = rows[base + (h0 + a) * ow + w0 + bb, f]
+                                k = (h0 + a) * ow + w0 + bb
+                                where = k if v > best else where  # selects, not branches: random
+                                best = v if v > best else best    # data would mispredict half of them
+                        best += b[f]
+                        y[n, f, i, j] = best if best > 0 else 0
+                        arg[n, f, i, j] = where
+
+    @njit(**_pjit)
+    def _pool_to_rows_kernel(dy, y, arg, oh, ow, rows):  # rows (N*OH*OW, F) zeroed <- pooled gradients
+        n_, f_, ph, pw = dy.shape
+        for n in prange(n_):
+            for f in range(f_):
+                for i in range(ph):
+                    for j in range(pw):
+                        if y[n, f, i, j] > 0:
+                            rows[n * oh * ow + arg[n, f, i, j], f] += dy[n, f, i, j]
 
     @njit(**_pjit)
     def _pad_kernel(x, pad, out):  # out (N, C, H+2p, W+2p) zeroed
@@ -212,9 +381,9 @@ if numba is not None:
                         for a in range(size):
                             for b in range(size):
                                 v = x[n, c, h0 + a, w0 + b]
-                                if v > best:  # strict: the first maximum wins ties
-                                    best = v
-                                    where = (h0 + a) * w_ + w0 + b
+                                k = (h0 + a) * w_ + w0 + b  # strict >: the first maximum wins ties;
+                                where = k if v > best else where  # selects, not branches
+                                best = v if v > best else best
                         y[n, c, i, j] = best
                         arg[n, c, i, j] = where
 
@@ -476,6 +645,53 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
     dcols = rows @ w.reshape(f, -1)  # BLAS
     dx = np.zeros(x_shape, dy.dtype)
     _col2im_kernel(dcols, kh, kw, stride, pad, oh, ow, dx)
+    return dx, dw, db
+
+
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2):
+    """Fused conv -> ReLU -> max-pool (layers' fast path) -> (y (N, F, PH, PW), cache)."""
+    n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
+    f, _, kh, kw = w.shape
+    size = C.require_int("conv2d_relu_maxpool_forward", "size", size, 1)
+    pool_stride = C.require_int("conv2d_relu_maxpool_forward", "pool_stride", pool_stride, 1)
+    ph = C.conv_out("conv2d_relu_maxpool_forward", oh, size, pool_stride, 0, "height")
+    pw = C.conv_out("conv2d_relu_maxpool_forward", ow, size, pool_stride, 0, "width")
+    x, w, b = _c(x), _c(w), _c(b)
+    y = np.empty((n, f, ph, pw), x.dtype)
+    arg = np.empty((n, f, ph, pw), np.int32)
+    if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K:
+        xp = _padded(x, pad)
+        xf = xp.reshape(n, c, -1)
+        _conv_direct_pool_kernel(xf, xp.shape[3], w, b, oh, ow, size, pool_stride, y, arg)
+        return y, ("direct", xf, xp.shape[3], x.shape, stride, pad, oh, ow, y, arg)
+    cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
+    _im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
+    rows = cols @ w.reshape(f, -1).T  # BLAS
+    _rows_pool_kernel(rows, b, oh, ow, size, pool_stride, y, arg)
+    return y, ("im2col", cols, 0, x.shape, stride, pad, oh, ow, y, arg)
+
+
+def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
+    """Backward of the fused path: pooled dy (N, F, PH, PW) -> (dx or None, dw, db)."""
+    kind, saved, wp, x_shape, stride, pad, oh, ow, y, arg = cache
+    f, c, kh, kw = w.shape
+    n = dy.shape[0]
+    dy, w = _c(dy), _c(w)
+    if kind == "direct" and not need_dx:
+        dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
+        _conv_direct_pool_dw_kernel(dy, y, arg, saved, wp, oh, ow, dw, db)
+        return None, dw, db
+    rows = np.zeros((n * oh * ow, f), dy.dtype)
+    _pool_to_rows_kernel(dy, y, arg, oh, ow, rows)
+    if kind == "direct":  # rare: a direct-conv layer that needs dx; take the im2col route back
+        saved = im2col(saved.reshape(n, c, -1, wp)[:, :, pad:pad + x_shape[2], pad:pad + x_shape[3]],
+                       kh, kw, stride, pad)
+    dw = (rows.T @ saved).reshape(w.shape)  # BLAS
+    db = rows.sum(axis=0)
+    if not need_dx:
+        return None, dw, db
+    dx = np.zeros(x_shape, dy.dtype)
+    _col2im_kernel(rows @ w.reshape(f, -1), kh, kw, stride, pad, oh, ow, dx)
     return dx, dw, db
 
 

@@ -97,6 +97,21 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
     return _col2im(dcols, n, c, h, wd, dy.shape[2], dy.shape[3], kh, kw, stride, pad), dw, db
 
 
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2):
+    """Conv -> ReLU -> max-pool in one call (the layers' fused path); reference: the three kernels."""
+    y, conv_cache = conv2d_forward_cached(x, w, b, stride, pad)
+    r = np.maximum(y, 0)
+    p, arg = maxpool2d_forward(r, size, pool_stride)
+    return p, (conv_cache, r, arg, size, pool_stride)
+
+
+def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
+    conv_cache, r, arg, size, pool_stride = cache
+    d = maxpool2d_backward(dy, arg, r.shape, size, pool_stride)
+    d[r <= 0] = 0
+    return conv2d_backward_cached(d, conv_cache, w, need_dx)
+
+
 # ---- max pooling ----
 
 def maxpool2d_forward(x, size=2, stride=2):

@@ -49,11 +49,26 @@ def _add_others(sub):
     p.add_argument("--force", action="store_true", help="download even when valid files are present")
 
 
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="time kernels, a training step and an epoch on every backend, side by side")
+    p.add_argument("--backends", default=None, help="comma list of numpy,numba,cupy,torch (default: all available)")
+    p.add_argument("--kernels", default=None, help="comma list of kernel names (default: all)")
+    p.add_argument("--models", default=None, help="comma list of zoo models (default: simple-cnn,dropout-cnn)")
+    p.add_argument("--batch-sizes", default=None, help="one size for all models, or model=size,...")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--epochs-only", action="store_true")
+    group.add_argument("--kernels-only", action="store_true")
+    p.add_argument("--json", dest="json_file", default=None, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw a grouped bar chart (needs matplotlib)")
+    p.add_argument("--quick", action="store_true", help="few repeats, a 2000-image epoch: under a minute")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmnist", description="Train MNIST networks on compiled-kernel backends.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_others(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -158,7 +173,32 @@ def cmd_download(args) -> dict:
     return {"data": str(root)}
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download}
+def cmd_bench(args) -> dict:
+    from . import bench
+
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None
+    models = split(args.models) or list(bench.DEFAULT_MODELS)
+    for m in models:
+        from .zoo import recipe
+        recipe(m)  # unknown names fail here, before anything is timed
+    kernels = split(args.kernels) or list(bench.KERNELS)
+    unknown = set(kernels) - set(bench.KERNELS)
+    if unknown:
+        raise ValueError(f"unknown kernel(s) {sorted(unknown)}; valid: {', '.join(bench.KERNELS)}")
+    report = bench.run(split(args.backends), models, kernels, bench.parse_batch_sizes(args.batch_sizes, models),
+                       args.kernels_only, args.epochs_only, args.quick, log=lambda s: print(s, file=sys.stderr))
+    print(bench.format_table(report))
+    if args.json_file:
+        with open(args.json_file, "w") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"wrote {args.json_file}", file=sys.stderr)
+    if args.plot:
+        bench.plot(report, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return {"results": len(report["results"])}
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,51 @@
+"""`fastmnist bench`: the report holds every requested case for every available backend."""
+import json
+import subprocess
+import sys
+
+from fastmnist import bench
+
+
+def test_bench_quick_report(tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    args = [sys.executable, "-m", "fastmnist.cli", "bench", "--quick", "--backends", "numpy,numba,torch,cupy",
+            "--models", "simple-cnn", "--kernels", "conv2d_forward,adam_update", "--json", str(out)]
+    try:
+        import matplotlib  # noqa: F401
+        args += ["--plot", str(png)]
+    except ImportError:
+        png = None
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    available = [b["name"] for b in report["backends"] if b["available"]]
+    assert "numpy" in available
+    assert all(b["reason"] for b in report["backends"])
+    cases = {"conv2d_forward[simple-cnn,b100]", "adam_update[simple-cnn,b100]", "train_step[simple-cnn,b100]",
+             "epoch[simple-cnn,b100,n2000]"}
+    got = {(r["case"], r["backend"]) for r in report["results"]}
+    assert got == {(c, b) for c in cases for b in available}
+    for r in report["results"]:
+        assert r["median_s"] > 0 and len(r["times_s"]) >= 1 and r["floor_s"] > 0
+        assert r["speedup_vs_numpy"] is not None
+    env = report["environment"]
+    for key in ("cpu_model", "cpu_count", "numpy", "python"):
+        assert key in env
+    assert report["ceilings"]["cpu_matmul_gflops"] > 1 and report["ceilings"]["cpu_copy_gbs"] > 0.1
+    assert "vs numpy" in proc.stdout and "train_step[simple-cnn,b100]" in proc.stdout
+    if png is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_flop_counts():
+    # simple-cnn: conv 1->30 5x5 on 28x28 (fwd + dW, no dx), dense 4320x100 and 100x10 (fwd, dW, dx)
+    conv = 2 * 30 * 24 * 24 * 25
+    expected = 2 * conv + 3 * 2 * 4320 * 100 + 3 * 2 * 100 * 10
+    assert bench.model_flops_per_sample("simple-cnn") == expected
+    assert abs(expected * 60000 / 1e9 - 260) < 5  # the issue's 260 GFLOP per epoch
+
+
+def test_bad_bench_arguments():
+    proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", "bench", "--kernels", "fft"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "unknown kernel" in proc.stderr

@@ -28,9 +28,14 @@ PROGRESS_EVERY = 100
 #: Batch size used by evaluate()/predict() when none is given.
 EVAL_BATCH_SIZE = 1000
 
-#: numba backend: convolutions whose C*KH*KW is at most this run as a direct convolution instead
-#: of im2col + BLAS (the first layer, 1x5x5 = 25, is far faster direct; see docs/benchmarks.md).
-DIRECT_CONV_MAX_K = 64
+#: numba backend: stride-1 convolutions whose C*KH*KW is at most this run as a direct convolution
+#: instead of im2col + BLAS (1x5x5 = 25 and 24x3x3 = 216 are both far faster direct, because
+#: im2col writes KH*KW copies of the input; see docs/benchmarks.md).
+DIRECT_CONV_MAX_K = 1024
 
 #: numba backend: run BLAS single-threaded while training (see numba_backend.training_context).
 NUMBA_SINGLE_THREAD_BLAS = True
+
+#: numba backend: inside training_context, matrix products of at least this many FLOPs are split
+#: over the cores by hand (BLAS itself is single-threaded there).
+SPLIT_GEMM_MIN_FLOPS = 20_000_000

@@ -74,8 +74,55 @@ def training_context():
     except ImportError:  # without threadpoolctl, training is correct, only slower
         yield
         return
+    global _SPLIT_GEMMS
     with threadpool_limits(limits=1, user_api="blas"):
-        yield
+        previous, _SPLIT_GEMMS = _SPLIT_GEMMS, True
+        try:
+            yield
+        finally:
+            _SPLIT_GEMMS = previous
+
+
+# ---- matrix products: BLAS, split over the cores by hand inside training_context ----
+
+_SPLIT_GEMMS = False  # True inside training_context, where BLAS itself runs single-threaded
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        import concurrent.futures
+        _POOL = concurrent.futures.ThreadPoolExecutor(max(1, numba.get_num_threads() - 1),
+                                                      thread_name_prefix="fastmnist-gemm")
+    return _POOL
+
+
+def _matmul(a, b):
+    """a @ b through BLAS. Inside training_context (single-threaded BLAS), a large product is cut
+    into one piece per thread, along the rows of a or, when a has few rows, along the shared
+    dimension (partial products summed); numpy releases the GIL, so the pieces run in parallel.
+    simple-cnn's first dense layer and fast-cnn's second convolution gain most (see docs)."""
+    m, k = a.shape
+    n = b.shape[1]
+    parts = numba.get_num_threads()
+    if not _SPLIT_GEMMS or parts < 2 or 2 * m * k * n < config.SPLIT_GEMM_MIN_FLOPS:
+        return a @ b
+    pool = _pool()
+    if m >= 64 * parts:
+        out = np.empty((m, n), np.result_type(a, b))
+        cuts = np.linspace(0, m, parts + 1).astype(int)
+        futures = [pool.submit(np.matmul, a[lo:hi], b, out[lo:hi]) for lo, hi in zip(cuts[1:-1], cuts[2:])]
+        np.matmul(a[:cuts[1]], b, out[:cuts[1]])
+        for f in futures:
+            f.result()
+        return out
+    cuts = np.linspace(0, k, parts + 1).astype(int)
+    futures = [pool.submit(np.matmul, a[:, lo:hi], b[lo:hi]) for lo, hi in zip(cuts[1:-1], cuts[2:])]
+    out = a[:, :cuts[1]] @ b[:cuts[1]]
+    for f in futures:
+        out += f.result()
+    return out
 
 
 asarray = _ref.asarray
@@ -325,6 +372,38 @@ if numba is not None:
                     for bb in range(kw):
                         dw[f, c, a, bb] = acc[c, a, bb]
             db[f] = bsum
+
+    @njit(**_pjit, fastmath=_FM)
+    def _conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx):
+        """dx (N, C, H, W) of the fused path: the pooled gradients are scattered into wide planes
+        g[f], then each input plane is the sum over filters and taps of shifted saxpys."""
+        n_, f_, ph, pw = dy.shape
+        _, c_, kh, kw = w.shape
+        h_, w_ = dx.shape[2], dx.shape[3]
+        span = (oh - 1) * wp + ow
+        hp = oh + kh - 1
+        for n in prange(n_):
+            g = np.zeros((f_, span), dy.dtype)
+            for f in range(f_):
+                for i in range(ph):
+                    for j in range(pw):
+                        if y[n, f, i, j] > 0:
+                            k = arg[n, f, i, j]
+                            g[f, (k // ow) * wp + k % ow] += dy[n, f, i, j]
+            plane = np.empty(hp * wp, dy.dtype)
+            for c in range(c_):
+                plane[:] = 0
+                for f in range(f_):
+                    gf = g[f]
+                    for a in range(kh):
+                        for bb in range(kw):
+                            wv = w[f, c, a, bb]
+                            dst = plane[a * wp + bb: a * wp + bb + span]
+                            for q in range(span):
+                                dst[q] += wv * gf[q]
+                for i in range(h_):
+                    for j in range(w_):
+                        dx[n, c, i, j] = plane[(i + pad) * wp + j + pad]
 
     @njit(**_pjit)
     def _rows_pool_kernel(rows, b, oh, ow, size, pstride, y, arg):  # rows (N*OH*OW, F) -> pooled y, arg
@@ -600,7 +679,7 @@ def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
         return y, ("direct", xf, x.shape, xp.shape[3], pad)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
     _im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
-    rows = cols @ w.reshape(f, -1).T  # BLAS: (N*OH*OW, CKK) @ (CKK, F)
+    rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS: (N*OH*OW, CKK) @ (CKK, F)
     y = np.empty((n, f, oh, ow), x.dtype)
     _rows_to_nchw_kernel(rows, b, relu, y.reshape(n, f, oh * ow))
     return y, ("im2col", cols, x.shape, stride, pad)
@@ -635,14 +714,14 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
     else:
         rows = np.empty((n * oh * ow, f), dy.dtype)
         _nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
-        dw = (rows.T @ saved).reshape(w.shape)  # BLAS
+        dw = _matmul(rows.T, saved).reshape(w.shape)  # BLAS
         db = rows.sum(axis=0)
     if not need_dx:
         return None, dw, db
     if rows is None:
         rows = np.empty((n * oh * ow, f), dy.dtype)
         _nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
-    dcols = rows @ w.reshape(f, -1)  # BLAS
+    dcols = _matmul(rows, w.reshape(f, -1))  # BLAS
     dx = np.zeros(x_shape, dy.dtype)
     _col2im_kernel(dcols, kh, kw, stride, pad, oh, ow, dx)
     return dx, dw, db
@@ -666,7 +745,7 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
         return y, ("direct", xf, xp.shape[3], x.shape, stride, pad, oh, ow, y, arg)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
     _im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
-    rows = cols @ w.reshape(f, -1).T  # BLAS
+    rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS
     _rows_pool_kernel(rows, b, oh, ow, size, pool_stride, y, arg)
     return y, ("im2col", cols, 0, x.shape, stride, pad, oh, ow, y, arg)
 
@@ -677,21 +756,22 @@ def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
     f, c, kh, kw = w.shape
     n = dy.shape[0]
     dy, w = _c(dy), _c(w)
-    if kind == "direct" and not need_dx:
+    if kind == "direct":
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
         _conv_direct_pool_dw_kernel(dy, y, arg, saved, wp, oh, ow, dw, db)
-        return None, dw, db
+        if not need_dx:
+            return None, dw, db
+        dx = np.empty(x_shape, dy.dtype)
+        _conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx)
+        return dx, dw, db
     rows = np.zeros((n * oh * ow, f), dy.dtype)
     _pool_to_rows_kernel(dy, y, arg, oh, ow, rows)
-    if kind == "direct":  # rare: a direct-conv layer that needs dx; take the im2col route back
-        saved = im2col(saved.reshape(n, c, -1, wp)[:, :, pad:pad + x_shape[2], pad:pad + x_shape[3]],
-                       kh, kw, stride, pad)
-    dw = (rows.T @ saved).reshape(w.shape)  # BLAS
+    dw = _matmul(rows.T, saved).reshape(w.shape)  # BLAS
     db = rows.sum(axis=0)
     if not need_dx:
         return None, dw, db
     dx = np.zeros(x_shape, dy.dtype)
-    _col2im_kernel(rows @ w.reshape(f, -1), kh, kw, stride, pad, oh, ow, dx)
+    _col2im_kernel(_matmul(rows, w.reshape(f, -1)), kh, kw, stride, pad, oh, ow, dx)
     return dx, dw, db
 
 
@@ -720,7 +800,7 @@ def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
 def affine_forward(x, w, b, relu=False):
     """x (N, D), w (D, M), b (M,) -> (N, M); ``relu`` fuses a following ReLU."""
     C.check_affine_forward(x, w, b)
-    y = _c(x) @ _c(w)  # BLAS
+    y = _matmul(_c(x), _c(w))  # BLAS
     _bias_add_kernel(y, _c(b), relu)
     return y
 
@@ -728,7 +808,7 @@ def affine_forward(x, w, b, relu=False):
 def affine_backward(dy, x, w, need_dx=True):
     C.check_affine_backward(dy, x, w)
     dy, x, w = _c(dy), _c(x), _c(w)
-    return (dy @ w.T if need_dx else None), x.T @ dy, dy.sum(axis=0)
+    return (_matmul(dy, w.T) if need_dx else None), _matmul(x.T, dy), dy.sum(axis=0)
 
 
 # ---- activations ----

@@ -25,13 +25,18 @@ def _add_train(sub):
     p.add_argument("--optimizer", default=None, help="sgd, momentum, adagrad or adam (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--data", default=None, help="MNIST directory (default: $FASTMNIST_DATA, ./data/mnist, ~/.cache/fastmnist/mnist)")
+    p.add_argument("--data", default=None,
+                   help="MNIST directory (default: $FASTMNIST_DATA, ./data/mnist, ~/.cache/fastmnist/mnist)")
     p.add_argument("--validation-split", type=float, default=None, help="hold out this fraction for validation")
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
     p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--out", default=None, help="save the trained model to this .npz file")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--checkpoint-dir", default=None, help="write DIR/checkpoint.npz after every epoch and on "
+                   "Ctrl-C/SIGTERM (atomically)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir")
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the training curves after training")
 
 
 def _add_others(sub):
@@ -63,12 +68,37 @@ def _add_bench(sub):
     p.add_argument("--quick", action="store_true", help="few repeats, a 2000-image epoch: under a minute")
 
 
+def _add_people(sub):
+    p = sub.add_parser("predict", help="predict digits in your own images (PNG, JPEG, BMP, ...)")
+    p.add_argument("model", help="a saved model (.npz)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--show", action="store_true", help="save the 28x28 input the network saw as NAME.mnist.png")
+    p = sub.add_parser("plot", help="pictures: training curves, samples, confusion matrix, worst mistakes")
+    p.add_argument("kind", choices=["curves", "samples", "confusion", "errors"])
+    p.add_argument("model", nargs="?", help="a saved model (.npz); not needed for samples")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--data", default=None)
+    p.add_argument("--backend", default=None)
+    p.add_argument("--limit-test", type=int, default=None)
+    p = sub.add_parser("reproduce", help="run a zoo model's classic schedule and compare with its source")
+    p.add_argument("name")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="save the trained model")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmnist", description="Train MNIST networks on compiled-kernel backends.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_others(sub)
     _add_bench(sub)
+    _add_people(sub)
     return parser
 
 
@@ -78,44 +108,90 @@ def _limit(arr, n):
 
 def cmd_train(args) -> dict:
     from . import zoo
+    from .checkpoint import Checkpointer, StopRequest
     from .data import load_mnist
+    from .errors import FastMnistError
     from .optim import make_optimizer
+    from .trainer import TrainingInterrupted
 
-    name = args.model or zoo.DEFAULT_MODEL
-    recipe = zoo.recipe(name)
-    (x, y), (xt, yt) = load_mnist(args.data, flatten=recipe.flat_input, dtype=args.dtype)
-    x, y, xt, yt = _limit(x, args.limit_train), _limit(y, args.limit_train), _limit(xt, args.limit_test), _limit(yt, args.limit_test)
-    model = zoo.create(name, backend=args.backend, seed=args.seed, dtype=args.dtype)
-    epochs = args.epochs or recipe.epochs
-    batch_size = args.batch_size or recipe.batch_size
-    opt_name = args.optimizer or recipe.optimizer
-    hyper = recipe.optimizer_args if opt_name == recipe.optimizer else {}
-    optimizer = make_optimizer(opt_name, args.lr or recipe.lr, **hyper)
-    verbose = 0 if args.quiet else 1
+    if args.resume and not args.checkpoint_dir:
+        raise FastMnistError("--resume needs --checkpoint-dir")
+    run = {"model": args.model or zoo.DEFAULT_MODEL, "seed": args.seed, "dtype": args.dtype,
+           "limit_train": args.limit_train, "validation_split": args.validation_split}
+    recipe = zoo.recipe(run["model"])
+    run.update(epochs=args.epochs or recipe.epochs, batch_size=args.batch_size or recipe.batch_size,
+               optimizer=args.optimizer or recipe.optimizer, lr=args.lr or recipe.lr)
+    ckpt = Checkpointer(args.checkpoint_dir, run) if args.checkpoint_dir else None
+    resume = history = None
+    if args.resume:
+        if not ckpt.exists():
+            raise FastMnistError(f"--resume: no checkpoint in {args.checkpoint_dir}")
+        model, optimizer, saved_run, resume = ckpt.load(args.backend)
+        if args.epochs:  # the only setting a resumed run may change: train for longer
+            saved_run["epochs"] = args.epochs
+        run = ckpt.run = saved_run
+        recipe = zoo.recipe(run["model"])
+        history = resume.pop("history")
+    else:
+        model = zoo.create(run["model"], backend=args.backend, seed=run["seed"], dtype=run["dtype"])
+        hyper = recipe.optimizer_args if run["optimizer"] == recipe.optimizer else {}
+        optimizer = make_optimizer(run["optimizer"], run["lr"], **hyper)
+    (x, y), (xt, yt) = load_mnist(args.data, flatten=recipe.flat_input, dtype=run["dtype"])
+    x, y = _limit(x, run["limit_train"]), _limit(y, run["limit_train"])
+    xt, yt = _limit(xt, args.limit_test), _limit(yt, args.limit_test)
     if not args.quiet:
-        print(f"training {name} on {model.backend.name} ({args.dtype}): {len(x)} images, {epochs} epoch(s), "
-              f"batch {batch_size}, {opt_name} lr {optimizer.lr:g}", file=sys.stderr)
+        print(f"training {run['model']} on {model.backend.name} ({run['dtype']}): {len(x)} images, {run['epochs']} "
+              f"epoch(s), batch {run['batch_size']}, {run['optimizer']} lr {optimizer.lr:g}"
+              + (f", resuming at epoch {resume['epoch'] + 1} step {resume['step']}" if resume else ""),
+              file=sys.stderr)
+    on_epoch_end = (lambda state: ckpt.save(model, optimizer, state)) if ckpt else None
+    stop = StopRequest()
     t0 = time.perf_counter()
-    history = model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, schedule=recipe.schedule,
-                        validation_split=args.validation_split, verbose=verbose, seed=args.seed)
+    with stop.installed() if ckpt else _nullcontext():
+        try:
+            history = model.fit(x, y, epochs=run["epochs"], batch_size=run["batch_size"], optimizer=optimizer,
+                                schedule=recipe.schedule, validation_split=run["validation_split"],
+                                verbose=0 if args.quiet else 1, seed=run["seed"], history=history, resume=resume,
+                                on_epoch_end=on_epoch_end, stop=stop if ckpt else None)
+        except TrainingInterrupted as exc:
+            path = ckpt.save(model, optimizer, exc.state)
+            raise Interrupted(f"interrupted at epoch {exc.state['epoch'] + 1}, step {exc.state['step']}; "
+                              f"checkpoint saved to {path}; continue with --checkpoint-dir {args.checkpoint_dir} "
+                              "--resume", 128 + (stop.signum or 2)) from None
     train_seconds = time.perf_counter() - t0
     result = model.evaluate(xt, yt)
+    if args.plot:
+        from .plots import training_curves
+        print(f"wrote {training_curves(history, args.plot, run['model'])}", file=sys.stderr)
     if args.out:
         path = model.save(args.out, optimizer=optimizer, extra={"history": history})
         if not args.quiet:
             print(f"saved {path}", file=sys.stderr)
     summary = {
-        "model": name, "backend": model.backend.name, "dtype": args.dtype, "epochs": epochs,
-        "batch_size": batch_size, "optimizer": opt_name, "lr": optimizer.lr, "seed": args.seed,
+        "model": run["model"], "backend": model.backend.name, "dtype": run["dtype"], "epochs": run["epochs"],
+        "batch_size": run["batch_size"], "optimizer": run["optimizer"], "lr": optimizer.lr, "seed": run["seed"],
         "train_samples": int(len(x)), "epoch_seconds": history["seconds"], "train_seconds": train_seconds,
-        "samples_per_second": len(x) * epochs / sum(history["seconds"]),
+        "samples_per_second": len(x) * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
         "train_loss": history["loss"], "train_accuracy": history["accuracy"],
         "val_accuracy": history["val_accuracy"], "test_loss": result["loss"], "test_accuracy": result["accuracy"],
         "out": args.out,
     }
-    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {epochs} epoch(s); "
+    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {run['epochs']} epoch(s); "
           f"{summary['samples_per_second']:.0f} samples/s on {model.backend.name}")
     return summary
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving a checkpoint; carries the exit status."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+def _nullcontext():
+    import contextlib
+    return contextlib.nullcontext()
 
 
 def cmd_evaluate(args) -> dict:
@@ -198,7 +274,66 @@ def cmd_bench(args) -> dict:
     return {"results": len(report["results"])}
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench}
+def cmd_predict(args) -> dict:
+    from .images import predict_images
+    from .model import load
+
+    model = load(args.model, backend=args.backend)
+    results = predict_images(model, args.images, show=args.show)
+    for r in results:
+        if args.json:
+            print(json.dumps(r))
+        elif "error" in r:
+            print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+        else:
+            probs = " ".join(f"{d}:{p:.3f}" for d, p in enumerate(r["probabilities"]))
+            print(f"{r['file']}: {r['digit']}  ({probs})" + (f"  input saved to {r['shown']}" if "shown" in r else ""))
+    args.json = False  # the per-image lines were the JSON output
+    if all("error" in r for r in results):
+        from .errors import FastMnistError
+        raise FastMnistError("no image could be predicted")
+    return {"predicted": sum("digit" in r for r in results)}
+
+
+def cmd_plot(args) -> dict:
+    from . import plots
+    from .data import load_mnist
+    from .model import load, load_with_state
+
+    if args.kind == "samples":
+        _, (xt, yt) = load_mnist(args.data)
+        return {"out": str(plots.sample_grid(xt[:50], yt[:50], args.out))}
+    if not args.model:
+        raise ValueError(f"plot {args.kind} needs a saved model file")
+    if args.kind == "curves":
+        model, arrays = load_with_state(args.model, args.backend)
+        key = "extra/history" if "extra/history" in arrays else "extra/trainer"
+        if key not in arrays:
+            raise ValueError(f"{args.model} holds no training history (save it with train --out or a checkpoint)")
+        history = json.loads(str(arrays[key]))
+        history = history.get("history", history)
+        return {"out": str(plots.training_curves(history, args.out, model.name or args.model))}
+    model = load(args.model, backend=args.backend)
+    _, (xt, yt) = load_mnist(args.data, flatten=len(model.input_shape) == 1, dtype=model.dtype.name)
+    xt, yt = _limit(xt, args.limit_test), _limit(yt, args.limit_test)
+    probs = model.predict(xt)
+    if args.kind == "confusion":
+        return {"out": str(plots.confusion(yt, probs.argmax(1), args.out))}
+    return {"out": str(plots.worst_errors(xt, yt, probs, args.out))}
+
+
+def cmd_reproduce(args) -> dict:
+    from .reproduce import reproduce
+
+    result = reproduce(args.name, backend=args.backend, data=args.data, seed=args.seed, out=args.out,
+                       verbose=0 if args.quiet else 2)
+    print(f"{args.name}: test accuracy {result['test_accuracy']:.4f} (reported {result['reported']}) in "
+          f"{result['seconds']:.1f} s on {result['backend']}; schedule: {result['schedule']}")
+    return result
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench,
+            "predict": cmd_predict, "plot": cmd_plot, "reproduce": cmd_reproduce}
 
 
 def main(argv=None) -> int:
@@ -207,6 +342,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = COMMANDS[args.command](args)
+    except Interrupted as exc:
+        print(f"fastmnist {args.command}: {exc}", file=sys.stderr)
+        return exc.status
     except (FastMnistError, ValueError, TypeError, OSError) as exc:
         if os.environ.get("FASTMNIST_DEBUG"):
             raise

@@ -80,7 +80,8 @@ class Sequential:
         """(loss 0-d, d loss / d out); ``targets`` are labels for cross-entropy, one-hot rows for mse."""
         if self.loss == "mse":
             return self.backend.mse_loss(out, targets)
-        return self.backend.softmax_cross_entropy(out, targets)
+        # the trainer validated the labels once; a per-step range check would sync a GPU
+        return self.backend.softmax_cross_entropy(out, targets, check=False)
 
     def parameters(self) -> list:
         return [layer.params[k] for layer in self.layers for k in sorted(layer.params)]

@@ -141,4 +141,5 @@ class TorchTrainer:
 
     def tensors(self, x, y):
         torch = self.torch
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device), torch.from_numpy(np.asarray(y, np.int64)).to(self.device)
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return xt, torch.from_numpy(np.asarray(y, np.int64)).to(self.device)

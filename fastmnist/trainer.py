@@ -16,7 +16,7 @@ import numpy as np
 
 from . import config
 from .data import validation_split as _split
-from .errors import TrainingDiverged
+from .errors import FastMnistError, TrainingDiverged
 from .layers import Dropout
 from .optim import Optimizer, make_optimizer, make_schedule
 
@@ -54,8 +54,8 @@ def _to_backend(model, x, y):
 
 def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optimizer | str = "adam",
         lr: float | None = None, schedule=None, validation_data=None, validation_split: float | None = None,
-        verbose: int = 1, seed: int | None = None, shuffle: bool = True, initial_epoch: int = 0,
-        history: dict | None = None, rng_state: dict | None = None, on_epoch_end=None) -> dict:
+        verbose: int = 1, seed: int | None = None, shuffle: bool = True, history: dict | None = None,
+        resume: dict | None = None, on_epoch_end=None, stop=None) -> dict:
     """Train ``model`` on ``(x, y)``.
 
     Parameters
@@ -76,9 +76,14 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         0 silent, 1 progress bar (only on a terminal), 2 one line per epoch.
     seed : int, optional
         Seeds shuffling and dropout (default: the model's seed).
-    initial_epoch, history, rng_state, on_epoch_end
-        For resuming: the epoch to start at, the history so far, the shuffling generator's state,
-        and a callback ``on_epoch_end(epoch, history, optimizer, rng)`` (checkpointing).
+    history, resume : dict, optional
+        To continue an interrupted run: the history so far and the trainer state a checkpoint saved
+        (:attr:`TrainState`); the run then ends exactly as an uninterrupted one would.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(state: TrainState)`` after every epoch (checkpointing).
+    stop : callable, optional
+        Polled between steps; when it returns true, the loop raises :class:`TrainingInterrupted`
+        carrying the mid-epoch state, so that it can be saved and resumed.
 
     Returns
     -------
@@ -91,88 +96,131 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     be = model.backend
     seed = model.seed if seed is None else seed
-    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
     if validation_data is None and validation_split:
         (x, y), validation_data = _split(np.asarray(x), np.asarray(y), fraction=validation_split, seed=seed)
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, lr if lr is not None else 0.001)
     if optimizer.model is not model:
         optimizer.attach(model)
-    schedule = schedule if callable(schedule) else make_schedule(schedule)
-    xs_all, labels_all, targets_all = _to_backend(model, x, y)
-    n = xs_all.shape[0]
-    if n == 0:
+    loop = _Loop(model, optimizer, schedule if callable(schedule) else make_schedule(schedule), epochs, batch_size,
+                 shuffle, verbose, validation_data, on_epoch_end, stop)
+    loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS}
+    loop.rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
+    xs, labels, targets = _to_backend(model, x, y)
+    if xs.shape[0] == 0:
         raise ValueError("no training samples")
-    steps = math.ceil(n / batch_size)
-    total_steps = steps * epochs
-    dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
-    check_every = config.PROGRESS_EVERY if getattr(be, "is_device", False) else 1
-    history = history if history is not None else {k: [] for k in
-                                                   ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")}
-
     with getattr(be, "training_context", contextlib.nullcontext)():
-        _run_epochs(**locals())
-    return history
+        loop.run(xs, labels, targets, resume)
+    return loop.history
 
 
-def _run_epochs(model, be, xs_all, labels_all, targets_all, n, steps, total_steps, epochs, initial_epoch, batch_size,
-                shuffle, rng, dropouts, check_every, history, optimizer, schedule, validation_data, verbose,
-                on_epoch_end, **_):
-    for epoch in range(initial_epoch, epochs):
-        t0 = time.perf_counter()
-        # Gathered batch by batch: a whole-set permuted copy would move 188 MB per epoch at once.
-        perm = be.asarray(rng.permutation(n)) if shuffle else None
-        bar = _progress(steps, f"epoch {epoch + 1}/{epochs}", verbose == 1 and sys.stderr.isatty())
-        loss_sum = correct = 0.0
-        checked_loss, checked_step = 0.0, 0
-        lr_now = optimizer.lr
-        for step in range(steps):
-            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-            if perm is None:
-                xb, tb, lb = xs_all[lo:hi], targets_all[lo:hi], labels_all[lo:hi]
-            else:
-                idx = perm[lo:hi]
-                xb, tb, lb = xs_all[idx], targets_all[idx], labels_all[idx]
-            for layer in dropouts:
-                layer.seed = int(rng.integers(2**62))
-            out = model.forward(xb, train=True)
-            loss, dout = model.loss_and_grad(out, tb)
-            model.backward(dout)
-            lr_now = schedule(optimizer.lr, epoch * steps + step, steps, total_steps)
-            optimizer.step(lr_now)
-            loss_sum = loss_sum + loss * (hi - lo)
-            correct = correct + be.count_correct(out, lb)
-            if (step + 1) % check_every == 0 or step == steps - 1:
-                seen = float(loss_sum)  # the only host read inside an epoch
-                if not math.isfinite(seen):
-                    where = f"step {step + 1}" if check_every == 1 else f"steps {checked_step + 1}-{step + 1}"
-                    raise TrainingDiverged(f"loss became {seen - checked_loss} at epoch {epoch + 1}, {where} of "
-                                           f"{steps}; lower the learning rate (now {lr_now:.3g})")
-                checked_loss, checked_step = seen, step + 1
-                if bar is not None and ((step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1):
-                    bar.update(step + 1 - bar.n)
-                    bar.set_postfix(loss=f"{seen / hi:.4f}")
-        be.synchronize()
-        seconds = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        history["loss"].append(float(loss_sum) / n)
-        history["accuracy"].append(float(correct) / n)
-        history["seconds"].append(seconds)
-        history["lr"].append(float(lr_now))
-        if validation_data is not None:
-            val = evaluate(model, *validation_data)
-            history["val_loss"].append(val["loss"])
-            history["val_accuracy"].append(val["accuracy"])
-        if verbose == 2 or (verbose == 1 and not sys.stderr.isatty()):
-            val_txt = (f", val_loss {history['val_loss'][-1]:.4f}, val_accuracy {history['val_accuracy'][-1]:.4f}"
-                       if validation_data is not None else "")
-            print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, accuracy "
-                  f"{history['accuracy'][-1]:.4f}{val_txt}, {seconds:.2f} s", file=sys.stderr)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, history, optimizer, rng)
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
+
+
+class TrainState(dict):
+    """Where a run stands, as plain JSON-able values: ``epoch`` and ``step`` (the next to run),
+    ``epoch_rng`` (the generator at the start of that epoch: it redraws the permutation),
+    ``rng`` (the generator now: it draws the remaining dropout seeds), the partial sums of the
+    epoch in progress, and the history."""
+
+
+class TrainingInterrupted(FastMnistError):
+    """Raised between two steps when ``stop()`` asked for it; ``.state`` resumes the run."""
+
+    def __init__(self, state: TrainState):
+        super().__init__(f"training interrupted at epoch {state['epoch'] + 1}, step {state['step']}")
+        self.state = state
+
+
+class _Loop:
+    def __init__(self, model, optimizer, schedule, epochs, batch_size, shuffle, verbose, validation_data,
+                 on_epoch_end, stop):
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.epochs, self.batch_size, self.shuffle, self.verbose = epochs, batch_size, shuffle, verbose
+        self.validation_data, self.on_epoch_end, self.stop = validation_data, on_epoch_end, stop
+        self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+
+    def state(self, epoch, step, epoch_rng, loss_sum=0.0, correct=0.0, seconds=0.0) -> TrainState:
+        return TrainState(epoch=epoch, step=step, epoch_rng=epoch_rng, rng=self.rng.bit_generator.state,
+                          loss_sum=float(loss_sum), correct=float(correct), seconds=seconds, history=self.history)
+
+    def run(self, xs, labels, targets, resume):
+        be, model = self.model.backend, self.model
+        n = xs.shape[0]
+        steps = math.ceil(n / self.batch_size)
+        total_steps = steps * self.epochs
+        check_every = config.PROGRESS_EVERY if getattr(be, "is_device", False) else 1
+        first_epoch, first_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
+        if resume:
+            self.rng.bit_generator.state = resume["epoch_rng"]
+        for epoch in range(first_epoch, self.epochs):
+            epoch_rng = self.rng.bit_generator.state
+            # Gathered batch by batch: a whole-set permuted copy would move 188 MB per epoch at once.
+            perm = be.asarray(self.rng.permutation(n)) if self.shuffle else None
+            loss_sum = correct = 0.0
+            spent = 0.0
+            start = first_step if epoch == first_epoch else 0
+            if start:  # mid-epoch resume: the permutation is redrawn, then the generator moves on
+                self.rng.bit_generator.state = resume["rng"]
+                loss_sum, correct, spent = resume["loss_sum"], resume["correct"], resume["seconds"]
+            bar = _progress(steps, f"epoch {epoch + 1}/{self.epochs}", self.verbose == 1 and sys.stderr.isatty())
+            t0 = time.perf_counter()
+            checked_loss, checked_step = float(loss_sum), start
+            lr_now = self.optimizer.lr
+            for step in range(start, steps):
+                if self.stop is not None and self.stop():
+                    be.synchronize()
+                    raise TrainingInterrupted(self.state(epoch, step, epoch_rng, loss_sum, correct,
+                                                         spent + time.perf_counter() - t0))
+                lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
+                if perm is None:
+                    xb, tb, lb = xs[lo:hi], targets[lo:hi], labels[lo:hi]
+                else:
+                    idx = perm[lo:hi]
+                    xb, tb, lb = xs[idx], targets[idx], labels[idx]
+                for layer in self.dropouts:
+                    layer.seed = int(self.rng.integers(2**62))
+                out = model.forward(xb, train=True)
+                loss, dout = model.loss_and_grad(out, tb)
+                model.backward(dout)
+                lr_now = self.schedule(self.optimizer.lr, epoch * steps + step, steps, total_steps)
+                self.optimizer.step(lr_now)
+                loss_sum = loss_sum + loss * (hi - lo)
+                correct = correct + be.count_correct(out, lb)
+                if (step + 1) % check_every == 0 or step == steps - 1:
+                    seen = float(loss_sum)  # the only host read inside an epoch
+                    if not math.isfinite(seen):
+                        where = f"step {step + 1}" if check_every == 1 else f"steps {checked_step + 1}-{step + 1}"
+                        raise TrainingDiverged(f"loss became {seen - checked_loss} at epoch {epoch + 1}, {where} "
+                                               f"of {steps}; lower the learning rate (now {lr_now:.3g})")
+                    checked_loss, checked_step = seen, step + 1
+                    if bar is not None and ((step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1):
+                        bar.update(step + 1 - bar.n)
+                        bar.set_postfix(loss=f"{seen / hi:.4f}")
+            be.synchronize()
+            seconds = spent + time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+            self._end_epoch(epoch, n, loss_sum, correct, seconds, lr_now)
+
+    def _end_epoch(self, epoch, n, loss_sum, correct, seconds, lr_now):
+        h = self.history
+        h["loss"].append(float(loss_sum) / n)
+        h["accuracy"].append(float(correct) / n)
+        h["seconds"].append(seconds)
+        h["lr"].append(float(lr_now))
+        if self.validation_data is not None:
+            val = evaluate(self.model, *self.validation_data)
+            h["val_loss"].append(val["loss"])
+            h["val_accuracy"].append(val["accuracy"])
+        if self.verbose == 2 or (self.verbose == 1 and not sys.stderr.isatty()):
+            val_txt = (f", val_loss {h['val_loss'][-1]:.4f}, val_accuracy {h['val_accuracy'][-1]:.4f}"
+                       if self.validation_data is not None else "")
+            print(f"epoch {epoch + 1}/{self.epochs}: loss {h['loss'][-1]:.4f}, accuracy {h['accuracy'][-1]:.4f}"
+                  f"{val_txt}, {seconds:.2f} s", file=sys.stderr)
+        if self.on_epoch_end is not None:
+            state = self.rng.bit_generator.state
+            self.on_epoch_end(self.state(epoch + 1, 0, state))
 
 
 def _batches(model, x, batch_size):

@@ -63,7 +63,8 @@ ZOO: dict[str, Recipe] = {
                           lambda: [Conv2D(16, 5, pad="same", init="he"), ReLU(), MaxPool2D(2), Flatten(),
                                    Dense(128, init="he"), ReLU(), Dropout(0.5), Dense(10, init="he")],
                           "adam", 0.001, 200, 10),
-    "fast-cnn": Recipe("conv 24x5x5 -> maxpool 2 -> ReLU -> conv 32x3x3 -> maxpool 2 -> ReLU -> dense 800->256 -> ReLU -> dense 10",
+    "fast-cnn": Recipe("conv 24x5x5 -> maxpool 2 -> ReLU -> conv 32x3x3 -> maxpool 2 -> ReLU -> dense 800->256 -> ReLU "
+                       "-> dense 10",
                        "the public 'MNIST in under a second' PyTorch recipe", False, "softmax_cross_entropy",
                        lambda: [Conv2D(24, 5), MaxPool2D(2), ReLU(), Conv2D(32, 3), MaxPool2D(2), ReLU(), Flatten(),
                                 Dense(256), ReLU(), Dense(10)],

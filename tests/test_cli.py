@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_data import write_mnist
 
 

@@ -1,9 +1,8 @@
 """The backend-agnostic conformance suite: every public kernel of every available backend against
 the loop-based oracle in ``naive.py``, in float32 and float64, on odd sizes too."""
+import naive
 import numpy as np
 import pytest
-
-import naive
 from conftest import assert_close
 
 DTYPES = ["float32", "float64"]

@@ -6,12 +6,12 @@ import http.server
 import threading
 
 import pytest
+from test_data import write_mnist
 
 from fastmnist import download as dl
 from fastmnist.cli import main
 from fastmnist.data import FILES, load_mnist
 from fastmnist.errors import DataError
-from test_data import write_mnist
 
 
 @pytest.fixture

@@ -290,7 +290,7 @@ def check_update(op, param, grad, lr, **state):
         same_shape(op, "param", param, name, a)
     require_number(op, "lr", lr)
     for name, a in [("param", param), *state.items()]:
-        if hasattr(a, "flags") and not a.flags.writeable:
+        if hasattr(a, "flags") and not getattr(a.flags, "writeable", True):
             raise ValueError(f"{op}: {name} is read-only; updates are in place")
 
 

@@ -299,7 +299,6 @@ if numba is not None:
     def _conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pstride, y, arg):
         n_, c_, _ = xf.shape
         f_, _, kh, kw = w.shape
-        ph, pw = y.shape[2], y.shape[3]
         span = (oh - 1) * wp + ow
         for n in prange(n_):
             acc = np.empty(span, y.dtype)
@@ -857,8 +856,10 @@ def softmax(x):
     return out
 
 
-def softmax_cross_entropy(logits, labels):
-    """Fused softmax + mean cross-entropy + gradient -> (loss 0-d, dlogits (N, M))."""
+def softmax_cross_entropy(logits, labels, check=True):
+    """Fused softmax + mean cross-entropy + gradient -> (loss 0-d, dlogits (N, M)).
+
+    The kernel checks every label as it goes (for free), so ``check`` is accepted and unused."""
     C.check_softmax_cross_entropy(logits, labels)
     x = _c(logits)
     labels = _c(labels).astype(np.int64, copy=False)

@@ -190,11 +190,14 @@ def softmax(x):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, labels):
-    """Mean cross-entropy of softmax(logits) -> (loss 0-d, dlogits (N, M))."""
+def softmax_cross_entropy(logits, labels, check=True):
+    """Mean cross-entropy of softmax(logits) -> (loss 0-d, dlogits (N, M)).
+
+    ``check=False`` skips the label-range pass (callers that validated the labels once)."""
     C.check_softmax_cross_entropy(logits, labels)
     n, m = logits.shape
-    C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), m)
+    if check:
+        C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), m)
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     s = e.sum(axis=1, keepdims=True)

@@ -1,0 +1,370 @@
+// CUDA kernels of the cupy backend (fastmnist/backends/cupy_backend.py loads this file with
+// cupy.RawModule). Every kernel exists for float and double: KERNEL_f32 / KERNEL_f64.
+// Index arithmetic is 64-bit: 60000x784 inputs already pass 2^31 elements in some products.
+// Shapes follow the contract in fastmnist/backends/contract.py (NCHW).
+//
+// tests/test_cuda_sources.py compiles this file with nvcc where nvcc is installed, so a syntax
+// error cannot land unseen on a machine without a GPU.
+
+typedef long long i64;
+typedef unsigned long long u64;
+
+#define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+                               i += (i64)blockDim.x * gridDim.x)
+
+// ---- im2col / col2im ------------------------------------------------------------------------
+
+// x (N, C, H, W) -> col (N*OH*OW, C*KH*KW): one thread per col element.
+template <typename T>
+__device__ void im2col_impl(const T* x, int N, int C, int H, int W, int KH, int KW, int stride, int pad,
+                            int OH, int OW, T* col) {
+    const i64 K = (i64)C * KH * KW;
+    const i64 total = (i64)N * OH * OW * K;
+    GRID_STRIDE(idx, total) {
+        i64 row = idx / K;
+        int k = (int)(idx % K);
+        int c = k / (KH * KW), a = (k / KW) % KH, b = k % KW;
+        int ow = (int)(row % OW), oh = (int)((row / OW) % OH);
+        i64 n = row / ((i64)OH * OW);
+        int h = oh * stride + a - pad, w = ow * stride + b - pad;
+        col[idx] = (h >= 0 && h < H && w >= 0 && w < W) ? x[((n * C + c) * H + h) * W + w] : (T)0;
+    }
+}
+
+// col -> x: one thread per x element, gathering every window that covers it (no atomics).
+template <typename T>
+__device__ void col2im_impl(const T* col, int N, int C, int H, int W, int KH, int KW, int stride, int pad,
+                            int OH, int OW, T* x) {
+    const i64 K = (i64)C * KH * KW;
+    const i64 total = (i64)N * C * H * W;
+    GRID_STRIDE(idx, total) {
+        int w = (int)(idx % W), h = (int)((idx / W) % H);
+        int c = (int)((idx / ((i64)W * H)) % C);
+        i64 n = idx / ((i64)W * H * C);
+        T acc = 0;
+        for (int a = 0; a < KH; ++a) {
+            int ohs = h + pad - a;
+            if (ohs < 0 || ohs % stride) continue;
+            int oh = ohs / stride;
+            if (oh >= OH) continue;
+            for (int b = 0; b < KW; ++b) {
+                int ows = w + pad - b;
+                if (ows < 0 || ows % stride) continue;
+                int ow = ows / stride;
+                if (ow >= OW) continue;
+                acc += col[((n * OH + oh) * OW + ow) * K + (c * KH + a) * KW + b];
+            }
+        }
+        x[idx] = acc;
+    }
+}
+
+// rows (N*P, F) + b -> out (N, F, P), optional ReLU (conv output back to NCHW).
+template <typename T>
+__device__ void rows_to_nchw_impl(const T* rows, const T* bias, int relu, i64 N, int F, i64 P, T* out) {
+    GRID_STRIDE(idx, N * F * P) {
+        i64 p = idx % P;
+        int f = (int)((idx / P) % F);
+        i64 n = idx / (P * F);
+        T v = rows[(n * P + p) * F + f] + bias[f];
+        out[idx] = (relu && v < (T)0) ? (T)0 : v;
+    }
+}
+
+// dy (N, F, P) -> rows (N*P, F).
+template <typename T>
+__device__ void nchw_to_rows_impl(const T* dy, i64 N, int F, i64 P, T* rows) {
+    GRID_STRIDE(idx, N * F * P) {
+        int f = (int)(idx % F);
+        i64 r = idx / F;
+        i64 n = r / P, p = r % P;
+        rows[idx] = dy[(n * F + f) * P + p];
+    }
+}
+
+// ---- pooling ---------------------------------------------------------------------------------
+
+// x (N, C, H, W) -> y, argmax (flat h*W+w) (N, C, OH, OW); the first maximum wins ties.
+template <typename T>
+__device__ void maxpool_impl(const T* x, i64 NC, int H, int W, int size, int stride, int OH, int OW, T* y,
+                             i64* arg) {
+    GRID_STRIDE(idx, NC * OH * OW) {
+        int j = (int)(idx % OW), i = (int)((idx / OW) % OH);
+        i64 plane = idx / ((i64)OH * OW);
+        const T* src = x + plane * H * W;
+        int h0 = i * stride, w0 = j * stride;
+        T best = src[h0 * W + w0];
+        int where = h0 * W + w0;
+        for (int a = 0; a < size; ++a)
+            for (int b = 0; b < size; ++b) {
+                int k = (h0 + a) * W + w0 + b;
+                if (src[k] > best) { best = src[k]; where = k; }
+            }
+        y[idx] = best;
+        arg[idx] = where;
+    }
+}
+
+// dx (N*C, H*W) zeroed; gradients routed to argmax (atomics: windows may overlap).
+// Indices outside the plane are counted in *bad and skipped, never written.
+template <typename T>
+__device__ void maxpool_backward_impl(const T* dy, const i64* arg, i64 NC, i64 OHW, i64 HW, T* dx, int* bad) {
+    GRID_STRIDE(idx, NC * OHW) {
+        i64 k = arg[idx];
+        if (k < 0 || k >= HW) { atomicAdd(bad, 1); continue; }
+        atomicAdd(dx + (idx / OHW) * HW + k, dy[idx]);
+    }
+}
+
+// rows (N*OH*OW, F) -> pooled y (N, F, PH, PW) with bias and ReLU, argmax int32 into OH*OW.
+template <typename T>
+__device__ void rows_pool_impl(const T* rows, const T* bias, i64 N, int F, int OH, int OW, int size, int stride,
+                               int PH, int PW, T* y, int* arg) {
+    GRID_STRIDE(idx, N * F * PH * PW) {
+        int j = (int)(idx % PW), i = (int)((idx / PW) % PH);
+        int f = (int)((idx / ((i64)PW * PH)) % F);
+        i64 n = idx / ((i64)PW * PH * F);
+        const T* base = rows + n * OH * OW * F + f;
+        int h0 = i * stride, w0 = j * stride;
+        int where = h0 * OW + w0;
+        T best = base[(i64)where * F];
+        for (int a = 0; a < size; ++a)
+            for (int b = 0; b < size; ++b) {
+                int k = (h0 + a) * OW + w0 + b;
+                T v = base[(i64)k * F];
+                if (v > best) { best = v; where = k; }
+            }
+        best += bias[f];
+        y[idx] = best > (T)0 ? best : (T)0;
+        arg[idx] = where;
+    }
+}
+
+// pooled dy -> rows (N*OH*OW, F) zeroed: the ReLU mask (y > 0) and the pool's argmax together.
+template <typename T>
+__device__ void pool_to_rows_impl(const T* dy, const T* y, const int* arg, i64 N, int F, int PH, int PW, int OHW,
+                                  T* rows) {
+    GRID_STRIDE(idx, N * F * PH * PW) {
+        if (y[idx] <= (T)0) continue;
+        int f = (int)((idx / ((i64)PW * PH)) % F);
+        i64 n = idx / ((i64)PW * PH * F);
+        atomicAdd(rows + (n * OHW + arg[idx]) * F + f, dy[idx]);
+    }
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+template <typename T>
+__device__ void bias_act_impl(T* y, const T* bias, i64 N, int M, int relu) {
+    GRID_STRIDE(idx, N * M) {
+        T v = y[idx] + bias[idx % M];
+        y[idx] = (relu && v < (T)0) ? (T)0 : v;
+    }
+}
+
+template <typename T>
+__device__ void relu_impl(const T* x, i64 n, T* out) {
+    GRID_STRIDE(i, n) { out[i] = x[i] > (T)0 ? x[i] : (T)0; }
+}
+
+template <typename T>
+__device__ void relu_backward_impl(const T* dy, const T* x, i64 n, T* out) {
+    GRID_STRIDE(i, n) { out[i] = x[i] > (T)0 ? dy[i] : (T)0; }
+}
+
+template <typename T>
+__device__ void sigmoid_impl(const T* x, i64 n, T* out) {
+    GRID_STRIDE(i, n) {
+        T v = x[i];
+        T e = exp(-fabs(v));  // never overflows
+        out[i] = v >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+    }
+}
+
+template <typename T>
+__device__ void sigmoid_backward_impl(const T* dy, const T* y, i64 n, T* out) {
+    GRID_STRIDE(i, n) { out[i] = dy[i] * y[i] * ((T)1 - y[i]); }
+}
+
+template <typename T>
+__device__ void mul_impl(const T* a, const T* b, i64 n, T* out) {
+    GRID_STRIDE(i, n) { out[i] = a[i] * b[i]; }
+}
+
+// splitmix64 of seed*golden + i + 1, top 24 bits: the contract's counter-based uniform.
+__device__ __forceinline__ double dropout_uniform(u64 seed, i64 i) {
+    u64 z = seed * 0x9E3779B97F4A7C15ULL + (u64)(i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 40) * (1.0 / 16777216.0);
+}
+
+template <typename T>
+__device__ void dropout_impl(const T* x, i64 n, double p, double scale, u64 seed, T* y, T* mask) {
+    GRID_STRIDE(i, n) {
+        T m = dropout_uniform(seed, i) >= p ? (T)scale : (T)0;
+        mask[i] = m;
+        y[i] = x[i] * m;
+    }
+}
+
+// ---- losses: one block, rows over threads, a shared-memory sum; no host round trip -------------
+
+template <typename T>
+__device__ void softmax_ce_impl(const T* x, const i64* labels, int N, int M, T* d, T* loss, int* bad) {
+    __shared__ double part[256];
+    double acc = 0;
+    for (int n = threadIdx.x; n < N; n += blockDim.x) {
+        const T* row = x + (i64)n * M;
+        T* drow = d + (i64)n * M;
+        i64 lab = labels[n];
+        if (lab < 0 || lab >= M) { atomicAdd(bad, 1); for (int m = 0; m < M; ++m) drow[m] = 0; continue; }
+        T top = row[0];
+        for (int m = 1; m < M; ++m) top = row[m] > top ? row[m] : top;
+        double s = 0;
+        for (int m = 0; m < M; ++m) { T e = exp(row[m] - top); drow[m] = e; s += (double)e; }
+        acc += log(s) - (double)(row[lab] - top);
+        for (int m = 0; m < M; ++m) drow[m] = (T)((double)drow[m] / s / N);
+        drow[lab] -= (T)(1.0 / N);
+    }
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) loss[0] = (T)(part[0] / N);
+}
+
+template <typename T>
+__device__ void softmax_impl(const T* x, int N, int M, T* out) {
+    GRID_STRIDE(n, N) {
+        const T* row = x + n * M;
+        T* orow = out + n * M;
+        T top = row[0];
+        for (int m = 1; m < M; ++m) top = row[m] > top ? row[m] : top;
+        T s = 0;
+        for (int m = 0; m < M; ++m) { orow[m] = exp(row[m] - top); s += orow[m]; }
+        for (int m = 0; m < M; ++m) orow[m] /= s;
+    }
+}
+
+template <typename T>
+__device__ void mse_impl(const T* y, const T* t, i64 n, int N, T* d, T* loss) {
+    __shared__ double part[256];
+    double acc = 0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
+        T diff = y[i] - t[i];
+        acc += (double)diff * diff;
+        d[i] = diff / (T)N;
+    }
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) loss[0] = (T)(0.5 * part[0] / N);
+}
+
+// Adds the number of rows whose argmax equals the label to *count (accumulates across calls).
+template <typename T>
+__device__ void count_correct_impl(const T* x, const i64* labels, int N, int M, i64* count) {
+    GRID_STRIDE(n, N) {
+        const T* row = x + n * M;
+        int best = 0;
+        for (int m = 1; m < M; ++m) if (row[m] > row[best]) best = m;
+        if (best == labels[n]) atomicAdd((unsigned long long*)count, 1ULL);
+    }
+}
+
+// ---- optimizers, in place --------------------------------------------------------------------
+
+template <typename T>
+__device__ void sgd_impl(T* p, const T* g, i64 n, T lr) {
+    GRID_STRIDE(i, n) { p[i] -= lr * g[i]; }
+}
+
+template <typename T>
+__device__ void momentum_impl(T* p, const T* g, T* v, i64 n, T lr, T mom) {
+    GRID_STRIDE(i, n) { v[i] = mom * v[i] - lr * g[i]; p[i] += v[i]; }
+}
+
+template <typename T>
+__device__ void adagrad_impl(T* p, const T* g, T* h, i64 n, T lr, T eps) {
+    GRID_STRIDE(i, n) { h[i] += g[i] * g[i]; p[i] -= lr * g[i] / (sqrt(h[i]) + eps); }
+}
+
+template <typename T>
+__device__ __forceinline__ void adam_one(T* p, const T* g, T* m, T* v, i64 i, T b1, T b2, T step, T sqrt_bc2, T eps) {
+    T gi = g[i];
+    m[i] = b1 * m[i] + ((T)1 - b1) * gi;
+    v[i] = b2 * v[i] + ((T)1 - b2) * gi * gi;
+    p[i] -= step * m[i] / (sqrt(v[i]) / sqrt_bc2 + eps);
+}
+
+template <typename T>
+__device__ void adam_impl(T* p, const T* g, T* m, T* v, i64 n, T b1, T b2, T step, T sqrt_bc2, T eps) {
+    GRID_STRIDE(i, n) { adam_one(p, g, m, v, i, b1, b2, step, sqrt_bc2, eps); }
+}
+
+// Every parameter of a model in one launch: tables of device pointers and an exclusive prefix
+// sum of sizes (offsets[k] .. offsets[k+1]) over which the flat index runs.
+template <typename T>
+__device__ void adam_many_impl(T** p, T** g, T** m, T** v, const i64* offsets, int count, T b1, T b2, T step,
+                               T sqrt_bc2, T eps) {
+    GRID_STRIDE(i, offsets[count]) {
+        int k = 0;
+        while (i >= offsets[k + 1]) ++k;  // a handful of parameters: a linear scan is cheapest
+        adam_one(p[k], g[k], m[k], v[k], i - offsets[k], b1, b2, step, sqrt_bc2, eps);
+    }
+}
+
+// ---- extern "C" entry points, float and double ----------------------------------------------
+
+#define INSTANTIATE(T, S)                                                                                         \
+extern "C" __global__ void im2col_##S(const T* x, int N, int C, int H, int W, int KH, int KW, int s, int p,          \
+    int OH, int OW, T* col) { im2col_impl<T>(x, N, C, H, W, KH, KW, s, p, OH, OW, col); }                         \
+extern "C" __global__ void col2im_##S(const T* col, int N, int C, int H, int W, int KH, int KW, int s, int p,       \
+    int OH, int OW, T* x) { col2im_impl<T>(col, N, C, H, W, KH, KW, s, p, OH, OW, x); }                           \
+extern "C" __global__ void rows_to_nchw_##S(const T* r, const T* b, int relu, i64 N, int F, i64 P, T* o)            \
+    { rows_to_nchw_impl<T>(r, b, relu, N, F, P, o); }                                                               \
+extern "C" __global__ void nchw_to_rows_##S(const T* dy, i64 N, int F, i64 P, T* r)                                 \
+    { nchw_to_rows_impl<T>(dy, N, F, P, r); }                                                                       \
+extern "C" __global__ void maxpool_##S(const T* x, i64 NC, int H, int W, int size, int s, int OH, int OW, T* y,     \
+    i64* a) { maxpool_impl<T>(x, NC, H, W, size, s, OH, OW, y, a); }                                               \
+extern "C" __global__ void maxpool_backward_##S(const T* dy, const i64* a, i64 NC, i64 OHW, i64 HW, T* dx,          \
+    int* bad) { maxpool_backward_impl<T>(dy, a, NC, OHW, HW, dx, bad); }                                            \
+extern "C" __global__ void rows_pool_##S(const T* r, const T* b, i64 N, int F, int OH, int OW, int size, int s,     \
+    int PH, int PW, T* y, int* a) { rows_pool_impl<T>(r, b, N, F, OH, OW, size, s, PH, PW, y, a); }                 \
+extern "C" __global__ void pool_to_rows_##S(const T* dy, const T* y, const int* a, i64 N, int F, int PH, int PW,    \
+    int OHW, T* r) { pool_to_rows_impl<T>(dy, y, a, N, F, PH, PW, OHW, r); }                                        \
+extern "C" __global__ void bias_act_##S(T* y, const T* b, i64 N, int M, int relu) { bias_act_impl<T>(y, b, N, M, relu); } \
+extern "C" __global__ void relu_##S(const T* x, i64 n, T* o) { relu_impl<T>(x, n, o); }                            \
+extern "C" __global__ void relu_backward_##S(const T* dy, const T* x, i64 n, T* o) { relu_backward_impl<T>(dy, x, n, o); } \
+extern "C" __global__ void sigmoid_##S(const T* x, i64 n, T* o) { sigmoid_impl<T>(x, n, o); }                      \
+extern "C" __global__ void sigmoid_backward_##S(const T* dy, const T* y, i64 n, T* o)                              \
+    { sigmoid_backward_impl<T>(dy, y, n, o); }                                                                      \
+extern "C" __global__ void mul_##S(const T* a, const T* b, i64 n, T* o) { mul_impl<T>(a, b, n, o); }                \
+extern "C" __global__ void dropout_##S(const T* x, i64 n, double p, double scale, u64 seed, T* y, T* m)             \
+    { dropout_impl<T>(x, n, p, scale, seed, y, m); }                                                                \
+extern "C" __global__ void softmax_ce_##S(const T* x, const i64* l, int N, int M, T* d, T* loss, int* bad)          \
+    { softmax_ce_impl<T>(x, l, N, M, d, loss, bad); }                                                               \
+extern "C" __global__ void softmax_##S(const T* x, int N, int M, T* o) { softmax_impl<T>(x, N, M, o); }             \
+extern "C" __global__ void mse_##S(const T* y, const T* t, i64 n, int N, T* d, T* loss)                             \
+    { mse_impl<T>(y, t, n, N, d, loss); }                                                                           \
+extern "C" __global__ void count_correct_##S(const T* x, const i64* l, int N, int M, i64* c)                       \
+    { count_correct_impl<T>(x, l, N, M, c); }                                                                       \
+extern "C" __global__ void sgd_##S(T* p, const T* g, i64 n, T lr) { sgd_impl<T>(p, g, n, lr); }                     \
+extern "C" __global__ void momentum_##S(T* p, const T* g, T* v, i64 n, T lr, T mom)                                 \
+    { momentum_impl<T>(p, g, v, n, lr, mom); }                                                                      \
+extern "C" __global__ void adagrad_##S(T* p, const T* g, T* h, i64 n, T lr, T eps)                                  \
+    { adagrad_impl<T>(p, g, h, n, lr, eps); }                                                                       \
+extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, i64 n, T b1, T b2, T step, T sb2, T eps)          \
+    { adam_impl<T>(p, g, m, v, n, b1, b2, step, sb2, eps); }                                                        \
+extern "C" __global__ void adam_many_##S(T** p, T** g, T** m, T** v, const i64* off, int count, T b1, T b2,        \
+    T step, T sb2, T eps) { adam_many_impl<T>(p, g, m, v, off, count, b1, b2, step, sb2, eps); }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(double, f64)

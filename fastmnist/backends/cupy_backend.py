@@ -1,0 +1,402 @@
+"""The CuPy backend: CUDA kernels (``cuda/kernels.cu`` through ``cupy.RawModule``) plus cuBLAS.
+
+Importable everywhere: CuPy itself is imported lazily, on first use, so the library and its CPU
+backends work on machines without CuPy or without a GPU; ``available()`` says why not.
+
+Status: written and compiled here (``nvcc``, tests/test_cuda_sources.py) but NOT YET RUN on a GPU:
+its correctness and speed are unproven until the conformance suite passes on one (issue 4; see
+docs/benchmarks.md). Nothing here synchronises with the host except where a public function
+must validate device data (label or argmax ranges), which the layers' paths avoid.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import contract as C
+
+name = "cupy"
+is_device = True
+_cp = None
+_module = None
+_why_not = None
+THREADS = 256
+
+
+def _cupy():
+    """Import cupy and check that a GPU answers; raise BackendUnavailable-ready ImportError else."""
+    global _cp, _why_not
+    if _cp is not None:
+        return _cp
+    if _why_not is not None:
+        raise ImportError(_why_not)
+    try:
+        import cupy
+    except ImportError as exc:
+        _why_not = f"cupy is not installed ({exc})"
+        raise ImportError(_why_not) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count < 1:
+            raise RuntimeError("no CUDA device found")
+        cupy.zeros(1).sum().item()  # a real round trip: driver, context, a kernel
+    except Exception as exc:  # CUDARuntimeError, driver missing, ...: all mean "no usable GPU"
+        _why_not = f"cupy {cupy.__version__} is installed but no usable CUDA GPU: {type(exc).__name__}: {exc}"
+        raise ImportError(_why_not) from None
+    _cp = cupy
+    return cupy
+
+
+def available():
+    try:
+        cp = _cupy()
+    except ImportError as exc:
+        return False, str(exc)
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return True, f"cupy {cp.__version__} on {gpu}"
+
+
+def info():
+    cp = _cupy()
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    free, total = cp.cuda.runtime.memGetInfo()
+    return {"cupy": cp.__version__, "gpu": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+            "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(), "cuda_driver": cp.cuda.runtime.driverGetVersion(),
+            "memory_free_gib": round(free / 2**30, 2), "memory_total_gib": round(total / 2**30, 2)}
+
+
+def __getattr__(attr):
+    if attr == "xp":
+        return _cupy()
+    raise AttributeError(attr)
+
+
+def _kernel(stem, dtype):
+    global _module
+    cp = _cupy()
+    if _module is None:
+        source = (Path(__file__).parent / "cuda" / "kernels.cu").read_text()
+        _module = cp.RawModule(code=source, options=("--std=c++14",))
+    return _module.get_function(f"{stem}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}")
+
+
+def _launch(stem, dtype, n, args):
+    """Grid-stride launch over n elements (capped grid: the kernels loop)."""
+    blocks = max(1, min(int(math.ceil(n / THREADS)), 65535))
+    _kernel(stem, dtype)((blocks,), (THREADS,), args)
+
+
+def _c(a):
+    return _cupy().ascontiguousarray(a)
+
+
+def _i(v):
+    return np.int32(v)
+
+
+def _l(v):
+    return np.int64(v)
+
+
+def _s(dtype, v):
+    return np.dtype(dtype).type(v)
+
+
+# ---- array plumbing ----
+
+def asarray(a, dtype=None):
+    cp = _cupy()
+    try:
+        return cp.ascontiguousarray(cp.asarray(a, dtype=dtype))
+    except cp.cuda.memory.OutOfMemoryError as exc:
+        nbytes = getattr(a, "nbytes", 0)
+        raise MemoryError(f"GPU out of memory moving an array of {nbytes / 2**20:.1f} MiB to the device ({exc}); "
+                          "use a smaller batch or dataset") from None
+
+
+def to_numpy(a):
+    return _cupy().asnumpy(a)
+
+
+def synchronize():
+    _cupy().cuda.get_current_stream().synchronize()
+
+
+def one_hot(labels, m, dtype):
+    cp = _cupy()
+    return cp.eye(m, dtype=dtype)[labels]
+
+
+# ---- convolution ----
+
+def im2col(x, kh, kw, stride=1, pad=0):
+    n, c, h, w, oh, ow = C.check_im2col(x, kh, kw, stride, pad)
+    out = _cupy().empty((n * oh * ow, c * kh * kw), x.dtype)
+    _launch("im2col", x.dtype, out.size, (_c(x), _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(stride), _i(pad),
+                                          _i(oh), _i(ow), out))
+    return out
+
+
+def col2im(col, x_shape, kh, kw, stride=1, pad=0):
+    n, c, h, w, oh, ow = C.check_col2im(col, x_shape, kh, kw, stride, pad)
+    return _col2im(_c(col), n, c, h, w, kh, kw, stride, pad, oh, ow)
+
+
+def _col2im(col, n, c, h, w, kh, kw, stride, pad, oh, ow):
+    x = _cupy().empty((n, c, h, w), col.dtype)
+    _launch("col2im", col.dtype, x.size, (col, _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(stride), _i(pad),
+                                          _i(oh), _i(ow), x))
+    return x
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    return conv2d_forward_cached(x, w, b, stride, pad)[0]
+
+
+def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
+    cp = _cupy()
+    n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
+    f, _, kh, kw = w.shape
+    cols = im2col(x, kh, kw, stride, pad)
+    rows = cp.matmul(cols, _c(w).reshape(f, -1).T)  # cuBLAS
+    y = cp.empty((n, f, oh, ow), x.dtype)
+    _launch("rows_to_nchw", x.dtype, y.size, (rows, _c(b), _i(relu), _l(n), _i(f), _l(oh * ow), y))
+    return y, (cols, x.shape, stride, pad)
+
+
+def conv2d_backward(dy, x, w, stride=1, pad=0):
+    C.check_conv2d_backward(dy, x, w, stride, pad)
+    cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
+    return conv2d_backward_cached(dy, (cols, x.shape, stride, pad), w)
+
+
+def conv2d_backward_cached(dy, cache, w, need_dx=True):
+    cp = _cupy()
+    cols, x_shape, stride, pad = cache
+    f, c, kh, kw = w.shape
+    n, _, oh, ow = dy.shape
+    rows = cp.empty((n * oh * ow, f), dy.dtype)
+    _launch("nchw_to_rows", dy.dtype, rows.size, (_c(dy), _l(n), _i(f), _l(oh * ow), rows))
+    return _conv_grads(rows, cols, w, x_shape, stride, pad, oh, ow, need_dx)
+
+
+def _conv_grads(rows, cols, w, x_shape, stride, pad, oh, ow, need_dx):
+    cp = _cupy()
+    f, c, kh, kw = w.shape
+    dw = cp.matmul(rows.T, cols).reshape(w.shape)  # cuBLAS
+    db = rows.sum(axis=0)
+    if not need_dx:
+        return None, dw, db
+    dcols = cp.matmul(rows, _c(w).reshape(f, -1))
+    n, _, h, wd = x_shape
+    return _col2im(dcols, n, c, h, wd, kh, kw, stride, pad, oh, ow), dw, db
+
+
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2):
+    """Fused conv -> ReLU -> max-pool: im2col, one cuBLAS product, one pooling kernel."""
+    cp = _cupy()
+    n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
+    f, _, kh, kw = w.shape
+    ph = C.conv_out("conv2d_relu_maxpool_forward", oh, size, pool_stride, 0, "height")
+    pw = C.conv_out("conv2d_relu_maxpool_forward", ow, size, pool_stride, 0, "width")
+    cols = im2col(x, kh, kw, stride, pad)
+    rows = cp.matmul(cols, _c(w).reshape(f, -1).T)
+    y = cp.empty((n, f, ph, pw), x.dtype)
+    arg = cp.empty((n, f, ph, pw), cp.int32)
+    _launch("rows_pool", x.dtype, y.size, (rows, _c(b), _l(n), _i(f), _i(oh), _i(ow), _i(size), _i(pool_stride),
+                                           _i(ph), _i(pw), y, arg))
+    return y, (cols, x.shape, stride, pad, oh, ow, y, arg)
+
+
+def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
+    cp = _cupy()
+    cols, x_shape, stride, pad, oh, ow, y, arg = cache
+    f = w.shape[0]
+    n, _, ph, pw = dy.shape
+    rows = cp.zeros((n * oh * ow, f), dy.dtype)
+    _launch("pool_to_rows", dy.dtype, dy.size, (_c(dy), y, arg, _l(n), _i(f), _i(ph), _i(pw), _i(oh * ow), rows))
+    return _conv_grads(rows, cols, w, x_shape, stride, pad, oh, ow, need_dx)
+
+
+# ---- pooling ----
+
+def maxpool2d_forward(x, size=2, stride=2):
+    cp = _cupy()
+    n, c, h, w, oh, ow = C.check_maxpool2d_forward(x, size, stride)
+    y = cp.empty((n, c, oh, ow), x.dtype)
+    arg = cp.empty((n, c, oh, ow), cp.int64)
+    _launch("maxpool", x.dtype, y.size, (_c(x), _l(n * c), _i(h), _i(w), _i(size), _i(stride), _i(oh), _i(ow), y, arg))
+    return y, arg
+
+
+def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
+    cp = _cupy()
+    n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
+    dx = cp.zeros((n, c, h, w), dy.dtype)
+    bad = cp.zeros(1, cp.int32)
+    _launch("maxpool_backward", dy.dtype, dy.size, (_c(dy), _c(argmax).astype(cp.int64, copy=False), _l(n * c),
+                                                     _l(dy.shape[2] * dy.shape[3]), _l(h * w), dx, bad))
+    if int(bad[0]):  # a host read: public calls only; the layers use the fused path
+        C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
+    return dx
+
+
+# ---- affine ----
+
+def affine_forward(x, w, b, relu=False):
+    cp = _cupy()
+    C.check_affine_forward(x, w, b)
+    y = cp.matmul(_c(x), _c(w))
+    _launch("bias_act", y.dtype, y.size, (y, _c(b), _l(y.shape[0]), _i(y.shape[1]), _i(relu)))
+    return y
+
+
+def affine_backward(dy, x, w, need_dx=True):
+    cp = _cupy()
+    C.check_affine_backward(dy, x, w)
+    return (cp.matmul(dy, w.T) if need_dx else None), cp.matmul(x.T, dy), dy.sum(axis=0)
+
+
+# ---- elementwise ----
+
+def _unary(stem, x):
+    x = _c(x)
+    out = _cupy().empty_like(x)
+    _launch(stem, x.dtype, x.size, (x, _l(x.size), out))
+    return out
+
+
+def _binary(stem, a, b):
+    a, b = _c(a), _c(b)
+    out = _cupy().empty_like(a)
+    _launch(stem, a.dtype, a.size, (a, b, _l(a.size), out))
+    return out
+
+
+def relu_forward(x):
+    C.check_unary("relu_forward", x)
+    return _unary("relu", x)
+
+
+def relu_backward(dy, x):
+    C.check_unary_backward("relu_backward", dy, x)
+    return _binary("relu_backward", dy, x)
+
+
+def sigmoid_forward(x):
+    C.check_unary("sigmoid_forward", x)
+    return _unary("sigmoid", x)
+
+
+def sigmoid_backward(dy, y):
+    C.check_unary_backward("sigmoid_backward", dy, y, "y")
+    return _binary("sigmoid_backward", dy, y)
+
+
+def dropout_forward(x, p, seed):
+    cp = _cupy()
+    C.check_dropout(x, p, seed)
+    x = _c(x)
+    y, mask = cp.empty_like(x), cp.empty_like(x)
+    _launch("dropout", x.dtype, x.size, (x, _l(x.size), np.float64(p), np.float64(1.0 / (1.0 - p)), np.uint64(seed),
+                                         y, mask))
+    return y, mask
+
+
+def dropout_backward(dy, mask):
+    C.check_unary_backward("dropout_backward", dy, mask, "mask")
+    return _binary("mul", dy, mask)
+
+
+# ---- losses ----
+
+def softmax(x):
+    C.check_softmax(x)
+    x = _c(x)
+    out = _cupy().empty_like(x)
+    _launch("softmax", x.dtype, x.shape[0], (x, _i(x.shape[0]), _i(x.shape[1]), out))
+    return out
+
+
+def softmax_cross_entropy(logits, labels, check=True):
+    """Fused softmax + mean cross-entropy + gradient, one launch. ``check=False`` skips the host
+    read that validates label ranges (the trainer validated them once, on the host)."""
+    cp = _cupy()
+    C.check_softmax_cross_entropy(logits, labels)
+    x = _c(logits)
+    d = cp.empty_like(x)
+    loss = cp.empty((), x.dtype)
+    bad = cp.zeros(1, cp.int32)
+    _kernel("softmax_ce", x.dtype)((1,), (THREADS,), (x, _c(labels).astype(cp.int64, copy=False), _i(x.shape[0]),
+                                                      _i(x.shape[1]), d, loss, bad))
+    if check and int(bad[0]):
+        C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), x.shape[1])
+    return loss, d
+
+
+def mse_loss(y, t):
+    cp = _cupy()
+    C.check_mse(y, t)
+    y = _c(y)
+    d = cp.empty_like(y)
+    loss = cp.empty((), y.dtype)
+    _kernel("mse", y.dtype)((1,), (THREADS,), (y, _c(t), _l(y.size), _i(y.shape[0]), d, loss))
+    return loss, d
+
+
+def count_correct(logits, labels):
+    cp = _cupy()
+    count = cp.zeros((), cp.int64)
+    _launch("count_correct", logits.dtype, logits.shape[0], (_c(logits), _c(labels).astype(cp.int64, copy=False),
+                                                             _i(logits.shape[0]), _i(logits.shape[1]), count))
+    return count
+
+
+# ---- optimizers ----
+
+def sgd_update(param, grad, lr):
+    C.check_update("sgd_update", param, grad, lr)
+    _launch("sgd", param.dtype, param.size, (param, _c(grad), _l(param.size), _s(param.dtype, lr)))
+
+
+def momentum_update(param, grad, velocity, lr, momentum=0.9):
+    C.check_update("momentum_update", param, grad, lr, velocity=velocity)
+    f = param.dtype
+    _launch("momentum", f, param.size, (param, _c(grad), velocity, _l(param.size), _s(f, lr), _s(f, momentum)))
+
+
+def adagrad_update(param, grad, h, lr, eps=1e-7):
+    C.check_update("adagrad_update", param, grad, lr, h=h)
+    f = param.dtype
+    _launch("adagrad", f, param.size, (param, _c(grad), h, _l(param.size), _s(f, lr), _s(f, eps)))
+
+
+def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    C.check_update("adam_update", param, grad, lr, m=m, v=v)
+    t = C.require_int("adam_update", "t", t, 1)
+    f = param.dtype
+    _launch("adam", f, param.size, (param, _c(grad), m, v, _l(param.size), _s(f, beta1), _s(f, beta2),
+                                    _s(f, lr / (1 - beta1 ** t)), _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))
+
+
+_tables: dict = {}
+
+
+def adam_update_many(params, grads, states, t, lr, beta1, beta2, eps):
+    """One launch for the Adam step of every parameter (the optimizer uses it when present)."""
+    cp = _cupy()
+    f = params[0].dtype
+    key = tuple(a.data.ptr for group in (params, grads, [s["m"] for s in states], [s["v"] for s in states])
+                for a in group)
+    if key not in _tables:  # pointer tables are rebuilt only when an array moves
+        ptr = lambda arrays: cp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
+        sizes = np.concatenate([[0], np.cumsum([p.size for p in params])]).astype(np.int64)
+        _tables.clear()
+        _tables[key] = (ptr(params), ptr(grads), ptr([s["m"] for s in states]), ptr([s["v"] for s in states]),
+                        cp.asarray(sizes), int(sizes[-1]))
+    pp, gp, mp, vp, offsets, total = _tables[key]
+    _launch("adam_many", f, total, (pp, gp, mp, vp, offsets, _i(len(params)), _s(f, beta1), _s(f, beta2),
+                                    _s(f, lr / (1 - beta1 ** t)), _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))

@@ -1,0 +1,114 @@
+"""Pictures of training (matplotlib, Agg backend, PNG): curves, samples, confusion matrix, and the
+most confidently misclassified test images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FastMnistError
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise FastMnistError("plots need matplotlib: pip install 'fastmnist[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def training_curves(history: dict, path, title: str = "training") -> Path:
+    """Loss and train/validation accuracy per epoch, from a ``fit()`` history."""
+    plt = _plt()
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    if not len(epochs):
+        raise FastMnistError("the history holds no epoch to plot")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, history["loss"], "o-", label="train loss")
+    if history.get("val_loss"):
+        ax1.plot(epochs, history["val_loss"], "s-", label="validation loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, history["accuracy"], "o-", label="train accuracy")
+    if history.get("val_accuracy"):
+        ax2.plot(epochs, history["val_accuracy"], "s-", label="validation accuracy")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sample_grid(x, y, path, rows: int = 5, cols: int = 10, predicted=None) -> Path:
+    """A grid of images with their labels (and predictions, where given)."""
+    plt = _plt()
+    x = np.asarray(x).reshape(len(x), 28, 28)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.25))
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i >= len(x):
+            continue
+        ax.imshow(x[i], cmap="gray_r")
+        label = f"{y[i]}" if predicted is None else f"{y[i]}→{predicted[i]}"
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrix(y_true, y_pred, classes: int = 10) -> np.ndarray:
+    m = np.zeros((classes, classes), np.int64)
+    np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return m
+
+
+def confusion(y_true, y_pred, path, title: str = "test confusion matrix") -> Path:
+    """Counts of true (rows) against predicted (columns) digits."""
+    plt = _plt()
+    m = confusion_matrix(y_true, y_pred)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(m, cmap="Blues")
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} (accuracy {np.trace(m) / m.sum():.4f})")
+    fig.colorbar(im)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def worst_errors(x, y_true, probabilities, path, count: int = 20) -> Path:
+    """The misclassified images the model was most sure about, with label -> prediction (p)."""
+    plt = _plt()
+    probabilities = np.asarray(probabilities)
+    pred = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(pred != np.asarray(y_true))
+    order = wrong[np.argsort(-probabilities[wrong, pred[wrong]])][:count]
+    cols = 10
+    rows = max(1, int(np.ceil(len(order) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.35), squeeze=False)
+    x = np.asarray(x).reshape(len(x), 28, 28)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), order):
+        ax.imshow(x[i], cmap="gray_r")
+        ax.set_title(f"{y_true[i]}→{pred[i]} ({probabilities[i, pred[i]]:.2f})", fontsize=8)
+    fig.suptitle(f"most confident mistakes ({len(wrong)} wrong in all)")
+    fig.tight_layout()
+    return _save(fig, path)

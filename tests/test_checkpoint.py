@@ -1,0 +1,98 @@
+"""Interrupted training loses nothing: real training processes are killed (SIGTERM, SIGINT, SIGKILL)
+at random moments and resumed; the final weights equal an uninterrupted run's, bit for bit."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from test_data import write_mnist
+
+ARGS = ["--model", "dropout-cnn", "--epochs", "3", "--batch-size", "50", "--limit-test", "50", "--quiet",
+        "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, n_train=400, n_test=50, seed=1)
+    return root
+
+
+def train(data, *extra, backend="numpy"):
+    cmd = [sys.executable, "-m", "fastmnist", "train", "--backend", backend, "--data", str(data), *ARGS, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def weights(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files if k.startswith(("param/", "opt/"))}
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.npz"
+    proc = train(data, "--out", str(out))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return weights(out)
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("sig,delay", [(signal.SIGTERM, 1.2), (signal.SIGINT, 2.0), (signal.SIGKILL, 2.5),
+                                       (signal.SIGTERM, 3.1), (signal.SIGKILL, 1.6)])
+def test_kill_and_resume_bit_for_bit(data, reference, tmp_path, sig, delay):
+    ckpt = tmp_path / "ckpt"
+    out = tmp_path / "final.npz"
+    proc = train(data, "--checkpoint-dir", str(ckpt))
+    time.sleep(delay + np.random.default_rng(int(delay * 10)).uniform(0, 0.5))
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=600)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal; nothing to resume")
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 128 + sig, err
+        assert "checkpoint saved" in err and "--resume" in err and "Traceback" not in err
+    resume = ["--checkpoint-dir", str(ckpt), "--out", str(out)]
+    if (ckpt / "checkpoint.npz").exists():
+        resume.append("--resume")
+    else:
+        assert sig == signal.SIGKILL  # killed before the first epoch ended: start over
+    proc = train(data, *resume)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert_same(weights(out), reference)
+    assert not list(ckpt.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path):
+    proc = train(data, "--checkpoint-dir", str(tmp_path / "none"), "--resume")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "no checkpoint in" in err
+
+
+def test_two_processes_checkpoint_side_by_side(data, tmp_path):
+    runs = [train(data, "--checkpoint-dir", str(tmp_path / f"c{i}"), "--out", str(tmp_path / f"o{i}.npz"))
+            for i in range(2)]
+    for proc in runs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert_same(weights(tmp_path / "o0.npz"), weights(tmp_path / "o1.npz"))
+    for i in range(2):
+        assert (tmp_path / f"c{i}" / "checkpoint.npz").is_file()
+
+
+def test_checkpoint_loads_without_pickle(data, tmp_path):
+    proc = train(data, "--checkpoint-dir", str(tmp_path / "c"), "--epochs", "1")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    with np.load(tmp_path / "c" / "checkpoint.npz", allow_pickle=False) as f:
+        assert {"architecture", "optimizer", "extra/run", "extra/trainer"} <= set(f.files)
+    assert os.path.getsize(tmp_path / "c" / "checkpoint.npz") > 1000

@@ -1,0 +1,34 @@
+"""The CUDA sources of the cupy backend compile with nvcc, GPU or not, so a syntax error cannot
+land unseen; and the cupy backend module imports and reports itself unavailable without a GPU."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import fastmnist
+from fastmnist.backends import backend_status
+
+KERNELS = Path(fastmnist.__file__).parent / "backends" / "cuda" / "kernels.cu"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_kernels_compile_with_nvcc(tmp_path):
+    out = tmp_path / "kernels.ptx"
+    proc = subprocess.run(["nvcc", "--std=c++14", "-arch=sm_90", "--ptx", str(KERNELS), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ptx = out.read_text()
+    for entry in ("im2col_f32", "col2im_f64", "rows_pool_f32", "softmax_ce_f32", "adam_many_f32", "dropout_f64"):
+        assert f".entry {entry}(" in ptx, entry
+
+
+def test_cupy_backend_importable_and_explains_itself():
+    import fastmnist.backends.cupy_backend as cb  # importable on any machine
+    ok, why = backend_status("cupy")
+    assert why
+    if not ok:
+        assert ("not installed" in why) or ("no usable CUDA GPU" in why)
+        with pytest.raises(fastmnist.BackendUnavailable, match="pip install 'fastmnist\\[cuda13\\]'"):
+            fastmnist.get_backend("cupy")
+    assert callable(cb.conv2d_forward) and callable(cb.adam_update_many)

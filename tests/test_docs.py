@@ -1,0 +1,57 @@
+"""Every example in README.md and docs/ runs: ```python blocks are executed, ```console lines
+starting with '$ ' are run in a shell, and README's main-job command is run as written."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import MNIST_DIR, REPO
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def blocks(kind):
+    for path in DOCS:
+        for i, match in enumerate(re.finditer(rf"```{kind}\n(.*?)```", path.read_text(), re.S)):
+            yield pytest.param(match.group(1), id=f"{path.name}#{i}")
+
+
+def need_data():
+    if not MNIST_DIR.exists():
+        pytest.skip(f"MNIST not found at {MNIST_DIR}")
+
+
+@pytest.mark.parametrize("code", list(blocks("python")))
+def test_python_examples(code, tmp_path, monkeypatch):
+    need_data()
+    monkeypatch.setenv("FASTMNIST_DATA", str(MNIST_DIR))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "<doc example>", "exec"), {"__name__": "__doc_example__"})
+
+
+@pytest.mark.parametrize("code", list(blocks("console")))
+def test_console_examples(code, tmp_path):
+    need_data()
+    env = dict(os.environ, FASTMNIST_DATA=str(MNIST_DIR))
+    for line in code.splitlines():
+        if not line.startswith("$ "):
+            continue
+        cmd = line[2:].replace("python3 ", f"{sys.executable} ", 1)
+        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_readme_main_command(tmp_path):
+    """The README's first command, as written (its relative data path resolved from the repo)."""
+    need_data()
+    text = (REPO / "README.md").read_text()
+    cmd = re.search(r"```bash\n(.*?)\n```", text, re.S).group(1)
+    assert "fastmnist train" in cmd
+    cmd = cmd.replace("python3 ", f"{sys.executable} ")
+    env = dict(os.environ)
+    env.pop("FASTMNIST_DATA", None)
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    accuracy = float(re.search(r"test accuracy (0\.\d+)", proc.stdout).group(1))
+    assert accuracy >= 0.975, proc.stdout

@@ -1,0 +1,50 @@
+"""Pictures: each plot is a valid PNG of sensible size; the CLI draws them too."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+from fastmnist import plots  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png(path, min_bytes=5000):
+    data = path.read_bytes()
+    assert data[:8] == PNG and len(data) > min_bytes
+    from PIL import Image
+    w, h = Image.open(path).size
+    assert 300 <= w <= 3000 and 200 <= h <= 3000
+
+
+def test_all_plots(tmp_path):
+    rng = np.random.default_rng(0)
+    hist = {"loss": [0.5, 0.3, 0.2], "accuracy": [0.8, 0.9, 0.95], "val_loss": [0.4, 0.3, 0.25],
+            "val_accuracy": [0.85, 0.9, 0.93]}
+    check_png(plots.training_curves(hist, tmp_path / "c.png"))
+    x, y = rng.random((50, 784)), rng.integers(0, 10, 50)
+    check_png(plots.sample_grid(x, y, tmp_path / "s.png"))
+    pred = np.where(rng.random(50) < 0.8, y, (y + 1) % 10)
+    check_png(plots.confusion(y, pred, tmp_path / "m.png"))
+    probs = rng.dirichlet(np.ones(10), 50)
+    check_png(plots.worst_errors(x, y, probs, tmp_path / "e.png"))
+    m = plots.confusion_matrix([0, 1, 1], [0, 1, 2])
+    assert m[1, 1] == 1 and m[1, 2] == 1 and m.sum() == 3
+
+
+def test_plot_cli(mnist_dir, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "fastmnist", *a, "--data", str(mnist_dir)],
+                                    capture_output=True, text=True, timeout=300)
+    proc = run("train", "--backend", "numpy", "--model", "two-layer", "--epochs", "2", "--limit-train", "2000",
+               "--limit-test", "500", "--quiet", "--out", str(tmp_path / "m.npz"), "--plot", str(tmp_path / "t.png"))
+    assert proc.returncode == 0, proc.stderr
+    check_png(tmp_path / "t.png")
+    for kind in ("curves", "confusion", "errors"):
+        proc = run("plot", kind, str(tmp_path / "m.npz"), "--out", str(tmp_path / f"{kind}.png"), "--limit-test", "500")
+        assert proc.returncode == 0, proc.stderr
+        check_png(tmp_path / f"{kind}.png")
+    proc = run("plot", "samples", "--out", str(tmp_path / "samples.png"))
+    assert proc.returncode == 0, proc.stderr
+    check_png(tmp_path / "samples.png")

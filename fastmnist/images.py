@@ -95,7 +95,7 @@ def mnistify(grey: np.ndarray, where: str = "image") -> np.ndarray:
 
 def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
     Image = _pillow()
-    img = Image.fromarray(a.astype(np.float32), mode="F")
+    img = Image.fromarray(a.astype(np.float32))  # float32 -> mode "F"
     return np.asarray(img.resize((w, h), Image.Resampling.LANCZOS), dtype=np.float64).clip(0, None)
 
 
@@ -133,7 +133,7 @@ def _shown_path(path) -> Path:
 def save_input_png(x: np.ndarray, path) -> Path:
     """Save a 28x28 input (white ink on black, [0, 1]) as an 8-bit PNG."""
     Image = _pillow()
-    Image.fromarray((np.clip(x, 0, 1) * 255).round().astype(np.uint8), mode="L").save(path)
+    Image.fromarray((np.clip(x, 0, 1) * 255).round().astype(np.uint8)).save(path)  # uint8 -> mode "L"
     return Path(path)
 
 

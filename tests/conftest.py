@@ -32,7 +32,7 @@ def rng():
     return np.random.default_rng(12345)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_dir():
     if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists() and not (MNIST_DIR / "t10k-labels-idx1-ubyte").exists():
         pytest.skip(f"MNIST not found at {MNIST_DIR} (set FASTMNIST_DATA)")

@@ -38,7 +38,7 @@ def test_console_examples(code, tmp_path):
         if not line.startswith("$ "):
             continue
         cmd = line[2:].replace("python3 ", f"{sys.executable} ", 1)
-        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
 
 

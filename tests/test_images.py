@@ -38,7 +38,7 @@ def test_any_mode_becomes_mnist_like(tmp_path, mode):
         ImageDraw.Draw(rgba).line([(60, 80), (200, 80), (110, 330)], fill=(0, 0, 0, 255), width=22)
         img = rgba
     elif mode == "I;16":
-        img = Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257), mode="I;16")
+        img = Image.fromarray(np.asarray(img.convert("L"), np.uint16) * 257)  # uint16 -> mode "I;16"
     else:
         img = img.convert(mode)
     path = tmp_path / f"seven.{ 'png' if mode != 'P' else 'bmp'}"

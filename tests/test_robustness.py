@@ -93,8 +93,8 @@ def test_non_contiguous_inputs_give_the_same_result(be, rng):
     labels = np.arange(6)
     a, da = be.softmax_cross_entropy(logits, labels)
     b2, db = be.softmax_cross_entropy(logits.copy(), labels)
-    assert float(a) == float(b2)
-    np.testing.assert_array_equal(da, db)
+    assert float(a) == pytest.approx(float(b2), rel=1e-6)  # NumPy may reduce strided rows in another order
+    np.testing.assert_allclose(da, db, rtol=1e-5)
 
 
 def test_in_place_update_of_a_strided_param_is_not_lost(be):

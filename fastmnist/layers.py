@@ -12,8 +12,9 @@ def init_weights(rng: np.random.Generator, init: str, shape, fan_in: int):
     """Draw (weight, bias) on the host in float64.
 
     ``torch``: uniform(+-1/sqrt(fan_in)) for both, as PyTorch's Linear/Conv2d; ``he``: normal with
-    std sqrt(2/fan_in), bias 0; ``normal:STD``: normal(0, STD^2), bias 0; ``nielsen``: standard
-    normal weights and biases, as Nielsen's network.py.
+    std sqrt(2/fan_in), bias 0; ``glorot``: Keras's default, uniform with bound
+    sqrt(6 / (fan_in + fan_out)), bias 0; ``normal:STD``: normal(0, STD^2), bias 0; ``nielsen``:
+    standard normal weights and biases, as Nielsen's network.py.
     """
     bias_shape = (shape[0],) if len(shape) == 4 else (shape[1],)
     if init == "torch":
@@ -21,11 +22,15 @@ def init_weights(rng: np.random.Generator, init: str, shape, fan_in: int):
         return rng.uniform(-bound, bound, shape), rng.uniform(-bound, bound, bias_shape)
     if init == "he":
         return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape), np.zeros(bias_shape)
+    if init == "glorot":  # Keras's default: uniform(+-sqrt(6 / (fan_in + fan_out))), bias 0
+        fan_out = shape[0] * int(np.prod(shape[2:])) if len(shape) == 4 else shape[1]
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, shape), np.zeros(bias_shape)
     if init == "nielsen":
         return rng.standard_normal(shape), rng.standard_normal(bias_shape)
     if init.startswith("normal:"):
         return rng.normal(0.0, float(init.split(":", 1)[1]), shape), np.zeros(bias_shape)
-    raise ValueError(f"unknown init {init!r}; expected torch, he, nielsen or normal:STD")
+    raise ValueError(f"unknown init {init!r}; expected torch, he, glorot, nielsen or normal:STD")
 
 
 class Layer:

@@ -20,7 +20,6 @@ import numpy as np
 
 try:
     import numba
-    from numba import njit, prange
 except ImportError as exc:  # reported by available(); the registry never returns this backend then
     numba = None
     _IMPORT_ERROR = str(exc)
@@ -105,8 +104,10 @@ def _matmul(a, b):
     simple-cnn's first dense layer and fast-cnn's second convolution gain most (see docs)."""
     m, k = a.shape
     n = b.shape[1]
-    parts = numba.get_num_threads()
-    if not _SPLIT_GEMMS or parts < 2 or 2 * m * k * n < config.SPLIT_GEMM_MIN_FLOPS:
+    if not _SPLIT_GEMMS or 2 * m * k * n < config.SPLIT_GEMM_MIN_FLOPS:
+        return a @ b
+    parts = numba.get_num_threads()  # asked only here: the call costs ~10 us
+    if parts < 2:
         return a @ b
     pool = _pool()
     if m >= 64 * parts:
@@ -132,501 +133,40 @@ one_hot = _ref.one_hot
 
 
 if numba is not None:
-    _jit = dict(cache=True, nogil=True)
-    _pjit = dict(cache=True, nogil=True, parallel=True)
-    # Reassociation lets LLVM vectorise reductions; no 'nnan'/'ninf', so NaN and Inf still propagate.
-    _FM = {"reassoc", "contract"}
-
-    # ---------------- convolution ----------------
-
-    @njit(**_pjit)
-    def _im2col_kernel(x, kh, kw, stride, pad, oh, ow, out):  # x (N,C,H,W) -> out (N*OH*OW, C*KH*KW)
-        n_, c_, h_, w_ = x.shape
-        for n in prange(n_):
-            for i in range(oh):
-                for j in range(ow):
-                    row = (n * oh + i) * ow + j
-                    col = 0
-                    for c in range(c_):
-                        for a in range(kh):
-                            hh = i * stride + a - pad
-                            for b in range(kw):
-                                ww = j * stride + b - pad
-                                if 0 <= hh < h_ and 0 <= ww < w_:
-                                    out[row, col] = x[n, c, hh, ww]
-                                else:
-                                    out[row, col] = 0
-                                col += 1
-
-    @njit(**_pjit)
-    def _col2im_kernel(col, kh, kw, stride, pad, oh, ow, out):  # out (N,C,H,W) zeroed; overlaps summed
-        n_, c_, h_, w_ = out.shape
-        for n in prange(n_):
-            for i in range(oh):
-                for j in range(ow):
-                    row = (n * oh + i) * ow + j
-                    k = 0
-                    for c in range(c_):
-                        for a in range(kh):
-                            hh = i * stride + a - pad
-                            for b in range(kw):
-                                ww = j * stride + b - pad
-                                if 0 <= hh < h_ and 0 <= ww < w_:
-                                    out[n, c, hh, ww] += col[row, k]
-                                k += 1
-
-    @njit(**_pjit)
-    def _rows_to_nchw_kernel(rows, b, relu, out):  # rows (N*P, F) + b -> out (N, F, P), optionally ReLU
-        n_, f_, p_ = out.shape
-        for n in prange(n_):
-            for p in range(p_):
-                r = n * p_ + p
-                for f in range(f_):
-                    v = rows[r, f] + b[f]
-                    out[n, f, p] = v if (not relu or v > 0) else 0
-
-    @njit(**_pjit)
-    def _nchw_to_rows_kernel(dy, out):  # dy (N, F, P) -> out (N*P, F)
-        n_, f_, p_ = dy.shape
-        for n in prange(n_):
-            for f in range(f_):
-                for p in range(p_):
-                    out[n * p_ + p, f] = dy[n, f, p]
-
-    # Direct convolution, for layers whose C*KH*KW is small (the first layer: 1x5x5): im2col would
-    # write 25 copies of the input and hand BLAS a K=25 product it runs far under its peak. Here
-    # each (n, f) output plane is accumulated in a "wide" buffer whose row stride is the padded
-    # input width Wp, so that for each kernel tap (c, a, b) the update is one long contiguous
-    # saxpy, acc[0:L] += w[f, c, a, b] * x[n, c].ravel()[a*Wp + b : a*Wp + b + L]; the Wp - OW
-    # junk columns per row are dropped on the way out. The slices matter: indexing with a
-    # run-time offset inside the loop defeats LLVM's vectoriser (measured 8x slower).
-
-    @njit(**_pjit, fastmath=_FM)
-    def _conv_direct_kernel(xf, wp, w, b, relu, y):  # xf padded (N, C, Hp*Wp) -> y (N, F, OH, OW), stride 1
-        n_, c_, _ = xf.shape
-        f_, _, kh, kw = w.shape
-        oh, ow = y.shape[2], y.shape[3]
-        span = (oh - 1) * wp + ow
-        for n in prange(n_):
-            acc = np.empty(span, y.dtype)
-            for f in range(f_):
-                acc[:] = b[f]
-                for c in range(c_):
-                    src = xf[n, c]
-                    for a in range(kh):
-                        for bb in range(kw):
-                            wv = w[f, c, a, bb]
-                            s = src[a * wp + bb: a * wp + bb + span]
-                            for q in range(span):
-                                acc[q] += wv * s[q]
-                for i in range(oh):
-                    row = acc[i * wp: i * wp + ow]
-                    out = y[n, f, i]
-                    for j in range(ow):
-                        v = row[j]
-                        out[j] = v if (not relu or v > 0) else 0
-
-    @njit(**_pjit, fastmath=_FM)
-    def _conv_direct_dw_kernel(dy, xf, wp, dw, db):  # stride 1; dw (F,C,KH,KW), db (F,) from dy (N,F,OH,OW)
-        n_, f_, oh, ow = dy.shape
-        _, c_, kh, kw = dw.shape
-        span = (oh - 1) * wp + ow
-        for f in prange(f_):  # one filter per task: no two threads write the same dw entry
-            g = np.zeros(span, dy.dtype)  # dy[n, f] laid out wide, zeros in the junk columns
-            acc = np.zeros((c_, kh, kw), np.float64)
-            bsum = 0.0
-            for n in range(n_):
-                for i in range(oh):
-                    grow = g[i * wp: i * wp + ow]
-                    src_row = dy[n, f, i]
-                    for j in range(ow):
-                        grow[j] = src_row[j]
-                        bsum += src_row[j]
-                _accumulate_taps(g, xf[n], wp, span, kh, kw, acc)
-            for c in range(c_):
-                for a in range(kh):
-                    for bb in range(kw):
-                        dw[f, c, a, bb] = acc[c, a, bb]
-            db[f] = bsum
-
-    @njit(**_jit, fastmath=_FM)
-    def _accumulate_taps(g, xn, wp, span, kh, kw, acc):
-        """acc[c, a, b] += <g, xn[c][a*wp + b : a*wp + b + span]> for every tap (stride 1).
-
-        The taps of one kernel row advance together, so each g element is loaded once per row
-        instead of once per tap (5 or 3 accumulators; other widths tap by tap).
-        """
-        for c in range(xn.shape[0]):
-            src = xn[c]
-            for a in range(kh):
-                row = src[a * wp: a * wp + span + kw - 1]
-                if kw == 5:
-                    s0 = s1 = s2 = s3 = s4 = g.dtype.type(0)
-                    for q in range(span):
-                        gq = g[q]
-                        s0 += gq * row[q]
-                        s1 += gq * row[q + 1]
-                        s2 += gq * row[q + 2]
-                        s3 += gq * row[q + 3]
-                        s4 += gq * row[q + 4]
-                    acc[c, a, 0] += s0
-                    acc[c, a, 1] += s1
-                    acc[c, a, 2] += s2
-                    acc[c, a, 3] += s3
-                    acc[c, a, 4] += s4
-                elif kw == 3:
-                    s0 = s1 = s2 = g.dtype.type(0)
-                    for q in range(span):
-                        gq = g[q]
-                        s0 += gq * row[q]
-                        s1 += gq * row[q + 1]
-                        s2 += gq * row[q + 2]
-                    acc[c, a, 0] += s0
-                    acc[c, a, 1] += s1
-                    acc[c, a, 2] += s2
-                else:
-                    for bb in range(kw):
-                        part = g.dtype.type(0)
-                        for q in range(span):
-                            part += g[q] * row[q + bb]
-                        acc[c, a, bb] += part
-
-    # Conv + ReLU + max-pool fused: the pre-activation plane never leaves L1; only the pooled
-    # output and an int32 argmax (index into the OH*OW conv plane) are written. ReLU commutes with
-    # max, so relu(max(window)) serves both layer orders (conv-relu-pool and conv-pool-relu).
-
-    @njit(**_pjit, fastmath=_FM)
-    def _conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pstride, y, arg):
-        n_, c_, _ = xf.shape
-        f_, _, kh, kw = w.shape
-        span = (oh - 1) * wp + ow
-        for n in prange(n_):
-            acc = np.empty(span, y.dtype)
-            for f in range(f_):
-                acc[:] = b[f]
-                for c in range(c_):
-                    src = xf[n, c]
-                    for a in range(kh):
-                        for bb in range(kw):
-                            wv = w[f, c, a, bb]
-                            s = src[a * wp + bb: a * wp + bb + span]
-                            for q in range(span):
-                                acc[q] += wv * s[q]
-                if size == 2 and pstride == 2:
-                    _pool22_plane(acc, wp, ow, y[n, f], arg[n, f])
-                else:
-                    _pool_plane(acc, wp, ow, size, pstride, y[n, f], arg[n, f])
-
-    @njit(**_jit)
-    def _pool22_plane(acc, wp, ow, y, arg):  # 2x2/2 window over a wide plane, ReLU on the max
-        for i in range(y.shape[0]):
-            r0 = acc[2 * i * wp: 2 * i * wp + ow]
-            r1 = acc[(2 * i + 1) * wp: (2 * i + 1) * wp + ow]
-            for j in range(y.shape[1]):
-                v0, v1, v2, v3 = r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]
-                m01, m23 = max(v0, v1), max(v2, v3)
-                k01 = 2 * j if v0 >= v1 else 2 * j + 1  # >=: the first maximum wins ties
-                k23 = ow + 2 * j if v2 >= v3 else ow + 2 * j + 1
-                best = max(m01, m23)
-                y[i, j] = best if best > 0 else 0
-                arg[i, j] = 2 * i * ow + (k01 if m01 >= m23 else k23)
-
-    @njit(**_jit)
-    def _pool_plane(acc, wp, ow, size, pstride, y, arg):  # any window over a wide plane
-        for i in range(y.shape[0]):
-            for j in range(y.shape[1]):
-                h0, w0 = i * pstride, j * pstride
-                best = acc[h0 * wp + w0]
-                where = h0 * ow + w0
-                for a in range(size):
-                    for bb in range(size):
-                        v = acc[(h0 + a) * wp + w0 + bb]
-                        k = (h0 + a) * ow + w0 + bb
-                        where = k if v > best else where  # selects, not branches: random data
-                        best = v if v > best else best    # would mispredict half of them
-                y[i, j] = best if best > 0 else 0
-                arg[i, j] = where
-
-    @njit(**_pjit, fastmath=_FM)
-    def _conv_direct_pool_dw_kernel(dy, y, arg, xf, wp, oh, ow, dw, db):
-        n_, f_, ph, pw = dy.shape
-        _, c_, kh, kw = dw.shape
-        span = (oh - 1) * wp + ow
-        for f in prange(f_):
-            g = np.zeros(span, dy.dtype)
-            acc = np.zeros((c_, kh, kw), np.float64)
-            bsum = 0.0
-            for n in range(n_):
-                g[:] = 0
-                for i in range(ph):
-                    for j in range(pw):
-                        if y[n, f, i, j] > 0:  # the ReLU mask; pooled windows pass one gradient each
-                            k = arg[n, f, i, j]
-                            d = dy[n, f, i, j]
-                            g[(k // ow) * wp + k % ow] += d
-                            bsum += d
-                _accumulate_taps(g, xf[n], wp, span, kh, kw, acc)
-            for c in range(c_):
-                for a in range(kh):
-                    for bb in range(kw):
-                        dw[f, c, a, bb] = acc[c, a, bb]
-            db[f] = bsum
-
-    @njit(**_pjit, fastmath=_FM)
-    def _conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx):
-        """dx (N, C, H, W) of the fused path: the pooled gradients are scattered into wide planes
-        g[f], then each input plane is the sum over filters and taps of shifted saxpys."""
-        n_, f_, ph, pw = dy.shape
-        _, c_, kh, kw = w.shape
-        h_, w_ = dx.shape[2], dx.shape[3]
-        span = (oh - 1) * wp + ow
-        hp = oh + kh - 1
-        for n in prange(n_):
-            g = np.zeros((f_, span), dy.dtype)
-            for f in range(f_):
-                for i in range(ph):
-                    for j in range(pw):
-                        if y[n, f, i, j] > 0:
-                            k = arg[n, f, i, j]
-                            g[f, (k // ow) * wp + k % ow] += dy[n, f, i, j]
-            plane = np.empty(hp * wp, dy.dtype)
-            for c in range(c_):
-                plane[:] = 0
-                for f in range(f_):
-                    gf = g[f]
-                    for a in range(kh):
-                        for bb in range(kw):
-                            wv = w[f, c, a, bb]
-                            dst = plane[a * wp + bb: a * wp + bb + span]
-                            for q in range(span):
-                                dst[q] += wv * gf[q]
-                for i in range(h_):
-                    for j in range(w_):
-                        dx[n, c, i, j] = plane[(i + pad) * wp + j + pad]
-
-    @njit(**_pjit)
-    def _rows_pool_kernel(rows, b, oh, ow, size, pstride, y, arg):  # rows (N*OH*OW, F) -> pooled y, arg
-        n_, f_, ph, pw = y.shape
-        for n in prange(n_):
-            base = n * oh * ow
-            for f in range(f_):
-                for i in range(ph):
-                    for j in range(pw):
-                        h0, w0 = i * pstride, j * pstride
-                        best = rows[base + h0 * ow + w0, f]
-                        where = h0 * ow + w0
-                        for a in range(size):
-                            for bb in range(size):
-                                v = rows[base + (h0 + a) * ow + w0 + bb, f]
-                                k = (h0 + a) * ow + w0 + bb
-                                where = k if v > best else where  # selects, not branches: random
-                                best = v if v > best else best    # data would mispredict half of them
-                        best += b[f]
-                        y[n, f, i, j] = best if best > 0 else 0
-                        arg[n, f, i, j] = where
-
-    @njit(**_pjit)
-    def _pool_to_rows_kernel(dy, y, arg, oh, ow, rows):  # rows (N*OH*OW, F) zeroed <- pooled gradients
-        n_, f_, ph, pw = dy.shape
-        for n in prange(n_):
-            for f in range(f_):
-                for i in range(ph):
-                    for j in range(pw):
-                        if y[n, f, i, j] > 0:
-                            rows[n * oh * ow + arg[n, f, i, j], f] += dy[n, f, i, j]
-
-    @njit(**_pjit)
-    def _pad_kernel(x, pad, out):  # out (N, C, H+2p, W+2p) zeroed
-        n_, c_, h_, w_ = x.shape
-        for n in prange(n_):
-            for c in range(c_):
-                for i in range(h_):
-                    for j in range(w_):
-                        out[n, c, i + pad, j + pad] = x[n, c, i, j]
-
-    # ---------------- pooling ----------------
-
-    @njit(**_pjit)
-    def _maxpool_kernel(x, size, stride, oh, ow, y, arg):
-        n_, c_, h_, w_ = x.shape
-        for n in prange(n_):
-            for c in range(c_):
-                for i in range(oh):
-                    for j in range(ow):
-                        h0, w0 = i * stride, j * stride
-                        best = x[n, c, h0, w0]
-                        where = h0 * w_ + w0
-                        for a in range(size):
-                            for b in range(size):
-                                v = x[n, c, h0 + a, w0 + b]
-                                k = (h0 + a) * w_ + w0 + b  # strict >: the first maximum wins ties;
-                                where = k if v > best else where  # selects, not branches
-                                best = v if v > best else best
-                        y[n, c, i, j] = best
-                        arg[n, c, i, j] = where
-
-    @njit(**_pjit)
-    def _maxpool_backward_kernel(dy, arg, dx):  # dx (N, C, H*W) zeroed; returns the count of bad indices
-        n_, c_, oh, ow = dy.shape
-        hw = dx.shape[2]
-        bad = 0
-        for n in prange(n_):
-            for c in range(c_):
-                for i in range(oh):
-                    for j in range(ow):
-                        k = arg[n, c, i, j]
-                        if 0 <= k < hw:  # checked here, for free, instead of a pass over argmax first
-                            dx[n, c, k] += dy[n, c, i, j]
-                        else:
-                            bad += 1
-        return bad
-
-    # ---------------- elementwise ----------------
-
-    @njit(**_pjit)
-    def _bias_add_kernel(y, b, relu):  # y (N, M) += b, optionally ReLU, in place
-        n_, m_ = y.shape
-        for n in prange(n_):
-            for m in range(m_):
-                v = y[n, m] + b[m]
-                y[n, m] = v if (not relu or v > 0) else 0
-
-    @njit(**_pjit)
-    def _relu_kernel(x, out):
-        for i in prange(x.size):
-            v = x[i]
-            out[i] = v if v > 0 else 0
-
-    @njit(**_pjit)
-    def _relu_backward_kernel(dy, x, out):
-        for i in prange(x.size):
-            out[i] = dy[i] if x[i] > 0 else 0
-
-    @njit(**_pjit)
-    def _sigmoid_kernel(x, out):
-        for i in prange(x.size):
-            v = x[i]
-            if v >= 0:
-                out[i] = 1 / (1 + math.exp(-v))
-            else:
-                e = math.exp(v)
-                out[i] = e / (1 + e)
-
-    @njit(**_pjit)
-    def _sigmoid_backward_kernel(dy, y, out):
-        for i in prange(y.size):
-            out[i] = dy[i] * y[i] * (1 - y[i])
-
-    @njit(**_pjit)
-    def _mul_kernel(a, b, out):
-        for i in prange(a.size):
-            out[i] = a[i] * b[i]
-
-    # ---------------- losses ----------------
-
-    @njit(**_pjit)
-    def _softmax_kernel(x, out):
-        n_, m_ = x.shape
-        for n in prange(n_):
-            top = x[n, 0]
-            for m in range(1, m_):
-                top = max(top, x[n, m])
-            s = 0.0
-            for m in range(m_):
-                e = math.exp(x[n, m] - top)
-                out[n, m] = e
-                s += e
-            for m in range(m_):
-                out[n, m] /= s
-
-    @njit(**_pjit)
-    def _softmax_ce_kernel(x, labels, d, row_loss):  # returns the count of labels out of range
-        n_, m_ = x.shape
-        bad = 0
-        for n in prange(n_):
-            lab = labels[n]
-            if lab < 0 or lab >= m_:
-                bad += 1
-                continue
-            top = x[n, 0]
-            for m in range(1, m_):
-                top = max(top, x[n, m])
-            s = 0.0
-            for m in range(m_):
-                e = math.exp(x[n, m] - top)
-                d[n, m] = e
-                s += e
-            row_loss[n] = math.log(s) - (x[n, lab] - top)
-            for m in range(m_):
-                d[n, m] = d[n, m] / s / n_
-            d[n, lab] -= 1.0 / n_
-        return bad
-
-    @njit(**_jit)
-    def _mse_kernel(y, t, d):  # y, t, d flat; returns sum of squares (sequential: deterministic)
-        n_ = y.shape[0]
-        s = 0.0
-        inv = 1.0 / n_
-        yf, tf, df = y.ravel(), t.ravel(), d.ravel()
-        for i in range(yf.size):
-            diff = yf[i] - tf[i]
-            s += diff * diff
-            df[i] = diff * inv
-        return s
-
-    @njit(**_jit)
-    def _count_correct_kernel(x, labels):
-        n_, m_ = x.shape
-        hits = 0
-        for n in range(n_):
-            best = 0
-            for m in range(1, m_):
-                if x[n, m] > x[n, best]:
-                    best = m
-            hits += best == labels[n]
-        return hits
-
-    # ---------------- dropout: the contract's splitmix64 counter-based uniform ----------------
-
-    @njit(**_pjit)
-    def _dropout_kernel(x, p, scale, seed, y, mask):
-        base = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        for i in prange(x.size):
-            z = base + np.uint64(i + 1)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
-            u = np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
-            keep = scale if u >= p else 0.0
-            mask[i] = keep
-            y[i] = x[i] * mask[i]
-
-    # ---------------- optimizers (flat views, in place) ----------------
-
-    @njit(**_pjit)
-    def _sgd_kernel(p, g, lr):
-        for i in prange(p.size):
-            p[i] -= lr * g[i]
-
-    @njit(**_pjit)
-    def _momentum_kernel(p, g, v, lr, mom):
-        for i in prange(p.size):
-            v[i] = mom * v[i] - lr * g[i]
-            p[i] += v[i]
-
-    @njit(**_pjit)
-    def _adagrad_kernel(p, g, h, lr, eps):
-        for i in prange(p.size):
-            h[i] += g[i] * g[i]
-            p[i] -= lr * g[i] / (math.sqrt(h[i]) + eps)
-
-    @njit(**_pjit)
-    def _adam_kernel(p, g, m, v, b1, b2, step, sqrt_bc2, eps):
-        for i in prange(p.size):
-            gi = g[i]
-            m[i] = b1 * m[i] + (1 - b1) * gi
-            v[i] = b2 * v[i] + (1 - b2) * gi * gi
-            p[i] -= step * m[i] / (math.sqrt(v[i]) / sqrt_bc2 + eps)
+    from .numba_kernels import (  # noqa: F401  (the tests reach some kernels through this module)
+        _accumulate_taps,
+        _adagrad_kernel,
+        _adam_kernel,
+        _bias_add_kernel,
+        _col2im_kernel,
+        _conv_direct_dw_kernel,
+        _conv_direct_kernel,
+        _conv_direct_pool_dw_kernel,
+        _conv_direct_pool_dx_kernel,
+        _conv_direct_pool_kernel,
+        _count_correct_kernel,
+        _dropout_kernel,
+        _im2col_kernel,
+        _maxpool_backward_kernel,
+        _maxpool_kernel,
+        _momentum_kernel,
+        _mse_kernel,
+        _mul_kernel,
+        _nchw_to_rows_kernel,
+        _pad_kernel,
+        _pool22_plane,
+        _pool_plane,
+        _pool_to_rows_kernel,
+        _relu_backward_kernel,
+        _relu_kernel,
+        _rows_pool_kernel,
+        _rows_to_nchw_kernel,
+        _sgd_kernel,
+        _sigmoid_backward_kernel,
+        _sigmoid_kernel,
+        _softmax_ce_kernel,
+        _softmax_kernel,
+    )
 
 
 def _c(a):

@@ -141,6 +141,9 @@ if numba is not None:
         _col2im_kernel,
         _conv_direct_dw_kernel,
         _conv_direct_kernel,
+        _conv_block_pool_dw_kernel,
+        _conv_block_pool_dx_kernel,
+        _conv_block_pool_kernel,
         _conv_direct_pool_dw_kernel,
         _conv_direct_pool_dx_kernel,
         _conv_direct_pool_kernel,
@@ -166,6 +169,7 @@ if numba is not None:
         _sigmoid_kernel,
         _softmax_ce_kernel,
         _softmax_kernel,
+        _to_channels_first_kernel,
     )
 
 
@@ -224,6 +228,14 @@ def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
     return y, ("im2col", cols, x.shape, stride, pad)
 
 
+def _samples_per_block(n, plane):
+    """Samples per block of the blocked convolution: the block's accumulator stays within
+    config.CONV_BLOCK_FLOATS (L1), and there are at least two blocks per thread."""
+    by_cache = max(1, config.CONV_BLOCK_FLOATS // plane)
+    by_threads = max(1, -(-n // (2 * numba.get_num_threads())))
+    return min(by_cache, by_threads)
+
+
 def _padded(x, pad):
     if not pad:
         return x
@@ -277,11 +289,18 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
     x, w, b = _c(x), _c(w), _c(b)
     y = np.empty((n, f, ph, pw), x.dtype)
     arg = np.empty((n, f, ph, pw), np.int32)
-    if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K:
-        xp = _padded(x, pad)
+    hp, wp = h + 2 * pad, wd + 2 * pad
+    if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K and hp * wp > config.CONV_BLOCK_MAX_PLANE:
+        xp = _padded(x, pad)  # large planes: one plane per saxpy already runs long enough
         xf = xp.reshape(n, c, -1)
-        _conv_direct_pool_kernel(xf, xp.shape[3], w, b, oh, ow, size, pool_stride, y, arg)
-        return y, ("direct", xf, xp.shape[3], x.shape, stride, pad, oh, ow, y, arg)
+        _conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pool_stride, y, arg)
+        return y, ("direct", xf, wp, x.shape, stride, pad, oh, ow, y, arg)
+    if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K:
+        xt = (np.zeros if pad else np.empty)((c, n, hp, wp), x.dtype)
+        _to_channels_first_kernel(x, pad, xt)
+        xflat, plane, nb = xt.reshape(-1), hp * wp, _samples_per_block(n, hp * wp)
+        _conv_block_pool_kernel(xflat, n, c, plane, wp, w, b, oh, ow, size, pool_stride, nb, y, arg)
+        return y, ("block", (xflat, plane, nb), wp, x.shape, stride, pad, oh, ow, y, arg)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
     _im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
     rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS
@@ -302,6 +321,15 @@ def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
             return None, dw, db
         dx = np.empty(x_shape, dy.dtype)
         _conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx)
+        return dx, dw, db
+    if kind == "block":
+        xflat, plane, nb = saved
+        dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
+        _conv_block_pool_dw_kernel(dy, y, arg, xflat, c, plane, wp, oh, ow, nb, dw, db)
+        if not need_dx:
+            return None, dw, db
+        dx = np.empty(x_shape, dy.dtype)
+        _conv_block_pool_dx_kernel(dy, y, arg, w, plane, wp, oh, ow, pad, nb, dx)
         return dx, dw, db
     rows = np.zeros((n * oh * ow, f), dy.dtype)
     _pool_to_rows_kernel(dy, y, arg, oh, ow, rows)

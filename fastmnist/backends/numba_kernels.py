@@ -504,3 +504,158 @@ def _adam_kernel(p, g, m, v, b1, b2, step, sqrt_bc2, eps):
         m[i] = b1 * m[i] + (1 - b1) * gi
         v[i] = b2 * v[i] + (1 - b2) * gi * gi
         p[i] -= step * m[i] / (math.sqrt(v[i]) / sqrt_bc2 + eps)
+
+
+# ---------------- blocked direct convolution (channels-first input) ----------------
+# The per-sample kernels above run one saxpy per (sample, filter, tap) over one output plane;
+# for a small plane (fast-cnn's conv2: 10x10 outputs, 118-element loops) loop overhead dominates.
+# Here the input is laid out channels first, (C, N, Hp*Wp), so the planes of nb consecutive
+# samples of one channel are one contiguous run: each tap becomes a single saxpy over the whole
+# block (rows that straddle two samples are junk and are never read back).
+
+@njit(**_pjit, fastmath=_FM)
+def _conv_block_pool_kernel(xflat, n_, c_, plane, wp, w, b, oh, ow, size, pstride, nb, y, arg):
+    f_, _, kh, kw = w.shape
+    blocks = (n_ + nb - 1) // nb
+    for blk in prange(blocks):
+        n0 = blk * nb
+        cnt = min(nb, n_ - n0)
+        span = (cnt - 1) * plane + (oh - 1) * wp + ow
+        acc = np.empty(cnt * plane, y.dtype)
+        for f in range(f_):
+            acc[:] = b[f]
+            for c in range(c_):
+                src = xflat[(c * n_ + n0) * plane: (c * n_ + n0 + cnt) * plane]
+                for a in range(kh):
+                    for bb in range(kw):
+                        wv = w[f, c, a, bb]
+                        s = src[a * wp + bb: a * wp + bb + span]
+                        for q in range(span):
+                            acc[q] += wv * s[q]
+            for k in range(cnt):
+                one = acc[k * plane: (k + 1) * plane]
+                if size == 2 and pstride == 2:
+                    _pool22_plane(one, wp, ow, y[n0 + k, f], arg[n0 + k, f])
+                else:
+                    _pool_plane(one, wp, ow, size, pstride, y[n0 + k, f], arg[n0 + k, f])
+
+
+@njit(**_jit)
+def _scatter_pooled(dy, y, arg, n, f, ow, wp, g, base):
+    """g[base + wide position of each pool's argmax] += dy where the pooled output was > 0."""
+    ph, pw = dy.shape[2], dy.shape[3]
+    s = 0.0
+    for i in range(ph):
+        for j in range(pw):
+            if y[n, f, i, j] > 0:
+                k = arg[n, f, i, j]
+                d = dy[n, f, i, j]
+                g[base + (k // ow) * wp + k % ow] += d
+                s += d
+    return s
+
+
+@njit(**_pjit, fastmath=_FM)
+def _conv_block_pool_dw_kernel(dy, y, arg, xflat, c_, plane, wp, oh, ow, nb, dw, db):
+    n_, f_, _, _ = dy.shape
+    _, _, kh, kw = dw.shape
+    blocks = (n_ + nb - 1) // nb
+    for f in prange(f_):  # one filter per task: no two threads write the same dw entry
+        g = np.empty(nb * plane, dy.dtype)
+        acc = np.zeros((c_, kh, kw), np.float64)
+        bsum = 0.0
+        for blk in range(blocks):
+            n0 = blk * nb
+            cnt = min(nb, n_ - n0)
+            span = (cnt - 1) * plane + (oh - 1) * wp + ow
+            g[:] = 0
+            for k in range(cnt):
+                bsum += _scatter_pooled(dy, y, arg, n0 + k, f, ow, wp, g, k * plane)
+            for c in range(c_):
+                src = xflat[(c * n_ + n0) * plane: (c * n_ + n0 + cnt) * plane]
+                _accumulate_taps_1d(g, src, c, wp, span, kh, kw, acc)
+        for c in range(c_):
+            for a in range(kh):
+                for bb in range(kw):
+                    dw[f, c, a, bb] = acc[c, a, bb]
+        db[f] = bsum
+
+
+@njit(**_jit, fastmath=_FM)
+def _accumulate_taps_1d(g, src, c, wp, span, kh, kw, acc):
+    """acc[c, a, b] += <g[:span], src[a*wp + b : a*wp + b + span]>; a row's taps share g's loads."""
+    for a in range(kh):
+        row = src[a * wp: a * wp + span + kw - 1]
+        if kw == 3:
+            s0 = s1 = s2 = g.dtype.type(0)
+            for q in range(span):
+                gq = g[q]
+                s0 += gq * row[q]
+                s1 += gq * row[q + 1]
+                s2 += gq * row[q + 2]
+            acc[c, a, 0] += s0
+            acc[c, a, 1] += s1
+            acc[c, a, 2] += s2
+        elif kw == 5:
+            s0 = s1 = s2 = s3 = s4 = g.dtype.type(0)
+            for q in range(span):
+                gq = g[q]
+                s0 += gq * row[q]
+                s1 += gq * row[q + 1]
+                s2 += gq * row[q + 2]
+                s3 += gq * row[q + 3]
+                s4 += gq * row[q + 4]
+            acc[c, a, 0] += s0
+            acc[c, a, 1] += s1
+            acc[c, a, 2] += s2
+            acc[c, a, 3] += s3
+            acc[c, a, 4] += s4
+        else:
+            for bb in range(kw):
+                part = g.dtype.type(0)
+                for q in range(span):
+                    part += g[q] * row[q + bb]
+                acc[c, a, bb] += part
+
+
+@njit(**_pjit, fastmath=_FM)
+def _conv_block_pool_dx_kernel(dy, y, arg, w, plane, wp, oh, ow, pad, nb, dx):
+    """dx (N, C, H, W): per block, the pooled gradients of every filter laid out wide, then each
+    input channel is one long shifted saxpy per (filter, tap)."""
+    n_, f_, _, _ = dy.shape
+    _, c_, kh, kw = w.shape
+    h_, w_ = dx.shape[2], dx.shape[3]
+    blocks = (n_ + nb - 1) // nb
+    for blk in prange(blocks):
+        n0 = blk * nb
+        cnt = min(nb, n_ - n0)
+        span = (cnt - 1) * plane + (oh - 1) * wp + ow
+        g = np.zeros((f_, cnt * plane), dy.dtype)
+        for f in range(f_):
+            for k in range(cnt):
+                _scatter_pooled(dy, y, arg, n0 + k, f, ow, wp, g[f], k * plane)
+        out = np.empty(cnt * plane, dy.dtype)
+        for c in range(c_):
+            out[:] = 0
+            for f in range(f_):
+                gf = g[f]
+                for a in range(kh):
+                    for bb in range(kw):
+                        wv = w[f, c, a, bb]
+                        dst = out[a * wp + bb: a * wp + bb + span]
+                        for q in range(span):
+                            dst[q] += wv * gf[q]
+            for k in range(cnt):
+                for i in range(h_):
+                    for j in range(w_):
+                        dx[n0 + k, c, i, j] = out[k * plane + (i + pad) * wp + j + pad]
+
+
+@njit(**_pjit)
+def _to_channels_first_kernel(x, pad, out):  # x (N, C, H, W) -> out (C, N, Hp, Wp) zero-padded
+    n_, c_, h_, w_ = x.shape
+    for n in prange(n_):
+        for c in range(c_):
+            for i in range(h_):
+                for j in range(w_):
+                    out[c, n, i + pad, j + pad] = x[n, c, i, j]

@@ -128,45 +128,10 @@ def _conv_direct_dw_kernel(dy, xf, wp, dw, db):  # stride 1; dw (F,C,KH,KW), db 
 
 @njit(**_jit, fastmath=_FM)
 def _accumulate_taps(g, xn, wp, span, kh, kw, acc):
-    """acc[c, a, b] += <g, xn[c][a*wp + b : a*wp + b + span]> for every tap (stride 1).
-
-    The taps of one kernel row advance together, so each g element is loaded once per row
-    instead of once per tap (5 or 3 accumulators; other widths tap by tap).
-    """
+    """acc[c, a, b] += <g, xn[c][a*wp + b : a*wp + b + span]> for every channel and tap (stride 1)."""
     for c in range(xn.shape[0]):
-        src = xn[c]
-        for a in range(kh):
-            row = src[a * wp: a * wp + span + kw - 1]
-            if kw == 5:
-                s0 = s1 = s2 = s3 = s4 = g.dtype.type(0)
-                for q in range(span):
-                    gq = g[q]
-                    s0 += gq * row[q]
-                    s1 += gq * row[q + 1]
-                    s2 += gq * row[q + 2]
-                    s3 += gq * row[q + 3]
-                    s4 += gq * row[q + 4]
-                acc[c, a, 0] += s0
-                acc[c, a, 1] += s1
-                acc[c, a, 2] += s2
-                acc[c, a, 3] += s3
-                acc[c, a, 4] += s4
-            elif kw == 3:
-                s0 = s1 = s2 = g.dtype.type(0)
-                for q in range(span):
-                    gq = g[q]
-                    s0 += gq * row[q]
-                    s1 += gq * row[q + 1]
-                    s2 += gq * row[q + 2]
-                acc[c, a, 0] += s0
-                acc[c, a, 1] += s1
-                acc[c, a, 2] += s2
-            else:
-                for bb in range(kw):
-                    part = g.dtype.type(0)
-                    for q in range(span):
-                        part += g[q] * row[q + bb]
-                    acc[c, a, bb] += part
+        _accumulate_taps_1d(g, xn[c], c, wp, span, kh, kw, acc)
+
 
 # Conv + ReLU + max-pool fused: the pre-activation plane never leaves L1; only the pooled
 # output and an int32 argmax (index into the OH*OW conv plane) are written. ReLU commutes with
@@ -235,13 +200,7 @@ def _conv_direct_pool_dw_kernel(dy, y, arg, xf, wp, oh, ow, dw, db):
         bsum = 0.0
         for n in range(n_):
             g[:] = 0
-            for i in range(ph):
-                for j in range(pw):
-                    if y[n, f, i, j] > 0:  # the ReLU mask; pooled windows pass one gradient each
-                        k = arg[n, f, i, j]
-                        d = dy[n, f, i, j]
-                        g[(k // ow) * wp + k % ow] += d
-                        bsum += d
+            bsum += _scatter_pooled(dy, y, arg, n, f, ow, wp, g, 0)  # the ReLU mask and the argmax
             _accumulate_taps(g, xf[n], wp, span, kh, kw, acc)
         for c in range(c_):
             for a in range(kh):

@@ -46,7 +46,7 @@ class Case:
 def backend_list(requested=None) -> list[tuple[str, bool, str]]:
     """(name, available, reason) for each requested backend; torch included when importable."""
     from .torch_ref import torch_available
-    names = list(requested or [*NAMES, "torch"])
+    names = list(requested or [*(n for n in NAMES if n != "cupy-sim"), "torch"])  # the simulator only by name
     out = []
     for name in names:
         if name == "torch":

@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_others(sub)
     _add_bench(sub)
     _add_people(sub)
+    from . import sweep
+    sweep.add_parser(sub)
     return parser
 
 
@@ -332,7 +334,12 @@ def cmd_reproduce(args) -> dict:
     return result
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench,
+def cmd_sweep(args) -> dict:
+    from . import sweep
+    return sweep.command(args)
+
+
+COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench,
             "predict": cmd_predict, "plot": cmd_plot, "reproduce": cmd_reproduce}
 
 

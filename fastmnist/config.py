@@ -48,3 +48,11 @@ CONV_BLOCK_FLOATS = 4096
 #: (fast-cnn's 12x12 conv2: 18% faster per step); larger planes, one sample at a time
 #: (simple-cnn's 28x28 conv1 measured 3.9 ms against 5.5 ms blocked, its accumulator spilling L1).
 CONV_BLOCK_MAX_PLANE = 400
+
+#: cupy backend: threads per block of every launch. The block reductions (softmax-CE, MSE) size
+#: their shared memory from it at compile time, so it must be a power of two in 32..1024.
+CUDA_THREADS = 256
+
+#: cupy-sim backend: the simulated device's memory in bytes (an allocation beyond it raises
+#: CuPy's OutOfMemoryError, so the out-of-memory path is testable without a GPU).
+CUDASIM_MEMORY_BYTES = int(os.environ.get("FASTMNIST_CUDASIM_MEMORY", str(8 * 2**30)))

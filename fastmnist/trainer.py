@@ -97,7 +97,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     be = model.backend
     seed = model.seed if seed is None else seed
     if validation_data is None and validation_split:
-        (x, y), validation_data = _split(np.asarray(x), np.asarray(y), fraction=validation_split, seed=seed)
+        (x, y), validation_data = _split(_host(be, x), _host(be, y), fraction=validation_split, seed=seed)
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, lr if lr is not None else 0.001)
     if optimizer.model is not model:
@@ -109,6 +109,8 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     xs, labels, targets = _to_backend(model, x, y)
     if xs.shape[0] == 0:
         raise ValueError("no training samples")
+    if validation_data is not None:  # moved (and checked) once, not every epoch
+        loop.validation_data = _to_backend(model, *validation_data)
     with getattr(be, "training_context", contextlib.nullcontext)():
         loop.run(xs, labels, targets, resume)
     return loop.history
@@ -210,7 +212,7 @@ class _Loop:
         h["seconds"].append(seconds)
         h["lr"].append(float(lr_now))
         if self.validation_data is not None:
-            val = evaluate(self.model, *self.validation_data)
+            val = _evaluate_prepared(self.model, *self.validation_data)
             h["val_loss"].append(val["loss"])
             h["val_accuracy"].append(val["accuracy"])
         if self.verbose == 2 or (self.verbose == 1 and not sys.stderr.isatty()):
@@ -229,9 +231,17 @@ def _batches(model, x, batch_size):
         yield lo, min(x.shape[0], lo + bs), model.forward(x[lo:lo + bs], train=False)
 
 
+def _host(be, a):
+    """A NumPy copy of ``a`` wherever it lives (np.asarray refuses device arrays, as CuPy's should)."""
+    return a if isinstance(a, np.ndarray) else (be.to_numpy(a) if hasattr(a, "shape") else np.asarray(a))
+
+
 def evaluate(model, x, y, batch_size: int | None = None) -> dict:
     """Mean loss and accuracy of ``model`` on ``(x, y)``: ``{'loss': float, 'accuracy': float}``."""
-    xs, labels, targets = _to_backend(model, x, y)
+    return _evaluate_prepared(model, *_to_backend(model, x, y), batch_size)
+
+
+def _evaluate_prepared(model, xs, labels, targets, batch_size=None) -> dict:
     loss_sum = correct = 0.0
     for lo, hi, out in _batches(model, xs, batch_size):
         loss, _ = model.loss_and_grad(out, targets[lo:hi])

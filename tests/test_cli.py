@@ -33,7 +33,7 @@ def test_train_json_and_evaluate(mnist_dir, tmp_path):
 def test_info_json():
     info = json.loads(run("info", "--json").stdout.strip().splitlines()[-1])
     assert info["backends"]["numpy"]["available"] is True
-    assert set(info["backends"]) == {"numpy", "numba", "cupy"}
+    assert set(info["backends"]) == {"numpy", "numba", "cupy", "cupy-sim"}
     assert all(b["reason"] for b in info["backends"].values())
     assert "simple-cnn" in info["models"]
 

@@ -140,7 +140,7 @@ def test_schedules():
 
 
 def test_backend_selection(monkeypatch):
-    with pytest.raises(ValueError, match="unknown backend 'tpu'; valid names: numpy, numba, cupy, auto"):
+    with pytest.raises(ValueError, match="unknown backend 'tpu'; valid names: numpy, numba, cupy, cupy-sim, auto"):
         get_backend("tpu")
     monkeypatch.setenv("FASTMNIST_BACKEND", "numpy")
     assert get_backend().name == "numpy"

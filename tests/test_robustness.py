@@ -81,28 +81,32 @@ def test_read_only_param_refused(be):
 
 def test_non_contiguous_inputs_give_the_same_result(be, rng):
     """Strided views are accepted (made contiguous by design) and give the contiguous answer."""
-    if be.name == "cupy":
-        pytest.skip("checked with NumPy inputs only")
-    x = r(2, 1, 16, 16)[:, :, ::2, ::2]
-    w = r(3, 1, 3, 3, seed=1)
-    b = r(3, seed=2)
-    np.testing.assert_allclose(be.conv2d_forward(x, w, b), be.conv2d_forward(x.copy(), w, b), rtol=1e-6)
-    big = r(8, 6)
-    np.testing.assert_array_equal(be.relu_forward(big.T), be.relu_forward(big.T.copy()))
-    logits = r(10, 6).T  # (6, 10) non-contiguous
-    labels = np.arange(6)
+    h = be.to_numpy
+    x = be.asarray(r(2, 1, 16, 16))[:, :, ::2, ::2]
+    w = be.asarray(r(3, 1, 3, 3, seed=1))
+    b = be.asarray(r(3, seed=2))
+    np.testing.assert_allclose(h(be.conv2d_forward(x, w, b)), h(be.conv2d_forward(x.copy(), w, b)), rtol=1e-6)
+    big = be.asarray(r(8, 6))
+    np.testing.assert_array_equal(h(be.relu_forward(big.T)), h(be.relu_forward(big.T.copy())))
+    logits = be.asarray(r(10, 6)).T  # (6, 10) non-contiguous
+    labels = be.asarray(np.arange(6))
     a, da = be.softmax_cross_entropy(logits, labels)
     b2, db = be.softmax_cross_entropy(logits.copy(), labels)
     assert float(a) == pytest.approx(float(b2), rel=1e-6)  # NumPy may reduce strided rows in another order
-    np.testing.assert_allclose(da, db, rtol=1e-5)
+    np.testing.assert_allclose(h(da), h(db), rtol=1e-5)
 
 
 def test_in_place_update_of_a_strided_param_is_not_lost(be):
     """An in-place update must reach the caller's array: a silently updated copy would lose it."""
-    if be.name == "cupy":
-        pytest.skip("checked with NumPy inputs only")
     base = np.ones((4, 6), f32)
     p = base[:, ::2]
+    if getattr(be, "is_device", False):  # a host array cannot be updated in place on the GPU: said so
+        with pytest.raises(TypeError, match="sgd_update: param must be a device array"):
+            be.sgd_update(p, np.ones_like(p), 0.5)
+        dev = be.asarray(np.ones((4, 6), f32))
+        with pytest.raises(ValueError, match="sgd_update: param must be C-contiguous"):
+            be.sgd_update(dev[:, ::2], be.asarray(np.ones((4, 3), f32)), 0.5)
+        return
     try:
         be.sgd_update(p, np.ones_like(p), 0.5)
     except ValueError as err:

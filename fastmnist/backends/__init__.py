@@ -14,12 +14,13 @@ from types import ModuleType
 
 from ..errors import BackendUnavailable
 
-NAMES = ("numpy", "numba", "cupy")
-AUTO_ORDER = ("cupy", "numba", "numpy")
-_MODULES = {name: f"fastmnist.backends.{name}_backend" for name in NAMES}
+NAMES = ("numpy", "numba", "cupy", "cupy-sim")
+AUTO_ORDER = ("cupy", "numba", "numpy")  # cupy-sim (the CUDA source on the CPU, for tests) only by name
+_MODULES = {name: f"fastmnist.backends.{name.replace('-', '_')}_backend" for name in NAMES}
 _HOW_TO_INSTALL = {
     "numba": "pip install numba",
     "cupy": "pip install 'fastmnist[cuda13]' (or [cuda12]; exactly one) on a machine with an NVIDIA GPU and driver",
+    "cupy-sim": "apt-get install g++ (the simulator compiles the CUDA source as C++)",
 }
 _current: str | None = None  # set_backend(); None means $FASTMNIST_BACKEND or auto
 _status_cache: dict[str, tuple[bool, str]] = {}

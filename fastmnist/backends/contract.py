@@ -294,6 +294,35 @@ def check_update(op, param, grad, lr, **state):
             raise ValueError(f"{op}: {name} is read-only; updates are in place")
 
 
+def check_update_many(op, params, grads, states, slots, lr):
+    """One optimizer step over many parameters: matching lists, each entry as check_update wants."""
+    if not isinstance(params, (list, tuple)) or not params:
+        raise TypeError(f"{op}: params must be a non-empty list of arrays, got {type(params).__name__}")
+    if len(grads) != len(params) or len(states) != len(params):
+        raise ValueError(f"{op}: {len(params)} params, {len(grads)} grads and {len(states)} states; they must match")
+    dtype = None
+    for k, (param, grad, state) in enumerate(zip(params, grads, states)):
+        missing = [s for s in slots if s not in state]
+        if missing:
+            raise ValueError(f"{op}: states[{k}] lacks {', '.join(missing)}")
+        check_update(f"{op}: parameter {k}", param, grad, lr, **{s: state[s] for s in slots})
+        if dtype is not None and np.dtype(param.dtype) != dtype:
+            raise TypeError(f"{op}: parameter {k} has dtype {param.dtype}, parameter 0 {dtype}; one dtype for all")
+        dtype = np.dtype(param.dtype)
+
+
+def check_count_correct(logits, labels):
+    op = "count_correct"
+    require_array(op, "logits", logits, 2)
+    require_float(op, logits=logits)
+    require_array(op, "labels", labels, 1)
+    if np.dtype(labels.dtype).kind not in "iu":
+        raise TypeError(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
+                         "one label per row expected")
+
+
 # ---- the counter-based RNG shared by every backend's dropout ----
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

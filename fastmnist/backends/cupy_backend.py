@@ -10,19 +10,21 @@ must validate device data (label or argmax ranges), which the layers' paths avoi
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 
+from .. import config
 from . import contract as C
 
 name = "cupy"
 is_device = True
 _cp = None
 _module = None
+_kernels: dict = {}  # (stem, dtype) -> compiled kernel: get_function once, not per launch
 _why_not = None
-THREADS = 256
 
 
 def _cupy():
@@ -41,9 +43,20 @@ def _cupy():
         count = cupy.cuda.runtime.getDeviceCount()
         if count < 1:
             raise RuntimeError("no CUDA device found")
-        cupy.zeros(1).sum().item()  # a real round trip: driver, context, a kernel
+        probe = cupy.asarray(np.arange(4, dtype=np.float32))  # driver, context, a copy: no compiler needed
+        if probe.get()[3] != 3:
+            raise RuntimeError("a host-device round trip returned wrong data")
     except Exception as exc:  # CUDARuntimeError, driver missing, ...: all mean "no usable GPU"
         _why_not = f"cupy {cupy.__version__} is installed but no usable CUDA GPU: {type(exc).__name__}: {exc}"
+        raise ImportError(_why_not) from None
+    try:  # a GPU answers; now the run-time compiler (NVRTC) that builds kernels.cu
+        cupy.RawKernel('extern "C" __global__ void fastmnist_probe(float* x) { x[threadIdx.x] += 1.0f; }',
+                       "fastmnist_probe")((1,), (4,), (probe,))
+        cupy.cuda.get_current_stream().synchronize()
+    except Exception as exc:
+        _why_not = (f"cupy {cupy.__version__} sees a CUDA GPU but cannot compile kernels (NVRTC, the CUDA run-time "
+                    f"compiler, is missing or broken: {type(exc).__name__}: {exc}); install the toolkit wheels with "
+                    "pip install 'cupy-cuda13x[ctk]' (or cupy-cuda12x[ctk]), i.e. fastmnist's [cuda13]/[cuda12] extra")
         raise ImportError(_why_not) from None
     _cp = cupy
     return cupy
@@ -74,23 +87,56 @@ def __getattr__(attr):
     raise AttributeError(attr)
 
 
+def _threads():
+    t = config.CUDA_THREADS
+    if not isinstance(t, int) or t < 32 or t > 1024 or t & (t - 1):
+        raise ValueError(f"config.CUDA_THREADS must be a power of two in 32..1024 (block reductions halve it), got {t!r}")
+    return t
+
+
 def _kernel(stem, dtype):
+    """The compiled kernel, cached: RawModule.get_function costs host time on every call otherwise."""
     global _module
-    cp = _cupy()
-    if _module is None:
-        source = (Path(__file__).parent / "cuda" / "kernels.cu").read_text()
-        _module = cp.RawModule(code=source, options=("--std=c++14",))
-    return _module.get_function(f"{stem}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}")
+    key = (stem, np.dtype(dtype).char, config.CUDA_THREADS)
+    fn = _kernels.get(key)
+    if fn is None:
+        cp = _cupy()
+        threads = _threads()
+        if _module is None or _module[0] != threads:  # the reductions' shared memory is sized at compile time
+            source = (Path(__file__).parent / "cuda" / "kernels.cu").read_text()
+            _module = (threads, cp.RawModule(code=source, options=("--std=c++14", f"-DFASTMNIST_THREADS={threads}")))
+            _kernels.clear()
+        fn = _kernels[key] = _module[1].get_function(f"{stem}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}")
+    return fn
 
 
 def _launch(stem, dtype, n, args):
     """Grid-stride launch over n elements (capped grid: the kernels loop)."""
-    blocks = max(1, min(int(math.ceil(n / THREADS)), 65535))
-    _kernel(stem, dtype)((blocks,), (THREADS,), args)
+    threads = config.CUDA_THREADS
+    blocks = max(1, min(int(math.ceil(n / threads)), 65535))
+    _kernel(stem, dtype)((blocks,), (threads,), args)
+
+
+def _block(stem, dtype, args):
+    """One block of config.CUDA_THREADS threads (the shared-memory reductions)."""
+    _kernel(stem, dtype)((1,), (config.CUDA_THREADS,), args)
+
+
+def _in_place(op, **arrays):
+    """In-place updates must write the caller's own device memory: no silent copy."""
+    cp = _cupy()
+    for what, a in arrays.items():
+        if not isinstance(a, cp.ndarray):
+            raise TypeError(f"{op}: {what} must be a device array (cupy.ndarray) for an in-place update on the GPU, "
+                            f"got {type(a).__name__}; move it with backend.asarray first")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{op}: {what} must be C-contiguous for an in-place update, got strides {a.strides}")
 
 
 def _c(a):
-    return _cupy().ascontiguousarray(a)
+    """A C-contiguous device array: host (NumPy) inputs of the public kernels are moved first."""
+    cp = _cupy()
+    return cp.ascontiguousarray(a if isinstance(a, cp.ndarray) else asarray(a))
 
 
 def _i(v):
@@ -232,14 +278,16 @@ def maxpool2d_forward(x, size=2, stride=2):
     return y, arg
 
 
-def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
+def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
+    """``check=False`` skips the host read that reports out-of-plane argmax values (the kernel
+    skips them either way, never writing out of bounds); the layers pass it, so no step syncs."""
     cp = _cupy()
     n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
     dx = cp.zeros((n, c, h, w), dy.dtype)
     bad = cp.zeros(1, cp.int32)
     _launch("maxpool_backward", dy.dtype, dy.size, (_c(dy), _c(argmax).astype(cp.int64, copy=False), _l(n * c),
                                                      _l(dy.shape[2] * dy.shape[3]), _l(h * w), dx, bad))
-    if int(bad[0]):  # a host read: public calls only; the layers use the fused path
+    if check and int(bad[0]):  # a host read
         C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
     return dx
 
@@ -330,8 +378,8 @@ def softmax_cross_entropy(logits, labels, check=True):
     d = cp.empty_like(x)
     loss = cp.empty((), x.dtype)
     bad = cp.zeros(1, cp.int32)
-    _kernel("softmax_ce", x.dtype)((1,), (THREADS,), (x, _c(labels).astype(cp.int64, copy=False), _i(x.shape[0]),
-                                                      _i(x.shape[1]), d, loss, bad))
+    _block("softmax_ce", x.dtype, (x, _c(labels).astype(cp.int64, copy=False), _i(x.shape[0]), _i(x.shape[1]), d,
+                                   loss, bad))
     if check and int(bad[0]):
         C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), x.shape[1])
     return loss, d
@@ -343,12 +391,13 @@ def mse_loss(y, t):
     y = _c(y)
     d = cp.empty_like(y)
     loss = cp.empty((), y.dtype)
-    _kernel("mse", y.dtype)((1,), (THREADS,), (y, _c(t), _l(y.size), _i(y.shape[0]), d, loss))
+    _block("mse", y.dtype, (y, _c(t), _l(y.size), _i(y.shape[0]), d, loss))
     return loss, d
 
 
 def count_correct(logits, labels):
     cp = _cupy()
+    C.check_count_correct(logits, labels)
     count = cp.zeros((), cp.int64)
     _launch("count_correct", logits.dtype, logits.shape[0], (_c(logits), _c(labels).astype(cp.int64, copy=False),
                                                              _i(logits.shape[0]), _i(logits.shape[1]), count))
@@ -359,17 +408,20 @@ def count_correct(logits, labels):
 
 def sgd_update(param, grad, lr):
     C.check_update("sgd_update", param, grad, lr)
+    _in_place("sgd_update", param=param)
     _launch("sgd", param.dtype, param.size, (param, _c(grad), _l(param.size), _s(param.dtype, lr)))
 
 
 def momentum_update(param, grad, velocity, lr, momentum=0.9):
     C.check_update("momentum_update", param, grad, lr, velocity=velocity)
+    _in_place("momentum_update", param=param, velocity=velocity)
     f = param.dtype
     _launch("momentum", f, param.size, (param, _c(grad), velocity, _l(param.size), _s(f, lr), _s(f, momentum)))
 
 
 def adagrad_update(param, grad, h, lr, eps=1e-7):
     C.check_update("adagrad_update", param, grad, lr, h=h)
+    _in_place("adagrad_update", param=param, h=h)
     f = param.dtype
     _launch("adagrad", f, param.size, (param, _c(grad), h, _l(param.size), _s(f, lr), _s(f, eps)))
 
@@ -377,26 +429,66 @@ def adagrad_update(param, grad, h, lr, eps=1e-7):
 def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     C.check_update("adam_update", param, grad, lr, m=m, v=v)
     t = C.require_int("adam_update", "t", t, 1)
+    _in_place("adam_update", param=param, m=m, v=v)
     f = param.dtype
     _launch("adam", f, param.size, (param, _c(grad), m, v, _l(param.size), _s(f, beta1), _s(f, beta2),
                                     _s(f, lr / (1 - beta1 ** t)), _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))
 
 
-_tables: dict = {}
+_tables: dict = {}  # (dtype, (ptr, size) of every param/m/v) -> device pointer tables
 
 
 def adam_update_many(params, grads, states, t, lr, beta1, beta2, eps):
-    """One launch for the Adam step of every parameter (the optimizer uses it when present)."""
+    """One launch for the Adam step of every parameter (the optimizer uses it when present).
+
+    The tables of parameter, m and v pointers and the size offsets are built once per set of
+    arrays and kept with references to those arrays, so their memory cannot be freed and reused by
+    other arrays while a table points at it. Gradients are new arrays every step: their pointers go
+    into the entry's own device table with one small host-to-device copy per step.
+    """
     cp = _cupy()
+    C.check_update_many("adam_update_many", params, grads, states, ("m", "v"), lr)
+    t = C.require_int("adam_update_many", "t", t, 1)
+    _in_place("adam_update_many", **{f"params[{k}]": p for k, p in enumerate(params)},
+              **{f"states[{k}]['{s}']": st[s] for k, st in enumerate(states) for s in ("m", "v")})
+    grads = [_c(g) for g in grads]
     f = params[0].dtype
-    key = tuple(a.data.ptr for group in (params, grads, [s["m"] for s in states], [s["v"] for s in states])
-                for a in group)
-    if key not in _tables:  # pointer tables are rebuilt only when an array moves
-        ptr = lambda arrays: cp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
+    ms, vs = [s["m"] for s in states], [s["v"] for s in states]
+    key = (np.dtype(f).char,) + tuple((a.data.ptr, a.size) for group in (params, ms, vs) for a in group)
+    entry = _tables.get(key)
+    if entry is None:
+        table = lambda arrays: cp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
         sizes = np.concatenate([[0], np.cumsum([p.size for p in params])]).astype(np.int64)
-        _tables.clear()
-        _tables[key] = (ptr(params), ptr(grads), ptr([s["m"] for s in states]), ptr([s["v"] for s in states]),
-                        cp.asarray(sizes), int(sizes[-1]))
-    pp, gp, mp, vp, offsets, total = _tables[key]
-    _launch("adam_many", f, total, (pp, gp, mp, vp, offsets, _i(len(params)), _s(f, beta1), _s(f, beta2),
-                                    _s(f, lr / (1 - beta1 ** t)), _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))
+        if len(_tables) >= 8:  # a few models at a time; drop the oldest
+            _tables.pop(next(iter(_tables)))
+        entry = _tables[key] = {"p": table(params), "m": table(ms), "v": table(vs), "g": table(grads),
+                                "offsets": cp.asarray(sizes), "total": int(sizes[-1]), "keep": (params, ms, vs),
+                                "grads": [g.data.ptr for g in grads]}
+    if [g.data.ptr for g in grads] != entry["grads"]:
+        entry["g"].set(np.array([g.data.ptr for g in grads], np.uint64))
+        entry["grads"] = [g.data.ptr for g in grads]
+    _launch("adam_many", f, entry["total"], (entry["p"], entry["g"], entry["m"], entry["v"], entry["offsets"],
+                                             _i(len(params)), _s(f, beta1), _s(f, beta2), _s(f, lr / (1 - beta1 ** t)),
+                                             _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))
+
+
+# ---- out of device memory: one clear MemoryError from every public function ----
+
+def _gpu_oom_to_memory_error(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if _cp is None or not isinstance(exc, _cp.cuda.memory.OutOfMemoryError):
+                raise
+            shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
+            raise MemoryError(f"GPU out of memory in {fn.__name__} (inputs {shapes or 'none'}): {exc} "
+                              "Use a smaller batch size (--batch-size), or evaluate in smaller batches.") from None
+    return wrapper
+
+
+for _name, _fn in list(globals().items()):
+    if (callable(_fn) and getattr(_fn, "__module__", None) == __name__ and not _name.startswith("_")
+            and _name not in ("available", "info", "asarray")):
+        globals()[_name] = _gpu_oom_to_memory_error(_fn)

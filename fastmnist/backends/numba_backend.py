@@ -353,7 +353,7 @@ def maxpool2d_forward(x, size=2, stride=2):
     return y, arg
 
 
-def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
+def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
     n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
     dx = np.zeros((n, c, h * w), dy.dtype)
     bad = _maxpool_backward_kernel(_c(dy), _c(argmax).astype(np.int64, copy=False), dx)
@@ -493,4 +493,5 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
 
 
 def count_correct(logits, labels):
+    C.check_count_correct(logits, labels)
     return np.asarray(_count_correct_kernel(_c(logits), _c(labels).astype(np.int64, copy=False)))

@@ -127,8 +127,11 @@ def maxpool2d_forward(x, size=2, stride=2):
     return np.ascontiguousarray(y), (rows * w + cols).astype(np.int64)
 
 
-def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2):
-    """dy (N, C, OH, OW) -> dx (N, C, H, W): each gradient routed to its window's max."""
+def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
+    """dy (N, C, OH, OW) -> dx (N, C, H, W): each gradient routed to its window's max.
+
+    ``check`` exists for the GPU backend (where the range check is a host read); on the CPU the
+    argmax range is always checked: it costs nothing and a bad index must never be written."""
     n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
     if argmax.size:
         C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
@@ -276,4 +279,5 @@ def one_hot(labels, m, dtype):
 
 def count_correct(logits, labels):
     """Number of rows whose argmax equals the label, as a 0-d array (no host sync on GPUs)."""
+    C.check_count_correct(logits, labels)
     return np.asarray(np.sum(np.argmax(logits, axis=1) == labels))

@@ -6,6 +6,12 @@
 // tests/test_cuda_sources.py compiles this file with nvcc where nvcc is installed, so a syntax
 // error cannot land unseen on a machine without a GPU.
 
+// Threads per block of the one-block reductions; the backend compiles with -DFASTMNIST_THREADS equal
+// to the block size it launches (config.CUDA_THREADS, a power of two).
+#ifndef FASTMNIST_THREADS
+#define FASTMNIST_THREADS 256
+#endif
+
 typedef long long i64;
 typedef unsigned long long u64;
 
@@ -213,7 +219,7 @@ __device__ void dropout_impl(const T* x, i64 n, double p, double scale, u64 seed
 
 template <typename T>
 __device__ void softmax_ce_impl(const T* x, const i64* labels, int N, int M, T* d, T* loss, int* bad) {
-    __shared__ double part[256];
+    __shared__ double part[FASTMNIST_THREADS];
     double acc = 0;
     for (int n = threadIdx.x; n < N; n += blockDim.x) {
         const T* row = x + (i64)n * M;
@@ -252,7 +258,7 @@ __device__ void softmax_impl(const T* x, int N, int M, T* out) {
 
 template <typename T>
 __device__ void mse_impl(const T* y, const T* t, i64 n, int N, T* d, T* loss) {
-    __shared__ double part[256];
+    __shared__ double part[FASTMNIST_THREADS];
     double acc = 0;
     for (i64 i = threadIdx.x; i < n; i += blockDim.x) {
         T diff = y[i] - t[i];

@@ -339,8 +339,8 @@ def cmd_sweep(args) -> dict:
     return sweep.command(args)
 
 
-COMMANDS = {"sweep": cmd_sweep, "train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench,
-            "predict": cmd_predict, "plot": cmd_plot, "reproduce": cmd_reproduce}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "download": cmd_download, "bench": cmd_bench,
+            "predict": cmd_predict, "plot": cmd_plot, "reproduce": cmd_reproduce, "sweep": cmd_sweep}
 
 
 def main(argv=None) -> int:

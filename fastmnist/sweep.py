@@ -276,6 +276,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="accuracy against epoch time")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object (runs, errors, summary) as the last line")
     p.add_argument("--bench", default=None, nargs="?", const="--quick", metavar="'BENCH ARGS'",
                    help="run `fastmnist bench` (default args: --quick) once on every worker machine instead")
 

@@ -22,7 +22,10 @@ extern "C" __global__ void skip_odd(const float* x, i64 n, float* y) {
     for (i64 i = threadIdx.x; i < n; i += blockDim.x) if (i % 2 == 0) y[i] = x[i];
 }
 __device__ void reduce_block(double* part) {
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) { if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w]; __syncthreads(); }
+    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
 }
 extern "C" __global__ void block_sum(const double* x, int n, double* out) {
     __shared__ double part[128];

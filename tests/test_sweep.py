@@ -14,7 +14,7 @@ from conftest import MNIST_DIR, REPO
 
 distributed = pytest.importorskip("distributed", reason="Dask distributed not installed (the [distributed] extra)")
 
-SMALL = ["--model", "relu-mlp", "--backend", "numpy", "--epochs", "1", "--limit-train", "2000", "--limit-test", "1000",
+SMALL = ["--model", "relu-mlp", "--backend", "numpy", "--epochs", "1", "--limit-train", "4000", "--limit-test", "1000",
          "--quiet"]
 
 
@@ -69,7 +69,7 @@ def test_a_worker_killed_mid_sweep_loses_no_run_and_duplicates_none(cluster, tmp
     address, workers = cluster
     out = tmp_path / "sweep.jsonl"
     seeds = "0-7"
-    proc = subprocess.Popen(sweep_cmd(out, "--seeds", seeds, "--epochs", "2", "--scheduler", address), env=env(),
+    proc = subprocess.Popen(sweep_cmd(out, "--seeds", seeds, "--epochs", "3", "--scheduler", address), env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: out.exists() and len(records(out)) >= 1, 240, "the first finished run")
@@ -86,6 +86,12 @@ def test_a_worker_killed_mid_sweep_loses_no_run_and_duplicates_none(cluster, tmp
     assert sorted(r["config"]["seed"] for r in recs) == list(range(8))
     assert all(r["status"] == "ok" and r["test_accuracy"] > 0.6 for r in recs), recs
     assert "relu-mlp numpy" in stdout and "8   0" in stdout  # the summary table: 8 runs, 0 errors
+    with distributed.Client(address, timeout="30s") as client:  # the scheduler saw a run lost in flight
+        log = client.run_on_scheduler(lambda dask_scheduler: [(str(t[0]), t[1], t[2])
+                                                              for t in dask_scheduler.transition_log])
+    lost = [k for k, start, finish in log if k.startswith("fastmnist-run-") and start == "processing"
+            and finish in ("released", "waiting", "no-worker")]
+    assert lost, "the killed worker had no run in flight: the test proved nothing"
 
 
 def test_an_interrupted_sweep_resumes_with_the_missing_runs_only(tmp_path):

@@ -74,7 +74,10 @@ def _add_people(sub):
     p.add_argument("images", nargs="+")
     p.add_argument("--backend", default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
-    p.add_argument("--show", action="store_true", help="save the 28x28 input the network saw as NAME.mnist.png")
+    p.add_argument("--show", action="store_true", help="save the 28x28 input the network saw as NAME.mnist.png "
+                   "(with --number: the picture with boxes and reading as NAME.number.png)")
+    p.add_argument("--number", action="store_true", help="read a whole number written left to right (2-10 digits "
+                   "that do not touch) instead of one digit")
     p = sub.add_parser("plot", help="pictures: training curves, samples, confusion matrix, worst mistakes")
     p.add_argument("kind", choices=["curves", "samples", "confusion", "errors"])
     p.add_argument("model", nargs="?", help="a saved model (.npz); not needed for samples")
@@ -277,24 +280,27 @@ def cmd_bench(args) -> dict:
 
 
 def cmd_predict(args) -> dict:
-    from .images import predict_images
+    from .images import predict_images, read_numbers
     from .model import load
 
     model = load(args.model, backend=args.backend)
-    results = predict_images(model, args.images, show=args.show)
+    results = (read_numbers if args.number else predict_images)(model, args.images, show=args.show)
     for r in results:
         if args.json:
             print(json.dumps(r))
         elif "error" in r:
             print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+        elif args.number:
+            print(f"{r['file']}: {r['number']}  (" + ", ".join(f"{d['digit']}:{d['probability']:.2f}" for d in r["digits"])
+                  + ")" + (f"  drawn to {r['shown']}" if "shown" in r else ""))
         else:
             probs = " ".join(f"{d}:{p:.3f}" for d, p in enumerate(r["probabilities"]))
             print(f"{r['file']}: {r['digit']}  ({probs})" + (f"  input saved to {r['shown']}" if "shown" in r else ""))
     args.json = False  # the per-image lines were the JSON output
     if all("error" in r for r in results):
         from .errors import FastMnistError
-        raise FastMnistError("no image could be predicted")
-    return {"predicted": sum("digit" in r for r in results)}
+        raise FastMnistError("no image could be read" if args.number else "no image could be predicted")
+    return {"predicted": sum("error" not in r for r in results)}
 
 
 def cmd_plot(args) -> dict:

@@ -1,9 +1,10 @@
-"""Your own handwriting: turn a photo or scan of one digit into an MNIST-like 28x28 input, the way
-MNIST itself was made, and predict it.
+"""Your own handwriting: photos of digits and of whole numbers, prepared the way MNIST was made.
 
 MNIST's recipe: grey levels with white ink on black, the digit cropped to its ink, scaled
 (anti-aliased) so that its longer side is 20 pixels keeping the aspect ratio, then placed in a
-28x28 field so that its centre of mass sits at the centre.
+28x28 field so that its centre of mass sits at the centre. A phone photo needs a clean ink mask
+first (lighting flattened, paper and ruled lines and specks removed): :mod:`fastmnist.inkmask`.
+Images are turned upright by their EXIF orientation before anything else.
 """
 from __future__ import annotations
 
@@ -12,16 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastMnistError
+from .inkmask import NoInk, group_digits, ink_map, main_digit
 
 
 class ImageError(FastMnistError, ValueError):
     """An image could not be read or holds no digit (empty, no ink)."""
-
-
-#: A pixel counts as ink when it reaches this fraction of the darkest-to-lightest range.
-INK_THRESHOLD = 0.25
-#: Below this contrast (max - min of the grey levels, 0..1) an image is taken as blank.
-MIN_CONTRAST = 0.1
 
 
 def _pillow():
@@ -33,18 +29,36 @@ def _pillow():
 
 
 def load_grey(path) -> np.ndarray:
-    """Any Pillow-readable file (PNG, JPEG, BMP, ...; RGB, RGBA, palette, 16-bit) -> float grey in [0, 1]."""
+    """Any Pillow-readable file (PNG, JPEG, BMP, ...; RGB, RGBA, palette, 16-bit) -> float grey in [0, 1],
+    turned upright by its EXIF orientation tag."""
     Image = _pillow()
+    from PIL import ImageOps
     try:
         with Image.open(path) as img:
             img.load()
-            return to_grey(img)
+            return to_grey(ImageOps.exif_transpose(img))
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large to read safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:  # unidentified, truncated or corrupt files
         raise ImageError(f"{path}: cannot read image ({exc})") from None
+
+
+def as_grey(image, where: str) -> np.ndarray:
+    """A path, a Pillow image or an array ((H, W) grey, (H, W, 3|4) colour; uint8 or float in [0, 1])."""
+    if isinstance(image, (str, Path)):
+        return load_grey(image)
+    if hasattr(image, "mode") and hasattr(image, "size"):
+        from PIL import ImageOps
+        return to_grey(ImageOps.exif_transpose(image))
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        a = a[..., :3] @ np.array([0.299, 0.587, 0.114])
+    if a.ndim != 2 or a.size == 0:
+        raise ImageError(f"{where}: expected a grey (H, W) or colour (H, W, 3|4) image, got shape {a.shape}")
+    a = a.astype(np.float64)
+    return a / 255.0 if a.max() > 1.0 else a
 
 
 def to_grey(img) -> np.ndarray:
@@ -63,19 +77,18 @@ def to_grey(img) -> np.ndarray:
 
 
 def mnistify(grey: np.ndarray, where: str = "image") -> np.ndarray:
-    """Grey levels (H, W) in [0, 1] -> float32 (28, 28), white ink on black, MNIST-style."""
+    """Grey levels (H, W) in [0, 1] of one digit -> float32 (28, 28), white ink on black, MNIST-style."""
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError(f"{where}: empty image (shape {grey.shape})")
-    lo, hi = float(grey.min()), float(grey.max())
-    if hi - lo < MIN_CONTRAST:
-        raise ImageError(f"{where}: no ink found (grey levels span only {lo:.2f}..{hi:.2f})")
-    g = (grey - lo) / (hi - lo)
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    ink = 1.0 - g if np.median(border) > 0.5 else g  # dark on light paper: invert
-    mask = ink > INK_THRESHOLD
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    ink = np.where(ink > INK_THRESHOLD * 0.5, ink, 0.0)  # paper texture is not ink
+    try:
+        inks = ink_map(grey)
+    except NoInk as exc:
+        raise ImageError(f"{where}: {exc}") from None
+    return place(inks.crop(main_digit(inks.pieces)), where)
+
+
+def place(ink: np.ndarray, where: str = "image") -> np.ndarray:
+    """A digit's ink (h, w) cropped to it -> the 28x28 field: longer side 20 px, centre of mass centred."""
     h, w = ink.shape
     scale = 20.0 / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -99,30 +112,85 @@ def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(img.resize((w, h), Image.Resampling.LANCZOS), dtype=np.float64).clip(0, None)
 
 
-def predict_images(model, paths, show: bool = False) -> list[dict]:
-    """Predict each image file: ``{"file", "digit", "probabilities"}``, or ``{"file", "error"}``
-    for a file that could not be used (the others are still predicted). With ``show``, the 28x28
-    input the network saw is saved next to the image as ``<name>.mnist.png`` (key ``"shown"``)."""
+def _name(image, k: int) -> str:
+    return str(image) if isinstance(image, (str, Path)) else f"image {k}"
+
+
+def _classify(model, inputs: list[np.ndarray]) -> np.ndarray:
+    batch = np.stack(inputs)
+    batch = batch.reshape(len(batch), -1) if len(model.input_shape) == 1 else batch[:, None]
+    return model.predict(batch.astype(model.dtype))
+
+
+def predict_images(model, images, show: bool = False) -> list[dict]:
+    """Predict the one digit in each image (paths, Pillow images or arrays):
+    ``{"file", "digit", "probability", "probabilities"}``; ``{"file", "digit": None, "error"}`` for an
+    image that could not be used or holds no digit (the others are still predicted). With ``show``
+    (paths only), the 28x28 input the network saw is saved as ``<name>.mnist.png`` (key ``"shown"``)."""
     results, inputs, ok = [], [], []
-    for path in paths:
+    for k, image in enumerate(images):
+        name = _name(image, k)
         try:
-            x = mnistify(load_grey(path), str(path))
+            x = mnistify(as_grey(image, name), name)
         except ImageError as exc:
-            results.append({"file": str(path), "error": str(exc)})
+            results.append({"file": name, "digit": None, "error": str(exc)})
             continue
-        results.append({"file": str(path)})
+        results.append({"file": name})
         inputs.append(x)
         ok.append(len(results) - 1)
-        if show:
-            results[-1]["shown"] = str(save_input_png(x, _shown_path(path)))
+        if show and isinstance(image, (str, Path)):
+            results[-1]["shown"] = str(save_input_png(x, _shown_path(image)))
     if inputs:
-        batch = np.stack(inputs)
-        batch = batch.reshape(len(batch), -1) if len(model.input_shape) == 1 else batch[:, None]
-        probs = model.predict(batch.astype(model.dtype))
-        for i, p in zip(ok, probs):
+        for i, p in zip(ok, _classify(model, inputs)):
             results[i]["digit"] = int(np.argmax(p))
+            results[i]["probability"] = round(float(np.max(p)), 6)
             results[i]["probabilities"] = [round(float(v), 6) for v in p]
     return results
+
+
+def read_numbers(model, images, show: bool = False) -> list[dict]:
+    """Read the number written left to right in each image (digits that do not touch):
+    ``{"file", "number": "2026", "digits": [{"digit", "probability", "box": [x0, y0, x1, y1]}, ...]}``,
+    boxes in the upright image's pixels. With ``show`` (paths only), the boxes and the reading are
+    drawn on a copy saved as ``<name>.number.png`` (key ``"shown"``)."""
+    results = []
+    for k, image in enumerate(images):
+        name = _name(image, k)
+        try:
+            grey = as_grey(image, name)
+            inks = ink_map(grey)
+        except NoInk as exc:
+            results.append({"file": name, "number": None, "digits": [], "error": f"{name}: {exc}"})
+            continue
+        except ImageError as exc:
+            results.append({"file": name, "number": None, "digits": [], "error": str(exc)})
+            continue
+        groups = group_digits(inks.pieces)
+        probs = _classify(model, [place(inks.crop(g), name) for g in groups])
+        digits = [{"digit": int(np.argmax(p)), "probability": round(float(np.max(p)), 6), "box": inks.box(g)}
+                  for g, p in zip(groups, probs)]
+        rec = {"file": name, "number": "".join(str(d["digit"]) for d in digits), "digits": digits}
+        if show and isinstance(image, (str, Path)):
+            rec["shown"] = str(save_number_png(grey, rec, Path(image).with_name(Path(image).stem + ".number.png")))
+        results.append(rec)
+    return results
+
+
+def save_number_png(grey: np.ndarray, record: dict, path) -> Path:
+    """The picture with each digit's box and its reading drawn on it."""
+    Image = _pillow()
+    from PIL import ImageDraw
+    img = Image.fromarray((np.clip(grey, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    width = max(2, min(img.size) // 200)
+    for d in record["digits"]:
+        x0, y0, x1, y1 = d["box"]
+        draw.rectangle([x0, y0, x1, y1], outline=(230, 30, 30), width=width)
+        draw.text((x0, max(0, y0 - 12 * width)), f"{d['digit']} {d['probability']:.2f}", fill=(230, 30, 30),
+                  font_size=10 * width)
+    draw.text((width * 4, width * 4), f"read: {record['number']}", fill=(20, 120, 20), font_size=14 * width)
+    img.save(path)
+    return Path(path)
 
 
 def _shown_path(path) -> Path:
@@ -137,4 +205,5 @@ def save_input_png(x: np.ndarray, path) -> Path:
     return Path(path)
 
 
-__all__ = ["ImageError", "load_grey", "mnistify", "predict_images", "save_input_png", "to_grey"]
+__all__ = ["ImageError", "as_grey", "load_grey", "mnistify", "place", "predict_images", "read_numbers",
+           "save_input_png", "save_number_png", "to_grey"]

@@ -63,7 +63,7 @@ def test_errors(tmp_path, monkeypatch):
     with pytest.raises(ImageError, match="cut.png: cannot read image"):
         load_grey(tmp_path / "cut.png")
     Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
-    with pytest.raises(ImageError, match="no ink found"):
+    with pytest.raises(ImageError, match="no digit found"):
         mnistify(load_grey(tmp_path / "blank.png"), "blank.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageError, match="too large"):

@@ -1,0 +1,208 @@
+"""Separating ink from paper in a photo: the step before MNIST's recipe.
+
+1. Paper light: the page is estimated by a morphological closing (a max then a min filter wider
+   than any pen stroke) and divided out, which flattens lighting gradients, vignetting and shadow
+   edges alike (a closing keeps steps and slopes, it only fills narrow dark marks), leaving an
+   "ink" map in [0, 1] that is 0 on paper wherever the light falls.
+2. Ink mask: Otsu's threshold on that map, kept within sane bounds, with hysteresis so that a
+   stroke's soft edges stay attached to its core while isolated faint noise does not.
+3. Pieces: connected components; specks (tiny next to the largest piece) and ruled lines (long,
+   thin, across the page) are dropped. The ink's grey levels are kept inside the mask.
+
+scikit-image does the thresholds and labelling, SciPy (which it brings) the filters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The ink map is computed at most this many pixels on the longer side (boxes are scaled back).
+WORK_SIDE = 800
+#: ... and at least this many on the shorter side (tiny images are enlarged first).
+MIN_SIDE = 112
+#: Closing width as a fraction of the shorter side: wider than pen strokes, even in close-ups.
+CLOSING_FRACTION = 0.2
+#: Bounds on Otsu's threshold of the ink map; below INK_MIN nothing counts as ink at all.
+THRESHOLD_BOUNDS = (0.22, 0.6)
+INK_MIN = 0.3
+#: A picture whose median grey is darker than this is light ink on a dark ground.
+DARK_PAPER = 0.35
+#: The second pass's closing is this many stroke widths wide.
+STROKES_PER_CLOSING = 3
+#: A piece smaller than this fraction of the largest one is a speck.
+SPECK_FRACTION = 0.03
+#: A piece whose mean ink is below this fraction of the darkest large piece's is no pen stroke
+#: (what is left of a shadow's edge, a fold, a faint smudge).
+FAINT_FRACTION = 0.5
+#: Pen strokes' mean ink is at least this (measured: 0.46 or more on the photos of tests/, while
+#: what shadows and paper leave on blank pages stays under 0.28).
+PEN_MIN = 0.38
+
+
+class NoInk(ValueError):
+    """No digit found: the picture is paper (and light) only."""
+
+
+def _skimage():
+    try:
+        from scipy import ndimage
+        from skimage import filters, measure
+    except ImportError:
+        from .images import ImageError
+        raise ImageError("preparing photos needs scikit-image: pip install 'fastmnist[image]'") from None
+    return ndimage, filters, measure
+
+
+@dataclass
+class Piece:
+    label: int
+    area: int
+    box: tuple  # (x0, y0, x1, y1) in the ink map's pixels, x1/y1 exclusive
+    mass: float
+
+
+@dataclass
+class InkMap:
+    ink: np.ndarray        # (h, w) ink strength in [0, 1], at work scale
+    labels: np.ndarray     # (h, w) piece labels (0: paper)
+    pieces: list           # kept Pieces, left to right
+    scale: float           # work pixels per original pixel
+
+    def crop(self, pieces) -> np.ndarray:
+        """The ink of ``pieces`` only (grey levels inside their mask), cropped to their box."""
+        x0, y0 = min(p.box[0] for p in pieces), min(p.box[1] for p in pieces)
+        x1, y1 = max(p.box[2] for p in pieces), max(p.box[3] for p in pieces)
+        keep = np.isin(self.labels[y0:y1, x0:x1], [p.label for p in pieces])
+        return np.where(keep, self.ink[y0:y1, x0:x1], 0.0)
+
+    def box(self, pieces) -> list[int]:
+        """The pieces' box in the original (upright) picture's pixels."""
+        x0, y0 = min(p.box[0] for p in pieces), min(p.box[1] for p in pieces)
+        x1, y1 = max(p.box[2] for p in pieces), max(p.box[3] for p in pieces)
+        return [int(np.floor(x0 / self.scale)), int(np.floor(y0 / self.scale)), int(np.ceil(x1 / self.scale)),
+                int(np.ceil(y1 / self.scale))]
+
+
+def _resize(grey: np.ndarray, scale: float) -> np.ndarray:
+    from PIL import Image
+    h, w = grey.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(grey.astype(np.float32)).resize(size, method), np.float64)
+
+
+def _flatten(work, k, ndimage):
+    """Divide out the paper: a closing k pixels wide (max then min filter) estimates the page."""
+    paper = ndimage.minimum_filter(ndimage.maximum_filter(work, size=k), size=k)
+    paper = ndimage.uniform_filter(np.maximum(paper, work), size=max(3, k // 8))  # soften the filters' blocks
+    ink = np.clip(1.0 - work / np.maximum(paper, 1e-3), 0.0, 1.0)
+    return ndimage.gaussian_filter(ink, 0.6)  # JPEG blocks and sensor noise
+
+
+def _dark_ink(work) -> bool:
+    """Is the ink darker than the paper? Paper is most of a picture of a digit, and even paper in a
+    deep shadow stays lighter than DARK_PAPER somewhere along the border; a darker median and a
+    dark border all round mean light ink on a dark ground (MNIST's own images). Local contrast tests fail here: ruled lines and light strips between
+    shadows are thin bright marks on a page, just as strokes are on a blackboard."""
+    border = np.concatenate([work[0], work[-1], work[:, 0], work[:, -1]])
+    return float(np.median(work)) >= DARK_PAPER or float(np.percentile(border, 95)) >= DARK_PAPER
+
+
+def _stroke_width(labels, pieces, ndimage) -> float:
+    """Stroke width of the larger pieces: twice the distance to the edge along the skeleton."""
+    from skimage.morphology import skeletonize
+    biggest = max(p.area for p in pieces)
+    widths = []
+    for p in pieces:
+        if p.area < 0.2 * biggest:
+            continue
+        x0, y0, x1, y1 = p.box
+        piece = np.pad(labels[y0:y1, x0:x1] == p.label, 1)
+        depth = ndimage.distance_transform_edt(piece)[skeletonize(piece)]
+        if depth.size:  # the thick end of the range: blobs where strokes meet must still be filled
+            widths.append(2.0 * float(np.percentile(depth, 90)))
+    return max(widths) if widths else 0.0
+
+
+def _pieces(ink, filters, measure):
+    lo, hi = THRESHOLD_BOUNDS
+    t = float(np.clip(filters.threshold_otsu(ink), lo, hi))
+    labels = measure.label(filters.apply_hysteresis_threshold(ink, 0.5 * t, t), connectivity=2)
+    return labels, _keep(labels, ink, measure)
+
+
+def ink_map(grey: np.ndarray) -> InkMap:
+    """Grey levels (H, W) in [0, 1], either polarity -> the ink, its pieces and the work scale.
+
+    Two passes: the first, with a closing wide enough for any pen in a close-up, finds the strokes
+    and measures their width; the second flattens the light again with a closing a few strokes
+    wide, narrow enough to follow the edge of a shadow across the page."""
+    ndimage, filters, measure = _skimage()
+    h, w = grey.shape
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if min(h, w) * scale < MIN_SIDE:
+        scale = MIN_SIDE / min(h, w)
+    work = _resize(grey, scale) if scale != 1.0 else grey.astype(np.float64)
+    k = max(3, int(CLOSING_FRACTION * min(work.shape)) | 1)
+    if not _dark_ink(work):  # light ink on dark paper (MNIST itself): make the paper light
+        work = 1.0 - work
+    ink = _flatten(work, k, ndimage)
+    if ink.max() < INK_MIN:
+        raise NoInk(f"no digit found (the strongest mark is {ink.max():.2f} of the paper's brightness darker)")
+    labels, pieces = _pieces(ink, filters, measure)
+    if pieces:
+        k2 = max(5, int(STROKES_PER_CLOSING * _stroke_width(labels, pieces, ndimage)) | 1)
+        if k2 < 0.7 * k:
+            ink = _flatten(work, k2, ndimage)
+            labels, pieces = _pieces(ink, filters, measure)
+    if not pieces:
+        raise NoInk("no digit found (only specks, lines or faint shading on the paper)")
+    return InkMap(ink, labels, sorted(pieces, key=lambda p: p.box[0]), scale)
+
+
+def _keep(labels, ink, measure) -> list[Piece]:
+    h, w = labels.shape
+    regions = measure.regionprops(labels, intensity_image=ink)
+    pieces = []
+    for r in regions:
+        y0, x0, y1, x1 = r.bbox
+        bw, bh = x1 - x0, y1 - y0
+        thin = r.area / max(bw, bh) <= max(2.5, 0.012 * min(h, w))
+        if thin and (bw >= 0.4 * w or bh >= 0.4 * h):  # a ruled line or the page's edge
+            continue
+        pieces.append(Piece(r.label, int(r.area), (x0, y0, x1, y1), float(r.intensity_mean * r.area)))
+    if not pieces:
+        return []
+    biggest = max(p.area for p in pieces)
+    pieces = [p for p in pieces if p.area >= SPECK_FRACTION * biggest and p.area >= 6]
+    darkest = max(p.mass / p.area for p in pieces if p.area >= 0.2 * biggest)
+    if darkest < PEN_MIN:  # only the faint residue of shadows and paper texture: no writing
+        return []
+    return [p for p in pieces if p.mass / p.area >= FAINT_FRACTION * darkest]  # pen ink is evenly dark
+
+
+def group_digits(pieces: list[Piece], overlap: float = 0.4) -> list[list[Piece]]:
+    """Pieces -> digits, left to right: pieces whose column ranges overlap by at least ``overlap`` of
+    the narrower one are one digit (a 5's bar, a 4 or a 7 written in two strokes)."""
+    groups: list[list[Piece]] = []
+    for p in sorted(pieces, key=lambda q: q.box[0]):
+        for g in groups:
+            gx0, gx1 = min(q.box[0] for q in g), max(q.box[2] for q in g)
+            common = min(gx1, p.box[2]) - max(gx0, p.box[0])
+            if common >= overlap * min(gx1 - gx0, p.box[2] - p.box[0]):
+                g.append(p)
+                break
+        else:
+            groups.append([p])
+    return sorted(groups, key=lambda g: min(q.box[0] for q in g))
+
+
+def main_digit(pieces: list[Piece]) -> list[Piece]:
+    """For a one-digit picture: the piece with the most ink and the pieces that share its columns
+    (as ``group_digits`` groups them) and lie within half its height above or below it."""
+    main = max(pieces, key=lambda p: p.mass)
+    group = next(g for g in group_digits(pieces) if main in g)
+    x0, y0, x1, y1 = main.box
+    reach = 0.5 * (y1 - y0)
+    return [p for p in group if p is main or (p.box[1] < y1 + reach and p.box[3] > y0 - reach)]

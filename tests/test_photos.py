@@ -1,0 +1,135 @@
+"""Phone-like photos of real MNIST test digits and numbers (fastmnist.photosynth: tinted paper,
+blue or black ink, lighting gradients, vignetting, shadows, ruled lines, small digits in large
+frames, JPEG 50-95, PNG/BMP/RGBA, EXIF-rotated, 28 to 4000 px) read by `predict` and `--number`."""
+import io
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PIL")
+pytest.importorskip("skimage", reason="photo preparation needs scikit-image (the [image] extra)")
+from PIL import Image, ImageDraw  # noqa: E402
+
+from fastmnist import photosynth  # noqa: E402
+from fastmnist.images import predict_images, read_numbers  # noqa: E402
+
+
+def test_single_digit_photos_at_least_97_percent(photo_model, tmp_path):
+    model, _, xt, yt = photo_model
+    photos = photosynth.digit_photos(xt, yt, 400, seed=7)
+    seen = Counter()
+    for p in photos:  # the sample covers every condition the goal lists
+        c = p.conditions
+        seen.update([c["format"], f"exif{c['exif_orientation'] != 1}", f"shadow{c['shadow'] > 0}",
+                     f"ruled{c['ruled']}", f"small{c['small_in_frame']}", f"ink{c['ink'][2] > 90}"])
+    for cond in ("jpeg", "png", "bmp", "rgba", "grey-jpeg", "exifTrue", "shadowTrue", "ruledTrue", "smallTrue",
+                 "inkTrue", "inkFalse"):
+        assert seen[cond] >= 10, (cond, seen)
+    paths = [p.save(tmp_path / f"d{k}{p.suffix}") for k, p in enumerate(photos)]
+    got = predict_images(model, paths)
+    right = sum(g.get("digit") == p.labels[0] for g, p in zip(got, photos))
+    assert right / len(photos) >= 0.97, f"{right}/{len(photos)}"
+
+
+@pytest.mark.parametrize("size", [28, 40, 4000])
+def test_any_size_from_28_to_4000_pixels(photo_model, size):
+    model, _, xt, yt = photo_model
+    photos = photosynth.digit_photos(xt, yt, 12 if size < 1000 else 3, seed=size, sizes=[size])
+    got = predict_images(model, [Image.open(io.BytesIO(p.data)) for p in photos])  # Pillow images in
+    assert max(photos[0].conditions["size"]) == size
+    assert sum(g.get("digit") == p.labels[0] for g, p in zip(got, photos)) >= len(photos) - 1
+
+
+def test_blank_paper_is_no_digit_never_a_guess(photo_model, tmp_path):
+    model, model_path, _, _ = photo_model
+    paths = [photosynth.blank_photo(s).save(tmp_path / f"blank{s}.jpg") for s in range(12)]
+    for r in predict_images(model, paths):
+        assert r["digit"] is None and "no digit found" in r["error"], r
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(model_path), str(paths[0]), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["digit"] is None and "no digit found" in line["error"]
+
+
+def test_numbers_at_least_90_percent_exact_with_boxes(photo_model, tmp_path):
+    model, _, xt, yt = photo_model
+    photos = photosynth.number_photos(xt, yt, 100, seed=7)
+    assert {len(p.labels) for p in photos} == {2, 3, 4, 5, 6}
+    paths = [p.save(tmp_path / f"n{k}{p.suffix}") for k, p in enumerate(photos)]
+    read = read_numbers(model, paths)
+    exact = sum(r["number"] == "".join(map(str, p.labels)) for r, p in zip(read, photos))
+    assert exact >= 90, f"{exact}/100 read exactly"
+    for r, p in zip(read, photos):  # boxes in the upright picture's pixels, on the written digits
+        if len(r["digits"]) != len(p.labels):
+            continue
+        for d, (x0, y0, x1, y1) in zip(r["digits"], p.boxes):
+            bx0, by0, bx1, by1 = d["box"]
+            inter = max(0, min(x1, bx1) - max(x0, bx0)) * max(0, min(y1, by1) - max(y0, by0))
+            union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
+            assert inter / union > 0.5, (r["file"], d["box"], (x0, y0, x1, y1))
+            assert 0 < d["probability"] <= 1
+
+
+def draw_number_in_strokes(path):
+    """'47' with the 4 in two strokes and the 7 with a separate crossbar, plus a speck of dust."""
+    img = Image.new("RGB", (420, 220), (238, 234, 222))
+    d = ImageDraw.Draw(img)
+    ink = (30, 30, 40)
+    d.line([(90, 40), (50, 130), (130, 130)], fill=ink, width=12)  # the 4's first stroke
+    d.line([(110, 70), (110, 185)], fill=ink, width=12)             # its second stroke, apart
+    d.line([(230, 45), (330, 45), (265, 185)], fill=ink, width=12)  # the 7
+    d.line([(255, 115), (320, 115)], fill=ink, width=10)            # its bar, apart from the stem
+    d.ellipse([(390, 200), (393, 203)], fill=ink)
+    img.save(path)
+    return path
+
+
+def test_digits_in_two_strokes_are_one_digit_and_show_draws_them(photo_model, tmp_path):
+    model, model_path, _, _ = photo_model
+    path = draw_number_in_strokes(tmp_path / "47.png")
+    rec = read_numbers(model, [path], show=True)[0]
+    assert len(rec["digits"]) == 2, rec
+    (a, b) = (d["box"] for d in rec["digits"])
+    assert a[0] < 55 and a[2] > 120 and b[0] < 235 and b[2] > 325  # each box spans both strokes
+    shown = Image.open(rec["shown"]).convert("RGB")
+    assert shown.size == (420, 220)
+    px = np.asarray(shown)
+    red = (px[..., 0] > 180) & (px[..., 1] < 80) & (px[..., 2] < 80)
+    assert red[a[1]:a[3], a[0]].mean() > 0.8  # the box's left edge is drawn
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(model_path), str(path), "--number",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(line) >= {"file", "number", "digits"} and len(line["number"]) == 2
+    assert set(line["digits"][0]) == {"digit", "probability", "box"}
+
+
+def test_exif_rotated_photo_is_read_upright(photo_model, tmp_path):
+    model, _, xt, yt = photo_model
+    rng = np.random.default_rng(5)
+    img = photosynth.render([xt[0]], [int(yt[0])], rng, long_side=400, fmt="png")
+    upright = Image.open(io.BytesIO(img.data))
+    for orientation in (3, 6, 8):
+        stored = upright.rotate(photosynth.ORIENTATIONS[orientation], expand=True)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"rot{orientation}.jpg"
+        stored.save(path, quality=92, exif=exif.tobytes())
+        assert predict_images(model, [path])[0]["digit"] == yt[0]
+        box = read_numbers(model, [path])[0]["digits"][0]["box"]
+        assert box[2] <= upright.size[0] and box[3] <= upright.size[1]  # upright coordinates
+
+
+def test_arrays_and_images_are_accepted(photo_model):
+    model, _, xt, yt = photo_model
+    p = photosynth.render([xt[1]], [int(yt[1])], np.random.default_rng(2), long_side=300, fmt="png")
+    img = Image.open(io.BytesIO(p.data))
+    for form in (img, np.asarray(img), np.asarray(img.convert("L")), np.asarray(img.convert("L")) / 255.0):
+        assert predict_images(model, [form])[0]["digit"] == yt[1]
+    assert read_numbers(model, [np.asarray(img)])[0]["number"] == str(yt[1])
+    bad = predict_images(model, [np.zeros((3, 3, 7))])[0]
+    assert bad["digit"] is None and "expected a grey" in bad["error"]

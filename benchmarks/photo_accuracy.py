@@ -59,7 +59,7 @@ def main():
             per[f"exif_rotated={c['exif_orientation'] != 1}"].append(ok)
             per[f"size<100={max(c['size']) < 100}"].append(ok)
         report["digit_by_condition"] = {k: [float(np.mean(v)), len(v)] for k, v in sorted(per.items())}
-        nums = photosynth.number_photos(images, yt, args.numbers, seed=args.seed + 1000)
+        nums = photosynth.number_photos(images, yt, args.numbers, seed=args.seed)
         npaths = [p.save(Path(tmp) / f"n{k}{p.suffix}") for k, p in enumerate(nums)]
         t0 = time.perf_counter()
         read = read_numbers(model, npaths)

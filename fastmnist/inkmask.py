@@ -68,13 +68,15 @@ class InkMap:
     labels: np.ndarray     # (h, w) piece labels (0: paper)
     pieces: list           # kept Pieces, left to right
     scale: float           # work pixels per original pixel
+    floor: float = 0.0     # the hysteresis threshold: ink below it is not part of a stroke
 
     def crop(self, pieces) -> np.ndarray:
         """The ink of ``pieces`` only (grey levels inside their mask), cropped to their box."""
         x0, y0 = min(p.box[0] for p in pieces), min(p.box[1] for p in pieces)
         x1, y1 = max(p.box[2] for p in pieces), max(p.box[3] for p in pieces)
         keep = np.isin(self.labels[y0:y1, x0:x1], [p.label for p in pieces])
-        return np.where(keep, self.ink[y0:y1, x0:x1], 0.0)
+        ink = np.clip((self.ink[y0:y1, x0:x1] - self.floor) / (1.0 - self.floor), 0.0, 1.0)
+        return np.where(keep, ink, 0.0)
 
     def box(self, pieces) -> list[int]:
         """The pieces' box in the original (upright) picture's pixels."""
@@ -103,8 +105,9 @@ def _flatten(work, k, ndimage):
 def _dark_ink(work) -> bool:
     """Is the ink darker than the paper? Paper is most of a picture of a digit, and even paper in a
     deep shadow stays lighter than DARK_PAPER somewhere along the border; a darker median and a
-    dark border all round mean light ink on a dark ground (MNIST's own images). Local contrast tests fail here: ruled lines and light strips between
-    shadows are thin bright marks on a page, just as strokes are on a blackboard."""
+    dark border all round mean light ink on a dark ground (MNIST's own images). Local contrast
+    tests fail here: ruled lines and light strips between shadows are thin bright marks on a page,
+    just as strokes are on a blackboard."""
     border = np.concatenate([work[0], work[-1], work[:, 0], work[:, -1]])
     return float(np.median(work)) >= DARK_PAPER or float(np.percentile(border, 95)) >= DARK_PAPER
 
@@ -129,7 +132,7 @@ def _pieces(ink, filters, measure):
     lo, hi = THRESHOLD_BOUNDS
     t = float(np.clip(filters.threshold_otsu(ink), lo, hi))
     labels = measure.label(filters.apply_hysteresis_threshold(ink, 0.5 * t, t), connectivity=2)
-    return labels, _keep(labels, ink, measure)
+    return labels, _keep(labels, ink, measure), 0.5 * t
 
 
 def ink_map(grey: np.ndarray) -> InkMap:
@@ -150,15 +153,15 @@ def ink_map(grey: np.ndarray) -> InkMap:
     ink = _flatten(work, k, ndimage)
     if ink.max() < INK_MIN:
         raise NoInk(f"no digit found (the strongest mark is {ink.max():.2f} of the paper's brightness darker)")
-    labels, pieces = _pieces(ink, filters, measure)
+    labels, pieces, floor = _pieces(ink, filters, measure)
     if pieces:
         k2 = max(5, int(STROKES_PER_CLOSING * _stroke_width(labels, pieces, ndimage)) | 1)
         if k2 < 0.7 * k:
             ink = _flatten(work, k2, ndimage)
-            labels, pieces = _pieces(ink, filters, measure)
+            labels, pieces, floor = _pieces(ink, filters, measure)
     if not pieces:
         raise NoInk("no digit found (only specks, lines or faint shading on the paper)")
-    return InkMap(ink, labels, sorted(pieces, key=lambda p: p.box[0]), scale)
+    return InkMap(ink, labels, sorted(pieces, key=lambda p: p.box[0]), scale, floor)
 
 
 def _keep(labels, ink, measure) -> list[Piece]:
@@ -195,14 +198,40 @@ def group_digits(pieces: list[Piece], overlap: float = 0.4) -> list[list[Piece]]
                 break
         else:
             groups.append([p])
-    return sorted(groups, key=lambda g: min(q.box[0] for q in g))
+    groups = sorted(groups, key=lambda g: min(q.box[0] for q in g))
+    return _merge_fragments(groups)
+
+
+def _extent(g):
+    return (min(q.box[0] for q in g), min(q.box[1] for q in g), max(q.box[2] for q in g), max(q.box[3] for q in g))
+
+
+def _merge_fragments(groups: list[list[Piece]]) -> list[list[Piece]]:
+    """A group much shorter than the others (under 60% of their median height) is a broken-off part
+    of a stroke, not a digit: it joins the neighbour it is closest to, left or right."""
+    while len(groups) > 1:
+        heights = sorted(_extent(g)[3] - _extent(g)[1] for g in groups)
+        typical = heights[len(heights) // 2]
+        short = [i for i, g in enumerate(groups) if _extent(g)[3] - _extent(g)[1] < 0.6 * typical]
+        if not short:
+            break
+        i = short[0]
+        x0, _, x1, _ = _extent(groups[i])
+        gap = lambda j: max(_extent(groups[j])[0] - x1, x0 - _extent(groups[j])[2])
+        j = min((j for j in (i - 1, i + 1) if 0 <= j < len(groups)), key=gap)
+        fragment = groups.pop(i)
+        j = j if j < i else j - 1
+        groups[j] = groups[j] + fragment
+    return groups
 
 
 def main_digit(pieces: list[Piece]) -> list[Piece]:
-    """For a one-digit picture: the piece with the most ink and the pieces that share its columns
-    (as ``group_digits`` groups them) and lie within half its height above or below it."""
+    """For a one-digit picture: the piece with the most ink, the pieces that share its columns (as
+    ``group_digits`` groups them) and the pieces that reach into its box widened by a third on
+    every side (a 4 or a 5 written in two strokes)."""
     main = max(pieces, key=lambda p: p.mass)
     group = next(g for g in group_digits(pieces) if main in g)
     x0, y0, x1, y1 = main.box
-    reach = 0.5 * (y1 - y0)
-    return [p for p in group if p is main or (p.box[1] < y1 + reach and p.box[3] > y0 - reach)]
+    rx, ry = (x1 - x0) / 3, (y1 - y0) / 3
+    near = lambda p: p.box[0] < x1 + rx and p.box[2] > x0 - rx and p.box[1] < y1 + ry and p.box[3] > y0 - ry
+    return [p for p in pieces if p in group or near(p)]

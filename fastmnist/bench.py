@@ -416,7 +416,8 @@ def _gpu_ceilings() -> dict:
 def environment() -> dict:
     """What the result file needs to be read later: machine, threads, versions."""
     env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-           "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "numpy": np.__version__}
+           "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_vector_extensions": cpu_vector_extensions(),
+           "numpy": np.__version__}
     for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FASTMNIST_BACKEND"):
         if var in os.environ:
             env[var] = os.environ[var]
@@ -424,6 +425,8 @@ def environment() -> dict:
         import numba
         env["numba"] = numba.__version__
         env["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+        import llvmlite.binding as llvm
+        env["numba_target_cpu"] = numba.config.CPU_NAME or llvm.get_host_cpu_name()  # NUMBA_CPU_NAME overrides
     except ImportError:
         pass
     try:
@@ -439,11 +442,29 @@ def environment() -> dict:
         import torch
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
+        env["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # ATEN_CPU_CAPABILITY overrides
         if torch.cuda.is_available():
             env["torch_gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
     return env
+
+
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                "amx_tile", "neon", "asimd", "sve")
+
+
+def cpu_vector_extensions() -> list[str]:
+    """The CPU's vector extensions from /proc/cpuinfo (x86 'flags', Arm 'Features'), in a fixed order."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in VECTOR_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model() -> str:
@@ -550,6 +571,10 @@ def format_table(report: dict) -> str:
                      f"{100 * r['iqr_s'] / r['median_s']:6.1f}% {fmt(r['speedup_vs_numpy'], '8.2f') + 'x':>9s} "
                      f"{fmt(r['ratio_vs_torch'], '8.2f') + 'x':>9s} {r['gflops']:8.1f} {r['gbs']:7.1f} "
                      f"{fmt(xfloor, '7.1f') + 'x':>8s}")
+    env = report.get("environment", {})
+    lines.append(f"machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores, vector extensions "
+                 f"{' '.join(env.get('cpu_vector_extensions', [])) or '?'}; numba target {env.get('numba_target_cpu', '-')}, "
+                 f"PyTorch CPU capability {env.get('torch_cpu_capability', '-')}")
     c = report["ceilings"]
     lines.append(f"ceilings: CPU float32 matmul {c['cpu_matmul_gflops']:.0f} GFLOP/s, copy {c['cpu_copy_gbs']:.1f} GB/s"
                  + (f"; GPU matmul {c['gpu_matmul_gflops']:.0f} GFLOP/s, copy {c['gpu_copy_gbs']:.0f} GB/s"

@@ -149,6 +149,7 @@ def cmd_train(args) -> dict:
               f"epoch(s), batch {run['batch_size']}, {run['optimizer']} lr {optimizer.lr:g}"
               + (f", resuming at epoch {resume['epoch'] + 1} step {resume['step']}" if resume else ""),
               file=sys.stderr)
+    warmup = _warm_up(model, optimizer, recipe, x, y, run["batch_size"], args.quiet)
     on_epoch_end = (lambda state: ckpt.save(model, optimizer, state)) if ckpt else None
     stop = StopRequest()
     t0 = time.perf_counter()
@@ -176,6 +177,7 @@ def cmd_train(args) -> dict:
         "model": run["model"], "backend": model.backend.name, "dtype": run["dtype"], "epochs": run["epochs"],
         "batch_size": run["batch_size"], "optimizer": run["optimizer"], "lr": optimizer.lr, "seed": run["seed"],
         "train_samples": int(len(x)), "epoch_seconds": history["seconds"], "train_seconds": train_seconds,
+        "warmup_seconds": warmup,
         "samples_per_second": len(x) * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
         "train_loss": history["loss"], "train_accuracy": history["accuracy"],
         "val_accuracy": history["val_accuracy"], "test_loss": result["loss"], "test_accuracy": result["accuracy"],
@@ -184,6 +186,28 @@ def cmd_train(args) -> dict:
     print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {run['epochs']} epoch(s); "
           f"{summary['samples_per_second']:.0f} samples/s on {model.backend.name}")
     return summary
+
+
+def _warm_up(model, optimizer, recipe, x, y, batch_size, quiet) -> float:
+    """One training step and one evaluation batch on a throwaway copy of the model, so that JIT
+    compilation (Numba's, or CUDA's on a GPU) is timed apart from the epochs: the epoch times then
+    say how fast training runs, and the one-time cost is reported on its own line."""
+    from .model import model_from_architecture
+    from .optim import make_optimizer
+    if not getattr(model.backend, "compiles_kernels", False):
+        return 0.0
+    clone = model_from_architecture(model.architecture(), backend=model.backend)
+    hyper = {k: getattr(optimizer, k) for k in getattr(optimizer, "hyper", ())}
+    n = min(len(x), batch_size)
+    t0 = time.perf_counter()
+    clone.fit(x[:n], y[:n], epochs=1, batch_size=n, optimizer=make_optimizer(type(optimizer).__name__.lower(),
+              optimizer.lr, **hyper), schedule=recipe.schedule, verbose=0)
+    clone.evaluate(x[:n], y[:n])
+    seconds = time.perf_counter() - t0
+    if not quiet:
+        print(f"compiled kernels in {seconds:.1f} s (one warm-up step; compiled kernels are cached, so later "
+              "runs start faster); the epoch times below exclude it", file=sys.stderr)
+    return seconds
 
 
 class Interrupted(Exception):
@@ -230,11 +254,28 @@ def gather_info() -> dict:
                                            "OMP_NUM_THREADS", "FASTMNIST_DATA") if k in os.environ},
         "backends": backends,
         "models": {name: r.description for name, r in zoo.ZOO.items()},
+        "env_backend_problem": _env_backend_problem(resolve_name),
     }
+
+
+def _env_backend_problem(resolve_name) -> str | None:
+    """What is wrong with $FASTMNIST_BACKEND, if anything (every command but info would fail on it)."""
+    from .errors import BackendUnavailable
+    value = os.environ.get("FASTMNIST_BACKEND", "").strip()
+    if not value:
+        return None
+    try:
+        resolve_name(value.lower())
+    except (ValueError, BackendUnavailable) as exc:
+        return f"FASTMNIST_BACKEND={value!r} cannot be used: {exc}"
+    return None
 
 
 def cmd_info(args) -> dict:
     info = gather_info()
+    if info["env_backend_problem"]:
+        print(f"fastmnist info: warning: {info['env_backend_problem']}; train, evaluate and predict will refuse "
+              "to run until it is unset or corrected", file=sys.stderr)
     if not args.json:
         print(f"fastmnist {info['fastmnist']} on Python {info['python']}, {info['cpu_count']} CPUs; "
               f"auto selects: {info['auto_backend']}")

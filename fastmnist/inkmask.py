@@ -217,7 +217,7 @@ def _merge_fragments(groups: list[list[Piece]]) -> list[list[Piece]]:
             break
         i = short[0]
         x0, _, x1, _ = _extent(groups[i])
-        gap = lambda j: max(_extent(groups[j])[0] - x1, x0 - _extent(groups[j])[2])
+        gap = lambda j, x0=x0, x1=x1: max(_extent(groups[j])[0] - x1, x0 - _extent(groups[j])[2])
         j = min((j for j in (i - 1, i + 1) if 0 <= j < len(groups)), key=gap)
         fragment = groups.pop(i)
         j = j if j < i else j - 1

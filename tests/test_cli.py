@@ -60,3 +60,13 @@ def test_bad_data_file_is_one_line(tmp_path):
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b broken")
     proc = run("train", "--backend", "numpy", "--data", str(tmp_path), check=False)
     assert proc.returncode == 2 and "t10k-images-idx3-ubyte.gz: corrupt or truncated gzip" in proc.stderr
+
+
+def test_info_says_when_fastmnist_backend_is_invalid():
+    import os
+    env = dict(os.environ, FASTMNIST_BACKEND="tpu")
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "info", "--json"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0
+    assert "FASTMNIST_BACKEND='tpu' cannot be used: unknown backend 'tpu'; valid names: numpy, numba, cupy" in proc.stderr
+    assert "cannot be used" in json.loads(proc.stdout.strip().splitlines()[-1])["env_backend_problem"]

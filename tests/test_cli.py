@@ -70,3 +70,16 @@ def test_info_says_when_fastmnist_backend_is_invalid():
     assert proc.returncode == 0
     assert "FASTMNIST_BACKEND='tpu' cannot be used: unknown backend 'tpu'; valid names: numpy, numba, cupy" in proc.stderr
     assert "cannot be used" in json.loads(proc.stdout.strip().splitlines()[-1])["env_backend_problem"]
+
+
+def test_train_reports_jit_compilation_apart_from_the_epochs():
+    import os
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "train", "--backend", "numba", "--limit-train", "300",
+                           "--limit-test", "100", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode == 2 and "not available" in proc.stderr:
+        pytest.skip("numba unavailable")
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled kernels in" in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["warmup_seconds"] > 0 and len(out["epoch_seconds"]) == 1

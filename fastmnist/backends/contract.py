@@ -250,17 +250,20 @@ def check_softmax(x):
     require_nonempty("softmax", "x", x)
 
 
-def check_softmax_cross_entropy(logits, labels):
-    op = "softmax_cross_entropy"
+def _check_logits_and_labels(op, logits, labels):
     require_array(op, "logits", logits, 2)
     require_float(op, logits=logits)
-    require_nonempty(op, "logits", logits)
     require_array(op, "labels", labels, 1)
     if np.dtype(labels.dtype).kind not in "iu":
         raise TypeError(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
     if labels.shape[0] != logits.shape[0]:
         raise ValueError(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
                          "one label per row expected")
+
+
+def check_softmax_cross_entropy(logits, labels):
+    _check_logits_and_labels("softmax_cross_entropy", logits, labels)
+    require_nonempty("softmax_cross_entropy", "logits", logits)
 
 
 def check_label_range(op, lo, hi, m):
@@ -312,15 +315,7 @@ def check_update_many(op, params, grads, states, slots, lr):
 
 
 def check_count_correct(logits, labels):
-    op = "count_correct"
-    require_array(op, "logits", logits, 2)
-    require_float(op, logits=logits)
-    require_array(op, "labels", labels, 1)
-    if np.dtype(labels.dtype).kind not in "iu":
-        raise TypeError(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
-    if labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
-                         "one label per row expected")
+    _check_logits_and_labels("count_correct", logits, labels)
 
 
 # ---- the counter-based RNG shared by every backend's dropout ----

@@ -8,7 +8,11 @@ import pytest
 from fastmnist.backends import NAMES, backend_status, get_backend
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = Path(os.environ.get("FASTMNIST_DATA", REPO.parent / "shared" / "data" / "mnist"))
+MNIST_DIR = Path(os.environ.get("FASTMNIST_DATA", REPO.parent / "shared" / "data" / "mnist")).resolve()
+# Absolute from here on: tests that change directory (the docs examples) and the processes they
+# start must find the data that a relative FASTMNIST_DATA (as in the README's command) pointed at.
+if "FASTMNIST_DATA" in os.environ:
+    os.environ["FASTMNIST_DATA"] = str(MNIST_DIR)
 
 
 def backend_params():

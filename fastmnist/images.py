@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FastMnistError
-from .inkmask import NoInk, group_digits, ink_map, main_digit
+from .inkmask import NoInk, group_digits, ink_map, main_digit, resize
 
 
 class ImageError(FastMnistError, ValueError):
@@ -92,7 +92,7 @@ def place(ink: np.ndarray, where: str = "image") -> np.ndarray:
     h, w = ink.shape
     scale = 20.0 / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    small = _resize(ink, nh, nw)
+    small = resize(ink, nh, nw, "lanczos").clip(0, None)
     if small.max() <= 0:
         raise ImageError(f"{where}: no ink left after scaling")
     small /= small.max()
@@ -104,12 +104,6 @@ def place(ink: np.ndarray, where: str = "image") -> np.ndarray:
     out = np.zeros((28, 28), np.float32)
     out[top:top + nh, left:left + nw] = small
     return out
-
-
-def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
-    Image = _pillow()
-    img = Image.fromarray(a.astype(np.float32))  # float32 -> mode "F"
-    return np.asarray(img.resize((w, h), Image.Resampling.LANCZOS), dtype=np.float64).clip(0, None)
 
 
 def _name(image, k: int) -> str:

@@ -86,12 +86,19 @@ class InkMap:
                 int(np.ceil(y1 / self.scale))]
 
 
-def _resize(grey: np.ndarray, scale: float) -> np.ndarray:
+def resize(a: np.ndarray, h: int, w: int, method: str = "auto") -> np.ndarray:
+    """A float image (h0, w0) -> (h, w) through Pillow's float mode: 'auto' averages boxes when
+    shrinking and is bicubic when enlarging; 'lanczos' is MNIST's anti-aliased scaling."""
     from PIL import Image
+    methods = {"box": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+    if method == "auto":
+        method = "box" if h * w < a.shape[0] * a.shape[1] else "bicubic"
+    return np.asarray(Image.fromarray(a.astype(np.float32)).resize((w, h), methods[method]), np.float64)
+
+
+def _rescale(grey: np.ndarray, scale: float) -> np.ndarray:
     h, w = grey.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(grey.astype(np.float32)).resize(size, method), np.float64)
+    return resize(grey, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def _flatten(work, k, ndimage):
@@ -146,7 +153,7 @@ def ink_map(grey: np.ndarray) -> InkMap:
     scale = min(1.0, WORK_SIDE / max(h, w))
     if min(h, w) * scale < MIN_SIDE:
         scale = MIN_SIDE / min(h, w)
-    work = _resize(grey, scale) if scale != 1.0 else grey.astype(np.float64)
+    work = _rescale(grey, scale) if scale != 1.0 else grey.astype(np.float64)
     k = max(3, int(CLOSING_FRACTION * min(work.shape)) | 1)
     if not _dark_ink(work):  # light ink on dark paper (MNIST itself): make the paper light
         work = 1.0 - work

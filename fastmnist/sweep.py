@@ -13,6 +13,7 @@ runs go to the user's cluster (``dask scheduler`` + ``dask worker ADDRESS`` on e
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -202,28 +203,35 @@ def local_cluster(backend: str, workers: int | None, log):
 
 # ---- the client: submit, collect, write ----
 
+@contextlib.contextmanager
+def _connected(scheduler, make_cluster, log):
+    """(client, threads per run): the user's cluster at ``scheduler``, or the one ``make_cluster``
+    builds (returning (cluster, threads)); closed again on the way out, Ctrl-C included."""
+    distributed = _distributed()
+    cluster, threads = (None, None) if scheduler else make_cluster()
+    client = distributed.Client(scheduler or cluster, timeout="30s")
+    if scheduler:
+        log(f"cluster at {scheduler}: {len(client.scheduler_info()['workers'])} worker(s)")
+    try:
+        yield client, threads
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run_sweep(runs: list[dict], out: Path, scheduler=None, workers=None, data_root=None, progress=True,
               log=lambda s: print(s, file=sys.stderr)) -> list[dict]:
     """Run every run not yet in ``out``; returns all records of the grid (old and new)."""
-    distributed = _distributed()
+    _distributed()  # without Dask, say so before touching the result file
     out = Path(out)
     done = read_done(out)
     todo = [r for r in runs if run_key(r) not in done]
     log(f"{len(runs)} run(s) in the grid; {len(runs) - len(todo)} already in {out}; {len(todo)} to run")
     if todo:
-        if scheduler:
-            cluster, threads = None, None
-            client = distributed.Client(scheduler, timeout="30s")
-            log(f"cluster at {scheduler}: {len(client.scheduler_info()['workers'])} worker(s)")
-        else:
-            cluster, threads = local_cluster(todo[0]["backend"], workers, log)
-            client = distributed.Client(cluster)
-        try:
+        make = None if scheduler else (lambda: local_cluster(todo[0]["backend"], workers, log))
+        with _connected(scheduler, make, log) as (client, threads):
             _collect(client, todo, out, data_root, threads, progress, done)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     return [done[run_key(r)] for r in runs if run_key(r) in done]
 
 
@@ -310,18 +318,9 @@ def _bench_command(args, log) -> dict:
     import shlex
 
     from . import sweep_report as report
-    distributed = _distributed()
-    if args.scheduler:
-        client, cluster = distributed.Client(args.scheduler, timeout="30s"), None
-    else:
-        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
-        client = distributed.Client(cluster)
-    try:
+    local = lambda: (_distributed().LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None), None)
+    with _connected(args.scheduler, local, log) as (client, _):
         reports = report.bench_every_machine(client, shlex.split(args.bench), log)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
     print(report.merge_bench(reports))
     Path(args.out).write_text(json.dumps(reports, indent=1))
     log(f"wrote {args.out}")

@@ -56,3 +56,11 @@ CUDA_THREADS = 256
 #: cupy-sim backend: the simulated device's memory in bytes (an allocation beyond it raises
 #: CuPy's OutOfMemoryError, so the out-of-memory path is testable without a GPU).
 CUDASIM_MEMORY_BYTES = int(os.environ.get("FASTMNIST_CUDASIM_MEMORY", str(8 * 2**30)))
+
+#: Compiled training steps (fastmnist.steps): samples per compiled call. Progress, ``stop`` (Ctrl-C,
+#: checkpoints) and the divergence message run between calls; results never depend on it.
+STEP_CHUNK_SAMPLES = 4096
+
+#: numba's compiled steps: batches up to this many rows run their products as row loops that skip
+#: zero inputs; larger ones call BLAS.
+STEP_SMALL_BATCH = 16

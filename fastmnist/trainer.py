@@ -19,6 +19,7 @@ from .data import validation_split as _split
 from .errors import FastMnistError, TrainingDiverged
 from .layers import Dropout
 from .optim import Optimizer, make_optimizer, make_schedule
+from .steps import chunk_steps, dropout_seeds, program_for, step_rates
 
 
 def _progress(total, desc, enabled):
@@ -82,7 +83,8 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     on_epoch_end : callable, optional
         ``on_epoch_end(state: TrainState)`` after every epoch (checkpointing).
     stop : callable, optional
-        Polled between steps; when it returns true, the loop raises :class:`TrainingInterrupted`
+        Polled between steps (between chunks of steps where whole steps run compiled, see
+        :mod:`fastmnist.steps`); when it returns true, the loop raises :class:`TrainingInterrupted`
         carrying the mid-epoch state, so that it can be saved and resumed.
 
     Returns
@@ -155,6 +157,7 @@ class _Loop:
         first_epoch, first_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
         if resume:
             self.rng.bit_generator.state = resume["epoch_rng"]
+        program = program_for(model, self.optimizer)  # whole steps in one backend call, where it has them
         for epoch in range(first_epoch, self.epochs):
             epoch_rng = self.rng.bit_generator.state
             # Gathered batch by batch: a whole-set permuted copy would move 188 MB per epoch at once.
@@ -169,7 +172,10 @@ class _Loop:
             t0 = time.perf_counter()
             checked_loss, checked_step = float(loss_sum), start
             lr_now = self.optimizer.lr
-            for step in range(start, steps):
+            if program is not None:
+                loss_sum, correct, lr_now = self._compiled_steps(program, xs, labels, targets, perm, epoch, start, steps,
+                                                                 bar, t0, spent, epoch_rng, loss_sum, correct)
+            for step in range(start if program is None else steps, steps):
                 if self.stop is not None and self.stop():
                     be.synchronize()
                     raise TrainingInterrupted(self.state(epoch, step, epoch_rng, loss_sum, correct,
@@ -204,6 +210,37 @@ class _Loop:
             if bar is not None:
                 bar.close()
             self._end_epoch(epoch, n, loss_sum, correct, seconds, lr_now)
+
+    def _compiled_steps(self, program, xs, labels, targets, perm, epoch, start, steps, bar, t0, spent, epoch_rng,
+                        loss_sum, correct):
+        """Steps ``start..steps-1`` of an epoch, a chunk of them per backend call; the learning rates,
+        Adam's corrections and dropout seeds are drawn as the per-step loop draws them."""
+        be, n = self.model.backend, xs.shape[0]
+        if perm is None:
+            perm = be.asarray(np.arange(n, dtype=np.int64))
+        total_steps = steps * self.epochs
+        chunk = chunk_steps(self.batch_size)
+        lr_now, step = self.optimizer.lr, start
+        while step < steps:
+            if self.stop is not None and self.stop():
+                raise TrainingInterrupted(self.state(epoch, step, epoch_rng, loss_sum, correct,
+                                                     spent + time.perf_counter() - t0))
+            count = min(chunk, steps - step)
+            lrs, step_size, sqrt_bc2 = step_rates(self.optimizer, self.schedule, epoch * steps + step, count, steps,
+                                                  total_steps)
+            seeds = dropout_seeds(self.rng, count, program.n_dropout)
+            part_loss, part_correct, done, bad = be.dense_train_steps(
+                program, xs, targets, labels, perm, step, self.batch_size, lrs, step_size, sqrt_bc2, seeds)
+            self.optimizer.t += done
+            loss_sum, correct = float(loss_sum) + part_loss, float(correct) + part_correct
+            lr_now, step = float(lrs[done - 1]), step + done
+            if bad is not None:
+                raise TrainingDiverged(f"loss became {bad} at epoch {epoch + 1}, step {step} of {steps}; "
+                                       f"lower the learning rate (now {lr_now:.3g})")
+            if bar is not None:
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{loss_sum / min(n, step * self.batch_size):.4f}")
+        return loss_sum, correct, lr_now
 
     def _end_epoch(self, epoch, n, loss_sum, correct, seconds, lr_now):
         h = self.history

@@ -29,6 +29,10 @@ function                                               shapes
 ``momentum_update(param, grad, velocity, lr, momentum)``  in place
 ``adagrad_update(param, grad, h, lr, eps)``            in place
 ``adam_update(param, grad, m, v, t, lr, beta1, beta2, eps)``  in place; t counts from 1
+``dense_train_steps(program, xs, targets, labels,``    whole training steps of a dense network, in
+``perm, first, batch_size, lrs, step_size, sqrt_bc2,``  place; ``xs (N, D)``, ``labels`` int64 ``(N,)``,
+``seeds)``                                             ``targets (N, M)`` (mse) -> ``(loss_sum, correct,
+                                                       done, bad_loss)``; see :func:`check_dense_train_steps`
 =====================================================  ==========================================
 
 ``argmax`` holds, for each output, the flat index ``h * W + w`` of the chosen input inside its
@@ -316,6 +320,53 @@ def check_update_many(op, params, grads, states, slots, lr):
 
 def check_count_correct(logits, labels):
     _check_logits_and_labels("count_correct", logits, labels)
+
+
+# ---- whole training steps of a dense network (fastmnist.steps.StepProgram) ----
+
+OP_DENSE, OP_SIGMOID, OP_RELU, OP_DROPOUT = 0, 1, 2, 3
+LOSS_SOFTMAX_CE, LOSS_MSE = 0, 1
+OPT_SGD, OPT_MOMENTUM, OPT_ADAGRAD, OPT_ADAM = 0, 1, 2, 3
+
+
+def check_dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs, step_size, sqrt_bc2, seeds):
+    """``dense_train_steps`` runs ``len(lrs)`` steps from step ``first`` of an epoch: step ``s``
+    trains on rows ``perm[s*batch_size : (s+1)*batch_size]`` of ``xs`` (the last batch may be
+    short), with learning rate ``lrs[k]``, Adam's ``step_size[k]`` (lr / (1 - beta1**t)) and
+    ``sqrt_bc2[k]`` (sqrt(1 - beta2**t)), and dropout seeds ``seeds[k]``. It returns the sum of the
+    per-step mean loss times the batch size, the count of correct predictions, the number of steps
+    done, and the loss of the step that stopped the chunk because it was not finite (else None)."""
+    op = "dense_train_steps"
+    dtype = require_float(op, xs=xs, **{f"weights[{i}]": w for i, w in enumerate(program.weights)})
+    require_array(op, "xs", xs, 2)
+    n, d = xs.shape
+    if d != int(program.widths[0]):
+        raise ValueError(f"{op}: xs has {d} features per sample; the program's first layer takes {int(program.widths[0])}")
+    require_array(op, "labels", labels, 1)
+    require_array(op, "perm", perm, 1)
+    if labels.shape[0] != n or perm.shape[0] != n:
+        raise ValueError(f"{op}: xs has {n} rows, labels {labels.shape[0]}, perm {perm.shape[0]}; they must match")
+    for name, a in (("labels", labels), ("perm", perm)):
+        if np.dtype(a.dtype) != np.int64:
+            raise TypeError(f"{op}: {name} must be int64, got {a.dtype}")
+    if program.loss == LOSS_MSE:
+        require_array(op, "targets", targets, 2)
+        if targets.shape != (n, int(program.widths[-1])) or np.dtype(targets.dtype) != dtype:
+            raise ValueError(f"{op}: mse targets must be {dtype} {(n, int(program.widths[-1]))}, "
+                             f"got {targets.dtype} {tuple(targets.shape)}")
+    batch_size = require_int(op, "batch_size", batch_size, 1)
+    steps = -(-n // batch_size)
+    count = len(lrs)
+    first = require_int(op, "first", first, 0)
+    if first + count > steps:
+        raise ValueError(f"{op}: steps {first}..{first + count - 1} asked; an epoch of {n} samples in batches "
+                         f"of {batch_size} has {steps}")
+    for name, a in (("step_size", step_size), ("sqrt_bc2", sqrt_bc2)):
+        if len(a) != count:
+            raise ValueError(f"{op}: {name} has {len(a)} entries; lrs has {count}")
+    if seeds.shape != (count, program.n_dropout):
+        raise ValueError(f"{op}: seeds must be ({count}, {program.n_dropout}), got {tuple(seeds.shape)}")
+    return n, batch_size, count
 
 
 # ---- the counter-based RNG shared by every backend's dropout ----

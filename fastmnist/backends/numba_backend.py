@@ -134,6 +134,7 @@ one_hot = _ref.one_hot
 
 
 if numba is not None:
+    from . import numba_steps as _numba_steps
     from .numba_kernels import (  # noqa: F401  (the tests reach some kernels through this module)
         _accumulate_taps,
         _adagrad_kernel,
@@ -491,6 +492,60 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     op = "adam_update"
     _adam_kernel(_flat(param, op, "param"), _c(grad).reshape(-1), _flat(m, op, "m"), _flat(v, op, "v"),
                  f(beta1), f(beta2), f(lr / (1 - beta1 ** t)), f(math.sqrt(1 - beta2 ** t)), f(eps))
+
+
+# ---- whole training steps of a dense network ----
+
+def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs, step_size, sqrt_bc2, seeds):
+    """Run ``len(lrs)`` training steps of ``program`` in one compiled call (see
+    :mod:`.numba_steps`); the contract and the reference are numpy_backend's."""
+    n, batch_size, count = C.check_dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs,
+                                                     step_size, sqrt_bc2, seeds)
+    dt = xs.dtype
+    lists = program.prepared.get("numba")
+    if lists is None:  # the model's own arrays, in numba's typed lists, once per program
+        from numba.typed import List
+        w, b = program.weights, program.biases
+        ws = program.weight_slots + [w] * (2 - len(program.weight_slots))  # SGD: placeholders, never touched
+        bs = program.bias_slots + [b] * (2 - len(program.bias_slots))
+        lists = program.prepared["numba"] = tuple(List(_flat_check(a)) for a in (w, b, *ws[:2], *bs[:2]))
+    targets = targets if program.loss == C.LOSS_MSE else np.empty((1, 1), dt)
+    with _blas_threads():
+        loss_sum, correct, done, bad_loss, bad = _numba_steps.dense_train_steps_kernel(
+            program.ops, program.widths, program.slot, program.drop_p, program.loss, program.optimizer,
+            program.hyper.astype(dt), *lists, _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
+            np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
+            np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH)
+    return float(loss_sum), int(correct), int(done), (float(bad_loss) if bad else None)
+
+
+def _flat_check(arrays):
+    for a in arrays:
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError("dense_train_steps: parameters and optimizer state must be writable C-contiguous arrays")
+    return list(arrays)
+
+
+_BLAS_CONTROLLER = None
+
+
+@contextlib.contextmanager
+def _blas_threads():
+    """BLAS on every core for the products of a compiled chunk: the chunk itself runs on one thread,
+    so BLAS's threads have the cores to themselves (training_context holds BLAS at one thread)."""
+    global _BLAS_CONTROLLER
+    if not _SPLIT_GEMMS:  # outside training_context BLAS already has its own thread count
+        yield
+        return
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        yield
+        return
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    with _BLAS_CONTROLLER.limit(limits=numba.get_num_threads(), user_api="blas"):
+        yield
 
 
 def count_correct(logits, labels):

@@ -261,14 +261,83 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     """Adam with bias correction (PyTorch's form); t is the 1-based step count."""
     C.check_update("adam_update", param, grad, lr, m=m, v=v)
     t = C.require_int("adam_update", "t", t, 1)
+    _adam_apply(param, grad, m, v, lr / (1 - beta1 ** t), np.sqrt(1 - beta2 ** t), beta1, beta2, eps)
+
+
+def _adam_apply(param, grad, m, v, step_size, sqrt_bc2, beta1, beta2, eps):
+    """Adam's update with the bias corrections given: step_size = lr / (1 - beta1**t),
+    sqrt_bc2 = sqrt(1 - beta2**t)."""
     f = param.dtype.type
     m *= f(beta1)
     m += f(1 - beta1) * grad
     v *= f(beta2)
     v += f(1 - beta2) * grad * grad
-    step = lr / (1 - beta1 ** t)
-    denom = np.sqrt(v) / f(np.sqrt(1 - beta2 ** t)) + f(eps)
-    param -= f(step) * m / denom
+    denom = np.sqrt(v) / f(sqrt_bc2) + f(eps)
+    param -= f(step_size) * m / denom
+
+
+# ---- whole training steps of a dense network ----
+
+def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs, step_size, sqrt_bc2, seeds):
+    """Run ``len(lrs)`` training steps of ``program`` (a :class:`fastmnist.steps.StepProgram`).
+
+    The reference: each step calls this backend's kernels in the order the layers and the optimizer
+    call them, so its weights are bit for bit those of the per-layer path. Returns
+    ``(loss_sum, correct, done, bad_loss)``; see :func:`contract.check_dense_train_steps`.
+    """
+    n, batch_size, count = C.check_dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs,
+                                                     step_size, sqrt_bc2, seeds)
+    loss_sum, correct = 0.0, 0
+    beta1, beta2, eps, momentum = (float(h) for h in program.hyper)
+    for k in range(count):
+        lo, hi = (first + k) * batch_size, min(n, (first + k + 1) * batch_size)
+        idx = perm[lo:hi]
+        acts, saved = [xs[idx]], []
+        for kind, slot, p in zip(program.ops, program.slot, program.drop_p):  # forward
+            a = acts[-1]
+            if kind == C.OP_DENSE:
+                acts.append(affine_forward(a, program.weights[slot], program.biases[slot]))
+            elif kind == C.OP_SIGMOID:
+                acts.append(sigmoid_forward(a))
+            elif kind == C.OP_RELU:
+                acts.append(relu_forward(a))
+            else:
+                y, mask = dropout_forward(a, float(p), int(seeds[k, slot]))
+                saved.append(mask)
+                acts.append(y)
+        out = acts[-1]
+        if program.loss == C.LOSS_MSE:
+            loss, d = mse_loss(out, targets[idx])
+        else:
+            loss, d = softmax_cross_entropy(out, labels[idx], check=False)
+        grads = {}
+        for j in range(len(program.ops) - 1, -1, -1):  # backward
+            kind, slot = program.ops[j], program.slot[j]
+            if kind == C.OP_DENSE:
+                d, grads[slot], db = affine_backward(d, acts[j], program.weights[slot], need_dx=j > 0)
+                grads[slot] = (grads[slot], db)
+            elif kind == C.OP_SIGMOID:
+                d = sigmoid_backward(d, acts[j + 1])
+            elif kind == C.OP_RELU:
+                d = relu_backward(d, acts[j + 1])
+            else:
+                d = dropout_backward(d, saved.pop())
+        for i, (w, b) in enumerate(zip(program.weights, program.biases)):  # the optimizer, parameter by parameter
+            for param, grad, s in ((b, grads[i][1], 1), (w, grads[i][0], 0)):
+                slots = [(program.weight_slots, program.bias_slots)[s][q][i] for q in range(len(program.weight_slots))]
+                if program.optimizer == C.OPT_SGD:
+                    sgd_update(param, grad, lrs[k])
+                elif program.optimizer == C.OPT_MOMENTUM:
+                    momentum_update(param, grad, slots[0], lrs[k], momentum)
+                elif program.optimizer == C.OPT_ADAGRAD:
+                    adagrad_update(param, grad, slots[0], lrs[k], eps)
+                else:
+                    _adam_apply(param, grad, slots[0], slots[1], step_size[k], sqrt_bc2[k], beta1, beta2, eps)
+        correct += int(count_correct(out, labels[idx]))
+        loss_sum += float(loss) * (hi - lo)
+        if not np.isfinite(loss):
+            return loss_sum, correct, k + 1, float(loss)
+    return loss_sum, correct, count, None
 
 
 # ---- helpers the trainer uses ----

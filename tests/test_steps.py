@@ -1,0 +1,189 @@
+"""Compiled training steps (fastmnist.steps, ``dense_train_steps``): the same weights as the
+per-layer path, whatever the chunk size, across interruptions, on every backend that has them."""
+import numpy as np
+import pytest
+
+from fastmnist import config, zoo
+from fastmnist.backends import available_backends, get_backend
+from fastmnist.errors import TrainingDiverged
+from fastmnist.layers import Dense, Dropout, ReLU, Sigmoid
+from fastmnist.model import Sequential
+from fastmnist.optim import make_optimizer
+from fastmnist.steps import program_for
+from fastmnist.trainer import TrainingInterrupted
+
+STEP_BACKENDS = [n for n in available_backends() if hasattr(get_backend(n), "dense_train_steps")]
+MLPS = ["sigmoid-mlp", "two-layer", "small-mlp", "relu-mlp"]
+
+
+def flat_data(n=90, seed=0):
+    """MNIST-like: mostly zero inputs (the row loops skip zeros), a learnable stroke per class."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = np.zeros((n, 28, 28))
+    x[:, 8:20, 8:20] = rng.random((n, 12, 12)) * (rng.random((n, 12, 12)) < 0.3)
+    x[np.arange(n), y * 2 + 3, 5:20] = 1.0
+    return x.reshape(n, 784), y
+
+
+def train(name, backend, dtype="float64", fused=True, epochs=2, batch_size=None, optimizer=None, dropout=None,
+          n=90, **fit):
+    r = zoo.recipe(name)
+    x, y = flat_data(n)
+    model = zoo.create(name, backend=backend, seed=4, dtype=dtype, dropout=dropout)
+    model.set_fusion(fused)
+    opt = make_optimizer(*optimizer) if optimizer else make_optimizer(r.optimizer, r.lr, **r.optimizer_args)
+    hist = model.fit(x.astype(dtype), y, epochs=epochs, batch_size=batch_size or min(r.batch_size, 32), optimizer=opt,
+                     schedule=r.schedule, verbose=0, seed=5, **fit)
+    return model, hist
+
+
+def weights(model):
+    return [model.backend.to_numpy(p).copy() for p in model.parameters()]
+
+
+def test_the_zoo_mlps_get_a_step_program_and_the_cnns_do_not():
+    for name in MLPS:
+        model = zoo.create(name, backend="numpy")
+        assert program_for(model, make_optimizer("adam", 0.001).attach(model)) is not None
+    cnn = zoo.create("simple-cnn", backend="numpy")
+    assert program_for(cnn, make_optimizer("adam", 0.001).attach(cnn)) is None
+    mlp = zoo.create("relu-mlp", backend="numpy")
+    mlp.set_fusion(False)  # the per-layer path stays reachable
+    assert program_for(mlp, make_optimizer("adam", 0.001).attach(mlp)) is None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", MLPS)
+def test_numpy_steps_are_the_layer_path_bit_for_bit(name, dtype):
+    """The reference calls the numpy kernels in the layers' order: identical weights, not close ones."""
+    compiled, h1 = train(name, "numpy", dtype, dropout=0.5 if name == "relu-mlp" else None)
+    layered, h2 = train(name, "numpy", dtype, fused=False, dropout=0.5 if name == "relu-mlp" else None)
+    for a, b in zip(weights(compiled), weights(layered)):
+        np.testing.assert_array_equal(a, b)
+    assert h1["accuracy"] == h2["accuracy"]
+    np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-6)  # summed in float64 here, in the dtype there
+
+
+OPTIMIZERS = [("sgd", 0.1), ("momentum", 0.05), ("adagrad", 0.05), ("adam", 0.01)]
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("batch_size", [1, 5, 40])  # 1 and 5: numba's row loops; 40: its BLAS products
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_every_backend_matches_the_reference_in_float64(backend, batch_size, optimizer, monkeypatch):
+    """Both losses, dropout, every optimizer; float64 weights within 1e-10 of numpy's per-layer path
+    (measured 1e-15..6e-13 over these cases: only the order of the sums differs)."""
+    monkeypatch.setattr(config, "STEP_SMALL_BATCH", 16)
+    for name, dropout in (("small-mlp", None), ("relu-mlp", 0.3)):
+        got, hist = train(name, backend, batch_size=batch_size, optimizer=optimizer, dropout=dropout, n=60)
+        ref, ref_hist = train(name, "numpy", fused=False, batch_size=batch_size, optimizer=optimizer, dropout=dropout,
+                              n=60)
+        for a, b in zip(weights(got), weights(ref)):
+            err = np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+            assert err < 1e-10, (name, err)
+        assert hist["accuracy"] == ref_hist["accuracy"]
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_float32_training_matches_the_layer_path(backend):
+    got, hist = train("relu-mlp", backend, "float32", dropout=0.5)
+    ref, ref_hist = train("relu-mlp", "numpy", "float32", fused=False, dropout=0.5)
+    for a, b in zip(weights(got), weights(ref)):
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+    assert abs(hist["accuracy"][-1] - ref_hist["accuracy"][-1]) <= 2 / 90
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("name", ["sigmoid-mlp", "relu-mlp"])
+def test_chunk_size_never_changes_the_result(backend, name, monkeypatch):
+    """Chunks of 1, 7 and all steps of the epoch: the same weights bit for bit."""
+    results = []
+    for samples in (1, 7, 10**9):
+        monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", samples * (1 if name == "sigmoid-mlp" else 16))
+        model, hist = train(name, backend, "float32", batch_size=1 if name == "sigmoid-mlp" else 16,
+                            dropout=0.5 if name == "relu-mlp" else None)
+        results.append((weights(model), hist["loss"], hist["accuracy"]))
+    for w, loss, acc in results[1:]:
+        for a, b in zip(w, results[0][0]):
+            np.testing.assert_array_equal(a, b)
+        assert loss == results[0][1] and acc == results[0][2]
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_interrupted_mid_chunk_and_resumed_equals_uninterrupted(backend, monkeypatch):
+    """Stopped at step 5 of epoch 2 (chunks of 5 steps), resumed with chunks of 7 so that it stops in
+    the middle of the uninterrupted run's chunk 0..6: the same weights and history, bit for bit,
+    with dropout and a one-cycle schedule."""
+    x, y = flat_data(90)
+    x = x.astype("float32")
+
+    def run(chunk, **fit):
+        monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", chunk * 8)
+        return model.fit(x, y, epochs=3, batch_size=8, optimizer=opt, schedule="onecycle", verbose=0, seed=5, **fit)
+
+    model = zoo.create("relu-mlp", backend=backend, seed=4, dtype="float32", dropout=0.5)
+    opt = make_optimizer("adam", 0.01)
+    full_hist = run(7)
+    full = weights(model)
+    model = zoo.create("relu-mlp", backend=backend, seed=4, dtype="float32", dropout=0.5)
+    opt = make_optimizer("adam", 0.01)
+    polls = iter(range(10**6))
+    with pytest.raises(TrainingInterrupted) as info:
+        run(5, stop=lambda: next(polls) == 4)
+    state = info.value.state
+    assert (state["epoch"], state["step"]) == (1, 5)
+    hist = run(7, history=state["history"], resume=state)
+    for a, b in zip(weights(model), full):
+        np.testing.assert_array_equal(a, b)
+    assert hist["loss"] == full_hist["loss"] and hist["accuracy"] == full_hist["accuracy"]
+
+
+def test_a_state_from_the_compiled_path_resumes_on_the_layer_path(monkeypatch):
+    """Seeds and rates are drawn as the per-layer loop draws them: a run stopped on the compiled
+    numpy path and finished on the per-layer path ends bit for bit as an uninterrupted run."""
+    monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", 5 * 8)
+    x, y = flat_data(90)
+    full = zoo.create("relu-mlp", backend="numpy", seed=4, dropout=0.5)
+    full.set_fusion(False)
+    full.fit(x, y, epochs=2, batch_size=8, optimizer=make_optimizer("adam", 0.01), verbose=0, seed=5)
+    model = zoo.create("relu-mlp", backend="numpy", seed=4, dropout=0.5)
+    opt = make_optimizer("adam", 0.01)
+    polls = iter(range(10**6))
+    with pytest.raises(TrainingInterrupted) as info:
+        model.fit(x, y, epochs=2, batch_size=8, optimizer=opt, verbose=0, seed=5, stop=lambda: next(polls) == 3)
+    model.set_fusion(False)
+    model.fit(x, y, epochs=2, batch_size=8, optimizer=opt, verbose=0, seed=5, history=info.value.state["history"],
+              resume=info.value.state)
+    for a, b in zip(weights(model), weights(full)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_divergence_names_the_step(backend):
+    x, y = flat_data(64)
+    model = Sequential([Dense(32), ReLU(), Dense(10)], (784,), backend=backend)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step \d+ of 4; lower the learning rate"):
+        model.fit(x * 1e30, y, epochs=1, batch_size=16, optimizer="sgd", lr=1e10, verbose=0)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_bad_arguments_are_named(backend):
+    be = get_backend(backend)
+    model = Sequential([Dense(8), Sigmoid(), Dropout(0.2), Dense(10)], (784,), backend=backend)
+    opt = make_optimizer("sgd", 0.1).attach(model)
+    program = program_for(model, opt)
+    x, y = flat_data(20)
+    xs, labels, perm = x.astype(np.float32), y.astype(np.int64), np.arange(20, dtype=np.int64)
+    rates = (np.full(2, 0.1), np.full(2, 0.1), np.ones(2))
+    seeds = np.zeros((2, 1), np.int64)
+    with pytest.raises(ValueError, match="xs has 783 features"):
+        be.dense_train_steps(program, xs[:, 1:], None, labels, perm, 0, 10, *rates, seeds)
+    with pytest.raises(ValueError, match=r"steps 1\.\.2 asked; an epoch of 20 samples in batches of 10 has 2"):
+        be.dense_train_steps(program, xs, None, labels, perm, 1, 10, *rates, seeds)
+    with pytest.raises(TypeError, match="perm must be int64"):
+        be.dense_train_steps(program, xs, None, labels, perm.astype(np.int32), 0, 10, *rates, seeds)
+    with pytest.raises(ValueError, match=r"seeds must be \(2, 1\)"):
+        be.dense_train_steps(program, xs, None, labels, perm, 0, 10, *rates, seeds[:, :0])
+    with pytest.raises(TypeError, match="operands must share one dtype"):
+        be.dense_train_steps(program, x, None, labels, perm, 0, 10, *rates, seeds)

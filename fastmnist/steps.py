@@ -21,10 +21,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import config
-from .backends.contract import (LOSS_MSE, LOSS_SOFTMAX_CE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD,
-                                OPT_ADAM, OPT_MOMENTUM, OPT_SGD)
+from .backends.contract import (
+    LOSS_MSE,
+    LOSS_SOFTMAX_CE,
+    OP_DENSE,
+    OP_DROPOUT,
+    OP_RELU,
+    OP_SIGMOID,
+    OPT_ADAGRAD,
+    OPT_ADAM,
+    OPT_MOMENTUM,
+    OPT_SGD,
+)
 from .layers import Dense, Dropout, ReLU, Sigmoid
-from .optim import AdaGrad, Adam, Momentum, SGD
+from .optim import SGD, AdaGrad, Adam, Momentum
 
 _OPS = {Dense: OP_DENSE, Sigmoid: OP_SIGMOID, ReLU: OP_RELU, Dropout: OP_DROPOUT}
 _OPTIMIZERS = {SGD: OPT_SGD, Momentum: OPT_MOMENTUM, AdaGrad: OPT_ADAGRAD, Adam: OPT_ADAM}

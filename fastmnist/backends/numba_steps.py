@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_ADAM, OPT_MOMENTUM, OPT_SGD
+from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
 
 _jit = dict(cache=True, nogil=True)
 # Reassociation lets LLVM vectorise the dot products; no 'nnan'/'ninf', so NaN and Inf still propagate.

@@ -43,18 +43,23 @@ class Case:
 
 # ---------------------------------------------------------------- backends
 
+REFERENCES = ("torch", "tutorial")  # timed beside the backends: PyTorch, and the seed tutorials' own NumPy code
+
+
 def backend_list(requested=None) -> list[tuple[str, bool, str]]:
     """(name, available, reason) for each requested backend; torch included when importable."""
     from .torch_ref import torch_available
-    names = list(requested or [*(n for n in NAMES if n != "cupy-sim"), "torch"])  # the simulator only by name
+    names = list(requested or [*(n for n in NAMES if n != "cupy-sim"), *REFERENCES])  # the simulator only by name
     out = []
     for name in names:
         if name == "torch":
             ok, why = torch_available()
+        elif name == "tutorial":
+            ok, why = True, "the seed tutorials' own NumPy training code (float64), epochs of the zoo MLPs only"
         elif name in NAMES:
             ok, why = backend_status(name)
         else:
-            raise ValueError(f"unknown backend {name!r}; valid: {', '.join(NAMES)}, torch")
+            raise ValueError(f"unknown backend {name!r}; valid: {', '.join(NAMES)}, {', '.join(REFERENCES)}")
         out.append((name, ok, why))
     return out
 
@@ -65,6 +70,8 @@ def torch_device() -> str:
 
 
 def _sync_for(name):
+    if name == "tutorial":
+        return lambda: None
     if name == "torch":
         import torch
         return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -228,6 +235,8 @@ def kernel_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, repea
 
 def _kernel_maker(inputs, fm_call, torch_call):
     def make(name):
+        if name == "tutorial":
+            return None
         if name == "torch":
             import torch
             dev = torch_device()
@@ -275,6 +284,8 @@ def step_case(model_name, batch, repeat=20) -> Case:
     r = zoo.recipe(model_name)
 
     def make(name):
+        if name == "tutorial":
+            return None
         x, y = _training_data(batch, r.flat_input)
         if name == "torch":
             from .torch_ref import TorchTrainer
@@ -306,6 +317,10 @@ def epoch_case(model_name, batch, samples=60000, repeat=3) -> Case:
 
     def make(name):
         x, y = _training_data(samples, r.flat_input)
+        if name == "tutorial":
+            from .tutorials import tutorial_epoch
+            made = tutorial_epoch(model_name, x, y)
+            return None if made is None else (made[0], _sync_for(name))
         if name == "torch":
             from .optim import make_schedule
             from .torch_ref import TorchTrainer
@@ -347,9 +362,13 @@ def all_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_
 
 # ---------------------------------------------------------------- timing and ceilings
 
-def time_case(case: Case, backend: str, warmup: int = 2) -> list[float]:
-    """Seconds per call, ``case.repeat`` times, after ``warmup`` calls; device synchronised inside."""
-    fn, sync = case.make(backend)
+def time_case(case: Case, backend: str, warmup: int = 2) -> list[float] | None:
+    """Seconds per call, ``case.repeat`` times, after ``warmup`` calls; device synchronised inside.
+    None where the case does not apply to ``backend`` (the tutorials have epochs of the MLPs only)."""
+    made = case.make(backend)
+    if made is None:
+        return None
+    fn, sync = made
     for _ in range(warmup if case.group != "epoch" else 1):
         fn()
     sync()
@@ -519,6 +538,8 @@ def run_backend(name: str, spec: dict, log=print) -> list[dict]:
         import torch
         torch.set_num_threads(os.cpu_count() or 1)
         ctx = contextlib.nullcontext()
+    elif name == "tutorial":
+        ctx = contextlib.nullcontext()
     else:
         ctx = getattr(get_backend(name), "training_context", contextlib.nullcontext)()
     rows = []
@@ -526,6 +547,8 @@ def run_backend(name: str, spec: dict, log=print) -> list[dict]:
         for case in all_cases(spec["models"], spec["kernels"], spec["batch_sizes"], spec["kernels_only"],
                               spec["epochs_only"], spec["quick"]):
             times = time_case(case, name)
+            if times is None:
+                continue
             med = statistics.median(times)
             q = np.percentile(times, [25, 75])
             rows.append({"case": case.name, "group": case.group, "model": case.model, "batch_size": case.batch_size,
@@ -550,26 +573,29 @@ def _run_isolated(name, spec, log) -> list[dict]:
 
 
 def _add_ratios(results):
+    """``speedup_vs_X``: X's median time over this row's, for X in numpy, torch and tutorial; every
+    ratio reads the same way: above 1, this row is that many times faster."""
     by_case = {}
     for r in results:
         by_case.setdefault(r["case"], {})[r["backend"]] = r["median_s"]
     for r in results:
         ref = by_case[r["case"]]
-        r["speedup_vs_numpy"] = ref["numpy"] / r["median_s"] if "numpy" in ref else None
-        r["ratio_vs_torch"] = r["median_s"] / ref["torch"] if "torch" in ref else None
+        for other in ("numpy", *REFERENCES):
+            r[f"speedup_vs_{other}"] = ref[other] / r["median_s"] if other in ref else None
 
 
 def format_table(report: dict) -> str:
     """The comparison table: one row per case and backend."""
-    head = (f"{'case':48s} {'backend':7s} {'median':>10s} {'spread':>7s} {'vs numpy':>9s} {'vs torch':>9s} "
-            f"{'GFLOP/s':>8s} {'GB/s':>7s} {'x floor':>8s}")
+    head = (f"{'case':48s} {'backend':8s} {'median':>10s} {'spread':>7s} {'vs numpy':>9s} {'vs torch':>9s} "
+            f"{'vs tutor':>9s} {'GFLOP/s':>8s} {'GB/s':>7s} {'x floor':>8s}")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
         fmt = lambda v, spec: format(v, spec) if v is not None else "-"
         xfloor = r["median_s"] / r["floor_s"] if r.get("floor_s") else None
-        lines.append(f"{r['case']:48s} {r['backend']:7s} {_fmt_time(r['median_s']):>10s} "
+        lines.append(f"{r['case']:48s} {r['backend']:8s} {_fmt_time(r['median_s']):>10s} "
                      f"{100 * r['iqr_s'] / r['median_s']:6.1f}% {fmt(r['speedup_vs_numpy'], '8.2f') + 'x':>9s} "
-                     f"{fmt(r['ratio_vs_torch'], '8.2f') + 'x':>9s} {r['gflops']:8.1f} {r['gbs']:7.1f} "
+                     f"{fmt(r.get('speedup_vs_torch'), '8.2f') + 'x':>9s} "
+                     f"{fmt(r.get('speedup_vs_tutorial'), '8.2f') + 'x':>9s} {r['gflops']:8.1f} {r['gbs']:7.1f} "
                      f"{fmt(xfloor, '7.1f') + 'x':>8s}")
     env = report.get("environment", {})
     lines.append(f"machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores, vector extensions "
@@ -579,9 +605,9 @@ def format_table(report: dict) -> str:
     lines.append(f"ceilings: CPU float32 matmul {c['cpu_matmul_gflops']:.0f} GFLOP/s, copy {c['cpu_copy_gbs']:.1f} GB/s"
                  + (f"; GPU matmul {c['gpu_matmul_gflops']:.0f} GFLOP/s, copy {c['gpu_copy_gbs']:.0f} GB/s"
                     if "gpu_matmul_gflops" in c else ""))
-    lines.append("spread: interquartile range over the repeats; vs numpy: numpy time / this time (higher is faster); "
-                 "vs torch: this time / PyTorch's (below 1 is faster); x floor: time over max(FLOPs/matmul rate, "
-                 "bytes/copy bandwidth)")
+    lines.append("spread: interquartile range over the repeats; vs numpy / vs torch / vs tutor(ial): that one's time "
+                 "over this time, so above 1 this row is that many times faster; x floor: time over max(FLOPs/matmul "
+                 "rate, bytes/copy bandwidth)")
     return "\n".join(lines)
 
 

@@ -61,6 +61,8 @@ CUDASIM_MEMORY_BYTES = int(os.environ.get("FASTMNIST_CUDASIM_MEMORY", str(8 * 2*
 #: checkpoints) and the divergence message run between calls; results never depend on it.
 STEP_CHUNK_SAMPLES = 4096
 
-#: numba's compiled steps: batches up to this many rows run their products as row loops that skip
-#: zero inputs; larger ones call BLAS.
+#: numba's compiled steps: a dense layer whose batch has at most STEP_SMALL_BATCH rows, or whose
+#: input has at most this share of non-zeros (MNIST images: ~19%), runs its products as loops over
+#: the non-zero inputs; others call BLAS.
 STEP_SMALL_BATCH = 16
+STEP_SPARSE_DENSITY = 0.5

@@ -69,12 +69,14 @@ OPTIMIZERS = [("sgd", 0.1), ("momentum", 0.05), ("adagrad", 0.05), ("adam", 0.01
 
 
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
-@pytest.mark.parametrize("batch_size", [1, 5, 40])  # 1 and 5: numba's row loops; 40: its BLAS products
+@pytest.mark.parametrize("batch_size,density", [(1, 0.5), (5, 0.5), (40, 0.5), (40, 0.0)],
+                         ids=["b1", "b5", "b40-sparse", "b40-blas"])  # numba: loops over non-zeros, or BLAS
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
-def test_every_backend_matches_the_reference_in_float64(backend, batch_size, optimizer, monkeypatch):
+def test_every_backend_matches_the_reference_in_float64(backend, batch_size, density, optimizer, monkeypatch):
     """Both losses, dropout, every optimizer; float64 weights within 1e-10 of numpy's per-layer path
     (measured 1e-15..6e-13 over these cases: only the order of the sums differs)."""
     monkeypatch.setattr(config, "STEP_SMALL_BATCH", 16)
+    monkeypatch.setattr(config, "STEP_SPARSE_DENSITY", density)
     for name, dropout in (("small-mlp", None), ("relu-mlp", 0.3)):
         got, hist = train(name, backend, batch_size=batch_size, optimizer=optimizer, dropout=dropout, n=60)
         ref, ref_hist = train(name, "numpy", fused=False, batch_size=batch_size, optimizer=optimizer, dropout=dropout,

@@ -68,27 +68,49 @@ def _dropout_forward(a, y, mask, p, scale, seed):
             y[r, c] = a[r, c] * mask[r, c]
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
-def _dense_forward_rows(a, w, b, out):
-    """out (nb, M) = a (nb, D) @ w (D, M) + b, one weight row per non-zero input."""
+@njit(cache=True, nogil=True)
+def _nonzeros(a, idx, val, cnt):
+    """Row r of a (nb, D) as its non-zero entries: columns idx[r, :cnt[r]], values val[r, :cnt[r]];
+    returns their total. Branch-free: every entry is written, the count moves on non-zeros only."""
     nb, d = a.shape
-    m = w.shape[1]
+    total = 0
+    for r in range(nb):
+        c = 0
+        for i in range(d):
+            v = a[r, i]
+            idx[r, c] = i
+            val[r, c] = v
+            c += v != 0
+        cnt[r] = c
+        total += c
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sparse_forward(idx, val, cnt, w, b, out):
+    """out (nb, M) = a @ w + b from a's non-zeros, four weight rows per pass over the output row."""
+    nb, m = out.shape
     for r in range(nb):
         o = out[r]
-        o[:] = 0
-        for i in range(d):
-            xi = a[r, i]
-            if xi != 0:
-                wi = w[i]
-                for j in range(m):
-                    o[j] += xi * wi[j]
         for j in range(m):
-            o[j] += b[j]
+            o[j] = b[j]
+        n, k = cnt[r], 0
+        while k + 4 <= n:
+            v0, v1, v2, v3 = val[r, k], val[r, k + 1], val[r, k + 2], val[r, k + 3]
+            w0, w1, w2, w3 = w[idx[r, k]], w[idx[r, k + 1]], w[idx[r, k + 2]], w[idx[r, k + 3]]
+            for j in range(m):
+                o[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
+            k += 4
+        while k < n:
+            v0, w0 = val[r, k], w[idx[r, k]]
+            for j in range(m):
+                o[j] += v0 * w0[j]
+            k += 1
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _dense_input_grad_rows(g, w, din):
-    """din (nb, D) = g (nb, M) @ w.T, a dot product per element."""
+def _input_grad_rows(g, w, din):
+    """din (nb, D) = g (nb, M) @ w.T, a dot product per element (small batches)."""
     nb, m = g.shape
     d = w.shape[0]
     for r in range(nb):
@@ -101,43 +123,70 @@ def _dense_input_grad_rows(g, w, din):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _dense_update_rows(kind, a, g, w, s1, s2, lr, step_size, sqrt_bc2, hyper, grow):
-    """The weight gradient a.T @ g row by row, each row handed to the optimizer as it is made;
-    under SGD a row whose inputs are all zero has a zero gradient and is skipped."""
-    nb, d = a.shape
-    m = g.shape[1]
-    for i in range(d):
-        nonzero = False
-        for r in range(nb):
-            if a[r, i] != 0:
-                nonzero = True
-        if not nonzero and kind == OPT_SGD:
-            continue
-        grow[:] = 0
-        for r in range(nb):
-            xi = a[r, i]
-            if xi != 0:
+def _sgd_one_sample(idx, val, cnt, g, w, lr):
+    """Plain SGD on a batch of one: w[i] -= lr * (a[i] * g) for the non-zero inputs only (a zero
+    input's gradient row is zero): the gradient is never stored."""
+    g0 = g[0]
+    for k in range(cnt[0]):
+        v, wi = val[0, k], w[idx[0, k]]
+        for j in range(wi.size):
+            wi[j] -= lr * (v * g0[j])
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sparse_weight_grad(idx, val, cnt, g, gw, touched, rows):
+    """gw (D, M) = a.T @ g from a's non-zeros, sample by sample; a row's first write sets it. Rows
+    never written are left as they are (zero: the caller keeps them so) and ``rows[:count]``, the
+    returned count, lists those written, in the order first written."""
+    nb, m = g.shape
+    count = 0
+    for r in range(nb):
+        gr = g[r]
+        for k in range(cnt[r]):
+            i, v = idx[r, k], val[r, k]
+            row = gw[i]
+            if touched[i]:
                 for j in range(m):
-                    grow[j] += xi * g[r, j]
-        _update(kind, w[i], grow, s1[i], s2[i], lr, step_size, sqrt_bc2, hyper)
+                    row[j] += v * gr[j]
+            else:
+                touched[i] = True
+                rows[count] = i
+                count += 1
+                for j in range(m):
+                    row[j] = v * gr[j]
+    return count
 
 
 @njit(**_jit)
 def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases,
                              w_s1, w_s2, b_s1, b_s2, xs, targets, labels, perm, first, batch, lrs, step_size,
-                             sqrt_bc2, seeds, small_batch):
+                             sqrt_bc2, seeds, small_batch, sparse_density):
     """Steps ``first .. first + len(lrs) - 1``; returns (loss_sum, correct, done, bad_loss, bad)."""
     n = xs.shape[0]
     n_ops = ops.shape[0]
     dt = xs.dtype
     acts = [np.empty((batch, widths[0]), dt)]  # acts[k]: the input of op k (acts[n_ops]: the output)
     grads = [np.empty((batch, widths[0]), dt)]
-    masks = [np.empty((1, 1), dt)]
+    # typed empty lists (a comprehension over nothing still types its element)
+    masks = [np.empty((1, 1), dt) for _ in range(0)]
+    idxs = [np.empty((1, 1), np.int32) for _ in range(0)]
+    vals = [np.empty((1, 1), dt) for _ in range(0)]
+    cnts = [np.empty(1, np.int64) for _ in range(0)]
+    gws = [np.empty((1, 1), dt) for _ in range(0)]
+    touched = [np.empty(1, np.bool_) for _ in range(0)]
+    rows = [np.empty(1, np.int64) for _ in range(0)]
     for k in range(n_ops):
-        acts.append(np.empty((batch, widths[k + 1]), dt))
-        grads.append(np.empty((batch, widths[k + 1]), dt))
-        masks.append(np.empty((batch, widths[k + 1]) if ops[k] == OP_DROPOUT else (1, 1), dt))
-    grow = np.empty(widths.max(), dt)  # one row of a weight gradient
+        dense, d, m = ops[k] == OP_DENSE, widths[k], widths[k + 1]
+        acts.append(np.empty((batch, m), dt))
+        grads.append(np.empty((batch, m), dt))
+        masks.append(np.empty((batch, m) if ops[k] == OP_DROPOUT else (1, 1), dt))
+        idxs.append(np.empty((batch, d) if dense else (1, 1), np.int32))  # a dense layer's input, as non-zeros
+        vals.append(np.empty((batch, d) if dense else (1, 1), dt))
+        cnts.append(np.empty(batch if dense else 1, np.int64))
+        gws.append(np.zeros((d, m) if dense else (1, 1), dt))  # weight gradient; all zero between steps
+        touched.append(np.zeros(d if dense else 1, np.bool_))
+        rows.append(np.empty(d if dense else 1, np.int64))
+    sparse = np.zeros(n_ops, np.bool_)
     gbias = np.empty(widths.max(), dt)
     cast = np.empty(1, dt)  # rounds a float64 to the dtype
     loss_sum, correct = 0.0, 0
@@ -145,7 +194,6 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
         lo = (first + k) * batch
         hi = min(n, lo + batch)
         nb = hi - lo
-        small = nb <= small_batch
         lr, ss, bc2 = lrs[k], step_size[k], sqrt_bc2[k]
         x0 = acts[0][:nb]
         for r in range(nb):
@@ -156,8 +204,10 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
             kind = ops[j]
             if kind == OP_DENSE:
                 w, b = weights[slot[j]], biases[slot[j]]
-                if small:
-                    _dense_forward_rows(a, w, b, y)
+                nonzero = _nonzeros(a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb])
+                sparse[j] = nb <= small_batch or nonzero <= sparse_density * nb * a.shape[1]
+                if sparse[j]:
+                    _sparse_forward(idxs[j][:nb], vals[j][:nb], cnts[j][:nb], w, b, y)
                 else:
                     y[:] = np.dot(a, w)
                     for r in range(nb):
@@ -179,7 +229,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                         y[r, c] = v if v > 0 else 0
             else:
                 p = drop_p[j]
-                _dropout_forward(a, y, masks[j + 1][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
+                _dropout_forward(a, y, masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
         # ---- loss, its gradient, accuracy
         out, d = acts[n_ops][:nb], grads[n_ops][:nb]
         m = out.shape[1]
@@ -221,8 +271,8 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                 i = slot[j]
                 w, b = weights[i], biases[i]
                 if j > 0:
-                    if small:
-                        _dense_input_grad_rows(g, w, dx)
+                    if nb <= small_batch:
+                        _input_grad_rows(g, w, dx)
                     else:
                         dx[:] = np.dot(g, w.T)
                 gb = gbias[:b.size]
@@ -230,11 +280,8 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                 for r in range(nb):
                     for c in range(b.size):
                         gb[c] += g[r, c]
-                if small:
-                    _dense_update_rows(opt_kind, a, g, w, w_s1[i], w_s2[i], lr, ss, bc2, hyper, grow[:b.size])
-                else:
-                    gw = np.dot(a.T, g)
-                    _update(opt_kind, w.ravel(), gw.ravel(), w_s1[i].ravel(), w_s2[i].ravel(), lr, ss, bc2, hyper)
+                _weight_update(opt_kind, sparse[j], a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w, gws[j],
+                               touched[j], rows[j], w_s1[i], w_s2[i], lr, ss, bc2, hyper)
                 _update(opt_kind, b, gb, b_s1[i], b_s2[i], lr, ss, bc2, hyper)
             elif kind == OP_SIGMOID:
                 for r in range(nb):
@@ -245,10 +292,32 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                     for c in range(y.shape[1]):
                         dx[r, c] = g[r, c] if y[r, c] > 0 else 0
             else:
-                mk = masks[j + 1][:nb]
+                mk = masks[j][:nb]
                 for r in range(nb):
                     for c in range(y.shape[1]):
                         dx[r, c] = g[r, c] * mk[r, c]
         if not math.isfinite(loss):
             return loss_sum, correct, k + 1, loss, True
     return loss_sum, correct, lrs.shape[0], 0.0, False
+
+
+@njit(**_jit)
+def _weight_update(opt_kind, sparse, a, idx, val, cnt, g, w, gw, touched, rows, s1, s2, lr, ss, bc2, hyper):
+    """The weight gradient a.T @ g and the optimizer's update of w (D, M)."""
+    if not sparse:  # BLAS
+        _update(opt_kind, w.ravel(), np.dot(a.T, g).ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+        return
+    if opt_kind == OPT_SGD and a.shape[0] == 1:
+        _sgd_one_sample(idx, val, cnt, g, w, lr)
+        return
+    count = _sparse_weight_grad(idx, val, cnt, g, gw, touched, rows)
+    if opt_kind == OPT_SGD:  # a zero gradient row changes nothing: only the rows written
+        for q in range(count):
+            r = rows[q]
+            _update(opt_kind, w[r], gw[r], s1[r], s2[r], lr, ss, bc2, hyper)
+    else:  # momentum, AdaGrad, Adam move every parameter: the rows not written are zero
+        _update(opt_kind, w.ravel(), gw.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+    for q in range(count):  # back to all zero for the next step
+        r = rows[q]
+        gw[r, :] = 0
+        touched[r] = False

@@ -66,3 +66,7 @@ STEP_CHUNK_SAMPLES = 4096
 #: the non-zero inputs; others call BLAS.
 STEP_SMALL_BATCH = 16
 STEP_SPARSE_DENSITY = 0.5
+
+#: numba's compiled steps: batches of at least this many rows spread the products, dropout and the
+#: optimizer over the threads (a parallel region costs microseconds: worth it from about here).
+STEP_PARALLEL_BATCH = 32

@@ -16,11 +16,12 @@ Only imported where numba is installed.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
 
 _jit = dict(cache=True, nogil=True)
+_pjit = dict(cache=True, nogil=True, parallel=True)  # the large-batch variants, on every core
 # Reassociation lets LLVM vectorise the dot products; no 'nnan'/'ninf', so NaN and Inf still propagate.
 _FM = {"reassoc", "contract"}
 
@@ -53,19 +54,30 @@ def _update(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
 
 
 @njit(**_jit)
-def _dropout_forward(a, y, mask, p, scale, seed):
-    """The contract's splitmix64 dropout of a batch (nb, M): element (r, c) is flat element r*M + c."""
+def _dropout_row(a, y, mask, p, scale, seed, r):
+    """Row r of the contract's splitmix64 dropout of a batch (nb, M): element (r, c) is flat r*M + c."""
     base = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-    nb, m = a.shape
-    for r in range(nb):
-        for c in range(m):
-            z = base + np.uint64(r * m + c + 1)
-            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-            z = z ^ (z >> np.uint64(31))
-            u = np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
-            mask[r, c] = scale if u >= p else 0.0
-            y[r, c] = a[r, c] * mask[r, c]
+    m = a.shape[1]
+    for c in range(m):
+        z = base + np.uint64(r * m + c + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        u = np.float64(z >> np.uint64(40)) * (1.0 / 16777216.0)
+        mask[r, c] = scale if u >= p else 0.0
+        y[r, c] = a[r, c] * mask[r, c]
+
+
+@njit(**_jit)
+def _dropout_forward(a, y, mask, p, scale, seed):
+    for r in range(a.shape[0]):
+        _dropout_row(a, y, mask, p, scale, seed, r)
+
+
+@njit(**_pjit)
+def _dropout_forward_par(a, y, mask, p, scale, seed):
+    for r in prange(a.shape[0]):
+        _dropout_row(a, y, mask, p, scale, seed, r)
 
 
 @njit(cache=True, nogil=True)
@@ -87,25 +99,35 @@ def _nonzeros(a, idx, val, cnt):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
+def _sparse_forward_row(idx, val, cnt, w, b, out, r):
+    """out[r] = a[r] @ w + b from row r's non-zeros, four weight rows per pass over the output row."""
+    o = out[r]
+    for j in range(o.size):
+        o[j] = b[j]
+    n, k = cnt[r], 0
+    while k + 4 <= n:
+        v0, v1, v2, v3 = val[r, k], val[r, k + 1], val[r, k + 2], val[r, k + 3]
+        w0, w1, w2, w3 = w[idx[r, k]], w[idx[r, k + 1]], w[idx[r, k + 2]], w[idx[r, k + 3]]
+        for j in range(o.size):
+            o[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
+        k += 4
+    while k < n:
+        v0, w0 = val[r, k], w[idx[r, k]]
+        for j in range(o.size):
+            o[j] += v0 * w0[j]
+        k += 1
+
+
+@njit(**_jit)
 def _sparse_forward(idx, val, cnt, w, b, out):
-    """out (nb, M) = a @ w + b from a's non-zeros, four weight rows per pass over the output row."""
-    nb, m = out.shape
-    for r in range(nb):
-        o = out[r]
-        for j in range(m):
-            o[j] = b[j]
-        n, k = cnt[r], 0
-        while k + 4 <= n:
-            v0, v1, v2, v3 = val[r, k], val[r, k + 1], val[r, k + 2], val[r, k + 3]
-            w0, w1, w2, w3 = w[idx[r, k]], w[idx[r, k + 1]], w[idx[r, k + 2]], w[idx[r, k + 3]]
-            for j in range(m):
-                o[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
-            k += 4
-        while k < n:
-            v0, w0 = val[r, k], w[idx[r, k]]
-            for j in range(m):
-                o[j] += v0 * w0[j]
-            k += 1
+    for r in range(out.shape[0]):
+        _sparse_forward_row(idx, val, cnt, w, b, out, r)
+
+
+@njit(**_pjit)
+def _sparse_forward_par(idx, val, cnt, w, b, out):
+    for r in prange(out.shape[0]):
+        _sparse_forward_row(idx, val, cnt, w, b, out, r)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -133,34 +155,58 @@ def _sgd_one_sample(idx, val, cnt, g, w, lr):
             wi[j] -= lr * (v * g0[j])
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
-def _sparse_weight_grad(idx, val, cnt, g, gw, touched, rows):
-    """gw (D, M) = a.T @ g from a's non-zeros, sample by sample; a row's first write sets it. Rows
-    never written are left as they are (zero: the caller keeps them so) and ``rows[:count]``, the
-    returned count, lists those written, in the order first written."""
-    nb, m = g.shape
+@njit(**_jit)
+def _rows_written(idx, cnt, touched, rows):
+    """The rows of a.T @ g that a's non-zeros write, listed in rows[:count] (count returned)."""
     count = 0
-    for r in range(nb):
-        gr = g[r]
+    for r in range(cnt.shape[0]):
         for k in range(cnt[r]):
-            i, v = idx[r, k], val[r, k]
-            row = gw[i]
-            if touched[i]:
-                for j in range(m):
-                    row[j] += v * gr[j]
-            else:
+            i = idx[r, k]
+            if not touched[i]:
                 touched[i] = True
                 rows[count] = i
                 count += 1
-                for j in range(m):
-                    row[j] = v * gr[j]
     return count
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _weight_grad_cols(idx, val, cnt, g, gw, lo, hi):
+    """gw[:, lo:hi] += a.T @ g[:, lo:hi] from a's non-zeros, sample by sample (the same order of
+    the sums whatever the column block)."""
+    for r in range(g.shape[0]):
+        gr = g[r]
+        for k in range(cnt[r]):
+            v, row = val[r, k], gw[idx[r, k]]
+            for j in range(lo, hi):
+                row[j] += v * gr[j]
+
+
+@njit(**_jit)
+def _weight_grad(idx, val, cnt, g, gw):
+    _weight_grad_cols(idx, val, cnt, g, gw, 0, g.shape[1])
+
+
+@njit(**_pjit)
+def _weight_grad_par(idx, val, cnt, g, gw):
+    m = g.shape[1]
+    blocks = min(m // 16 if m >= 16 else 1, 64)  # column blocks of >= 16 floats
+    for q in prange(blocks):
+        _weight_grad_cols(idx, val, cnt, g, gw, q * m // blocks, (q + 1) * m // blocks)
+
+
+@njit(**_pjit)
+def _update_par(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
+    """_update over the flat arrays, in blocks of 4096 on the threads (elementwise: same result)."""
+    n = p.size
+    for q in prange((n + 4095) // 4096):
+        lo, hi = q * 4096, min(n, (q + 1) * 4096)
+        _update(kind, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], lr, step_size, sqrt_bc2, hyper)
 
 
 @njit(**_jit)
 def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases,
                              w_s1, w_s2, b_s1, b_s2, xs, targets, labels, perm, first, batch, lrs, step_size,
-                             sqrt_bc2, seeds, small_batch, sparse_density):
+                             sqrt_bc2, seeds, small_batch, sparse_density, parallel_batch):
     """Steps ``first .. first + len(lrs) - 1``; returns (loss_sum, correct, done, bad_loss, bad)."""
     n = xs.shape[0]
     n_ops = ops.shape[0]
@@ -194,6 +240,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
         lo = (first + k) * batch
         hi = min(n, lo + batch)
         nb = hi - lo
+        par = nb >= parallel_batch
         lr, ss, bc2 = lrs[k], step_size[k], sqrt_bc2[k]
         x0 = acts[0][:nb]
         for r in range(nb):
@@ -206,7 +253,9 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                 w, b = weights[slot[j]], biases[slot[j]]
                 nonzero = _nonzeros(a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb])
                 sparse[j] = nb <= small_batch or nonzero <= sparse_density * nb * a.shape[1]
-                if sparse[j]:
+                if sparse[j] and par:
+                    _sparse_forward_par(idxs[j][:nb], vals[j][:nb], cnts[j][:nb], w, b, y)
+                elif sparse[j]:
                     _sparse_forward(idxs[j][:nb], vals[j][:nb], cnts[j][:nb], w, b, y)
                 else:
                     y[:] = np.dot(a, w)
@@ -229,7 +278,10 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                         y[r, c] = v if v > 0 else 0
             else:
                 p = drop_p[j]
-                _dropout_forward(a, y, masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
+                if par:
+                    _dropout_forward_par(a, y, masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
+                else:
+                    _dropout_forward(a, y, masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
         # ---- loss, its gradient, accuracy
         out, d = acts[n_ops][:nb], grads[n_ops][:nb]
         m = out.shape[1]
@@ -280,7 +332,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                 for r in range(nb):
                     for c in range(b.size):
                         gb[c] += g[r, c]
-                _weight_update(opt_kind, sparse[j], a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w, gws[j],
+                _weight_update(opt_kind, sparse[j], par, a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w, gws[j],
                                touched[j], rows[j], w_s1[i], w_s2[i], lr, ss, bc2, hyper)
                 _update(opt_kind, b, gb, b_s1[i], b_s2[i], lr, ss, bc2, hyper)
             elif kind == OP_SIGMOID:
@@ -302,20 +354,31 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
 
 
 @njit(**_jit)
-def _weight_update(opt_kind, sparse, a, idx, val, cnt, g, w, gw, touched, rows, s1, s2, lr, ss, bc2, hyper):
-    """The weight gradient a.T @ g and the optimizer's update of w (D, M)."""
+def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, touched, rows, s1, s2, lr, ss, bc2, hyper):
+    """The weight gradient a.T @ g and the optimizer's update of w (D, M); ``gw`` is all zero
+    before and after."""
     if not sparse:  # BLAS
-        _update(opt_kind, w.ravel(), np.dot(a.T, g).ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+        gw_dense = np.dot(a.T, g)
+        if par:
+            _update_par(opt_kind, w.ravel(), gw_dense.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+        else:
+            _update(opt_kind, w.ravel(), gw_dense.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
         return
     if opt_kind == OPT_SGD and a.shape[0] == 1:
         _sgd_one_sample(idx, val, cnt, g, w, lr)
         return
-    count = _sparse_weight_grad(idx, val, cnt, g, gw, touched, rows)
+    count = _rows_written(idx, cnt, touched, rows)
+    if par:
+        _weight_grad_par(idx, val, cnt, g, gw)
+    else:
+        _weight_grad(idx, val, cnt, g, gw)
     if opt_kind == OPT_SGD:  # a zero gradient row changes nothing: only the rows written
         for q in range(count):
             r = rows[q]
             _update(opt_kind, w[r], gw[r], s1[r], s2[r], lr, ss, bc2, hyper)
-    else:  # momentum, AdaGrad, Adam move every parameter: the rows not written are zero
+    elif par:  # momentum, AdaGrad, Adam move every parameter: the rows not written are zero
+        _update_par(opt_kind, w.ravel(), gw.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+    else:
         _update(opt_kind, w.ravel(), gw.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
     for q in range(count):  # back to all zero for the next step
         r = rows[q]

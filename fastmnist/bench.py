@@ -43,7 +43,14 @@ class Case:
 
 # ---------------------------------------------------------------- backends
 
-REFERENCES = ("torch", "tutorial")  # timed beside the backends: PyTorch, and the seed tutorials' own NumPy code
+# Timed beside the backends: PyTorch in each setup a user could pick, and the seed tutorials' own
+# NumPy code. Ratios "vs torch" take the fastest PyTorch setup of each case.
+TORCH_SETUPS = {"torch": "eager", "torch-cl": "channels_last", "torch-compile": "compile"}
+REFERENCES = (*TORCH_SETUPS, "tutorial")
+
+
+def is_torch(name) -> bool:
+    return name in TORCH_SETUPS
 
 
 def backend_list(requested=None) -> list[tuple[str, bool, str]]:
@@ -52,8 +59,9 @@ def backend_list(requested=None) -> list[tuple[str, bool, str]]:
     names = list(requested or [*(n for n in NAMES if n != "cupy-sim"), *REFERENCES])  # the simulator only by name
     out = []
     for name in names:
-        if name == "torch":
+        if is_torch(name):
             ok, why = torch_available()
+            why = f"{why}, {TORCH_SETUPS[name]}" if ok else why
         elif name == "tutorial":
             ok, why = True, "the seed tutorials' own NumPy training code (float64), epochs of the zoo MLPs only"
         elif name in NAMES:
@@ -72,14 +80,14 @@ def torch_device() -> str:
 def _sync_for(name):
     if name == "tutorial":
         return lambda: None
-    if name == "torch":
+    if is_torch(name):
         import torch
         return torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     return get_backend(name).synchronize
 
 
 def is_gpu(name) -> bool:
-    return name == "cupy" or (name == "torch" and torch_device() == "cuda")
+    return name == "cupy" or (is_torch(name) and torch_device() == "cuda")
 
 
 # ---------------------------------------------------------------- kernel cases
@@ -235,7 +243,7 @@ def kernel_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, repea
 
 def _kernel_maker(inputs, fm_call, torch_call):
     def make(name):
-        if name == "tutorial":
+        if name == "tutorial" or (is_torch(name) and name != "torch"):  # kernels: eager PyTorch only
             return None
         if name == "torch":
             import torch
@@ -287,10 +295,12 @@ def step_case(model_name, batch, repeat=20) -> Case:
         if name == "tutorial":
             return None
         x, y = _training_data(batch, r.flat_input)
-        if name == "torch":
+        if is_torch(name):
+            if name == "torch-cl" and r.flat_input:
+                return None
             from .torch_ref import TorchTrainer
             model = zoo.create(model_name, backend="numpy")
-            tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args)
+            tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args, setup=TORCH_SETUPS[name])
             xb, yb = tt.tensors(x, y)
             return (lambda: tt.step(xb, yb)), _sync_for(name)
         from .optim import make_optimizer
@@ -321,11 +331,13 @@ def epoch_case(model_name, batch, samples=60000, repeat=3) -> Case:
             from .tutorials import tutorial_epoch
             made = tutorial_epoch(model_name, x, y)
             return None if made is None else (made[0], _sync_for(name))
-        if name == "torch":
+        if is_torch(name):
+            if name == "torch-cl" and r.flat_input:
+                return None
             from .optim import make_schedule
             from .torch_ref import TorchTrainer
             model = zoo.create(model_name, backend="numpy")
-            tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args)
+            tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args, setup=TORCH_SETUPS[name])
             xt, yt = tt.tensors(x, y)
             schedule = make_schedule(r.schedule)
             return (lambda: tt.epoch(xt, yt, batch, schedule=schedule)), _sync_for(name)
@@ -534,7 +546,7 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
 def run_backend(name: str, spec: dict, log=print) -> list[dict]:
     """Time every case of ``spec`` on one backend, in this process, the way fit() runs it."""
     import contextlib
-    if name == "torch":
+    if is_torch(name):
         import torch
         torch.set_num_threads(os.cpu_count() or 1)
         ctx = contextlib.nullcontext()
@@ -580,19 +592,23 @@ def _add_ratios(results):
         by_case.setdefault(r["case"], {})[r["backend"]] = r["median_s"]
     for r in results:
         ref = by_case[r["case"]]
-        for other in ("numpy", *REFERENCES):
+        torch_times = {k: v for k, v in ref.items() if is_torch(k)}
+        best = min(torch_times, key=torch_times.get) if torch_times else None
+        r["torch_best"] = best  # the fastest PyTorch setup of this case: the reference "vs torch" uses
+        r["speedup_vs_torch"] = torch_times[best] / r["median_s"] if best else None
+        for other in ("numpy", "tutorial"):
             r[f"speedup_vs_{other}"] = ref[other] / r["median_s"] if other in ref else None
 
 
 def format_table(report: dict) -> str:
     """The comparison table: one row per case and backend."""
-    head = (f"{'case':48s} {'backend':8s} {'median':>10s} {'spread':>7s} {'vs numpy':>9s} {'vs torch':>9s} "
+    head = (f"{'case':48s} {'backend':13s} {'median':>10s} {'spread':>7s} {'vs numpy':>9s} {'vs torch':>9s} "
             f"{'vs tutor':>9s} {'GFLOP/s':>8s} {'GB/s':>7s} {'x floor':>8s}")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
         fmt = lambda v, spec: format(v, spec) if v is not None else "-"
         xfloor = r["median_s"] / r["floor_s"] if r.get("floor_s") else None
-        lines.append(f"{r['case']:48s} {r['backend']:8s} {_fmt_time(r['median_s']):>10s} "
+        lines.append(f"{r['case']:48s} {r['backend']:13s} {_fmt_time(r['median_s']):>10s} "
                      f"{100 * r['iqr_s'] / r['median_s']:6.1f}% {fmt(r['speedup_vs_numpy'], '8.2f') + 'x':>9s} "
                      f"{fmt(r.get('speedup_vs_torch'), '8.2f') + 'x':>9s} "
                      f"{fmt(r.get('speedup_vs_tutorial'), '8.2f') + 'x':>9s} {r['gflops']:8.1f} {r['gbs']:7.1f} "
@@ -606,8 +622,9 @@ def format_table(report: dict) -> str:
                  + (f"; GPU matmul {c['gpu_matmul_gflops']:.0f} GFLOP/s, copy {c['gpu_copy_gbs']:.0f} GB/s"
                     if "gpu_matmul_gflops" in c else ""))
     lines.append("spread: interquartile range over the repeats; vs numpy / vs torch / vs tutor(ial): that one's time "
-                 "over this time, so above 1 this row is that many times faster; x floor: time over max(FLOPs/matmul "
-                 "rate, bytes/copy bandwidth)")
+                 "over this time, so above 1 this row is that many times faster (vs torch: the fastest of torch = eager, "
+                 "torch-cl = channels_last, torch-compile, for that case); x floor: time over max(FLOPs/matmul rate, "
+                 "bytes/copy bandwidth)")
     return "\n".join(lines)
 
 

@@ -68,16 +68,30 @@ def _out_shape(layer, shape):
     return shape
 
 
+SETUPS = ("eager", "channels_last", "compile")
+
+
 class TorchTrainer:
-    """Train a zoo network in PyTorch with the zoo recipe (Adam/SGD, schedule), data preloaded."""
+    """Train a zoo network in PyTorch with the zoo recipe (Adam/SGD, schedule), data preloaded.
+
+    ``setup``: ``eager`` (NCHW), ``channels_last`` (model and every batch in NHWC memory; CNNs
+    only) or ``compile`` (``torch.compile`` of the network; the first steps compile it) — a user
+    picks whichever is fastest for the network, so `fastmnist bench` times each.
+    """
 
     def __init__(self, model, optimizer: str, lr: float, device: str = "cpu", optimizer_args: dict | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, setup: str = "eager"):
         import torch
+        if setup not in SETUPS:
+            raise ValueError(f"unknown PyTorch setup {setup!r}; valid: {', '.join(SETUPS)}")
+        if setup == "channels_last" and len(model.input_shape) != 3:
+            raise ValueError("channels_last applies to image inputs (N, C, H, W), not to flat ones")
         if threads:
             torch.set_num_threads(threads)
-        self.torch, self.device = torch, device
+        self.torch, self.device, self.setup = torch, device, setup
         self.net = to_torch_module(model).to(device)
+        if setup == "channels_last":
+            self.net = self.net.to(memory_format=torch.channels_last)
         args = dict(optimizer_args or {})
         if optimizer == "adam":
             betas = (args.pop("beta1", 0.9), args.pop("beta2", 0.999))
@@ -89,6 +103,8 @@ class TorchTrainer:
         else:
             self.opt = torch.optim.Adagrad(self.net.parameters(), lr=lr)
         self.mse = model.loss == "mse"
+        if setup == "compile":  # after the optimizer took the parameters: compiling wraps, never copies them
+            self.net = torch.compile(self.net)
 
     def sync(self):
         if self.device.startswith("cuda"):
@@ -97,6 +113,8 @@ class TorchTrainer:
     def step(self, xb, yb):
         torch = self.torch
         self.opt.zero_grad(set_to_none=True)
+        if self.setup == "channels_last":  # a gathered batch comes back NCHW-contiguous
+            xb = xb.contiguous(memory_format=torch.channels_last)
         out = self.net(xb)
         if self.mse:
             target = torch.nn.functional.one_hot(yb, out.shape[1]).to(out.dtype)

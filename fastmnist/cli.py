@@ -56,7 +56,9 @@ def _add_others(sub):
 
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time kernels, a training step and an epoch on every backend, side by side")
-    p.add_argument("--backends", default=None, help="comma list of numpy,numba,cupy,cupy-sim,torch,torch-cl,torch-compile,tutorial (default: all available but cupy-sim)")
+    p.add_argument("--backends", default=None,
+                   help="comma list of numpy,numba,cupy,cupy-sim,torch,torch-cl,torch-compile,tutorial "
+                        "(default: all available but cupy-sim)")
     p.add_argument("--kernels", default=None, help="comma list of kernel names (default: all)")
     p.add_argument("--models", default=None, help="comma list of zoo models (default: simple-cnn,dropout-cnn)")
     p.add_argument("--batch-sizes", default=None, help="one size for all models, or model=size,...")

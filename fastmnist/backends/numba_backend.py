@@ -510,13 +510,13 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
         bs = program.bias_slots + [b] * (2 - len(program.bias_slots))
         lists = program.prepared["numba"] = tuple(List(_flat_check(a)) for a in (w, b, *ws[:2], *bs[:2]))
     targets = targets if program.loss == C.LOSS_MSE else np.empty((1, 1), dt)
-    with _blas_threads():
-        loss_sum, correct, done, bad_loss, bad = _numba_steps.dense_train_steps_kernel(
-            program.ops, program.widths, program.slot, program.drop_p, program.loss, program.optimizer,
-            program.hyper.astype(dt), *lists, _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
-            np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
-            np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH, config.STEP_SPARSE_DENSITY,
-            config.STEP_PARALLEL_BATCH)
+    # Inside training_context BLAS runs on one thread: the chunk's own parallel loops use the cores.
+    loss_sum, correct, done, bad_loss, bad = _numba_steps.dense_train_steps_kernel(
+        program.ops, program.widths, program.slot, program.drop_p, program.loss, program.optimizer,
+        np.concatenate([program.hyper, 1 - program.hyper[:2]]).astype(dt), *lists, _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
+        np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
+        np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH, config.STEP_SPARSE_DENSITY,
+        config.STEP_PARALLEL_BATCH)
     return float(loss_sum), int(correct), int(done), (float(bad_loss) if bad else None)
 
 
@@ -525,28 +525,6 @@ def _flat_check(arrays):
         if not a.flags.c_contiguous or not a.flags.writeable:
             raise ValueError("dense_train_steps: parameters and optimizer state must be writable C-contiguous arrays")
     return list(arrays)
-
-
-_BLAS_CONTROLLER = None
-
-
-@contextlib.contextmanager
-def _blas_threads():
-    """BLAS on every core for the products of a compiled chunk: the chunk itself runs on one thread,
-    so BLAS's threads have the cores to themselves (training_context holds BLAS at one thread)."""
-    global _BLAS_CONTROLLER
-    if not _SPLIT_GEMMS:  # outside training_context BLAS already has its own thread count
-        yield
-        return
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        yield
-        return
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = ThreadpoolController()
-    with _BLAS_CONTROLLER.limit(limits=numba.get_num_threads(), user_api="blas"):
-        yield
 
 
 def count_correct(logits, labels):

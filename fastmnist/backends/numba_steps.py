@@ -3,13 +3,18 @@
 
 One call runs a chunk of steps — batch gather, forward, loss, backward, optimizer update — with no
 Python between them; the layer sequence is read from the program's op codes, so one compiled
-function (per dtype) serves every dense network. Two ways to do the products, chosen per batch:
+function (per dtype) serves every dense network. Two ways to do a dense layer's products, chosen per
+layer and step from its input:
 
-* small batches (``<= config.STEP_SMALL_BATCH`` rows; the per-sample tutorials): loops over the
-  rows of the weight matrix. A zero input (most of an MNIST image) skips its weight row in the
-  forward product and, under plain SGD (where a zero gradient changes nothing), in the update,
-  which fuses the weight gradient into the update without ever storing it;
-* larger batches: BLAS products (``np.dot``, multi-threaded: the chunk itself is one thread).
+* loops over the non-zero inputs, when the batch has at most ``config.STEP_SMALL_BATCH`` rows or at
+  most ``config.STEP_SPARSE_DENSITY`` of the inputs are non-zero (an MNIST image is ~19% ink; a
+  ReLU + dropout output ~25%). A zero input skips its weight row in the forward product and writes
+  no gradient row; under plain SGD (where a zero gradient changes nothing) the update touches only
+  the rows written, and a batch of one fuses its gradient into the update without storing it;
+* BLAS products otherwise (a sigmoid's output is dense).
+
+Batches of ``config.STEP_PARALLEL_BATCH`` rows or more spread the products, dropout and the
+optimizer over Numba's threads (BLAS stays on one thread inside ``training_context``).
 
 Only imported where numba is installed.
 """
@@ -20,13 +25,16 @@ from numba import njit, prange
 
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
 
-_jit = dict(cache=True, nogil=True)
-_pjit = dict(cache=True, nogil=True, parallel=True)  # the large-batch variants, on every core
+# error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
+# whose check in every iteration keeps LLVM from vectorising the optimizer loops.
+_jit = dict(cache=True, nogil=True, error_model="numpy")
+_pjit = dict(_jit, parallel=True)  # the large-batch variants, on every core
 # Reassociation lets LLVM vectorise the dot products; no 'nnan'/'ninf', so NaN and Inf still propagate.
 _FM = {"reassoc", "contract"}
+_jitfm = dict(_jit, fastmath=_FM)
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(**_jitfm)
 def _update(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
     """One optimizer update of the flat parameter ``p`` from gradient ``g`` (state ``s1``, ``s2``),
     with the arithmetic of the backend's own update kernels; ``hyper`` (beta1, beta2, eps,
@@ -45,11 +53,11 @@ def _update(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
             s1[i] += g[i] * g[i]
             p[i] -= lr * g[i] / (math.sqrt(s1[i]) + eps)
     else:
-        b1, b2, eps = hyper[0], hyper[1], hyper[2]
+        b1, b2, eps, c1, c2 = hyper[0], hyper[1], hyper[2], hyper[4], hyper[5]  # c = 1 - beta, in the dtype
         for i in range(p.size):
             gi = g[i]
-            s1[i] = b1 * s1[i] + (1 - b1) * gi
-            s2[i] = b2 * s2[i] + (1 - b2) * gi * gi
+            s1[i] = b1 * s1[i] + c1 * gi
+            s2[i] = b2 * s2[i] + c2 * gi * gi
             p[i] -= step_size * s1[i] / (math.sqrt(s2[i]) / sqrt_bc2 + eps)
 
 
@@ -80,7 +88,7 @@ def _dropout_forward_par(a, y, mask, p, scale, seed):
         _dropout_row(a, y, mask, p, scale, seed, r)
 
 
-@njit(cache=True, nogil=True)
+@njit(**_jit)
 def _nonzeros(a, idx, val, cnt):
     """Row r of a (nb, D) as its non-zero entries: columns idx[r, :cnt[r]], values val[r, :cnt[r]];
     returns their total. Branch-free: every entry is written, the count moves on non-zeros only."""
@@ -98,7 +106,7 @@ def _nonzeros(a, idx, val, cnt):
     return total
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(**_jitfm)
 def _sparse_forward_row(idx, val, cnt, w, b, out, r):
     """out[r] = a[r] @ w + b from row r's non-zeros, four weight rows per pass over the output row."""
     o = out[r]
@@ -130,7 +138,7 @@ def _sparse_forward_par(idx, val, cnt, w, b, out):
         _sparse_forward_row(idx, val, cnt, w, b, out, r)
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(**_jitfm)
 def _input_grad_rows(g, w, din):
     """din (nb, D) = g (nb, M) @ w.T, a dot product per element (small batches)."""
     nb, m = g.shape
@@ -144,7 +152,7 @@ def _input_grad_rows(g, w, din):
             din[r, i] = s
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(**_jitfm)
 def _sgd_one_sample(idx, val, cnt, g, w, lr):
     """Plain SGD on a batch of one: w[i] -= lr * (a[i] * g) for the non-zero inputs only (a zero
     input's gradient row is zero): the gradient is never stored."""
@@ -169,7 +177,7 @@ def _rows_written(idx, cnt, touched, rows):
     return count
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(**_jitfm)
 def _weight_grad_cols(idx, val, cnt, g, gw, lo, hi):
     """gw[:, lo:hi] += a.T @ g[:, lo:hi] from a's non-zeros, sample by sample (the same order of
     the sums whatever the column block)."""

@@ -510,10 +510,11 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
         bs = program.bias_slots + [b] * (2 - len(program.bias_slots))
         lists = program.prepared["numba"] = tuple(List(_flat_check(a)) for a in (w, b, *ws[:2], *bs[:2]))
     targets = targets if program.loss == C.LOSS_MSE else np.empty((1, 1), dt)
+    hyper = np.concatenate([program.hyper, 1 - program.hyper[:2]]).astype(dt)  # + (1 - beta1, 1 - beta2)
     # Inside training_context BLAS runs on one thread: the chunk's own parallel loops use the cores.
     loss_sum, correct, done, bad_loss, bad = _numba_steps.dense_train_steps_kernel(
-        program.ops, program.widths, program.slot, program.drop_p, program.loss, program.optimizer,
-        np.concatenate([program.hyper, 1 - program.hyper[:2]]).astype(dt), *lists, _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
+        program.ops, program.widths, program.slot, program.drop_p, program.loss, program.optimizer, hyper, *lists,
+        _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
         np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
         np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH, config.STEP_SPARSE_DENSITY,
         config.STEP_PARALLEL_BATCH)

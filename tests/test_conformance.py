@@ -172,10 +172,12 @@ def test_count_correct(be):
     assert int(be.count_correct(be.asarray(logits), be.asarray(np.array([1, 0, 1])))) == 2
 
 
-# (N, C, H, W, F, K, pad, pool size, pool stride): small planes (blocked path), large planes
-# (per-sample path), odd pools, padding
-FUSED_CASES = [(3, 2, 8, 8, 4, 3, 0, 2, 2), (2, 1, 28, 28, 3, 5, 0, 2, 2), (2, 1, 24, 26, 2, 5, 2, 2, 2),
-               (3, 3, 9, 7, 2, 3, 1, 3, 2), (1, 4, 12, 12, 5, 3, 0, 2, 2)]
+# (N, C, H, W, F, K, pad, pool size, pool stride, conv stride): small planes (blocked path), large
+# planes (per-sample path), odd pools, padding; a strided convolution and one with C*K*K above
+# config.DIRECT_CONV_MAX_K take numba's im2col + BLAS fallback
+FUSED_CASES = [(3, 2, 8, 8, 4, 3, 0, 2, 2, 1), (2, 1, 28, 28, 3, 5, 0, 2, 2, 1), (2, 1, 24, 26, 2, 5, 2, 2, 2, 1),
+               (3, 3, 9, 7, 2, 3, 1, 3, 2, 1), (1, 4, 12, 12, 5, 3, 0, 2, 2, 1), (2, 2, 11, 13, 3, 3, 1, 2, 2, 2),
+               (2, 48, 8, 8, 3, 5, 2, 2, 2, 1)]
 
 
 @pytest.mark.parametrize("need_dx", [True, False])
@@ -183,11 +185,12 @@ FUSED_CASES = [(3, 2, 8, 8, 4, 3, 0, 2, 2), (2, 1, 28, 28, 3, 5, 0, 2, 2), (2, 1
 def test_fused_conv_relu_pool_matches_reference(be, rng, case, need_dx):
     """The layers' fused conv -> ReLU -> pool path against the composition of the reference kernels."""
     from fastmnist.backends import numpy_backend as ref
-    n, c, h, w, f, k, pad, size, stride = case
+    n, c, h, w, f, k, pad, size, stride, conv_stride = case
     dtype = "float64"
     x, wt, b = rand(rng, (n, c, h, w), dtype), rand(rng, (f, c, k, k), dtype), rand(rng, (f,), dtype)
-    want, cache = ref.conv2d_relu_maxpool_forward(x, wt, b, 1, pad, size, stride)
-    got, bcache = be.conv2d_relu_maxpool_forward(be.asarray(x), be.asarray(wt), be.asarray(b), 1, pad, size, stride)
+    want, cache = ref.conv2d_relu_maxpool_forward(x, wt, b, conv_stride, pad, size, stride)
+    got, bcache = be.conv2d_relu_maxpool_forward(be.asarray(x), be.asarray(wt), be.asarray(b), conv_stride, pad, size,
+                                                 stride)
     assert_close(be.to_numpy(got), want, dtype, "fused forward")
     dy = rand(rng, want.shape, dtype)
     ref_grads = ref.conv2d_relu_maxpool_backward(dy, cache, wt, need_dx)

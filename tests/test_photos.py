@@ -108,6 +108,13 @@ def test_digits_in_two_strokes_are_one_digit_and_show_draws_them(photo_model, tm
     assert set(line["digits"][0]) == {"digit", "probability", "box"}
 
 
+def model_reads(model, digit28) -> int:
+    """What the model reads in the MNIST original itself: the photo tests below check the photo
+    pipeline, so they compare with this, not with the label (a model trained on another CPU may
+    misread a digit either way; the pipeline must not add a misreading)."""
+    return int(np.argmax(model.predict(digit28[None, None])))
+
+
 def test_exif_rotated_photo_is_read_upright(photo_model, tmp_path):
     model, _, xt, yt = photo_model
     rng = np.random.default_rng(5)
@@ -119,7 +126,7 @@ def test_exif_rotated_photo_is_read_upright(photo_model, tmp_path):
         exif[0x0112] = orientation
         path = tmp_path / f"rot{orientation}.jpg"
         stored.save(path, quality=92, exif=exif.tobytes())
-        assert predict_images(model, [path])[0]["digit"] == yt[0]
+        assert predict_images(model, [path])[0]["digit"] == model_reads(model, xt[0])
         box = read_numbers(model, [path])[0]["digits"][0]["box"]
         assert box[2] <= upright.size[0] and box[3] <= upright.size[1]  # upright coordinates
 
@@ -128,8 +135,9 @@ def test_arrays_and_images_are_accepted(photo_model):
     model, _, xt, yt = photo_model
     p = photosynth.render([xt[1]], [int(yt[1])], np.random.default_rng(2), long_side=300, fmt="png")
     img = Image.open(io.BytesIO(p.data))
+    expected = model_reads(model, xt[1])
     for form in (img, np.asarray(img), np.asarray(img.convert("L")), np.asarray(img.convert("L")) / 255.0):
-        assert predict_images(model, [form])[0]["digit"] == yt[1]
-    assert read_numbers(model, [np.asarray(img)])[0]["number"] == str(yt[1])
+        assert predict_images(model, [form])[0]["digit"] == expected
+    assert read_numbers(model, [np.asarray(img)])[0]["number"] == str(expected)
     bad = predict_images(model, [np.zeros((3, 3, 7))])[0]
     assert bad["digit"] is None and "expected a grey" in bad["error"]

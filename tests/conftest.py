@@ -73,6 +73,7 @@ def photo_model(mnist_dir, tmp_path_factory):
     model.fit(x, y, epochs=1, batch_size=r.batch_size, optimizer=make_optimizer(r.optimizer, r.lr, **r.optimizer_args),
               schedule=r.schedule, verbose=0, seed=0)
     accuracy = model.evaluate(xt, yt)["accuracy"]
+    # measured 0.9894-0.9912 over seeds and CPUs (benchmarks/results/test-margins.json)
     assert 0.98 <= accuracy <= 0.995, accuracy
     path = model.save(tmp_path_factory.mktemp("photo-model") / "fast-cnn.npz")
     return model, path, xt[:, 0], yt

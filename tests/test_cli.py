@@ -24,6 +24,7 @@ def test_train_json_and_evaluate(mnist_dir, tmp_path):
                 "samples_per_second"):
         assert key in summary
     assert summary["model"] == "simple-cnn" and summary["backend"] == "numpy" and summary["batch_size"] == 100
+    # measured 0.854-0.884 over seeds and backends (benchmarks/results/test-margins.json)
     assert 0.7 < summary["test_accuracy"] <= 1.0
     proc = run("evaluate", str(out), "--data", str(mnist_dir), "--limit-test", "500", "--json")
     ev = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -54,4 +54,6 @@ def test_readme_main_command(tmp_path):
     proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     accuracy = float(re.search(r"test accuracy (0\.\d+)", proc.stdout).group(1))
-    assert accuracy >= 0.975, proc.stdout
+    # simple-cnn, one epoch: 0.9758-0.9827 over seeds 0-4 on numba (host CPU and haswell) and numpy,
+    # seed 0 (this command) 0.9827 (benchmarks/results/test-margins.json); the threshold is below all
+    assert accuracy >= 0.97, proc.stdout

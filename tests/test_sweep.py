@@ -84,6 +84,7 @@ def test_a_worker_killed_mid_sweep_loses_no_run_and_duplicates_none(cluster, tmp
     keys = Counter(r["key"] for r in recs)
     assert len(keys) == 8 and set(keys.values()) == {1}, keys
     assert sorted(r["config"]["seed"] for r in recs) == list(range(8))
+    # relu-mlp, 3 epochs of 4000 images, on numpy: measured 0.869-0.885 over these seeds 0-7
     assert all(r["status"] == "ok" and r["test_accuracy"] > 0.6 for r in recs), recs
     assert "relu-mlp numpy" in stdout and "8   0" in stdout  # the summary table: 8 runs, 0 errors
     with distributed.Client(address, timeout="30s") as client:  # the scheduler saw a run lost in flight

@@ -277,12 +277,23 @@ def model_flops_per_sample(model_name: str) -> float:
     return total
 
 
+def training_data_source() -> str:
+    """Where the timed images come from: MNIST's directory, or random stand-ins where it is not found.
+    It matters: an MNIST image is ~19% ink, and the dense layers of the numba backend skip zero inputs."""
+    from .data import find_data_root, load_raw
+    try:
+        load_raw()
+        return f"MNIST ({find_data_root(None)})"
+    except Exception as exc:  # no MNIST here: random data times the same arithmetic, but none of it is zero
+        return f"random uniform images, no zeros (MNIST not found: {exc})"
+
+
 def _training_data(n, flat, seed=0):
     from .data import load_mnist
     try:
         (x, y), _ = load_mnist(flatten=flat)
         return x[:n], y[:n]
-    except Exception:  # no MNIST here: random data times the same work
+    except Exception:  # no MNIST here: random data times the same work (training_data_source says so)
         rng = np.random.default_rng(seed)
         x = rng.random((n, 784) if flat else (n, 1, 28, 28), dtype=np.float32)
         return x, rng.integers(0, 10, n)
@@ -539,7 +550,10 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
     order = {c: i for i, c in enumerate(dict.fromkeys(r["case"] for r in results))}
     results.sort(key=lambda r: (order[r["case"]], usable.index(r["backend"])))
     _add_ratios(results)
-    return {"environment": environment(), "ceilings": ceilings, "backends": [
+    data = training_data_source()
+    if not data.startswith("MNIST"):
+        log(f"note: timing on {data}; set FASTMNIST_DATA or pass --data for MNIST's own sparsity")
+    return {"environment": environment(), "data": data, "ceilings": ceilings, "backends": [
         {"name": n, "available": ok, "reason": why} for n, ok, why in blist], "quick": quick, "results": results}
 
 
@@ -617,6 +631,7 @@ def format_table(report: dict) -> str:
     lines.append(f"machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores, vector extensions "
                  f"{' '.join(env.get('cpu_vector_extensions', [])) or '?'}; numba target {env.get('numba_target_cpu', '-')}, "
                  f"PyTorch CPU capability {env.get('torch_cpu_capability', '-')}")
+    lines.append(f"data: {report.get('data', '?')}")
     c = report["ceilings"]
     lines.append(f"ceilings: CPU float32 matmul {c['cpu_matmul_gflops']:.0f} GFLOP/s, copy {c['cpu_copy_gbs']:.1f} GB/s"
                  + (f"; GPU matmul {c['gpu_matmul_gflops']:.0f} GFLOP/s, copy {c['gpu_copy_gbs']:.0f} GB/s"

@@ -36,6 +36,11 @@ DIRECT_CONV_MAX_K = 1024
 #: numba backend: run BLAS single-threaded while training (see numba_backend.training_context).
 NUMBA_SINGLE_THREAD_BLAS = True
 
+#: numba backend: OMP_WAIT_POLICY for Numba's OpenMP threads, set when the backend is imported unless
+#: the environment already sets it ('' leaves it alone). PASSIVE: idle threads sleep instead of
+#: spinning on a core the next serial loop or BLAS needs (numba_backend.py says what it measured).
+NUMBA_OMP_WAIT_POLICY = os.environ.get("FASTMNIST_OMP_WAIT_POLICY", "PASSIVE")
+
 #: numba backend: inside training_context, matrix products of at least this many FLOPs are split
 #: over the cores by hand (BLAS itself is single-threaded there).
 SPLIT_GEMM_MIN_FLOPS = 20_000_000

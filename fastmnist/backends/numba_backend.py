@@ -18,6 +18,16 @@ import os
 
 import numpy as np
 
+from .. import config
+
+# Numba's OpenMP threads spin after every parallel region by default, taking a core from the
+# thread that goes on: the next serial loop, BLAS, or the GEMM pool. Passive waiting measured
+# simple-cnn 4.27 s against 5.70 s an epoch, and relu-mlp a steady 0.38-0.42 s against runs that
+# drifted from 0.33 to 0.54 s in one process (docs/benchmarks.md). libgomp reads the variable when
+# it loads, at the first parallel region: set here, before that, unless the user set it.
+if config.NUMBA_OMP_WAIT_POLICY:
+    os.environ.setdefault("OMP_WAIT_POLICY", config.NUMBA_OMP_WAIT_POLICY)
+
 try:
     import numba
 except ImportError as exc:  # reported by available(); the registry never returns this backend then
@@ -26,7 +36,6 @@ except ImportError as exc:  # reported by available(); the registry never return
 else:
     _IMPORT_ERROR = ""
 
-from .. import config
 from . import contract as C
 from . import numpy_backend as _ref
 

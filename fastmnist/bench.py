@@ -589,8 +589,14 @@ def _run_isolated(name, spec, log) -> list[dict]:
     import json
     import subprocess
     import sys
+    env = dict(os.environ)
+    if name in REFERENCES:  # PyTorch's OpenMP threads wait as the user's environment says, not as fastmnist's
+        from . import config
+        env.pop("OMP_WAIT_POLICY", None)
+        if config.USER_OMP_WAIT_POLICY is not None:
+            env["OMP_WAIT_POLICY"] = config.USER_OMP_WAIT_POLICY
     proc = subprocess.run([sys.executable, "-m", "fastmnist.bench", name, json.dumps(spec)], capture_output=True,
-                          text=True)
+                          text=True, env=env)
     for line in proc.stderr.splitlines():
         log(line)
     if proc.returncode != 0:

@@ -68,15 +68,25 @@ def test_numpy_steps_are_the_layer_path_bit_for_bit(name, dtype):
 OPTIMIZERS = [("sgd", 0.1), ("momentum", 0.05), ("adagrad", 0.05), ("adam", 0.01)]
 
 
+# numba's ways through a dense layer: row loops over the non-zeros (small batches, or sparse inputs
+# to wide layers: min_outputs 16 lets both MLPs' first layers take them), BLAS (density 0), each
+# serial or on the threads (parallel from 32 rows)
+PATHS = {"b1": (1, 0.5, 16, 32), "b5": (5, 0.5, 16, 32), "b40-sparse-parallel": (40, 0.5, 16, 32),
+         "b40-sparse-serial": (40, 0.5, 16, 10**9), "b40-blas-parallel": (40, 0.0, 16, 32),
+         "b40-blas-serial": (40, 0.5, 10**9, 10**9)}
+
+
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
-@pytest.mark.parametrize("batch_size,density", [(1, 0.5), (5, 0.5), (40, 0.5), (40, 0.0)],
-                         ids=["b1", "b5", "b40-sparse", "b40-blas"])  # numba: loops over non-zeros, or BLAS
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
-def test_every_backend_matches_the_reference_in_float64(backend, batch_size, density, optimizer, monkeypatch):
+def test_every_backend_matches_the_reference_in_float64(backend, path, optimizer, monkeypatch):
     """Both losses, dropout, every optimizer; float64 weights within 1e-10 of numpy's per-layer path
     (measured 1e-15..6e-13 over these cases: only the order of the sums differs)."""
+    batch_size, density, min_outputs, parallel = PATHS[path]
     monkeypatch.setattr(config, "STEP_SMALL_BATCH", 16)
     monkeypatch.setattr(config, "STEP_SPARSE_DENSITY", density)
+    monkeypatch.setattr(config, "STEP_SPARSE_MIN_OUTPUTS", min_outputs)
+    monkeypatch.setattr(config, "STEP_PARALLEL_BATCH", parallel)
     for name, dropout in (("small-mlp", None), ("relu-mlp", 0.3)):
         got, hist = train(name, backend, batch_size=batch_size, optimizer=optimizer, dropout=dropout, n=60)
         ref, ref_hist = train(name, "numpy", fused=False, batch_size=batch_size, optimizer=optimizer, dropout=dropout,

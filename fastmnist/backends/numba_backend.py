@@ -526,7 +526,7 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
         _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
         np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
         np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH, config.STEP_SPARSE_DENSITY,
-        config.STEP_PARALLEL_BATCH)
+        config.STEP_SPARSE_MIN_OUTPUTS, config.STEP_PARALLEL_BATCH)
     return float(loss_sum), int(correct), int(done), (float(bad_loss) if bad else None)
 
 

@@ -6,12 +6,13 @@ Python between them; the layer sequence is read from the program's op codes, so 
 function (per dtype) serves every dense network. Two ways to do a dense layer's products, chosen per
 layer and step from its input:
 
-* loops over the non-zero inputs, when the batch has at most ``config.STEP_SMALL_BATCH`` rows or at
-  most ``config.STEP_SPARSE_DENSITY`` of the inputs are non-zero (an MNIST image is ~19% ink; a
-  ReLU + dropout output ~25%). A zero input skips its weight row in the forward product and writes
-  no gradient row; under plain SGD (where a zero gradient changes nothing) the update touches only
-  the rows written, and a batch of one fuses its gradient into the update without storing it;
-* BLAS products otherwise (a sigmoid's output is dense).
+* loops over the non-zero inputs, when the batch has at most ``config.STEP_SMALL_BATCH`` rows, or
+  when at most ``config.STEP_SPARSE_DENSITY`` of the inputs are non-zero (an MNIST image is ~19%
+  ink) and the layer has at least ``config.STEP_SPARSE_MIN_OUTPUTS`` outputs. A zero input skips
+  its weight row in the forward product and writes no gradient row; under plain SGD (where a zero
+  gradient changes nothing) the update touches only the rows written, and a batch of one fuses its
+  gradient into the update without storing it;
+* BLAS products otherwise.
 
 Batches of ``config.STEP_PARALLEL_BATCH`` rows or more spread the products, dropout and the
 optimizer over Numba's threads (BLAS stays on one thread inside ``training_context``).
@@ -253,7 +254,7 @@ def _update_par(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
 @njit(**_jit)
 def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases,
                              w_s1, w_s2, b_s1, b_s2, xs, targets, labels, perm, first, batch, lrs, step_size,
-                             sqrt_bc2, seeds, small_batch, sparse_density, parallel_batch):
+                             sqrt_bc2, seeds, small_batch, sparse_density, sparse_min_outputs, parallel_batch):
     """Steps ``first .. first + len(lrs) - 1``; returns (loss_sum, correct, done, bad_loss, bad)."""
     n = xs.shape[0]
     n_ops = ops.shape[0]
@@ -302,13 +303,16 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
             kind = ops[j]
             if kind == OP_DENSE:
                 w, b = weights[slot[j]], biases[slot[j]]
-                if j == 0:
-                    nonzero = _nonzeros_gathered(xs, perm, lo, idxs[j][:nb], vals[j][:nb], cnts[j][:nb])
+                # Loops over the non-zeros for small batches, or for sparse inputs feeding many outputs
+                # (the loops are L2-bound: BLAS is faster on narrower layers whatever their zeros).
+                if nb <= small_batch or w.shape[1] >= sparse_min_outputs:
+                    if j == 0:
+                        nonzero = _nonzeros_gathered(xs, perm, lo, idxs[j][:nb], vals[j][:nb], cnts[j][:nb])
+                    else:
+                        nonzero = _nonzeros(a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb])
+                    sparse[j] = nb <= small_batch or nonzero <= sparse_density * nb * a.shape[1]
                 else:
-                    nonzero = _nonzeros(a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb])
-                # loops over the non-zeros for small batches, or sparse inputs feeding 16+ outputs (a
-                # narrower output row is too short a loop: BLAS does it faster)
-                sparse[j] = nb <= small_batch or (nonzero <= sparse_density * nb * a.shape[1] and w.shape[1] >= 16)
+                    sparse[j] = False
                 if j == 0 and not sparse[j]:
                     for r in range(nb):
                         x0[r] = xs[perm[lo + r]]

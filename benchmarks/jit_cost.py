@@ -16,12 +16,11 @@ STEP = """
 import time, numpy as np
 t0 = time.perf_counter()
 from fastmnist import zoo
-from fastmnist.optim import make_optimizer
 r = zoo.recipe("{model}")
 m = zoo.create("{model}", backend="numba")
 x = np.random.default_rng(0).random((r.batch_size, *m.input_shape), dtype=np.float32)
 y = np.arange(r.batch_size) % 10
-m.fit(x, y, epochs=1, batch_size=r.batch_size, optimizer=make_optimizer(r.optimizer, r.lr), verbose=0)
+m.fit(x, y, **zoo.fit_args("{model}", epochs=1), verbose=0)
 print(time.perf_counter() - t0)
 """
 

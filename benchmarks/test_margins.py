@@ -56,15 +56,13 @@ def run_one(backend: str, seed: int, data: str) -> dict:
     """Train and measure every model-dependent test verdict for one (backend, seed)."""
     import fastmnist
     from fastmnist import zoo
-    from fastmnist.optim import Adam, make_optimizer
+    from fastmnist.optim import Adam
     (x, y), (xt, yt) = fastmnist.load_mnist(data)
     res = {"backend": backend, "seed": seed, "numba_cpu_name": os.environ.get("NUMBA_CPU_NAME", "")}
     t0 = time.perf_counter()
     # conftest.photo_model: fast-cnn, one epoch by its recipe
-    r = zoo.recipe("fast-cnn")
     model = zoo.create("fast-cnn", backend=backend, seed=seed)
-    model.fit(x, y, epochs=1, batch_size=r.batch_size, optimizer=make_optimizer(r.optimizer, r.lr, **r.optimizer_args),
-              schedule=r.schedule, verbose=0, seed=seed)
+    model.fit(x, y, **zoo.fit_args("fast-cnn", epochs=1), verbose=0, seed=seed)
     res["fastcnn_mnist_accuracy"] = model.evaluate(xt, yt)["accuracy"]
     res.update(photo_metrics(model, xt[:, 0], yt))
     # test_images.trained: relu-mlp, 12000 images, 2 epochs; 20 photographed digits agree with the originals
@@ -76,9 +74,8 @@ def run_one(backend: str, seed: int, data: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         res["relu_mlp_photographed_agree20"] = photographed_agreement(mlp, xtf, Path(tmp))
     # README main command: simple-cnn, one epoch by its recipe, on the full test set
-    r = zoo.recipe("simple-cnn")
     cnn = zoo.create("simple-cnn", backend=backend, seed=seed)
-    cnn.fit(x, y, epochs=1, batch_size=r.batch_size, optimizer=r.optimizer, lr=r.lr, verbose=0, seed=seed)
+    cnn.fit(x, y, **zoo.fit_args("simple-cnn", epochs=1), verbose=0, seed=seed)
     res["simplecnn_1epoch_accuracy"] = cnn.evaluate(xt, yt)["accuracy"]
     # test_cli: simple-cnn on 2000 images, evaluated on 500
     cnn = zoo.create("simple-cnn", backend=backend, seed=seed)

@@ -314,10 +314,9 @@ def step_case(model_name, batch, repeat=20) -> Case:
             tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args, setup=TORCH_SETUPS[name])
             xb, yb = tt.tensors(x, y)
             return (lambda: tt.step(xb, yb)), _sync_for(name)
-        from .optim import make_optimizer
         model = zoo.create(model_name, backend=name)
         be = model.backend
-        opt = make_optimizer(r.optimizer, r.lr, **r.optimizer_args).attach(model)
+        opt = zoo.fit_args(model_name)["optimizer"].attach(model)
         xb, yb = be.asarray(x), be.asarray(y.astype(np.int64))
         if model.loss == "mse":
             yb = be.one_hot(yb, 10, model.dtype)
@@ -352,14 +351,12 @@ def epoch_case(model_name, batch, samples=60000, repeat=3) -> Case:
             xt, yt = tt.tensors(x, y)
             schedule = make_schedule(r.schedule)
             return (lambda: tt.epoch(xt, yt, batch, schedule=schedule)), _sync_for(name)
-        from .optim import make_optimizer
         model = zoo.create(model_name, backend=name)
         be = model.backend
         xd, yd = be.asarray(x), be.asarray(y.astype(np.int64))
 
         def epoch():
-            opt = make_optimizer(r.optimizer, r.lr, **r.optimizer_args)
-            model.fit(xd, yd, epochs=1, batch_size=batch, optimizer=opt, schedule=r.schedule, verbose=0)
+            model.fit(xd, yd, **zoo.fit_args(model_name, batch_size=batch, epochs=1), verbose=0)
         return epoch, _sync_for(name)
 
     flops = model_flops_per_sample(model_name) * samples

@@ -121,7 +121,6 @@ def cmd_train(args) -> dict:
     from .checkpoint import Checkpointer, StopRequest
     from .data import load_mnist
     from .errors import FastMnistError
-    from .optim import make_optimizer
     from .trainer import TrainingInterrupted
 
     if args.resume and not args.checkpoint_dir:
@@ -144,8 +143,7 @@ def cmd_train(args) -> dict:
         history = resume.pop("history")
     else:
         model = zoo.create(run["model"], backend=args.backend, seed=run["seed"], dtype=run["dtype"])
-        hyper = recipe.optimizer_args if run["optimizer"] == recipe.optimizer else {}
-        optimizer = make_optimizer(run["optimizer"], run["lr"], **hyper)
+        optimizer = zoo.fit_args(run["model"], optimizer=run["optimizer"], lr=run["lr"])["optimizer"]
     (x, y), (xt, yt) = load_mnist(args.data, flatten=recipe.flat_input, dtype=run["dtype"])
     x, y = _limit(x, run["limit_train"]), _limit(y, run["limit_train"])
     xt, yt = _limit(xt, args.limit_test), _limit(yt, args.limit_test)

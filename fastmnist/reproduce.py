@@ -5,7 +5,6 @@ import time
 
 from . import zoo
 from .data import load_mnist
-from .optim import make_optimizer
 
 # name -> (epochs, validation fraction, what the source reports, the schedule in words)
 CLASSIC = {
@@ -27,10 +26,10 @@ def reproduce(name: str, backend=None, data=None, seed: int = 0, out=None, verbo
     r = zoo.recipe(name)
     (x, y), (xt, yt) = load_mnist(data, flatten=r.flat_input)
     model = zoo.create(name, backend=backend, seed=seed)
-    optimizer = make_optimizer(r.optimizer, r.lr, **r.optimizer_args)
+    args = zoo.fit_args(name, epochs=epochs)
+    optimizer = args["optimizer"]
     t0 = time.perf_counter()
-    history = model.fit(x, y, epochs=epochs, batch_size=r.batch_size, optimizer=optimizer, schedule=r.schedule,
-                        validation_split=val_fraction, verbose=verbose, seed=seed)
+    history = model.fit(x, y, **args, validation_split=val_fraction, verbose=verbose, seed=seed)
     seconds = time.perf_counter() - t0
     result = model.evaluate(xt, yt)
     if out:

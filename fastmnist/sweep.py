@@ -107,7 +107,6 @@ def run_one(run: dict, data_root=None, threads=None) -> dict:
     t0 = time.perf_counter()
     try:
         from . import zoo
-        from .optim import make_optimizer
         if threads:
             _limit_threads(threads)
         r = zoo.recipe(run["model"])
@@ -115,10 +114,8 @@ def run_one(run: dict, data_root=None, threads=None) -> dict:
         n, m = run.get("limit_train"), run.get("limit_test")
         x, y, xt, yt = x[:n], y[:n], xt[:m], yt[:m]
         model = zoo.create(run["model"], backend=run["backend"], seed=run["seed"], dtype=run["dtype"])
-        hyper = r.optimizer_args
-        history = model.fit(x, y, epochs=run["epochs"], batch_size=run["batch_size"],
-                            optimizer=make_optimizer(r.optimizer, run["lr"], **hyper), schedule=r.schedule,
-                            verbose=0, seed=run["seed"])
+        history = model.fit(x, y, **zoo.fit_args(run["model"], lr=run["lr"], batch_size=run["batch_size"],
+                                                 epochs=run["epochs"]), verbose=0, seed=run["seed"])
         result = model.evaluate(xt, yt)
         if getattr(model.backend, "is_device", False):
             record["worker"]["gpu"] = model.backend.info().get("gpu")

@@ -85,6 +85,22 @@ def recipe(name: str) -> Recipe:
                          f"(and the variants {', '.join(VARIANTS)})") from None
 
 
+def fit_args(name: str, *, optimizer: str | None = None, lr: float | None = None, batch_size: int | None = None,
+             epochs: int | None = None) -> dict:
+    """The :meth:`Sequential.fit` keywords of zoo model ``name``'s recipe, each overridable:
+    ``optimizer`` (a fresh one; the recipe's hyper-parameters, such as fast-cnn's Adam betas, go
+    with the recipe's optimizer only — another optimizer named here gets its own defaults),
+    ``schedule``, ``batch_size`` and ``epochs``. The one path from a recipe to a training run:
+    the CLI, reproduce, sweep, bench and the tests all train through it."""
+    from .optim import make_optimizer
+    r = recipe(name)
+    opt_name = optimizer if optimizer is not None else r.optimizer
+    hyper = r.optimizer_args if opt_name == r.optimizer else {}
+    return {"optimizer": make_optimizer(opt_name, lr if lr is not None else r.lr, **hyper), "schedule": r.schedule,
+            "batch_size": batch_size if batch_size is not None else r.batch_size,
+            "epochs": epochs if epochs is not None else r.epochs}
+
+
 def create(name: str = DEFAULT_MODEL, backend=None, seed: int = 0, dtype: str = config.DEFAULT_DTYPE,
            dropout: float | None = None) -> Sequential:
     """Build zoo model ``name`` on ``backend`` with seeded initial weights.

@@ -66,12 +66,9 @@ def photo_model(mnist_dir, tmp_path_factory):
     scores 98-99% on MNIST" that the photo tests read with. Returns (model, saved path, test set)."""
     import fastmnist
     from fastmnist import zoo
-    from fastmnist.optim import make_optimizer
     (x, y), (xt, yt) = fastmnist.load_mnist(mnist_dir)
-    r = zoo.recipe("fast-cnn")
     model = zoo.create("fast-cnn", seed=0)
-    model.fit(x, y, epochs=1, batch_size=r.batch_size, optimizer=make_optimizer(r.optimizer, r.lr, **r.optimizer_args),
-              schedule=r.schedule, verbose=0, seed=0)
+    model.fit(x, y, **zoo.fit_args("fast-cnn", epochs=1), verbose=0, seed=0)
     accuracy = model.evaluate(xt, yt)["accuracy"]
     # measured 0.9894-0.9912 over seeds and CPUs (benchmarks/results/test-margins.json)
     assert 0.98 <= accuracy <= 0.995, accuracy

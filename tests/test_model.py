@@ -9,7 +9,7 @@ from fastmnist import zoo
 from fastmnist.backends import get_backend, resolve_name, use_backend
 from fastmnist.errors import BackendUnavailable, ModelFileError, TrainingDiverged
 from fastmnist.model import load, load_optimizer_state, load_with_state
-from fastmnist.optim import Adam, OneCycle, StepDecay, make_optimizer
+from fastmnist.optim import Adam, OneCycle, StepDecay
 
 
 def tiny_data(n=64, seed=0, flat=False):
@@ -25,8 +25,7 @@ def test_zoo_models_train_and_predict(be, name):
     r = zoo.recipe(name)
     x, y = tiny_data(40, flat=r.flat_input)
     model = zoo.create(name, backend=be, seed=1)
-    hist = model.fit(x, y, epochs=2, batch_size=16, optimizer=make_optimizer(r.optimizer, r.lr, **r.optimizer_args),
-                     schedule=r.schedule, verbose=0)
+    hist = model.fit(x, y, **zoo.fit_args(name, batch_size=16, epochs=2), verbose=0)
     assert set(hist) >= {"loss", "accuracy", "seconds", "val_accuracy"} and len(hist["loss"]) == 2
     assert all(np.isfinite(hist["loss"]))
     p = model.predict(x[:5])

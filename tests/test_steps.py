@@ -28,13 +28,12 @@ def flat_data(n=90, seed=0):
 
 def train(name, backend, dtype="float64", fused=True, epochs=2, batch_size=None, optimizer=None, dropout=None,
           n=90, **fit):
-    r = zoo.recipe(name)
     x, y = flat_data(n)
     model = zoo.create(name, backend=backend, seed=4, dtype=dtype, dropout=dropout)
     model.set_fusion(fused)
-    opt = make_optimizer(*optimizer) if optimizer else make_optimizer(r.optimizer, r.lr, **r.optimizer_args)
-    hist = model.fit(x.astype(dtype), y, epochs=epochs, batch_size=batch_size or min(r.batch_size, 32), optimizer=opt,
-                     schedule=r.schedule, verbose=0, seed=5, **fit)
+    args = zoo.fit_args(name, optimizer=optimizer and optimizer[0], lr=optimizer and optimizer[1], epochs=epochs)
+    args["batch_size"] = batch_size or min(args["batch_size"], 32)
+    hist = model.fit(x.astype(dtype), y, **args, verbose=0, seed=5, **fit)
     return model, hist
 
 

@@ -368,20 +368,36 @@ def _mul_kernel(a, b, out):
 
 # ---------------- losses ----------------
 
+@njit(**_jit)
+def _exp_shifted_row(x, out, n):
+    """out[n] = exp(x[n] - max(x[n])) (never overflows); returns (the row's sum, its max)."""
+    m_ = x.shape[1]
+    top = x[n, 0]
+    for m in range(1, m_):
+        top = max(top, x[n, m])
+    s = 0.0
+    for m in range(m_):
+        e = math.exp(x[n, m] - top)
+        out[n, m] = e
+        s += e
+    return s, top
+
 @njit(**_pjit)
 def _softmax_kernel(x, out):
-    n_, m_ = x.shape
-    for n in prange(n_):
-        top = x[n, 0]
-        for m in range(1, m_):
-            top = max(top, x[n, m])
-        s = 0.0
-        for m in range(m_):
-            e = math.exp(x[n, m] - top)
-            out[n, m] = e
-            s += e
-        for m in range(m_):
+    for n in prange(x.shape[0]):
+        s, _ = _exp_shifted_row(x, out, n)
+        for m in range(x.shape[1]):
             out[n, m] /= s
+
+@njit(**_jit)
+def _softmax_ce_row(x, d, n, lab, n_):
+    """Row n of the fused softmax + cross-entropy: d[n] = (softmax(x[n]) - onehot(lab)) / n_;
+    returns the row's loss (also the compiled training steps' loss, numba_steps)."""
+    s, top = _exp_shifted_row(x, d, n)
+    for m in range(x.shape[1]):
+        d[n, m] = d[n, m] / s / n_
+    d[n, lab] -= 1.0 / n_
+    return math.log(s) - (x[n, lab] - top)
 
 @njit(**_pjit)
 def _softmax_ce_kernel(x, labels, d, row_loss):  # returns the count of labels out of range
@@ -392,18 +408,7 @@ def _softmax_ce_kernel(x, labels, d, row_loss):  # returns the count of labels o
         if lab < 0 or lab >= m_:
             bad += 1
             continue
-        top = x[n, 0]
-        for m in range(1, m_):
-            top = max(top, x[n, m])
-        s = 0.0
-        for m in range(m_):
-            e = math.exp(x[n, m] - top)
-            d[n, m] = e
-            s += e
-        row_loss[n] = math.log(s) - (x[n, lab] - top)
-        for m in range(m_):
-            d[n, m] = d[n, m] / s / n_
-        d[n, lab] -= 1.0 / n_
+        row_loss[n] = _softmax_ce_row(x, d, n, lab, n_)
     return bad
 
 @njit(**_jit)

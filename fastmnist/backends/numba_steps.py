@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
+from .numba_kernels import _softmax_ce_row
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
 # whose check in every iteration keeps LLVM from vectorising the optimizer loops.
@@ -362,19 +363,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                     s += diff * diff
                     d[r, c] = diff * (1.0 / nb)
             else:
-                lab = labels[row]
-                top = out[r, 0]
-                for c in range(1, m):
-                    top = max(top, out[r, c])
-                z = 0.0
-                for c in range(m):
-                    e = math.exp(out[r, c] - top)
-                    d[r, c] = e
-                    z += e
-                s += math.log(z) - (out[r, lab] - top)
-                for c in range(m):
-                    d[r, c] = d[r, c] / z / nb
-                d[r, lab] -= 1.0 / nb
+                s += _softmax_ce_row(out, d, r, labels[row], nb)
         cast[0] = 0.5 * s / nb if loss_kind == LOSS_MSE else s / nb
         loss = np.float64(cast[0])
         loss_sum += loss * nb

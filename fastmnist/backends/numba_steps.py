@@ -34,6 +34,9 @@ _pjit = dict(_jit, parallel=True)  # the large-batch variants, on every core
 # Reassociation lets LLVM vectorise the dot products; no 'nnan'/'ninf', so NaN and Inf still propagate.
 _FM = {"reassoc", "contract"}
 _jitfm = dict(_jit, fastmath=_FM)
+# A parallel region wakes a sleeping thread (tens of microseconds): an optimizer update goes to the
+# threads only from this many parameters (relu-mlp's 784x256: yes; its 256x10: no).
+_PARALLEL_MIN_UPDATE = 1 << 16
 
 
 @njit(**_jitfm)
@@ -410,6 +413,7 @@ def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, slot_of, r
                    s1, s2, lr, ss, bc2, hyper):
     """The weight gradient a.T @ g and the optimizer's update of w (D, M); ``gw`` is all zero
     before and after (rows no input feeds are never written)."""
+    par = par and w.size >= _PARALLEL_MIN_UPDATE
     if not sparse:  # BLAS
         gw_dense = np.dot(a.T, g)
         if par:

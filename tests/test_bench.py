@@ -70,3 +70,20 @@ def test_the_tutorials_reference_code_really_trains(mnist_dir):
         assert before < 0.25 and after > floor, (name, before, after)
     with pytest.raises(ValueError, match="unknown backend 'tutor'"):
         bench.backend_list(["tutor"])
+
+
+def test_bench_names_its_data_and_times_the_tutorials_on_their_models(tmp_path, mnist_dir):
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", "bench", "--quick", "--epochs-only", "--backends",
+                           "numpy,tutorial", "--models", "two-layer,simple-cnn", "--data", str(mnist_dir), "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["data"].startswith("MNIST") and "data: MNIST" in proc.stdout
+    rows = {(r["case"], r["backend"]): r for r in report["results"]}
+    # the tutorial reference has the MLP's epoch only; every ratio reads "x faster"
+    assert set(rows) == {("epoch[two-layer,b100,n2000]", "numpy"), ("epoch[two-layer,b100,n2000]", "tutorial"),
+                         ("epoch[simple-cnn,b100,n2000]", "numpy")}
+    numpy_row, tutorial_row = rows[("epoch[two-layer,b100,n2000]", "numpy")], rows[("epoch[two-layer,b100,n2000]", "tutorial")]
+    assert numpy_row["speedup_vs_tutorial"] == tutorial_row["median_s"] / numpy_row["median_s"]
+    assert tutorial_row["speedup_vs_tutorial"] == 1.0 and numpy_row["speedup_vs_torch"] is None

@@ -23,7 +23,7 @@ from .backends import NAMES, backend_status, get_backend
 F32 = 4
 KERNELS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "affine_forward",
            "affine_backward", "relu_forward", "softmax_cross_entropy", "dropout_forward", "adam_update")
-DEFAULT_MODELS = ("simple-cnn", "dropout-cnn")
+DEFAULT_MODELS = ("simple-cnn", "dropout-cnn", "relu-mlp")  # an MLP too: there numpy is a close second
 
 
 @dataclass
@@ -129,6 +129,9 @@ def _kernel_case(kernel, model_name, batch):
     """
     info = _layer_shapes(model_name, batch)
     tag = f"{kernel}[{model_name},b{batch}]"
+    needs = {"conv2d": "conv", "maxpool2d": "pool"}.get(kernel.split("_")[0])
+    if needs and needs not in info:
+        return None  # the model has no such layer (an MLP has no convolution)
     if kernel.startswith("conv2d"):
         xs, ws, stride, pad = info["conv"]
         n, c, h, w = xs
@@ -163,8 +166,8 @@ def _kernel_case(kernel, model_name, batch):
                     lambda t, x, w, b, dy: t.addmm(b, x, w))
         return (tag, 4 * n * d * m, 2 * nbytes, inp, lambda be, x, w, b, dy: be.affine_backward(dy, x, w),
                 lambda t, x, w, b, dy: (dy @ w.T, x.T @ dy, dy.sum(0)))
-    if kernel == "relu_forward":
-        inp = {"x": _rand(info["pool"][0])}
+    if kernel == "relu_forward":  # after the first convolution, or else the first dense layer
+        inp = {"x": _rand(info["pool"][0] if "pool" in info else (info["dense"][0], info["dense"][2]))}
         return (tag, inp["x"].size, 2 * F32 * inp["x"].size, inp, lambda be, x: be.relu_forward(x),
                 lambda t, x: t.relu(x))
     if kernel == "softmax_cross_entropy":

@@ -60,7 +60,7 @@ def _add_bench(sub):
                    help="comma list of numpy,numba,cupy,cupy-sim,torch,torch-cl,torch-compile,tutorial "
                         "(default: all available but cupy-sim)")
     p.add_argument("--kernels", default=None, help="comma list of kernel names (default: all)")
-    p.add_argument("--models", default=None, help="comma list of zoo models (default: simple-cnn,dropout-cnn)")
+    p.add_argument("--models", default=None, help="comma list of zoo models (default: simple-cnn,dropout-cnn,relu-mlp)")
     p.add_argument("--batch-sizes", default=None, help="one size for all models, or model=size,...")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--epochs-only", action="store_true")

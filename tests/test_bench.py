@@ -87,3 +87,12 @@ def test_bench_names_its_data_and_times_the_tutorials_on_their_models(tmp_path, 
     numpy_row, tutorial_row = rows[("epoch[two-layer,b100,n2000]", "numpy")], rows[("epoch[two-layer,b100,n2000]", "tutorial")]
     assert numpy_row["speedup_vs_tutorial"] == tutorial_row["median_s"] / numpy_row["median_s"]
     assert tutorial_row["speedup_vs_tutorial"] == 1.0 and numpy_row["speedup_vs_torch"] is None
+
+
+def test_mlp_cases_leave_out_the_kernels_an_mlp_has_not():
+    """`bench --models relu-mlp` once failed on the convolution an MLP has not (KeyError 'conv')."""
+    names = [c.name for c in bench.all_cases(models=("relu-mlp",))]
+    assert names == ["affine_forward[relu-mlp,b200]", "affine_backward[relu-mlp,b200]", "relu_forward[relu-mlp,b200]",
+                     "softmax_cross_entropy[relu-mlp,b200]", "adam_update[relu-mlp,b200]", "train_step[relu-mlp,b200]",
+                     "epoch[relu-mlp,b200,n60000]"]
+    assert "relu-mlp" in bench.DEFAULT_MODELS  # the default run, --quick included, has an MLP

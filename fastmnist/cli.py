@@ -101,7 +101,9 @@ def _add_people(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="fastmnist", description="Train MNIST networks on compiled-kernel backends.")
+    parser.add_argument("--version", action="version", version=f"fastmnist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_others(sub)

@@ -53,7 +53,7 @@ class Sequential:
         rng = np.random.default_rng(seed)
         shape = self.input_shape
         for layer in self.layers:
-            shape = layer.build(shape, rng, self.backend, self.dtype)
+            shape = layer.out_shape = layer.build(shape, rng, self.backend, self.dtype)
         self.output_shape = shape
         if self.layers:
             self.layers[0].need_dx = False  # nobody needs the gradient with respect to the images
@@ -64,6 +64,32 @@ class Sequential:
         """Run fused backend paths (conv+ReLU+pool) where available (default) or layer by layer."""
         self.fused = enabled
         self.plan = fuse(self.layers, self.backend) if enabled else list(self.layers)
+
+    # ---- what it is ----
+
+    def summary(self) -> str:
+        """A table of the layers: type and settings, per-sample output shape, parameter count; then
+        the totals, the loss, the backend and the dtype (as Keras's ``model.summary()``)."""
+        rows = []
+        for layer in self.layers:
+            shape = layer.out_shape
+            settings = ", ".join(f"{k}={v}" for k, v in layer.config().items() if k != "init")
+            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            rows.append((f"{type(layer).__name__}({settings})", str(shape), f"{count:,}"))
+        width = max([len("layer")] + [len(r[0]) for r in rows]) + 2
+        lines = [f"{self.name or 'Sequential'}: input {self.input_shape}, loss {self.loss}, "
+                 f"backend {self.backend.name}, {self.dtype.name}",
+                 f"{'layer':{width}s}{'output':16s}{'parameters':>12s}"]
+        lines += [f"{a:{width}s}{b:16s}{c:>12s}" for a, b, c in rows]
+        total = sum(int(np.prod(p.shape)) for p in self.parameters())
+        lines.append(f"{'total':{width}s}{'':16s}{total:>12,}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(type(layer).__name__ for layer in self.layers)
+        total = sum(int(np.prod(p.shape)) for p in self.parameters())
+        return (f"<Sequential {self.name or ''} [{kinds}] {total:,} parameters, {self.loss}, "
+                f"{self.backend.name} {self.dtype.name}>").replace("<Sequential  [", "<Sequential [")
 
     # ---- computation ----
 

@@ -84,3 +84,9 @@ def test_train_reports_jit_compilation_apart_from_the_epochs():
     assert "compiled kernels in" in proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["warmup_seconds"] > 0 and len(out["epoch_seconds"]) == 1
+
+
+def test_version():
+    import fastmnist
+    proc = run("--version")
+    assert proc.stdout.strip() == f"fastmnist {fastmnist.__version__}"

@@ -151,3 +151,15 @@ def test_backend_selection(monkeypatch):
         with pytest.raises(BackendUnavailable, match="backend 'cupy' is not available here: .*pip install"):
             get_backend("cupy")
         assert resolve_name("auto") in ("numba", "numpy")
+
+
+def test_summary_and_repr_say_what_the_model_is():
+    model = zoo.create("simple-cnn", backend="numpy")
+    text = model.summary()
+    lines = text.splitlines()
+    assert lines[0] == "simple-cnn: input (1, 28, 28), loss softmax_cross_entropy, backend numpy, float32"
+    assert "Conv2D(filters=30, kernel_size=5, stride=1, pad=0)" in lines[2] and "(30, 24, 24)" in lines[2]
+    assert lines[2].endswith("780") and lines[-1].endswith("433,890")  # 30*25+30; the total
+    assert sum(int(line.split()[-1].replace(",", "")) for line in lines[2:-1]) == 433890
+    assert repr(model) == ("<Sequential simple-cnn [Conv2D, ReLU, MaxPool2D, Flatten, Dense, ReLU, Dense] 433,890 "
+                           "parameters, softmax_cross_entropy, numpy float32>")

@@ -31,9 +31,27 @@ class Checkpointer:
 
     def save(self, model, optimizer, state) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temp_files()
         path = model.save(self.path, optimizer=optimizer, extra={"run": self.run, "trainer": dict(state)})
         _fsync_dir(self.dir)
         return path
+
+    def _remove_stale_temp_files(self) -> None:
+        """A run killed (SIGKILL) while writing leaves ``.checkpoint.npz.PID.tmp`` behind; the next
+        save removes those of processes that no longer exist (never another live run's)."""
+        for tmp in self.dir.glob(f".{FILE}.*.tmp"):
+            try:
+                pid = int(tmp.name.split(".")[-2])
+            except ValueError:
+                continue
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)  # signal 0: only asks whether the process exists
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except PermissionError:  # it exists, under another user
+                pass
 
     def exists(self) -> bool:
         return self.path.is_file()

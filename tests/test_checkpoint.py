@@ -120,3 +120,25 @@ def test_checkpoint_loads_without_pickle(data, tmp_path):
     with np.load(tmp_path / "c" / "checkpoint.npz", allow_pickle=False) as f:
         assert {"architecture", "optimizer", "extra/run", "extra/trainer"} <= set(f.files)
     assert os.path.getsize(tmp_path / "c" / "checkpoint.npz") > 1000
+
+
+def test_a_save_removes_temp_files_of_killed_runs_only(tmp_path):
+    """SIGKILL during a save leaves `.checkpoint.npz.PID.tmp`; the next save removes it, but never
+    the temporary file of a process that is still alive."""
+    import os
+    import subprocess
+    import sys
+
+    from fastmnist import zoo
+    from fastmnist.checkpoint import Checkpointer
+    from fastmnist.optim import make_optimizer
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ckpt = Checkpointer(tmp_path, {"model": "two-layer"})
+    tmp_path.mkdir(exist_ok=True)
+    stale = tmp_path / f".checkpoint.npz.{int(dead.stdout)}.tmp"
+    alive = tmp_path / f".checkpoint.npz.{os.getppid()}.tmp"
+    stale.write_bytes(b"half a file")
+    alive.write_bytes(b"another run's file in progress")
+    model = zoo.create("two-layer", backend="numpy")
+    ckpt.save(model, make_optimizer("sgd", 0.1).attach(model), {"epoch": 0, "step": 0})
+    assert not stale.exists() and alive.exists() and ckpt.exists()

@@ -15,7 +15,6 @@ generator in the same order, so a checkpoint written by either path resumes on t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +31,7 @@ from .backends.contract import (
     OPT_ADAM,
     OPT_MOMENTUM,
     OPT_SGD,
+    adam_corrections,
 )
 from .layers import Dense, Dropout, ReLU, Sigmoid
 from .optim import SGD, AdaGrad, Adam, Momentum
@@ -128,9 +128,7 @@ def step_rates(optimizer, schedule, first_global: int, count: int, steps_per_epo
         lr = schedule(optimizer.lr, first_global + k, steps_per_epoch, total_steps)
         lrs[k] = lr
         if adam:
-            t = optimizer.t + 1 + k
-            step_size[k] = lr / (1 - optimizer.beta1 ** t)
-            sqrt_bc2[k] = math.sqrt(1 - optimizer.beta2 ** t)
+            step_size[k], sqrt_bc2[k] = adam_corrections(lr, optimizer.t + 1 + k, optimizer.beta1, optimizer.beta2)
         else:
             step_size[k] = lr
     return lrs, step_size, sqrt_bc2

@@ -199,8 +199,7 @@ class _Loop:
                     seen = float(loss_sum)  # the only host read inside an epoch
                     if not math.isfinite(seen):
                         where = f"step {step + 1}" if check_every == 1 else f"steps {checked_step + 1}-{step + 1}"
-                        raise TrainingDiverged(f"loss became {seen - checked_loss} at epoch {epoch + 1}, {where} "
-                                               f"of {steps}; lower the learning rate (now {lr_now:.3g})")
+                        raise _diverged(seen - checked_loss, epoch, where, steps, lr_now)
                     checked_loss, checked_step = seen, step + 1
                     if bar is not None and ((step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1):
                         bar.update(step + 1 - bar.n)
@@ -235,8 +234,7 @@ class _Loop:
             loss_sum, correct = float(loss_sum) + part_loss, float(correct) + part_correct
             lr_now, step = float(lrs[done - 1]), step + done
             if bad is not None:
-                raise TrainingDiverged(f"loss became {bad} at epoch {epoch + 1}, step {step} of {steps}; "
-                                       f"lower the learning rate (now {lr_now:.3g})")
+                raise _diverged(bad, epoch, f"step {step}", steps, lr_now)
             if bar is not None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss_sum / min(n, step * self.batch_size):.4f}")
@@ -260,6 +258,11 @@ class _Loop:
         if self.on_epoch_end is not None:
             state = self.rng.bit_generator.state
             self.on_epoch_end(self.state(epoch + 1, 0, state))
+
+
+def _diverged(loss, epoch, where, steps, lr_now) -> TrainingDiverged:
+    return TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}, {where} of {steps}; "
+                            f"lower the learning rate (now {lr_now:.3g})")
 
 
 def _batches(model, x, batch_size):

@@ -44,6 +44,7 @@ dropped when ``uniform(seed, i) < p``, where ``uniform`` is the counter-based ha
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -320,6 +321,12 @@ def check_update_many(op, params, grads, states, slots, lr):
 
 def check_count_correct(logits, labels):
     _check_logits_and_labels("count_correct", logits, labels)
+
+
+def adam_corrections(lr, t, beta1, beta2):
+    """Adam's bias corrections at step ``t`` (from 1), in float64: ``(lr / (1 - beta1**t),
+    sqrt(1 - beta2**t))``. One formula for every backend's adam_update and the compiled steps."""
+    return lr / (1 - beta1 ** t), math.sqrt(1 - beta2 ** t)
 
 
 # ---- whole training steps of a dense network (fastmnist.steps.StepProgram) ----

@@ -433,7 +433,7 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     _in_place("adam_update", param=param, m=m, v=v)
     f = param.dtype
     _launch("adam", f, param.size, (param, _c(grad), m, v, _l(param.size), _s(f, beta1), _s(f, beta2),
-                                    _s(f, lr / (1 - beta1 ** t)), _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))
+                                    *(_s(f, c) for c in C.adam_corrections(lr, t, beta1, beta2)), _s(f, eps)))
 
 
 _tables: dict = {}  # (dtype, (ptr, size) of every param/m/v) -> device pointer tables
@@ -468,9 +468,10 @@ def adam_update_many(params, grads, states, t, lr, beta1, beta2, eps):
     if [g.data.ptr for g in grads] != entry["grads"]:
         entry["g"].set(np.array([g.data.ptr for g in grads], np.uint64))
         entry["grads"] = [g.data.ptr for g in grads]
+    step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
     _launch("adam_many", f, entry["total"], (entry["p"], entry["g"], entry["m"], entry["v"], entry["offsets"],
-                                             _i(len(params)), _s(f, beta1), _s(f, beta2), _s(f, lr / (1 - beta1 ** t)),
-                                             _s(f, math.sqrt(1 - beta2 ** t)), _s(f, eps)))
+                                             _i(len(params)), _s(f, beta1), _s(f, beta2), _s(f, step_size),
+                                             _s(f, sqrt_bc2), _s(f, eps)))
 
 
 # ---- out of device memory: one clear MemoryError from every public function ----

@@ -13,7 +13,6 @@ softmax + cross-entropy + gradient, one Adam pass per parameter.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 
 import numpy as np
@@ -499,8 +498,9 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     t = C.require_int("adam_update", "t", t, 1)
     f = param.dtype.type
     op = "adam_update"
+    step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
     _adam_kernel(_flat(param, op, "param"), _c(grad).reshape(-1), _flat(m, op, "m"), _flat(v, op, "v"),
-                 f(beta1), f(beta2), f(lr / (1 - beta1 ** t)), f(math.sqrt(1 - beta2 ** t)), f(eps))
+                 f(beta1), f(beta2), f(step_size), f(sqrt_bc2), f(eps))
 
 
 # ---- whole training steps of a dense network ----

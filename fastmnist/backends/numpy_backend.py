@@ -261,7 +261,7 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     """Adam with bias correction (PyTorch's form); t is the 1-based step count."""
     C.check_update("adam_update", param, grad, lr, m=m, v=v)
     t = C.require_int("adam_update", "t", t, 1)
-    _adam_apply(param, grad, m, v, lr / (1 - beta1 ** t), np.sqrt(1 - beta2 ** t), beta1, beta2, eps)
+    _adam_apply(param, grad, m, v, *C.adam_corrections(lr, t, beta1, beta2), beta1, beta2, eps)
 
 
 def _adam_apply(param, grad, m, v, step_size, sqrt_bc2, beta1, beta2, eps):

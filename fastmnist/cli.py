@@ -411,6 +411,11 @@ def main(argv=None) -> int:
             raise
         print(f"fastmnist {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # NumPy's own (the GPU's is errors.OutOfMemory, above): it names the array's shape
+        if os.environ.get("FASTMNIST_DEBUG"):
+            raise
+        print(f"fastmnist {args.command}: error: out of memory: {exc or 'no details'}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"fastmnist {args.command}: interrupted", file=sys.stderr)
         return 130

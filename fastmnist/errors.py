@@ -21,5 +21,10 @@ class BackendUnavailable(FastMnistError, RuntimeError):
     """A named backend cannot run on this machine (the message says why and how to fix it)."""
 
 
+class OutOfMemory(FastMnistError, MemoryError):
+    """The device (or host) ran out of memory; the message names the operation, its input shapes
+    and what to make smaller."""
+
+
 class TrainingDiverged(FastMnistError, FloatingPointError):
     """The loss became NaN or infinite; the message names the epoch and the step."""

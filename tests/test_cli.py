@@ -1,5 +1,6 @@
 """The command line, run as a user runs it: a real subprocess on a small subset of MNIST."""
 import json
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,15 @@ def test_version():
     import fastmnist
     proc = run("--version")
     assert proc.stdout.strip() == f"fastmnist {fastmnist.__version__}"
+
+
+def test_out_of_device_memory_is_one_line_not_a_traceback(mnist_dir):
+    # found on an H200 (benchmarks/results/gpu/cli.txt): CuPy's OutOfMemoryError became a clear
+    # message, but the CLI printed it under a traceback; here the simulated GPU has 48 MiB
+    env = dict(os.environ, FASTMNIST_CUDASIM_MEMORY=str(48 * 2**20))
+    proc = run("train", "--backend", "cupy-sim", "--model", "simple-cnn", "--data", str(mnist_dir), "--limit-train",
+               "800", "--limit-test", "100", "--batch-size", "768", "--epochs", "1", "--quiet", env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("fastmnist train: error: GPU out of memory in ")
+    assert "--batch-size" in proc.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import config
+from ..errors import OutOfMemory
 from . import contract as C
 
 name = "cupy"
@@ -160,7 +161,7 @@ def asarray(a, dtype=None):
         return cp.ascontiguousarray(cp.asarray(a, dtype=dtype))
     except cp.cuda.memory.OutOfMemoryError as exc:
         nbytes = getattr(a, "nbytes", 0)
-        raise MemoryError(f"GPU out of memory moving an array of {nbytes / 2**20:.1f} MiB to the device ({exc}); "
+        raise OutOfMemory(f"GPU out of memory moving an array of {nbytes / 2**20:.1f} MiB to the device ({exc}); "
                           "use a smaller batch or dataset") from None
 
 
@@ -474,7 +475,7 @@ def adam_update_many(params, grads, states, t, lr, beta1, beta2, eps):
                                              _s(f, sqrt_bc2), _s(f, eps)))
 
 
-# ---- out of device memory: one clear MemoryError from every public function ----
+# ---- out of device memory: one clear OutOfMemory (a MemoryError) from every public function ----
 
 def _gpu_oom_to_memory_error(fn):
     @functools.wraps(fn)
@@ -485,7 +486,7 @@ def _gpu_oom_to_memory_error(fn):
             if _cp is None or not isinstance(exc, _cp.cuda.memory.OutOfMemoryError):
                 raise
             shapes = ", ".join(str(tuple(a.shape)) for a in args if hasattr(a, "shape"))
-            raise MemoryError(f"GPU out of memory in {fn.__name__} (inputs {shapes or 'none'}): {exc} "
+            raise OutOfMemory(f"GPU out of memory in {fn.__name__} (inputs {shapes or 'none'}): {exc} "
                               "Use a smaller batch size (--batch-size), or evaluate in smaller batches.") from None
     return wrapper
 

@@ -44,3 +44,64 @@ def test_concurrent_cold_cache_then_warm(tmp_path):
     warm = run_all(1, cache)[0]
     assert warm["misses"] == 0 and warm["hits"] >= 4  # loaded, not compiled again
     assert warm["loss"] == first[0]["loss"]
+
+
+RACE = """
+import json, os, sys, time
+import numpy as np
+import numba.core.caching as caching
+
+role, barrier = sys.argv[1], sys.argv[2]
+if role in ("a", "b"):  # both read the empty index, then write it: a first, b second; a's data lands last
+    save_index, save_data = caching.IndexDataCacheFile._save_index, caching.IndexDataCacheFile._save_data
+
+    def slow_index(self, overloads):
+        open(os.path.join(barrier, role), "w").close()
+        deadline = time.time() + 4  # with the lock the other process waits for ours: give up then
+        while time.time() < deadline and not all(os.path.exists(os.path.join(barrier, r)) for r in "ab"):
+            time.sleep(0.01)
+        time.sleep(0.5 if role == "b" else 0)
+        save_index(self, overloads)
+
+    def slow_data(self, name, data):
+        time.sleep(2 if role == "a" else 0)
+        save_data(self, name, data)
+
+    caching.IndexDataCacheFile._save_index, caching.IndexDataCacheFile._save_data = slow_index, slow_data
+from fastmnist.backends import numba_kernels as k
+
+dtype = np.float32 if role in ("a", "load-a") else np.float64
+x = np.linspace(-3, 3, 4001).astype(dtype)
+out = np.full_like(x, np.nan)
+k._relu_kernel(x, out)
+print(json.dumps({"ok": bool(np.array_equal(out, np.maximum(x, 0))),
+                  "hits": sum(k._relu_kernel.stats.cache_hits.values())}))
+"""
+
+
+def run_race(role, cache_dir, barrier):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    return subprocess.Popen([sys.executable, "-c", RACE, role, str(barrier)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def outcome(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {err[-2000:]}"
+    import json
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_two_signatures_saved_at_once_load_their_own_code(tmp_path):
+    # Numba's cache gives a new signature the first free data-file number it finds in the index:
+    # two processes saving float32 and float64 at once both take number 1, and without a lock the
+    # index names one's code while the file holds the other's. Found as a SIGSEGV on a 16-core
+    # machine (benchmarks/results/gpu/suite.txt); here the interleaving is forced, so that it is
+    # the lock of fastmnist/backends/numba_cache.py, not timing luck, that makes this pass.
+    cache, barrier = tmp_path / "numba-cache", tmp_path / "barrier"
+    barrier.mkdir()
+    a, b = run_race("a", cache, barrier), run_race("b", cache, barrier)
+    assert outcome(a)["ok"] and outcome(b)["ok"]
+    for role in ("load-b", "load-a"):  # fresh processes: each signature's code from the cache, and right
+        result = outcome(run_race(role, cache, barrier))
+        assert result["hits"] == 1 and result["ok"], (role, result)

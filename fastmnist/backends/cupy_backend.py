@@ -4,8 +4,9 @@ Importable everywhere: CuPy itself is imported lazily, on first use, so the libr
 backends work on machines without CuPy or without a GPU; ``available()`` says why not.
 
 Status: ran on an NVIDIA H200 once (2026-11-30, benchmarks/results/gpu/): the conformance suite
-passed, compute-sanitizer found nothing, fast-cnn trains to ~99% (docs/gpu.md). Nothing here synchronises with the host except where a public function
-must validate device data (label or argmax ranges), which the layers' paths avoid.
+passed, compute-sanitizer found nothing, fast-cnn trains to ~99% (docs/gpu.md). Nothing here
+synchronises with the host except where a public function must validate device data (label or
+argmax ranges), which the layers' paths avoid.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .numba_cache import lock_caches
+
 _jit = dict(cache=True, nogil=True)
 _pjit = dict(cache=True, nogil=True, parallel=True)
 # Reassociation lets LLVM vectorise reductions; no 'nnan'/'ninf', so NaN and Inf still propagate.
@@ -619,3 +621,6 @@ def _to_channels_first_kernel(x, pad, out):  # x (N, C, H, W) -> out (C, N, Hp, 
             for i in range(h_):
                 for j in range(w_):
                     out[c, n, i + pad, j + pad] = x[n, c, i, j]
+
+
+lock_caches(globals())  # several processes compiling into one cache at once: numba_cache.py

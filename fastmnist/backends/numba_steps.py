@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
+from .numba_cache import lock_caches
 from .numba_kernels import _softmax_ce_row
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
@@ -439,3 +440,6 @@ def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, slot_of, r
         _update(opt_kind, w.ravel(), gw.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
     for q in range(count):  # back to all zero for the next step
         gw[rows[q], :] = 0
+
+
+lock_caches(globals())  # several processes compiling into one cache at once: numba_cache.py

@@ -1,0 +1,71 @@
+"""Numba's on-disk cache, made safe for several processes compiling at once.
+
+Numba keeps, per function, one index file that maps each signature to a numbered data file
+(``numba.core.caching.IndexDataCacheFile``). Saving reads the index, takes the first free number,
+writes the index, then the data. Two processes saving two signatures of one kernel at the same
+time can take the same number: the index one of them leaves then names the other's machine code,
+and the next process to load that signature runs code compiled for other argument types. That is
+a segfault or silent garbage (seen on a 16-core machine where 12 test processes shared one cache:
+``benchmarks/results/gpu/suite.txt``; Numba issues #4807 and #10128 report the same family).
+
+Here every cached load and save of a fastmnist kernel holds an exclusive ``fcntl.flock`` on one
+lock file in that kernel's cache directory, so an index and its data are read and written as one.
+The lock is held for file I/O only, never while compiling. Where ``fcntl`` does not exist
+(Windows) or the directory cannot hold a lock file, caching works as in Numba itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from numba.core.caching import FunctionCache
+from numba.core.registry import CPUDispatcher
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here; Numba's own behaviour
+    fcntl = None
+
+LOCK_NAME = "fastmnist-numba-cache.lock"
+
+
+@contextlib.contextmanager
+def _locked(directory: str):
+    """Hold an exclusive lock on ``directory``/LOCK_NAME (shared by every kernel cached there)."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # a read-only cache location: Numba falls back on its own, so do we
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class LockedFunctionCache(FunctionCache):
+    """Numba's FunctionCache with each load and save of an index entry and its data under one lock."""
+
+    def load_overload(self, sig, target_context):
+        with _locked(self.cache_path):
+            return super().load_overload(sig, target_context)
+
+    def save_overload(self, sig, data):
+        with _locked(self.cache_path):
+            super().save_overload(sig, data)
+
+
+def lock_caches(namespace: dict) -> int:
+    """Give every cached Numba dispatcher in ``namespace`` (a module's ``globals()``) the locked
+    cache; returns how many. Call it where the kernels are defined, before their first call."""
+    count = 0
+    for obj in namespace.values():
+        if isinstance(obj, CPUDispatcher) and type(getattr(obj, "_cache", None)) is FunctionCache:
+            obj._cache = LockedFunctionCache(obj.py_func)
+            count += 1
+    return count

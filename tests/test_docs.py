@@ -1,5 +1,6 @@
 """Every example in README.md and docs/ runs: ```python blocks are executed, ```console lines
 starting with '$ ' are run in a shell, and README's main-job command is run as written."""
+import importlib.util
 import os
 import re
 import subprocess
@@ -33,6 +34,8 @@ def test_python_examples(code, tmp_path, monkeypatch):
 @pytest.mark.parametrize("code", list(blocks("console")))
 def test_console_examples(code, tmp_path):
     need_data()
+    if "fastmnist sweep" in code and importlib.util.find_spec("distributed") is None:
+        pytest.skip("fastmnist sweep needs Dask distributed (the [distributed] extra), not installed here")
     env = dict(os.environ, FASTMNIST_DATA=str(MNIST_DIR))
     for line in code.splitlines():
         if not line.startswith("$ "):

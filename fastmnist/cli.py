@@ -11,25 +11,29 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from . import options as O
 
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a zoo model and print its test accuracy")
     p.add_argument("--model", default=None, help="zoo model name (default simple-cnn; see `fastmnist info`)")
     p.add_argument("--backend", default=None, help="numpy, numba, cupy or auto (default: $FASTMNIST_BACKEND or auto)")
-    p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe")
-    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: the model's recipe)")
+    p.add_argument("--epochs", type=O.count, default=None, help="default: the model's recipe")
+    p.add_argument("--batch-size", type=O.count, default=None, help="default: the model's recipe")
+    p.add_argument("--lr", type=O.positive_float, default=None, help="base learning rate (default: the model's recipe)")
     p.add_argument("--optimizer", default=None, help="sgd, momentum, adagrad or adam (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--seed", type=O.seed, default=0, help="seeds the initial weights, shuffling and dropout (default 0)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="floating-point type of weights and data (default float32; float64 for checks)")
     p.add_argument("--data", default=None,
                    help="MNIST directory (default: $FASTMNIST_DATA, ./data/mnist, ~/.cache/fastmnist/mnist)")
-    p.add_argument("--validation-split", type=float, default=None, help="hold out this fraction for validation")
-    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--validation-split", type=O.fraction, default=None, help="hold out this fraction for validation")
+    p.add_argument("--limit-train", type=O.count, default=None, help="train on the first N images only")
+    p.add_argument("--limit-test", type=O.count, default=None, help="evaluate on the first N test images only")
     p.add_argument("--out", default=None, help="save the trained model to this .npz file")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -44,7 +48,7 @@ def _add_others(sub):
     p.add_argument("file")
     p.add_argument("--backend", default=None)
     p.add_argument("--data", default=None)
-    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--limit-test", type=O.count, default=None, help="evaluate on the first N test images only")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("info", help="backends available here (and why not), versions, threads, GPU, the zoo")
     p.add_argument("--json", action="store_true")
@@ -89,12 +93,12 @@ def _add_people(sub):
     p.add_argument("--out", required=True, metavar="FILE.png")
     p.add_argument("--data", default=None)
     p.add_argument("--backend", default=None)
-    p.add_argument("--limit-test", type=int, default=None)
+    p.add_argument("--limit-test", type=O.count, default=None, help="use the first N test images only")
     p = sub.add_parser("reproduce", help="run a zoo model's classic schedule and compare with its source")
     p.add_argument("name")
     p.add_argument("--backend", default=None)
     p.add_argument("--data", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=O.seed, default=0)
     p.add_argument("--out", default=None, help="save the trained model")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -130,15 +134,18 @@ def cmd_train(args) -> dict:
     run = {"model": args.model or zoo.DEFAULT_MODEL, "seed": args.seed, "dtype": args.dtype,
            "limit_train": args.limit_train, "validation_split": args.validation_split}
     recipe = zoo.recipe(run["model"])
-    run.update(epochs=args.epochs or recipe.epochs, batch_size=args.batch_size or recipe.batch_size,
-               optimizer=args.optimizer or recipe.optimizer, lr=args.lr or recipe.lr)
+    given = lambda value, default: default if value is None else value  # noqa: E731 (0 is never "the default")
+    run.update(epochs=given(args.epochs, recipe.epochs), batch_size=given(args.batch_size, recipe.batch_size),
+               optimizer=given(args.optimizer, recipe.optimizer), lr=given(args.lr, recipe.lr))
+    _check_outputs(args)
     ckpt = Checkpointer(args.checkpoint_dir, run) if args.checkpoint_dir else None
     resume = history = None
     if args.resume:
         if not ckpt.exists():
             raise FastMnistError(f"--resume: no checkpoint in {args.checkpoint_dir}")
         model, optimizer, saved_run, resume = ckpt.load(args.backend)
-        if args.epochs:  # the only setting a resumed run may change: train for longer
+        _check_resume_matches(args, saved_run, ckpt.path)
+        if args.epochs is not None:  # the only setting a resumed run may change: train for longer
             saved_run["epochs"] = args.epochs
         run = ckpt.run = saved_run
         recipe = zoo.recipe(run["model"])
@@ -171,13 +178,13 @@ def cmd_train(args) -> dict:
                               "--resume", 128 + (stop.signum or 2)) from None
     train_seconds = time.perf_counter() - t0
     result = model.evaluate(xt, yt)
+    if args.out:  # before the picture: a finished training is never lost to a plotting problem
+        path = _save_or_rescue(model, optimizer, history, args.out)
+        if not args.quiet:
+            print(f"saved {path}", file=sys.stderr)
     if args.plot:
         from .plots import training_curves
         print(f"wrote {training_curves(history, args.plot, run['model'])}", file=sys.stderr)
-    if args.out:
-        path = model.save(args.out, optimizer=optimizer, extra={"history": history})
-        if not args.quiet:
-            print(f"saved {path}", file=sys.stderr)
     summary = {
         "model": run["model"], "backend": model.backend.name, "dtype": run["dtype"], "epochs": run["epochs"],
         "batch_size": run["batch_size"], "optimizer": run["optimizer"], "lr": optimizer.lr, "seed": run["seed"],
@@ -191,6 +198,51 @@ def cmd_train(args) -> dict:
     print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {run['epochs']} epoch(s); "
           f"{summary['samples_per_second']:.0f} samples/s on {model.backend.name}")
     return summary
+
+
+def _check_outputs(args) -> None:
+    """Every path the run will write, checked before the first epoch."""
+    from .model import npz_path
+    if args.out:
+        O.check_output_file(args.out, "--out")  # a directory given as --out is refused, not renamed
+        O.check_output_file(npz_path(args.out), "--out")
+    if args.plot:
+        O.check_output_file(args.plot, "--plot")
+    if args.checkpoint_dir:
+        O.check_output_dir(args.checkpoint_dir, "--checkpoint-dir")
+
+
+def _check_resume_matches(args, saved_run, path) -> None:
+    """--resume continues the saved run: a setting that contradicts it is an error, not ignored."""
+    from .errors import FastMnistError
+    asked = {"model": args.model, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+             "dtype": args.dtype if args.dtype != "float32" else None, "seed": args.seed or None,
+             "limit_train": args.limit_train, "validation_split": args.validation_split}
+    for key, value in asked.items():
+        if value is not None and key in saved_run and value != saved_run[key]:
+            option = "--" + key.replace("_", "-")
+            raise FastMnistError(f"--resume: {option} {value} contradicts the checkpoint {path}, which was "
+                                 f"started with {saved_run[key]!r}; drop {option} (only --epochs may change)")
+
+
+def _save_or_rescue(model, optimizer, history, out) -> str:
+    """Save the trained model to ``out``; if that fails now (the disk filled, the directory went
+    away), save it in the working or temporary directory instead, say where, and exit 2."""
+    import tempfile
+
+    from .errors import FastMnistError
+    try:
+        return str(model.save(out, optimizer=optimizer, extra={"history": history}))
+    except OSError as exc:
+        for where in (Path.cwd(), Path(tempfile.gettempdir())):
+            rescue = where / f"fastmnist-rescued-{os.getpid()}.npz"
+            try:
+                model.save(rescue, optimizer=optimizer, extra={"history": history})
+            except OSError:
+                continue
+            raise FastMnistError(f"--out {out}: could not save ({exc}); the trained model was saved to "
+                                 f"{rescue} instead") from None
+        raise FastMnistError(f"--out {out}: could not save ({exc}), nor anywhere else") from None
 
 
 def _warm_up(model, optimizer, recipe, x, y, batch_size, quiet) -> float:
@@ -334,6 +386,8 @@ def cmd_predict(args) -> dict:
     model = load(args.model, backend=args.backend)
     results = (read_numbers if args.number else predict_images)(model, args.images, show=args.show)
     for r in results:
+        if "warning" in r:
+            print(f"{r['file']}: warning: {r['warning']}", file=sys.stderr)
         if args.json:
             print(json.dumps(r))
         elif "error" in r:
@@ -345,10 +399,13 @@ def cmd_predict(args) -> dict:
             probs = " ".join(f"{d}:{p:.3f}" for d, p in enumerate(r["probabilities"]))
             print(f"{r['file']}: {r['digit']}  ({probs})" + (f"  input saved to {r['shown']}" if "shown" in r else ""))
     args.json = False  # the per-image lines were the JSON output
-    if all("error" in r for r in results):
+    failed = [r["file"] for r in results if "error" in r]
+    if failed:  # every answer that could be given was printed above; the exit status still says not all
         from .errors import FastMnistError
-        raise FastMnistError("no image could be read" if args.number else "no image could be predicted")
-    return {"predicted": sum("error" not in r for r in results)}
+        if len(failed) == len(results):
+            raise FastMnistError("no image could be read" if args.number else "no image could be predicted")
+        raise FastMnistError(f"{len(failed)} of {len(results)} images could not be used: {', '.join(failed)}")
+    return {"predicted": len(results)}
 
 
 def cmd_plot(args) -> dict:
@@ -366,8 +423,12 @@ def cmd_plot(args) -> dict:
         key = "extra/history" if "extra/history" in arrays else "extra/trainer"
         if key not in arrays:
             raise ValueError(f"{args.model} holds no training history (save it with train --out or a checkpoint)")
-        history = json.loads(str(arrays[key]))
-        history = history.get("history", history)
+        from .checkpoint import check_history
+        from .model import json_entry
+        history = json_entry(arrays, key, args.model)
+        if key == "extra/trainer":
+            history = history.get("history") if isinstance(history, dict) else None
+        check_history(history, args.model, key)
         return {"out": str(plots.training_curves(history, args.out, model.name or args.model))}
     model = load(args.model, backend=args.backend)
     _, (xt, yt) = load_mnist(args.data, flatten=len(model.input_shape) == 1, dtype=model.dtype.name)

@@ -80,3 +80,7 @@ STEP_SPARSE_MIN_OUTPUTS = 128
 #: optimizer over the threads. Each parallel region wakes a sleeping thread (tens of microseconds
 #: with passive waiting): two-layer's batch of 100 ran 0.29 s an epoch parallel, 0.23 s not.
 STEP_PARALLEL_BATCH = 128
+
+#: fastmnist sweep: seconds to wait for a Dask scheduler given with --scheduler before saying it
+#: did not answer.
+SWEEP_CONNECT_TIMEOUT_S = 5

@@ -48,17 +48,24 @@ def load_grey(path) -> np.ndarray:
 def as_grey(image, where: str) -> np.ndarray:
     """A path, a Pillow image or an array ((H, W) grey, (H, W, 3|4) colour; uint8 or float in [0, 1])."""
     if isinstance(image, (str, Path)):
-        return load_grey(image)
-    if hasattr(image, "mode") and hasattr(image, "size"):
+        grey = load_grey(image)
+    elif hasattr(image, "mode") and hasattr(image, "size"):
         from PIL import ImageOps
-        return to_grey(ImageOps.exif_transpose(image))
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] in (3, 4):
-        a = a[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if a.ndim != 2 or a.size == 0:
-        raise ImageError(f"{where}: expected a grey (H, W) or colour (H, W, 3|4) image, got shape {a.shape}")
-    a = a.astype(np.float64)
-    return a / 255.0 if a.max() > 1.0 else a
+        grey = to_grey(ImageOps.exif_transpose(image))
+    else:
+        a = np.asarray(image)
+        if a.dtype.kind not in "biuf":
+            raise ImageError(f"{where}: expected numbers, got an array of {a.dtype}")
+        if a.ndim == 3 and a.shape[2] in (3, 4):
+            a = a[..., :3] @ np.array([0.299, 0.587, 0.114])
+        if a.ndim != 2 or a.size == 0:
+            raise ImageError(f"{where}: expected a grey (H, W) or colour (H, W, 3|4) image, got shape {a.shape}")
+        grey = a.astype(np.float64)
+        if np.all(np.isfinite(grey)) and grey.max() > 1.0:
+            grey = grey / 255.0
+    if not np.all(np.isfinite(grey)):  # a float TIFF or array can hold NaN: it has no grey level to read
+        raise ImageError(f"{where}: the image holds NaN or infinite values")
+    return grey
 
 
 def to_grey(img) -> np.ndarray:
@@ -133,7 +140,10 @@ def predict_images(model, images, show: bool = False) -> list[dict]:
         inputs.append(x)
         ok.append(len(results) - 1)
         if show and isinstance(image, (str, Path)):
-            results[-1]["shown"] = str(save_input_png(x, _shown_path(image)))
+            try:
+                results[-1]["shown"] = str(save_input_png(x, _shown_path(image)))
+            except OSError as exc:  # the reading still counts; only the picture could not be written
+                results[-1]["warning"] = f"could not save the input picture: {exc}"
     if inputs:
         for i, p in zip(ok, _classify(model, inputs)):
             results[i]["digit"] = int(np.argmax(p))
@@ -165,7 +175,10 @@ def read_numbers(model, images, show: bool = False) -> list[dict]:
                   for g, p in zip(groups, probs)]
         rec = {"file": name, "number": "".join(str(d["digit"]) for d in digits), "digits": digits}
         if show and isinstance(image, (str, Path)):
-            rec["shown"] = str(save_number_png(grey, rec, Path(image).with_name(Path(image).stem + ".number.png")))
+            try:
+                rec["shown"] = str(save_number_png(grey, rec, Path(image).with_name(Path(image).stem + ".number.png")))
+            except OSError as exc:  # the reading still counts; only the picture could not be written
+                rec["warning"] = f"could not save the picture with boxes: {exc}"
         results.append(rec)
     return results
 

@@ -5,7 +5,48 @@ generator (weights are drawn on the host, so a seed gives the same weights on ev
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
+
 import numpy as np
+
+_PARAMETER_BUDGET: contextvars.ContextVar = contextvars.ContextVar("fastmnist_parameter_budget", default=None)
+_LAYER_INDEX: contextvars.ContextVar = contextvars.ContextVar("fastmnist_layer_index", default=None)
+
+
+@contextlib.contextmanager
+def parameter_budget(per_layer: dict):
+    """Layer ``i`` built inside may create at most ``per_layer.get(i, 0)`` parameters: a model
+    file's architecture is held to the arrays the file really holds before anything is allocated."""
+    token = _PARAMETER_BUDGET.set(dict(per_layer))
+    try:
+        yield
+    finally:
+        _PARAMETER_BUDGET.reset(token)
+
+
+@contextlib.contextmanager
+def building(index: int):
+    """Sequential builds layer ``index`` inside: the budget above is per layer."""
+    token = _LAYER_INDEX.set(index)
+    try:
+        yield
+    finally:
+        _LAYER_INDEX.reset(token)
+
+
+def _spend_budget(shape, bias_shape) -> None:
+    budget = _PARAMETER_BUDGET.get()
+    if budget is None:
+        return
+    index = _LAYER_INDEX.get()
+    need = math.prod(int(d) for d in shape) + math.prod(int(d) for d in bias_shape)
+    have = budget.get(index, 0)
+    if need > have:
+        raise ValueError(f"layer {index} (weights {tuple(shape)}) needs {need:,} parameters; the file's "
+                         f"param/{index}/ arrays hold {have:,}")
+    budget[index] = have - need
 
 
 def init_weights(rng: np.random.Generator, init: str, shape, fan_in: int):
@@ -17,6 +58,7 @@ def init_weights(rng: np.random.Generator, init: str, shape, fan_in: int):
     standard normal weights and biases, as Nielsen's network.py.
     """
     bias_shape = (shape[0],) if len(shape) == 4 else (shape[1],)
+    _spend_budget(shape, bias_shape)
     if init == "torch":
         bound = 1.0 / np.sqrt(fan_in)
         return rng.uniform(-bound, bound, shape), rng.uniform(-bound, bound, bias_shape)

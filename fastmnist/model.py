@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import config
 from .backends import get_backend
-from .errors import ModelFileError
-from .layers import LAYER_TYPES, Layer, fuse
+from .layers import LAYER_TYPES, Layer, building, fuse
 
 LOSSES = ("softmax_cross_entropy", "mse")
 FORMAT_VERSION = 1
@@ -52,8 +50,9 @@ class Sequential:
         self.backend = get_backend(backend)
         rng = np.random.default_rng(seed)
         shape = self.input_shape
-        for layer in self.layers:
-            shape = layer.out_shape = layer.build(shape, rng, self.backend, self.dtype)
+        for i, layer in enumerate(self.layers):
+            with building(i):  # a model file's layer i may use only the parameters the file holds for it
+                shape = layer.out_shape = layer.build(shape, rng, self.backend, self.dtype)
         self.output_shape = shape
         if self.layers:
             self.layers[0].need_dx = False  # nobody needs the gradient with respect to the images
@@ -168,61 +167,89 @@ class Sequential:
         return atomic_savez(path, arrays)
 
 
-def atomic_savez(path, arrays: dict) -> Path:
-    """np.savez to a temporary file, fsync, rename: a crash never leaves a half-written file."""
+def npz_path(path) -> Path:
+    """Where :func:`atomic_savez` writes ``path``: ``.npz`` appended unless it is there."""
     path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def atomic_savez(path, arrays: dict) -> Path:
+    """np.savez to a temporary file, fsync, rename: a crash never leaves a half-written file, and a
+    save that fails leaves no temporary file behind."""
+    path = npz_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
 def read_npz_file(path) -> dict:
-    """Every array of a model file, refusing object arrays and pickles."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise ModelFileError(f"{path}: refused: {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from None
+    """Every array of a model file, each checked before it is allocated (fastmnist.npzfile)."""
+    from .npzfile import read_npz
+    return read_npz(path)
 
 
-def _json(arrays, key, path):
+def json_entry(arrays, key, path):
+    """Entry ``key`` of a model file: a 0-d text array holding JSON, parsed."""
+    from .npzfile import refuse
     try:
         a = arrays[key]
         if a.dtype.kind != "U" or a.ndim != 0:
             raise ValueError(f"expected a 0-d string array, found {a.dtype} {a.shape}")
         return json.loads(str(a))
     except KeyError:
-        raise ModelFileError(f"{path}: missing {key!r} entry") from None
+        raise refuse(path, f"no {key!r} entry") from None
+    except RecursionError:
+        raise refuse(path, f"entry {key!r} is nested too deeply") from None
     except ValueError as exc:
-        raise ModelFileError(f"{path}: entry {key!r} is not valid JSON text ({exc})") from None
+        raise refuse(path, f"entry {key!r} is not valid JSON text ({exc})") from None
+
+
+def _plain_int(value, what, lo=0, hi=2**63 - 1) -> int:
+    """A JSON integer in [lo, hi]: not a bool, not a float (1.5, inf), not text."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
 
 
 def model_from_architecture(arch: dict, backend=None, where="architecture") -> Sequential:
-    """Rebuild a model (fresh weights) from its architecture dict, validating every field."""
+    """Rebuild a model (fresh weights) from its architecture dict, validating every field.
+
+    Raises :class:`ModelFileError` ("not a fastmnist model file: invalid architecture ...") for
+    anything malformed; under :func:`fastmnist.layers.parameter_budget` (as :func:`load` does) a
+    layer larger than the file's own arrays is refused before it is allocated."""
+    from .npzfile import refuse
     try:
+        if not isinstance(arch, dict):
+            raise TypeError(f"expected a JSON object, got {type(arch).__name__}")
+        specs = arch["layers"]
+        if not isinstance(specs, list) or not specs:
+            raise ValueError("'layers' must be a non-empty list")
+        shape = arch["input_shape"]
+        if not isinstance(shape, list) or not shape:
+            raise ValueError(f"'input_shape' must be a non-empty list, got {shape!r}")
+        shape = tuple(_plain_int(d, "each input dimension", 1, 2**31) for d in shape)
         layers = []
-        for spec in arch["layers"]:
+        for spec in specs:
+            if not isinstance(spec, dict):
+                raise TypeError(f"each layer must be a JSON object, got {spec!r}")
             spec = dict(spec)
-            kind = spec.pop("type")
+            kind = spec.pop("type", None)
             if kind not in LAYER_TYPES:
                 raise ValueError(f"unknown layer type {kind!r}")
             layers.append(LAYER_TYPES[kind](**spec))
-        return Sequential(layers, tuple(arch["input_shape"]), arch["loss"], backend=backend,
-                          dtype=arch["dtype"], seed=int(arch.get("seed", 0)), name=arch.get("name"))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-        raise ModelFileError(f"{where}: invalid architecture ({type(exc).__name__}: {exc})") from None
+        return Sequential(layers, shape, arch["loss"], backend=backend, dtype=arch["dtype"],
+                          seed=_plain_int(arch.get("seed", 0), "'seed'"), name=arch.get("name"))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
+        raise refuse(where, f"invalid architecture ({type(exc).__name__}: {exc})") from None
 
 
 def load(path, backend=None) -> Sequential:
@@ -233,22 +260,31 @@ def load(path, backend=None) -> Sequential:
 
 def load_with_state(path, backend=None):
     """(model, arrays): the model plus every raw array of the file (optimizer and extra state)."""
+    from .layers import parameter_budget
+    from .npzfile import refuse
     arrays = read_npz_file(path)
-    arch = _json(arrays, "architecture", path)
+    arch = json_entry(arrays, "architecture", path)
     if not isinstance(arch, dict) or arch.get("format") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: unsupported model file format {arch.get('format') if isinstance(arch, dict) else arch!r}")
-    model = model_from_architecture(arch, backend, str(path))
+        found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
+        raise refuse(path, f"unsupported format {found!r} (this version reads {FORMAT_VERSION!r})")
+    in_file = {}
+    for key, a in arrays.items():
+        index = key.split("/")[1] if key.startswith("param/") and key.count("/") == 2 else ""
+        if index.isdigit():
+            in_file[int(index)] = in_file.get(int(index), 0) + a.size
+    with parameter_budget(in_file):  # nothing larger than the file's own arrays is allocated
+        model = model_from_architecture(arch, backend, str(path))
     expected = {f"param/{k}": v for k, v in model.named_parameters()}
     present = {k for k in arrays if k.startswith("param/")}
     if present != set(expected):
-        raise ModelFileError(f"{path}: parameter arrays do not match the architecture: "
+        raise refuse(path, "parameter arrays do not match the architecture: "
                              f"missing {sorted(set(expected) - present)}, unexpected {sorted(present - set(expected))}")
     for key, ref in expected.items():
         a = arrays[key]
         if a.shape != tuple(ref.shape) or a.dtype != model.dtype:
-            raise ModelFileError(f"{path}: {key} has {a.dtype} {a.shape}; architecture needs {model.dtype} {tuple(ref.shape)}")
+            raise refuse(path, f"{key} has {a.dtype} {a.shape}; the architecture needs {model.dtype} {tuple(ref.shape)}")
         if not np.all(np.isfinite(a)):
-            raise ModelFileError(f"{path}: {key} holds NaN or infinite values")
+            raise refuse(path, f"{key} holds NaN or infinite values")
     layer_params = iter(model.layers)
     for i, layer in enumerate(layer_params):
         layer.params = {k: model.backend.asarray(arrays[f"param/{i}/{k}"]) for k in layer.params}
@@ -257,14 +293,19 @@ def load_with_state(path, backend=None):
 
 def load_optimizer_state(optimizer, arrays: dict, path="model file") -> None:
     """Restore an attached optimizer's step count and slots from :func:`load_with_state`'s arrays."""
-    cfg = _json(arrays, "optimizer", path)
-    if cfg.get("type") != type(optimizer).__name__:
-        raise ModelFileError(f"{path}: optimizer state is for {cfg.get('type')}, not {type(optimizer).__name__}")
-    optimizer.t = int(cfg["t"])
+    from .npzfile import refuse
+    cfg = json_entry(arrays, "optimizer", path)
+    if not isinstance(cfg, dict) or cfg.get("type") != type(optimizer).__name__:
+        found = cfg.get("type") if isinstance(cfg, dict) else cfg
+        raise refuse(path, f"optimizer state is for {found!r}, not {type(optimizer).__name__}")
+    try:
+        optimizer.t = _plain_int(cfg.get("t"), "the optimizer's step count 't'")
+    except ValueError as exc:
+        raise refuse(path, str(exc)) from None
     be = optimizer.model.backend
     for i, state in enumerate(optimizer.state):
         for slot, current in state.items():
             key = f"opt/{i}/{slot}"
-            if key not in arrays or arrays[key].shape != tuple(current.shape):
-                raise ModelFileError(f"{path}: optimizer array {key} missing or of the wrong shape")
+            if key not in arrays or arrays[key].shape != tuple(current.shape) or arrays[key].dtype.kind != "f":
+                raise refuse(path, f"optimizer array {key} missing or of the wrong shape or type")
             state[slot] = be.asarray(arrays[key], current.dtype)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import platform
 import socket
@@ -24,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import config
+from . import options as O
 from .errors import FastMnistError
 
 HOW_TO_INSTALL = "fastmnist sweep needs Dask distributed: pip install 'fastmnist[distributed]'"
@@ -38,29 +41,47 @@ def _distributed():
     return distributed
 
 
-def parse_ints(text: str, what: str) -> list[int]:
-    """'0-9' or '1,2,5' or '0-3,8' -> a list of integers."""
+MAX_VALUES = 100_000  # a seed range of 0-999999999999 is a typo, not a sweep
+
+
+def parse_ints(text: str, what: str, lo: int = 0) -> list[int]:
+    """'0-9' or '1,2,5' or '0-3,8' -> a list of integers, each >= lo, at most MAX_VALUES of them."""
     out = []
     for part in str(text).split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
+            if "-" in part.lstrip("-"):
+                first, last = (int(v) for v in part.split("-", 1))
+                if last < first:
+                    raise ValueError(f"--{what}: range {part!r} runs backwards")
+                if last - first + 1 + len(out) > MAX_VALUES:
+                    raise ValueError(f"--{what}: {part!r} has more than {MAX_VALUES:,} values")
+                out.extend(range(first, last + 1))
             elif part:
                 out.append(int(part))
-        except ValueError:
+        except ValueError as exc:
+            if str(exc).startswith("--"):
+                raise
             raise ValueError(f"--{what}: {part!r} is not an integer or a range like 0-9") from None
     if not out:
         raise ValueError(f"--{what}: no values in {text!r}")
+    if min(out) < lo:
+        raise ValueError(f"--{what}: values must be >= {lo}, got {min(out)}")
     return out
 
 
 def parse_floats(text: str, what: str) -> list[float]:
+    """'0.001,0.01' -> finite positive numbers."""
     try:
-        return [float(v) for v in str(text).split(",") if v.strip()]
+        values = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"--{what}: {text!r} is not a comma list of numbers") from None
+    if not values:
+        raise ValueError(f"--{what}: no values in {text!r}")
+    for v in values:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"--{what}: values must be finite and > 0, got {v}")
+    return values
 
 
 def grid(model, backend, seeds, lrs, batch_sizes, epochs, limit_train=None, limit_test=None, dtype="float32"):
@@ -145,12 +166,11 @@ def read_done(path: Path) -> dict[str, dict]:
     done = {}
     if not path.exists():
         return done
+    if not path.is_file():
+        raise FastMnistError(f"--out {path}: not a regular file")
     raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        with open(path, "r+b") as fh:
-            fh.truncate(len(raw))
-    for lineno, line in enumerate(raw.decode().splitlines(), 1):
+    complete = raw[: raw.rfind(b"\n") + 1]
+    for lineno, line in enumerate(complete.decode(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -158,6 +178,12 @@ def read_done(path: Path) -> dict[str, dict]:
             done[rec["key"]] = rec
         except (ValueError, KeyError, TypeError):
             raise FastMnistError(f"{path}: line {lineno} is not a sweep record; use another --out file") from None
+    torn = raw[len(complete):]
+    if torn:  # cut off only what a killed client leaves: the start of a record after valid ones
+        if not torn.startswith(b'{"') or (complete.strip() and not done):
+            raise FastMnistError(f"{path}: the last line is not a sweep record; use another --out file")
+        with open(path, "r+b") as fh:
+            fh.truncate(len(complete))
     return done
 
 
@@ -206,7 +232,13 @@ def _connected(scheduler, make_cluster, log):
     builds (returning (cluster, threads)); closed again on the way out, Ctrl-C included."""
     distributed = _distributed()
     cluster, threads = (None, None) if scheduler else make_cluster()
-    client = distributed.Client(scheduler or cluster, timeout="30s")
+    try:
+        client = distributed.Client(scheduler or cluster, timeout=f"{config.SWEEP_CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise FastMnistError(f"--scheduler {scheduler}: no Dask scheduler answered within "
+                             f"{config.SWEEP_CONNECT_TIMEOUT_S} s ({type(exc).__name__})") from None
     if scheduler:
         log(f"cluster at {scheduler}: {len(client.scheduler_info()['workers'])} worker(s)")
     try:
@@ -271,14 +303,14 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="0", help="e.g. 0-9 or 0,3,7")
     p.add_argument("--lr", default=None, help="comma list (default: the recipe's)")
     p.add_argument("--batch-size", default=None, help="comma list (default: the recipe's)")
-    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--epochs", type=O.count, default=None, help="default: the recipe's")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--limit-test", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--limit-train", type=O.count, default=None, help="train on the first N images only")
+    p.add_argument("--limit-test", type=O.count, default=None, help="evaluate on the first N test images only")
     p.add_argument("--data", default=None, help="MNIST directory on every worker (default: as for train)")
     p.add_argument("--out", default="sweep.jsonl", help="result file, one JSON line per run (appended)")
     p.add_argument("--scheduler", default=None, help="address of a running dask scheduler (tcp://HOST:8786)")
-    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    p.add_argument("--workers", type=O.count, default=None, help="local worker processes (default: one per core)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="accuracy against epoch time")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object (runs, errors, summary) as the last line")
@@ -291,7 +323,7 @@ def command(args) -> dict:
     log = lambda s: print(s, file=sys.stderr)
     if args.bench is not None:
         return _bench_command(args, log)
-    batch_sizes = [int(b) for b in parse_ints(args.batch_size, "batch-size")] if args.batch_size else None
+    batch_sizes = parse_ints(args.batch_size, "batch-size", lo=1) if args.batch_size else None
     runs = grid(args.model, args.backend, parse_ints(args.seeds, "seeds"),
                 parse_floats(args.lr, "lr") if args.lr else None, batch_sizes, args.epochs, args.limit_train,
                 args.limit_test, args.dtype)

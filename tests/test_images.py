@@ -112,7 +112,9 @@ def test_predict_cli_json_and_show(trained, tmp_path):
     (tmp_path / "bad.png").write_text("x")
     proc = subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(model_path), str(tmp_path / "seven.png"),
                            str(tmp_path / "bad.png"), "--json", "--show"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    # the good picture's answer is printed; the bad one is named, and the exit status says not all worked
+    assert proc.returncode == 2, proc.stderr
+    assert "1 of 2 images could not be used: " in proc.stderr and "bad.png" in proc.stderr.splitlines()[-1]
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
     assert len(lines) == 2
     assert lines[0]["digit"] in range(10) and len(lines[0]["probabilities"]) == 10

@@ -462,6 +462,8 @@ def main(argv=None) -> int:
     from .errors import FastMnistError
 
     args = build_parser().parse_args(argv)
+    import warnings  # one line per warning, as the errors below, not Python's two with a source line
+    warnings.formatwarning = lambda message, *rest, **kw: f"fastmnist {args.command}: warning: {message}\n"
     try:
         result = COMMANDS[args.command](args)
     except Interrupted as exc:

@@ -6,6 +6,7 @@ expected and what was found.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -60,7 +61,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>", expect_magic: int | None = None
         raise DataError(f"{name}: truncated header: {ndim} dimensions need {header} bytes, file has {len(raw)}")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "has trailing bytes"
         raise DataError(f"{name}: header says shape {dims} ({expected} bytes in all), "
@@ -134,14 +135,10 @@ def read_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def read_npz(path: str | os.PathLike):
     """Read the npz layout (``x_train, y_train, x_test, y_test``) without unpickling anything."""
+    from .npzfile import read_npz as read_checked
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: not a readable npz archive of plain arrays ({exc})") from None
-    except Exception as exc:  # zipfile.BadZipFile and friends from a corrupt archive
-        raise DataError(f"{path}: corrupt npz archive ({type(exc).__name__}: {exc})") from None
+    arrays = read_checked(path, refuse=lambda where, reason: DataError(f"{where}: not a readable MNIST npz "
+                                                                       f"archive: {reason}"))
     out = []
     for split in ("train", "test"):
         try:
@@ -195,9 +192,26 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 def load_raw(root: str | os.PathLike | None = None):
     """Load MNIST as uint8 images ``(N, 28, 28)`` and uint8 labels, from IDX, npz or CSV files in root."""
     root = find_data_root(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"MNIST data directory {root} is a file, not a directory; pass --data DIR or set "
+                        "FASTMNIST_DATA to the directory that holds the MNIST files")
     if not root.is_dir():
         raise DataError(f"MNIST data directory {root} does not exist; pass --data DIR, set FASTMNIST_DATA, "
                         "or run `fastmnist download`")
+    return tuple(_mnist_split(x, y, source) for (x, y), source in _load_files(root))
+
+
+def _mnist_split(x, y, source):
+    """MNIST's own shape: at least one 28x28 image per split, as many labels."""
+    if x.shape[0] == 0:
+        raise DataError(f"{source}: holds no image")
+    if x.shape[1:] != (28, 28):
+        raise DataError(f"{source}: images are {x.shape[1]}x{x.shape[2]} pixels; MNIST's are 28x28")
+    return x, y
+
+
+def _load_files(root: Path):
+    """[((images, labels), source name)] for the training and test splits, from whichever layout is there."""
     paths = {key: _find_idx(root, stem) for key, stem in FILES.items()}
     if all(paths.values()):
         splits = []
@@ -207,12 +221,13 @@ def load_raw(root: str | os.PathLike | None = None):
             if len(x) != len(y):
                 raise DataError(f"{paths[f'{split}_images']}: {len(x)} images but "
                                 f"{paths[f'{split}_labels']} has {len(y)} labels")
-            splits.append((x, y))
-        return tuple(splits)
+            splits.append(((x, y), str(paths[f"{split}_images"])))
+        return splits
     if (root / "mnist.npz").is_file():
-        return read_npz(root / "mnist.npz")
+        train, test = read_npz(root / "mnist.npz")
+        return [(train, f"{root / 'mnist.npz'}: x_train"), (test, f"{root / 'mnist.npz'}: x_test")]
     if (root / "mnist_train.csv").is_file() and (root / "mnist_test.csv").is_file():
-        return read_csv(root / "mnist_train.csv"), read_csv(root / "mnist_test.csv")
+        return [(read_csv(root / name), str(root / name)) for name in ("mnist_train.csv", "mnist_test.csv")]
     missing = [FILES[k] + "[.gz]" for k, p in paths.items() if p is None]
     raise DataError(f"{root}: MNIST files not found (missing {', '.join(missing)}; "
                     "nor mnist.npz, nor mnist_train.csv + mnist_test.csv)")

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import config
 from .backends import get_backend
+from .errors import ModelFileError
 from .layers import LAYER_TYPES, Layer, building, fuse
 
 LOSSES = ("softmax_cross_entropy", "mse")
@@ -194,6 +195,8 @@ def atomic_savez(path, arrays: dict) -> Path:
 def read_npz_file(path) -> dict:
     """Every array of a model file, each checked before it is allocated (fastmnist.npzfile)."""
     from .npzfile import read_npz
+    if not Path(path).exists():
+        raise ModelFileError(f"{path}: no such model file")
     return read_npz(path)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import DataError, ModelFileError
 
 MAX_MEMBERS = 10_000
 MAX_DEFLATE_RATIO = 1100  # deflate's best is about 1032:1
@@ -37,20 +37,21 @@ def refuse(path, reason: str) -> ModelFileError:
     return ModelFileError(f"{path}: not a fastmnist model file: {reason}")
 
 
-def read_npz(path) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``, each checked as the module docstring says."""
+def read_npz(path, refuse=refuse) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, each checked as the module docstring says;
+    ``refuse(path, reason)`` makes the exception (a data file's loader passes its own)."""
     path = Path(path)
     if path.is_dir():
         raise refuse(path, "it is a directory")
     if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
+        raise refuse(path, "no such file")
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             if len(members) > MAX_MEMBERS:
                 raise refuse(path, f"{len(members)} members (at most {MAX_MEMBERS})")
-            return {_key(path, m): _read_member(path, archive, m) for m in members}
-    except ModelFileError:
+            return {_key(path, m, refuse): _read_member(path, archive, m, refuse) for m in members}
+    except (ModelFileError, DataError):
         raise
     except zipfile.BadZipFile as exc:
         raise refuse(path, f"not a zip (.npz) archive ({exc})") from None
@@ -58,13 +59,13 @@ def read_npz(path) -> dict[str, np.ndarray]:
         raise refuse(path, f"unreadable archive ({type(exc).__name__}: {exc})") from None
 
 
-def _key(path, member: zipfile.ZipInfo) -> str:
+def _key(path, member: zipfile.ZipInfo, refuse) -> str:
     if not member.filename.endswith(".npy"):
         raise refuse(path, f"member {member.filename!r} is not a .npy array")
     return member.filename[:-4]
 
 
-def _read_member(path, archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> np.ndarray:
+def _read_member(path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, refuse) -> np.ndarray:
     name = member.filename
     if member.flag_bits & 0x1:
         raise refuse(path, f"member {name!r} is encrypted")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 from ..errors import BackendUnavailable
@@ -24,14 +25,20 @@ _HOW_TO_INSTALL = {
 }
 _current: str | None = None  # set_backend(); None means $FASTMNIST_BACKEND or auto
 _status_cache: dict[str, tuple[bool, str]] = {}
+_warned: set = set()  # backends whose failure auto has reported once
 
 
 def _import(name: str) -> tuple[ModuleType | None, str]:
     try:
         module = importlib.import_module(_MODULES[name])
+        ok, why = module.available()
     except ImportError as exc:
         return None, f"cannot import {_MODULES[name]}: {exc}"
-    ok, why = module.available()
+    except Exception as exc:  # noqa: BLE001 -- a broken environment (NUMBA_NUM_THREADS=0, no cache dir) must
+        # make the backend unavailable with its reason, never kill `info` or `auto`
+        settings = ", ".join(f"{k}={v!r}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "CUPY_")))
+        return None, (f"{_MODULES[name]} failed to load ({type(exc).__name__}: {exc})"
+                      + (f"; environment: {settings}" if settings else ""))
     return (module if ok else None), why
 
 
@@ -63,13 +70,17 @@ def resolve_name(name: str | None = None) -> str:
     name = name.lower()
     if name == "auto":
         for cand in AUTO_ORDER:
-            if backend_status(cand)[0]:
+            ok, why = backend_status(cand)
+            if ok:
                 return cand
+            if cand == "numba" and "failed to load" in why and cand not in _warned:  # installed but broken: say so
+                _warned.add(cand)
+                warnings.warn(f"auto: the numba backend cannot run here ({why}); using numpy", stacklevel=2)
         raise BackendUnavailable("no backend is usable (this should not happen: numpy is always there)")
     _check_name(name)
     ok, why = backend_status(name)
     if not ok:
-        how = _HOW_TO_INSTALL.get(name, "")
+        how = _HOW_TO_INSTALL.get(name, "") if "failed to load" not in why else ""  # installed, but broken
         raise BackendUnavailable(f"backend {name!r} is not available here: {why}" + (f"; to use it: {how}" if how else ""))
     return name
 

@@ -409,6 +409,12 @@ def cmd_predict(args) -> dict:
 
 
 def cmd_plot(args) -> dict:
+    result = _plot(args)
+    print(f"wrote {result['out']}", file=sys.stderr)
+    return result
+
+
+def _plot(args) -> dict:
     from . import plots
     from .data import load_mnist
     from .model import load, load_with_state

@@ -25,6 +25,13 @@ DOWNLOAD_TIMEOUT = float(os.environ.get("FASTMNIST_DOWNLOAD_TIMEOUT", "30"))
 #: never per step, since on a GPU every read is a host synchronisation.
 PROGRESS_EVERY = 100
 
+#: The progress bar is redrawn at most this often (seconds); on the CPU it is updated every step.
+PROGRESS_SECONDS = float(os.environ.get("FASTMNIST_PROGRESS_SECONDS", "0.5"))
+
+#: The training history's within-epoch curve gets a point about every this many steps
+#: (fastmnist.trainer.CURVE_KEYS).
+CURVE_STEPS = 10
+
 #: Batch size used by evaluate()/predict() when none is given.
 EVAL_BATCH_SIZE = 1000
 

@@ -28,24 +28,28 @@ def _save(fig, path) -> Path:
 
 
 def training_curves(history: dict, path, title: str = "training") -> Path:
-    """Loss and train/validation accuracy per epoch, from a ``fit()`` history."""
+    """Loss and accuracy from a ``fit()`` history: the within-epoch curve (windows of about
+    ``config.CURVE_STEPS`` steps; x is the epoch position, so a one-epoch run is a curve, not a
+    dot) with epoch boundaries marked, and each epoch's train and validation values at its end."""
     plt = _plt()
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     if not len(epochs):
         raise FastMnistError("the history holds no epoch to plot")
+    at = history.get("curve_epoch") or []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, history["loss"], "o-", label="train loss")
-    if history.get("val_loss"):
-        ax1.plot(epochs, history["val_loss"], "s-", label="validation loss")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("loss")
-    ax1.legend()
-    ax2.plot(epochs, history["accuracy"], "o-", label="train accuracy")
-    if history.get("val_accuracy"):
-        ax2.plot(epochs, history["val_accuracy"], "s-", label="validation accuracy")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy")
-    ax2.legend()
+    for ax, key, name in ((ax1, "loss", "loss"), (ax2, "accuracy", "accuracy")):
+        if len(at) >= 2 and len(history.get(f"curve_{key}", [])) == len(at):
+            ax.plot(at, history[f"curve_{key}"], "-", lw=1, alpha=0.8, label=f"train {name}, within epochs")
+        ax.plot(epochs, history[key], "o", label=f"train {name}, epoch mean")
+        if history.get(f"val_{key}"):
+            ax.plot(epochs, history[f"val_{key}"], "s-", label=f"validation {name}")
+        for boundary in epochs[:-1]:
+            ax.axvline(boundary, color="0.8", lw=0.8, ls="--", zorder=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_xlim(0, epochs[-1] * 1.02)
+        ax.legend(fontsize=8)
+    ax1.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -109,7 +113,7 @@ def worst_errors(x, y_true, probabilities, path, count: int = 20) -> Path:
     for ax, i in zip(axes.ravel(), order):
         ax.imshow(x[i], cmap="gray_r")
         ax.set_title(f"{y_true[i]}→{pred[i]} ({probabilities[i, pred[i]]:.2f})", fontsize=8)
-    fig.suptitle(f"most confident mistakes ({len(wrong)} wrong in all)")
+    fig.suptitle(f"most confident mistakes ({len(wrong)} wrong in all); each titled true→predicted (probability)")
     fig.tight_layout()
     return _save(fig, path)
 

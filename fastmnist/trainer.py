@@ -23,21 +23,32 @@ from .steps import chunk_steps, dropout_seeds, program_for, step_rates
 
 
 def _progress(total, desc, enabled):
+    """A bar on the terminal (verbose=1): tqdm redraws it at most every ``config.PROGRESS_SECONDS``
+    however often it is updated; it is removed at the epoch's end, where the epoch's line stays."""
     if not enabled:
         return None
     try:
         from tqdm import tqdm
     except ImportError:  # the bar is a nicety; training goes on without it
         return None
-    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+    import shutil
+    columns = shutil.get_terminal_size(fallback=(80, 24)).columns
+    narrow = columns < 20  # a terminal that reports 0 columns would get an invisible bar
+    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=not narrow,
+                ncols=80 if narrow else None, mininterval=config.PROGRESS_SECONDS)
 
 
 def _to_backend(model, x, y):
     be = model.backend
     x = be.asarray(x, model.dtype)
     if tuple(x.shape[1:]) != model.input_shape:
+        hint = ""
+        if math.prod(x.shape[1:]) == math.prod(model.input_shape):  # the same pixels, laid out otherwise
+            hint = ("; load the data with fastmnist.load_mnist(flatten=True)" if len(model.input_shape) == 1 else
+                    "; load the data with fastmnist.load_mnist() (not flatten=True)")
+            hint += f" or reshape to (N, {', '.join(map(str, model.input_shape))})"
         raise ValueError(f"inputs have per-sample shape {tuple(x.shape[1:])}; model {model.name or ''} "
-                         f"expects {model.input_shape}")
+                         f"expects {model.input_shape}{hint}")
     if not hasattr(y, "shape"):
         y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -74,7 +85,8 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     validation_split : float, optional
         Fraction of ``(x, y)`` held out (seeded) when no validation_data is given.
     verbose : {0, 1, 2}
-        0 silent, 1 progress bar (only on a terminal), 2 one line per epoch.
+        0 silent; 1 a progress bar on a terminal (redrawn about every ``config.PROGRESS_SECONDS``)
+        and one line per epoch that stays; 2 the epoch lines only.
     seed : int, optional
         Seeds shuffling and dropout (default: the model's seed).
     history, resume : dict, optional
@@ -106,7 +118,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         optimizer.attach(model)
     loop = _Loop(model, optimizer, schedule if callable(schedule) else make_schedule(schedule), epochs, batch_size,
                  shuffle, verbose, validation_data, on_epoch_end, stop)
-    loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS}
+    loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS + CURVE_KEYS}
     loop.rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
     xs, labels, targets = _to_backend(model, x, y)
     if xs.shape[0] == 0:
@@ -119,6 +131,30 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
 
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
+#: Within epochs: the position (epoch + fraction done), mean loss and batch accuracy of each window
+#: of about ``config.CURVE_STEPS`` steps (as often as the loss is read back: on a GPU every
+#: ``config.PROGRESS_EVERY`` steps), so that a one-epoch run still draws a curve.
+CURVE_KEYS = ("curve_epoch", "curve_loss", "curve_accuracy")
+
+
+class _Curve:
+    """Appends a point to the history's CURVE_KEYS lists every ``config.CURVE_STEPS`` steps or more,
+    from the epoch's running sums (read back from the backend only where the loop reads them anyway)."""
+
+    def __init__(self, history, epoch, steps, step, loss_sum, correct, samples):
+        for key in CURVE_KEYS:
+            history.setdefault(key, [])
+        self.history, self.epoch, self.steps = history, epoch, steps
+        self.step, self.loss, self.correct, self.samples = step, float(loss_sum), float(correct), samples
+
+    def add(self, step, loss_sum, correct, samples) -> None:
+        if (step - self.step < config.CURVE_STEPS and step < self.steps) or samples <= self.samples:
+            return
+        loss, right, n = float(loss_sum), float(correct), samples - self.samples
+        self.history["curve_epoch"].append(self.epoch + step / self.steps)
+        self.history["curve_loss"].append((loss - self.loss) / n)
+        self.history["curve_accuracy"].append((right - self.correct) / n)
+        self.step, self.loss, self.correct, self.samples = step, loss, right, samples
 
 
 class TrainState(dict):
@@ -169,12 +205,13 @@ class _Loop:
                 self.rng.bit_generator.state = resume["rng"]
                 loss_sum, correct, spent = resume["loss_sum"], resume["correct"], resume["seconds"]
             bar = _progress(steps, f"epoch {epoch + 1}/{self.epochs}", self.verbose == 1 and sys.stderr.isatty())
+            curve = _Curve(self.history, epoch, steps, start, loss_sum, correct, min(n, start * self.batch_size))
             t0 = time.perf_counter()
             checked_loss, checked_step = float(loss_sum), start
             lr_now = self.optimizer.lr
             if program is not None:
                 loss_sum, correct, lr_now = self._compiled_steps(program, xs, labels, targets, perm, epoch, start, steps,
-                                                                 bar, t0, spent, epoch_rng, loss_sum, correct)
+                                                                 bar, t0, spent, epoch_rng, loss_sum, correct, curve)
             for step in range(start if program is None else steps, steps):
                 if self.stop is not None and self.stop():
                     be.synchronize()
@@ -201,9 +238,11 @@ class _Loop:
                         where = f"step {step + 1}" if check_every == 1 else f"steps {checked_step + 1}-{step + 1}"
                         raise _diverged(seen - checked_loss, epoch, where, steps, lr_now)
                     checked_loss, checked_step = seen, step + 1
-                    if bar is not None and ((step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1):
+                    curve.add(step + 1, seen, correct, hi)
+                    if bar is not None:  # every step on the CPU (tqdm redraws by time), every read on a GPU
                         bar.update(step + 1 - bar.n)
-                        bar.set_postfix(loss=f"{seen / hi:.4f}")
+                        if (step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1:
+                            bar.set_postfix(loss=f"{seen / hi:.4f}", refresh=False)
             be.synchronize()
             seconds = spent + time.perf_counter() - t0
             if bar is not None:
@@ -211,7 +250,7 @@ class _Loop:
             self._end_epoch(epoch, n, loss_sum, correct, seconds, lr_now)
 
     def _compiled_steps(self, program, xs, labels, targets, perm, epoch, start, steps, bar, t0, spent, epoch_rng,
-                        loss_sum, correct):
+                        loss_sum, correct, curve):
         """Steps ``start..steps-1`` of an epoch, a chunk of them per backend call; the learning rates,
         Adam's corrections and dropout seeds are drawn as the per-step loop draws them."""
         be, n = self.model.backend, xs.shape[0]
@@ -235,6 +274,7 @@ class _Loop:
             lr_now, step = float(lrs[done - 1]), step + done
             if bad is not None:
                 raise _diverged(bad, epoch, f"step {step}", steps, lr_now)
+            curve.add(step, loss_sum, correct, min(n, step * self.batch_size))
             if bar is not None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss_sum / min(n, step * self.batch_size):.4f}")
@@ -250,11 +290,11 @@ class _Loop:
             val = _evaluate_prepared(self.model, *self.validation_data)
             h["val_loss"].append(val["loss"])
             h["val_accuracy"].append(val["accuracy"])
-        if self.verbose == 2 or (self.verbose == 1 and not sys.stderr.isatty()):
+        if self.verbose >= 1:  # one line per epoch that stays on screen, as Keras prints
             val_txt = (f", val_loss {h['val_loss'][-1]:.4f}, val_accuracy {h['val_accuracy'][-1]:.4f}"
                        if self.validation_data is not None else "")
             print(f"epoch {epoch + 1}/{self.epochs}: loss {h['loss'][-1]:.4f}, accuracy {h['accuracy'][-1]:.4f}"
-                  f"{val_txt}, {seconds:.2f} s", file=sys.stderr)
+                  f"{val_txt}, {seconds:.2f} s, {n / max(seconds, 1e-9):,.0f} samples/s", file=sys.stderr)
         if self.on_epoch_end is not None:
             state = self.rng.bit_generator.state
             self.on_epoch_end(self.state(epoch + 1, 0, state))

@@ -60,3 +60,25 @@ def test_readme_main_command(tmp_path):
     # simple-cnn, one epoch: 0.9758-0.9827 over seeds 0-4 on numba (host CPU and haswell) and numpy,
     # seed 0 (this command) 0.9827 (benchmarks/results/test-margins.json); the threshold is below all
     assert accuracy >= 0.97, proc.stdout
+
+
+def test_cli_md_covers_every_command_and_option():
+    """docs/cli.md has a section per subcommand naming each of its options (and no stale ones)."""
+    from fastmnist.cli import build_parser
+    text = (REPO / "docs" / "cli.md").read_text()
+    sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = []
+    for name, parser in sub.choices.items():
+        if name not in sections:
+            missing.append(f"section '## {name}'")
+            continue
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help" and option not in sections[name]:
+                    missing.append(f"{name} {option}")
+        documented = set(re.findall(r"`(--[a-z][a-z-]*)", sections[name]))
+        real = {o for a in parser._actions for o in a.option_strings}
+        stale = {o for o in documented - real if not any(o in s for s in ("--version",))}
+        missing += [f"{name} {o} (documented, does not exist)" for o in sorted(stale)]
+    assert not missing, missing

@@ -127,7 +127,7 @@ def test_nonfinite_loss_stops_with_epoch_and_step():
 def test_fit_argument_errors():
     x, y = tiny_data(8, flat=True)
     model = zoo.create("relu-mlp", backend="numpy")
-    with pytest.raises(ValueError, match="per-sample shape"):
+    with pytest.raises(ValueError, match=r"per-sample shape .*load_mnist\(flatten=True\) or reshape to \(N, 784\)"):
         model.fit(x.reshape(8, 1, 28, 28), y, verbose=0)
     with pytest.raises(ValueError, match=r"labels span 0\.\.12"):
         model.fit(x, np.array([0] * 7 + [12]), verbose=0)

@@ -48,3 +48,28 @@ def test_plot_cli(mnist_dir, tmp_path):
     proc = run("plot", "samples", "--out", str(tmp_path / "samples.png"))
     assert proc.returncode == 0, proc.stderr
     check_png(tmp_path / "samples.png")
+
+
+@pytest.mark.parametrize("name, backend, n", [("simple-cnn", "numpy", 1500), ("relu-mlp", "numba", 12000)])
+def test_one_epoch_history_has_a_curve_within_the_epoch(name, backend, n, tmp_path):
+    """A one-epoch run draws a curve, not one dot: points every ~config.CURVE_STEPS steps (per-layer
+    path) or per compiled chunk (numba's MLP steps: config.STEP_CHUNK_SAMPLES = 4096 samples), each
+    window's loss and batch accuracy."""
+    from fastmnist import zoo
+    from fastmnist.backends import backend_status
+    if not backend_status(backend)[0]:
+        pytest.skip(f"{backend} unavailable")
+    flat = zoo.recipe(name).flat_input
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 784) if flat else (n, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    model = zoo.create(name, backend=backend, seed=0)
+    h = model.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    at = h["curve_epoch"]
+    assert len(at) >= 3 and at == sorted(at) and 0 < at[0] and at[-1] == 1.0
+    assert len(h["curve_loss"]) == len(h["curve_accuracy"]) == len(at)
+    assert all(0 <= a <= 1 for a in h["curve_accuracy"]) and all(v > 0 for v in h["curve_loss"])
+    # the windows add up to the epoch: their sample-weighted mean is the epoch's loss
+    edges = np.diff([0.0] + at)
+    assert np.average(h["curve_loss"], weights=edges) == pytest.approx(h["loss"][0], rel=1e-4)
+    check_png(plots.training_curves(h, tmp_path / "c.png", name))

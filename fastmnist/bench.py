@@ -620,6 +620,20 @@ def _add_ratios(results):
             r[f"speedup_vs_{other}"] = ref[other] / r["median_s"] if other in ref else None
 
 
+def fastest_lines(results) -> list[str]:
+    """One line per case timed on two or more backends: the fastest, and by how much it beats the next."""
+    by_case: dict = {}
+    for r in results:
+        by_case.setdefault(r["case"], []).append((r["median_s"], r["backend"]))
+    out = []
+    for case, rows in by_case.items():
+        if len(rows) < 2:
+            continue
+        (best, name), (second, other) = sorted(rows)[:2]
+        out.append(f"fastest {case}: {name}, {second / best:.2f}x faster than {other} (next fastest)")
+    return out
+
+
 def format_table(report: dict) -> str:
     """The comparison table: one row per case and backend."""
     head = (f"{'case':48s} {'backend':13s} {'median':>10s} {'spread':>7s} {'vs numpy':>9s} {'vs torch':>9s} "
@@ -637,6 +651,7 @@ def format_table(report: dict) -> str:
     lines.append(f"machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores, vector extensions "
                  f"{' '.join(env.get('cpu_vector_extensions', [])) or '?'}; numba target {env.get('numba_target_cpu', '-')}, "
                  f"PyTorch CPU capability {env.get('torch_cpu_capability', '-')}")
+    lines.extend(fastest_lines(report["results"]))
     lines.append(f"data: {report.get('data', '?')}")
     c = report["ceilings"]
     lines.append(f"ceilings: CPU float32 matmul {c['cpu_matmul_gflops']:.0f} GFLOP/s, copy {c['cpu_copy_gbs']:.1f} GB/s"

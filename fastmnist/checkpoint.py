@@ -120,10 +120,11 @@ def _check_state(state, path):
 
 def check_history(history, path, entry="extra/history") -> dict:
     """A training history read from a file: a list of numbers for each of HISTORY_KEYS."""
-    from .trainer import CURVE_KEYS, HISTORY_KEYS
+    from .trainer import COMPILE_KEY, CURVE_KEYS, HISTORY_KEYS
     if not isinstance(history, dict):
         raise refuse(path, f"entry {entry!r}: the history is not a JSON object")
-    for key in HISTORY_KEYS + tuple(k for k in CURVE_KEYS if k in history):  # curves: files since 2026-11-30
+    optional = tuple(k for k in CURVE_KEYS + (COMPILE_KEY,) if k in history)  # in files since 2026-11-30
+    for key in HISTORY_KEYS + optional:
         values = history.get(key)
         if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float))
                                                for v in values):

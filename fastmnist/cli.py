@@ -337,12 +337,25 @@ def cmd_info(args) -> dict:
         print(f"fastmnist {info['fastmnist']} on Python {info['python']}, {info['cpu_count']} CPUs; "
               f"auto selects: {info['auto_backend']}")
         for name, b in info["backends"].items():
-            extras = ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("available", "reason"))
-            print(f"  {name:6s} {'yes' if b['available'] else 'no '}  {b['reason']}" + (f" ({extras})" if extras else ""))
+            print(f"  {name:8s} {'yes' if b['available'] else 'no '}  {b['reason']}")
+            details = _info_details(name, b)
+            if details:
+                print(f"  {'':8s}      {details}")
         print("models:")
         for name, desc in info["models"].items():
             print(f"  {name:12s} {desc}")
     return info
+
+
+def _info_details(name: str, entry: dict) -> str:
+    """The backend's facts that its reason line does not already say, each once."""
+    facts = {k: v for k, v in entry.items() if k not in ("available", "reason")}
+    if name == "cupy-sim":  # a simulator: its "device" is host memory with a size limit, not a GPU
+        return (f"simulated device memory {facts['memory_total_gib']} GiB (FASTMNIST_CUDASIM_MEMORY)"
+                if "memory_total_gib" in facts else "")
+    said = entry["reason"]
+    shown = [f"{k} {v}" for k, v in facts.items() if str(v) not in said]
+    return ", ".join(shown)
 
 
 def cmd_download(args) -> dict:

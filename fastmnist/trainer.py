@@ -118,7 +118,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         optimizer.attach(model)
     loop = _Loop(model, optimizer, schedule if callable(schedule) else make_schedule(schedule), epochs, batch_size,
                  shuffle, verbose, validation_data, on_epoch_end, stop)
-    loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS + CURVE_KEYS}
+    loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS + CURVE_KEYS + (COMPILE_KEY,)}
     loop.rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
     xs, labels, targets = _to_backend(model, x, y)
     if xs.shape[0] == 0:
@@ -135,6 +135,8 @@ HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
 #: of about ``config.CURVE_STEPS`` steps (as often as the loss is read back: on a GPU every
 #: ``config.PROGRESS_EVERY`` steps), so that a one-epoch run still draws a curve.
 CURVE_KEYS = ("curve_epoch", "curve_loss", "curve_accuracy")
+#: Seconds of each epoch spent compiling kernels (JIT backends: the first epoch of a process pays it).
+COMPILE_KEY = "compile_seconds"
 
 
 class _Curve:
@@ -206,6 +208,7 @@ class _Loop:
                 loss_sum, correct, spent = resume["loss_sum"], resume["correct"], resume["seconds"]
             bar = _progress(steps, f"epoch {epoch + 1}/{self.epochs}", self.verbose == 1 and sys.stderr.isatty())
             curve = _Curve(self.history, epoch, steps, start, loss_sum, correct, min(n, start * self.batch_size))
+            compiled_before = self._compile_seconds()
             t0 = time.perf_counter()
             checked_loss, checked_step = float(loss_sum), start
             lr_now = self.optimizer.lr
@@ -247,7 +250,7 @@ class _Loop:
             seconds = spent + time.perf_counter() - t0
             if bar is not None:
                 bar.close()
-            self._end_epoch(epoch, n, loss_sum, correct, seconds, lr_now)
+            self._end_epoch(epoch, n, loss_sum, correct, seconds, lr_now, self._compile_seconds() - compiled_before)
 
     def _compiled_steps(self, program, xs, labels, targets, perm, epoch, start, steps, bar, t0, spent, epoch_rng,
                         loss_sum, correct, curve):
@@ -280,8 +283,13 @@ class _Loop:
                 bar.set_postfix(loss=f"{loss_sum / min(n, step * self.batch_size):.4f}")
         return loss_sum, correct, lr_now
 
-    def _end_epoch(self, epoch, n, loss_sum, correct, seconds, lr_now):
+    def _compile_seconds(self) -> float:
+        timer = getattr(self.model.backend, "compile_seconds", None)
+        return timer() if timer is not None else 0.0
+
+    def _end_epoch(self, epoch, n, loss_sum, correct, seconds, lr_now, compiling):
         h = self.history
+        h.setdefault(COMPILE_KEY, []).append(compiling)
         h["loss"].append(float(loss_sum) / n)
         h["accuracy"].append(float(correct) / n)
         h["seconds"].append(seconds)
@@ -294,7 +302,8 @@ class _Loop:
             val_txt = (f", val_loss {h['val_loss'][-1]:.4f}, val_accuracy {h['val_accuracy'][-1]:.4f}"
                        if self.validation_data is not None else "")
             print(f"epoch {epoch + 1}/{self.epochs}: loss {h['loss'][-1]:.4f}, accuracy {h['accuracy'][-1]:.4f}"
-                  f"{val_txt}, {seconds:.2f} s, {n / max(seconds, 1e-9):,.0f} samples/s", file=sys.stderr)
+                  f"{val_txt}, {seconds:.2f} s" + (f" ({compiling:.1f} s of it compiling kernels)" if compiling >= 0.05 else "")
+                  + f", {n / max(seconds - compiling, 1e-9):,.0f} samples/s", file=sys.stderr)
         if self.on_epoch_end is not None:
             state = self.rng.bit_generator.state
             self.on_epoch_end(self.state(epoch + 1, 0, state))

@@ -33,6 +33,11 @@ def test_bench_quick_report(tmp_path):
         assert key in env
     assert report["ceilings"]["cpu_matmul_gflops"] > 1 and report["ceilings"]["cpu_copy_gbs"] > 0.1
     assert "vs numpy" in proc.stdout and "train_step[simple-cnn,b100]" in proc.stdout
+    for case in cases:  # one summary line per case: the fastest backend and its margin over the next
+        times = sorted((r["median_s"], r["backend"]) for r in report["results"] if r["case"] == case)
+        if len(times) >= 2:
+            assert (f"fastest {case}: {times[0][1]}, {times[1][0] / times[0][0]:.2f}x faster than {times[1][1]} "
+                    "(next fastest)") in proc.stdout
     if png is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 

@@ -103,3 +103,16 @@ def test_out_of_device_memory_is_one_line_not_a_traceback(mnist_dir):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("fastmnist train: error: GPU out of memory in ")
     assert "--batch-size" in proc.stderr
+
+
+def test_info_text_says_each_fact_once_and_aligns():
+    out = run("info").stdout.splitlines()
+    rows = [line for line in out if line.startswith("  ") and line.split()[0] in ("numpy", "numba", "cupy", "cupy-sim")
+            and line.split()[1] in ("yes", "no")]
+    assert [r.split()[0] for r in rows] == ["numpy", "numba", "cupy", "cupy-sim"]
+    assert len({r.index(r.split()[1]) for r in rows}) == 1  # the yes/no column lines up
+    text = "\n".join(out)
+    import numba
+    assert text.count(numba.__version__) == 1
+    sim = text[text.index("cupy-sim"):]
+    assert "simulated device memory" in sim and "memory_free" not in sim and "cuda_runtime" not in sim

@@ -171,3 +171,17 @@ def test_summary_and_repr_say_what_the_model_is():
     assert sum(int(line.split()[-1].replace(",", "")) for line in lines[2:-1]) == 433890
     assert repr(model) == ("<Sequential simple-cnn [Conv2D, ReLU, MaxPool2D, Flatten, Dense, ReLU, Dense] 433,890 "
                            "parameters, softmax_cross_entropy, numpy float32>")
+
+
+def test_compile_time_is_reported_apart_from_the_epoch(monkeypatch, capsys):
+    """JIT time lands in the first epoch's wall time; fit() measures it through the backend's
+    compile_seconds() (numba: its compile events; cupy: NVRTC) and says so in the epoch line."""
+    be = fastmnist.get_backend("numpy")
+    clock = iter([0.0, 2.5, 2.5, 2.5])
+    monkeypatch.setattr(be, "compile_seconds", lambda: next(clock), raising=False)
+    x, y = tiny_data(64, flat=True)
+    model = zoo.create("relu-mlp", backend=be, seed=0)
+    h = model.fit(x, y, epochs=2, batch_size=32, verbose=2)
+    assert h["compile_seconds"] == [2.5, 0.0]
+    err = capsys.readouterr().err
+    assert "(2.5 s of it compiling kernels)" in err.splitlines()[0] and "compiling" not in err.splitlines()[1]

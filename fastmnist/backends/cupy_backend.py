@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ is_device = True
 _cp = None
 _module = None
 _kernels: dict = {}  # (stem, dtype) -> compiled kernel: get_function once, not per launch
+_compile_total = 0.0
 _why_not = None
 
 
@@ -102,6 +104,8 @@ def _kernel(stem, dtype):
     key = (stem, np.dtype(dtype).char, config.CUDA_THREADS)
     fn = _kernels.get(key)
     if fn is None:
+        global _compile_total
+        started = time.perf_counter()
         cp = _cupy()
         threads = _threads()
         if _module is None or _module[0] != threads:  # the reductions' shared memory is sized at compile time
@@ -109,7 +113,13 @@ def _kernel(stem, dtype):
             _module = (threads, cp.RawModule(code=source, options=("--std=c++14", f"-DFASTMNIST_THREADS={threads}")))
             _kernels.clear()
         fn = _kernels[key] = _module[1].get_function(f"{stem}_{'f32' if np.dtype(dtype) == np.float32 else 'f64'}")
+        _compile_total += time.perf_counter() - started  # NVRTC compiles the module at the first get_function
     return fn
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels.cu (NVRTC) and loading its functions so far."""
+    return _compile_total
 
 
 def _launch(stem, dtype, n, args):

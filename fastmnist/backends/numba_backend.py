@@ -44,6 +44,20 @@ xp = np
 is_device = False
 
 
+# Every compilation (or load from the on-disk cache) of a kernel fires Numba's "numba:compile"
+# event; one process-wide timer adds them up, so that fit() can say how much of an epoch was JIT.
+_COMPILE_TIMER = None
+if numba is not None:
+    from numba.core import event as _event
+    _COMPILE_TIMER = _event.TimingListener()
+    _event.register("numba:compile", _COMPILE_TIMER)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels (or loading them from the cache) so far."""
+    return _COMPILE_TIMER.duration if _COMPILE_TIMER is not None and _COMPILE_TIMER.done else 0.0
+
+
 def available():
     if numba is None:
         return False, f"numba is not installed ({_IMPORT_ERROR}); pip install numba"

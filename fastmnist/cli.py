@@ -40,6 +40,9 @@ def _add_train(sub):
     p.add_argument("--checkpoint-dir", default=None, help="write DIR/checkpoint.npz after every epoch and on "
                    "Ctrl-C/SIGTERM (atomically)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir")
+    p.add_argument("--augment", action="store_true", default=None,
+                   help="warp every training batch by random affine maps (rotation, scale, shear, shift; "
+                        "fastmnist.augment.Augment's ranges)")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the training curves after training")
 
 
@@ -132,7 +135,7 @@ def cmd_train(args) -> dict:
     if args.resume and not args.checkpoint_dir:
         raise FastMnistError("--resume needs --checkpoint-dir")
     run = {"model": args.model or zoo.DEFAULT_MODEL, "seed": args.seed, "dtype": args.dtype,
-           "limit_train": args.limit_train, "validation_split": args.validation_split}
+           "limit_train": args.limit_train, "validation_split": args.validation_split, "augment": args.augment}
     recipe = zoo.recipe(run["model"])
     given = lambda value, default: default if value is None else value  # noqa: E731 (0 is never "the default")
     run.update(epochs=given(args.epochs, recipe.epochs), batch_size=given(args.batch_size, recipe.batch_size),
@@ -161,7 +164,8 @@ def cmd_train(args) -> dict:
               f"epoch(s), batch {run['batch_size']}, {run['optimizer']} lr {optimizer.lr:g}"
               + (f", resuming at epoch {resume['epoch'] + 1} step {resume['step']}" if resume else ""),
               file=sys.stderr)
-    warmup = _warm_up(model, optimizer, recipe, x, y, run["batch_size"], args.quiet)
+    augment = zoo.fit_args(run["model"], augment=run.get("augment"))["augment"]
+    warmup = _warm_up(model, optimizer, recipe, x, y, run["batch_size"], args.quiet, augment)
     on_epoch_end = (lambda state: ckpt.save(model, optimizer, state)) if ckpt else None
     stop = StopRequest()
     t0 = time.perf_counter()
@@ -170,7 +174,7 @@ def cmd_train(args) -> dict:
             history = model.fit(x, y, epochs=run["epochs"], batch_size=run["batch_size"], optimizer=optimizer,
                                 schedule=recipe.schedule, validation_split=run["validation_split"],
                                 verbose=0 if args.quiet else 1, seed=run["seed"], history=history, resume=resume,
-                                on_epoch_end=on_epoch_end, stop=stop if ckpt else None)
+                                on_epoch_end=on_epoch_end, stop=stop if ckpt else None, augment=augment)
         except TrainingInterrupted as exc:
             path = ckpt.save(model, optimizer, exc.state)
             raise Interrupted(f"interrupted at epoch {exc.state['epoch'] + 1}, step {exc.state['step']}; "
@@ -193,7 +197,7 @@ def cmd_train(args) -> dict:
         "samples_per_second": len(x) * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
         "train_loss": history["loss"], "train_accuracy": history["accuracy"],
         "val_accuracy": history["val_accuracy"], "test_loss": result["loss"], "test_accuracy": result["accuracy"],
-        "out": args.out,
+        "out": args.out, "augment": augment.config() if augment is not None else None,
     }
     print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) after {run['epochs']} epoch(s); "
           f"{summary['samples_per_second']:.0f} samples/s on {model.backend.name}")
@@ -217,7 +221,7 @@ def _check_resume_matches(args, saved_run, path) -> None:
     from .errors import FastMnistError
     asked = {"model": args.model, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
              "dtype": args.dtype if args.dtype != "float32" else None, "seed": args.seed or None,
-             "limit_train": args.limit_train, "validation_split": args.validation_split}
+             "limit_train": args.limit_train, "validation_split": args.validation_split, "augment": args.augment}
     for key, value in asked.items():
         if value is not None and key in saved_run and value != saved_run[key]:
             option = "--" + key.replace("_", "-")
@@ -245,7 +249,7 @@ def _save_or_rescue(model, optimizer, history, out) -> str:
         raise FastMnistError(f"--out {out}: could not save ({exc}), nor anywhere else") from None
 
 
-def _warm_up(model, optimizer, recipe, x, y, batch_size, quiet) -> float:
+def _warm_up(model, optimizer, recipe, x, y, batch_size, quiet, augment=None) -> float:
     """One training step and one evaluation batch on a throwaway copy of the model, so that JIT
     compilation (Numba's, or CUDA's on a GPU) is timed apart from the epochs: the epoch times then
     say how fast training runs, and the one-time cost is reported on its own line."""
@@ -258,7 +262,7 @@ def _warm_up(model, optimizer, recipe, x, y, batch_size, quiet) -> float:
     n = min(len(x), batch_size)
     t0 = time.perf_counter()
     clone.fit(x[:n], y[:n], epochs=1, batch_size=n, optimizer=make_optimizer(type(optimizer).__name__.lower(),
-              optimizer.lr, **hyper), schedule=recipe.schedule, verbose=0)
+              optimizer.lr, **hyper), schedule=recipe.schedule, verbose=0, augment=augment)
     clone.evaluate(x[:n], y[:n])
     seconds = time.perf_counter() - t0
     if not quiet:

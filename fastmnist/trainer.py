@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import config
+from .augment import Augment, warp_batch
 from .data import validation_split as _split
 from .errors import FastMnistError, TrainingDiverged
 from .layers import Dropout
@@ -67,7 +68,7 @@ def _to_backend(model, x, y):
 def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optimizer | str = "adam",
         lr: float | None = None, schedule=None, validation_data=None, validation_split: float | None = None,
         verbose: int = 1, seed: int | None = None, shuffle: bool = True, history: dict | None = None,
-        resume: dict | None = None, on_epoch_end=None, stop=None) -> dict:
+        resume: dict | None = None, on_epoch_end=None, stop=None, augment=None) -> dict:
     """Train ``model`` on ``(x, y)``.
 
     Parameters
@@ -94,6 +95,9 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         (:attr:`TrainState`); the run then ends exactly as an uninterrupted one would.
     on_epoch_end : callable, optional
         ``on_epoch_end(state: TrainState)`` after every epoch (checkpointing).
+    augment : fastmnist.augment.Augment, optional
+        Warp every training batch by random affine maps (rotation, scale, shear, shift) drawn from
+        the run's generator, on the backend; runs each step layer by layer (no compiled steps).
     stop : callable, optional
         Polled between steps (between chunks of steps where whole steps run compiled, see
         :mod:`fastmnist.steps`); when it returns true, the loop raises :class:`TrainingInterrupted`
@@ -116,8 +120,11 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         optimizer = make_optimizer(optimizer, lr if lr is not None else 0.001)
     if optimizer.model is not model:
         optimizer.attach(model)
+    if augment is not None and not isinstance(augment, Augment):
+        raise TypeError(f"augment must be a fastmnist.augment.Augment, got {type(augment).__name__}")
     loop = _Loop(model, optimizer, schedule if callable(schedule) else make_schedule(schedule), epochs, batch_size,
                  shuffle, verbose, validation_data, on_epoch_end, stop)
+    loop.augment = augment
     loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS + CURVE_KEYS + (COMPILE_KEY,)}
     loop.rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
     xs, labels, targets = _to_backend(model, x, y)
@@ -181,6 +188,7 @@ class _Loop:
         self.epochs, self.batch_size, self.shuffle, self.verbose = epochs, batch_size, shuffle, verbose
         self.validation_data, self.on_epoch_end, self.stop = validation_data, on_epoch_end, stop
         self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
+        self.augment = None
 
     def state(self, epoch, step, epoch_rng, loss_sum=0.0, correct=0.0, seconds=0.0) -> TrainState:
         return TrainState(epoch=epoch, step=step, epoch_rng=epoch_rng, rng=self.rng.bit_generator.state,
@@ -195,7 +203,8 @@ class _Loop:
         first_epoch, first_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
         if resume:
             self.rng.bit_generator.state = resume["epoch_rng"]
-        program = program_for(model, self.optimizer)  # whole steps in one backend call, where it has them
+        # whole steps in one backend call, where the backend has them (not with augmentation: its warp runs between)
+        program = program_for(model, self.optimizer) if self.augment is None else None
         for epoch in range(first_epoch, self.epochs):
             epoch_rng = self.rng.bit_generator.state
             # Gathered batch by batch: a whole-set permuted copy would move 188 MB per epoch at once.
@@ -226,6 +235,8 @@ class _Loop:
                 else:
                     idx = perm[lo:hi]
                     xb, tb, lb = xs[idx], targets[idx], labels[idx]
+                if self.augment is not None:
+                    xb = warp_batch(be, xb, self.augment, self.rng)
                 for layer in self.dropouts:
                     layer.seed = int(self.rng.integers(2**62))
                 out = model.forward(xb, train=True)

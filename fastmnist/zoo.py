@@ -26,6 +26,7 @@ class Recipe:
     epochs: int
     optimizer_args: dict = field(default_factory=dict)
     schedule: dict = field(default_factory=lambda: {"type": "constant"})
+    augment: dict | None = None  # fastmnist.augment.Augment keywords, where the recipe trains on warped batches
 
 
 def _sigmoid_mlp():
@@ -86,19 +87,25 @@ def recipe(name: str) -> Recipe:
 
 
 def fit_args(name: str, *, optimizer: str | None = None, lr: float | None = None, batch_size: int | None = None,
-             epochs: int | None = None) -> dict:
+             epochs: int | None = None, augment: bool | None = None) -> dict:
     """The :meth:`Sequential.fit` keywords of zoo model ``name``'s recipe, each overridable:
     ``optimizer`` (a fresh one; the recipe's hyper-parameters, such as fast-cnn's Adam betas, go
     with the recipe's optimizer only — another optimizer named here gets its own defaults),
-    ``schedule``, ``batch_size`` and ``epochs``. The one path from a recipe to a training run:
+    ``schedule``, ``batch_size``, ``epochs`` and ``augment`` (True: warp the batches, with the
+    recipe's ranges or :class:`~fastmnist.augment.Augment`'s defaults; None: as the recipe says).
+    The one path from a recipe to a training run:
     the CLI, reproduce, sweep, bench and the tests all train through it."""
     from .optim import make_optimizer
     r = recipe(name)
     opt_name = optimizer if optimizer is not None else r.optimizer
     hyper = r.optimizer_args if opt_name == r.optimizer else {}
+    from .augment import Augment
+    if augment is None:  # the recipe's own choice
+        augment = r.augment is not None
+    warp = Augment(**(r.augment or {})) if augment else None
     return {"optimizer": make_optimizer(opt_name, lr if lr is not None else r.lr, **hyper), "schedule": r.schedule,
             "batch_size": batch_size if batch_size is not None else r.batch_size,
-            "epochs": epochs if epochs is not None else r.epochs}
+            "epochs": epochs if epochs is not None else r.epochs, "augment": warp}
 
 
 def create(name: str = DEFAULT_MODEL, backend=None, seed: int = 0, dtype: str = config.DEFAULT_DTYPE,

@@ -230,3 +230,26 @@ def adam_update(param, grad, m, v, t, lr, beta1, beta2, eps):
     p2 = _map(lambda p, mm, vv: p - lr * (mm / (1 - beta1 ** t)) / (math.sqrt(vv / (1 - beta2 ** t)) + eps),
               param, m2, v2)
     return p2, m2, v2
+
+
+def affine_warp(x, theta):
+    """Per output pixel: the input at theta @ (c - cx, r - cy, 1) + (cx, cy), bilinear, zero outside."""
+    n_, c_, h_, w_ = x.shape
+    cy, cx = (h_ - 1) / 2.0, (w_ - 1) / 2.0
+    out = np.zeros(x.shape, np.float64)
+    for n in range(n_):
+        t = theta[n]
+        for r in range(h_):
+            for col in range(w_):
+                u, v = col - cx, r - cy
+                sx = float(t[0, 0]) * u + float(t[0, 1]) * v + float(t[0, 2]) + cx
+                sy = float(t[1, 0]) * u + float(t[1, 1]) * v + float(t[1, 2]) + cy
+                x0, y0 = math.floor(sx), math.floor(sy)
+                fx, fy = sx - x0, sy - y0
+                for c in range(c_):
+                    acc = 0.0
+                    for dy, wy in ((0, 1 - fy), (1, fy)):
+                        for dx, wx in ((0, 1 - fx), (1, fx)):
+                            acc += wy * wx * float(padded_get(x, n, c, y0 + dy, x0 + dx))
+                    out[n, c, r, col] = acc
+    return out

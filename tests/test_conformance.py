@@ -125,6 +125,35 @@ def test_dropout_same_mask_everywhere(be, rng, dtype, p):
     assert_close(be.to_numpy(be.dropout_backward(be.asarray(dy), mask)), dy * ref_mask, dtype, "dropout dx")
 
 
+def random_theta(rng, n, identity_first=True):
+    """Rotations to 30 degrees, scales 0.8-1.25, shears, shifts to 2.5 px; the first sample the identity."""
+    a, s, h = rng.uniform(-0.5, 0.5, n), rng.uniform(0.8, 1.25, n), rng.uniform(-0.3, 0.3, n)
+    theta = np.zeros((n, 2, 3))
+    theta[:, 0, 0], theta[:, 0, 1] = s * np.cos(a), -s * np.sin(a + h)
+    theta[:, 1, 0], theta[:, 1, 1] = s * np.sin(a), s * np.cos(a + h)
+    theta[:, :, 2] = rng.uniform(-2.5, 2.5, (n, 2))
+    if identity_first:
+        theta[0] = [[1, 0, 0], [0, 1, 0]]
+    return theta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 1, 7, 9), (2, 2, 6, 5), (4, 1, 28, 28)], ids=str)
+def test_affine_warp(be, rng, dtype, shape):
+    x = rand(rng, shape, dtype)
+    theta = random_theta(rng, shape[0])
+    ref = naive.affine_warp(x, theta)
+    got = be.to_numpy(be.affine_warp(be.asarray(x), theta))
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    assert_close(got, ref, dtype, "affine_warp")
+    np.testing.assert_array_equal(got[0], x[0])  # the identity map copies exactly
+    # the checks run before any kernel
+    with pytest.raises(ValueError, match=r"theta must be \(\d+, 2, 3\)"):
+        be.affine_warp(be.asarray(x), theta[:1])
+    with pytest.raises(TypeError, match="float64"):
+        be.affine_warp(be.asarray(x), theta.astype(np.float32))
+
+
 def test_dropout_rate_and_seed(be):
     x = be.asarray(np.ones((200, 500), np.float32))
     _, m1 = be.dropout_forward(x, 0.3, 1)

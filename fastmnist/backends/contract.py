@@ -29,6 +29,7 @@ function                                               shapes
 ``momentum_update(param, grad, velocity, lr, momentum)``  in place
 ``adagrad_update(param, grad, h, lr, eps)``            in place
 ``adam_update(param, grad, m, v, t, lr, beta1, beta2, eps)``  in place; t counts from 1
+``affine_warp(x, theta)``                              ``x (N,C,H,W)``, ``theta`` float64 ``(N,2,3)`` -> ``(N,C,H,W)``
 ``dense_train_steps(program, xs, targets, labels,``    whole training steps of a dense network, in
 ``perm, first, batch_size, lrs, step_size, sqrt_bc2,``  place; ``xs (N, D)``, ``labels`` int64 ``(N,)``,
 ``seeds)``                                             ``targets (N, M)`` (mse) -> ``(loss_sum, correct,
@@ -38,6 +39,9 @@ function                                               shapes
 ``argmax`` holds, for each output, the flat index ``h * W + w`` of the chosen input inside its
 ``(H, W)`` plane (ties: the first in row-major window order). ``mse_loss`` is the quadratic cost
 ``sum((y - t)**2) / (2N)``. ``softmax_cross_entropy`` is the mean over the batch.
+``affine_warp`` (augmentation) samples, for output pixel ``(r, c)``, the input at
+``(sx, sy) = theta[n] @ (c - cx, r - cy, 1) + (cx, cy)`` with ``cx = (W-1)/2``, ``cy = (H-1)/2``,
+bilinearly, zero outside the image; coordinates in float64 on every backend.
 Dropout is inverted dropout: ``mask`` is 0 or ``1/(1-p)`` and ``y = x * mask``; element ``i`` is
 dropped when ``uniform(seed, i) < p``, where ``uniform`` is the counter-based hash in
 :func:`dropout_uniform_reference`, identical on every backend, so one seed gives one mask everywhere.
@@ -374,6 +378,19 @@ def check_dense_train_steps(program, xs, targets, labels, perm, first, batch_siz
     if seeds.shape != (count, program.n_dropout):
         raise ValueError(f"{op}: seeds must be ({count}, {program.n_dropout}), got {tuple(seeds.shape)}")
     return n, batch_size, count
+
+
+def check_affine_warp(x, theta, op="affine_warp"):
+    """x (N, C, H, W) float, theta (N, 2, 3) float64 (host or backend array) -> (N, C, H, W)."""
+    require_array(op, "x", x, 4)
+    require_float(op, x=x)
+    require_nonempty(op, "x", x)
+    require_array(op, "theta", theta, 3)
+    if tuple(theta.shape) != (x.shape[0], 2, 3):
+        raise ValueError(f"{op}: theta must be ({x.shape[0]}, 2, 3) for {x.shape[0]} samples, got {_shape(theta)}")
+    if np.dtype(theta.dtype) != np.float64:
+        raise TypeError(f"{op}: theta has dtype {theta.dtype}; expected float64 (coordinates are float64 everywhere)")
+    return x.shape
 
 
 # ---- the counter-based RNG shared by every backend's dropout ----

@@ -356,6 +356,17 @@ def sigmoid_backward(dy, y):
     return _binary("sigmoid_backward", dy, y)
 
 
+def affine_warp(x, theta):
+    """x (N, C, H, W), theta float64 (N, 2, 3) -> (N, C, H, W); see the contract."""
+    cp = _cupy()
+    n, c, h, w = C.check_affine_warp(x, theta)
+    x = _c(x)
+    theta = cp.ascontiguousarray(theta if isinstance(theta, cp.ndarray) else cp.asarray(theta, dtype=np.float64))
+    out = cp.empty_like(x)
+    _launch("affine_warp", x.dtype, n * h * w, (x, theta, _i(n), _i(c), _i(h), _i(w), out))
+    return out
+
+
 def dropout_forward(x, p, seed):
     cp = _cupy()
     C.check_dropout(x, p, seed)

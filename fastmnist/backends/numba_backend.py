@@ -161,6 +161,7 @@ if numba is not None:
         _accumulate_taps,
         _adagrad_kernel,
         _adam_kernel,
+        _affine_warp_kernel,
         _bias_add_kernel,
         _col2im_kernel,
         _conv_block_pool_dw_kernel,
@@ -472,6 +473,15 @@ def mse_loss(y, t):
 
 
 # ---- dropout ----
+
+def affine_warp(x, theta):
+    """x (N, C, H, W), theta float64 (N, 2, 3) -> (N, C, H, W); see the contract."""
+    C.check_affine_warp(x, theta)
+    x = _c(x)
+    out = np.empty_like(x)
+    _affine_warp_kernel(x, np.ascontiguousarray(theta, np.float64), out)
+    return out
+
 
 def dropout_forward(x, p, seed):
     C.check_dropout(x, p, seed)

@@ -222,6 +222,29 @@ def mse_loss(y, t):
 
 # ---- dropout ----
 
+def affine_warp(x, theta):
+    """x (N, C, H, W), theta float64 (N, 2, 3) -> (N, C, H, W): each sample resampled through its
+    affine map (contract: bilinear, zero outside, about the image centre)."""
+    n, c, h, w = C.check_affine_warp(x, theta)
+    theta = np.asarray(theta)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    v, u = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")  # (H, W) each
+    sx = theta[:, 0, 0, None, None] * u + theta[:, 0, 1, None, None] * v + theta[:, 0, 2, None, None] + cx
+    sy = theta[:, 1, 0, None, None] * u + theta[:, 1, 1, None, None] * v + theta[:, 1, 2, None, None] + cy
+    x0, y0 = np.floor(sx), np.floor(sy)
+    fx, fy = sx - x0, sy - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    out = np.zeros(x.shape, np.float64)
+    rows = np.arange(n)[:, None, None]
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = y0 + dy, x0 + dx
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            taken = x[rows, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (N, H, W, C)
+            out += np.moveaxis(taken, -1, 1) * (wy * wx * inside)[:, None]
+    return out.astype(x.dtype)
+
+
 def dropout_forward(x, p, seed):
     """Inverted dropout -> (y, mask); mask is 0 or 1/(1-p); same mask on every backend for a seed."""
     C.check_dropout(x, p, seed)

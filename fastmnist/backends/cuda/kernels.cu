@@ -215,6 +215,36 @@ __device__ void dropout_impl(const T* x, i64 n, double p, double scale, u64 seed
     }
 }
 
+// ---- augmentation: each output pixel samples its sample's affine map, bilinear, zero outside ----
+// theta: (N, 2, 3) float64, about the image centre; coordinates in double as on every backend.
+template <typename T>
+__device__ void affine_warp_impl(const T* x, const double* theta, int N, int C, int H, int W, T* out) {
+    const i64 total = (i64)N * H * W;
+    const double cy = (H - 1) / 2.0, cx = (W - 1) / 2.0;
+    GRID_STRIDE(idx, total) {
+        const int col = (int)(idx % W), r = (int)((idx / W) % H), n = (int)(idx / ((i64)W * H));
+        const double* t = theta + (i64)n * 6;
+        const double u = col - cx, v = r - cy;
+        const double sx = t[0] * u + t[1] * v + t[2] + cx, sy = t[3] * u + t[4] * v + t[5] + cy;
+        const double fx0 = floor(sx), fy0 = floor(sy), fx = sx - fx0, fy = sy - fy0;
+        const int x0 = (int)fx0, y0 = (int)fy0;
+        for (int c = 0; c < C; ++c) {
+            const T* plane = x + ((i64)n * C + c) * H * W;
+            double acc = 0;
+            for (int dy = 0; dy < 2; ++dy) {
+                const int yy = y0 + dy;
+                if (yy < 0 || yy >= H) continue;
+                const double wy = dy ? fy : 1.0 - fy;
+                for (int dx = 0; dx < 2; ++dx) {
+                    const int xx = x0 + dx;
+                    if (xx >= 0 && xx < W) acc += wy * (dx ? fx : 1.0 - fx) * (double)plane[(i64)yy * W + xx];
+                }
+            }
+            out[((i64)n * C + c) * H * W + (i64)r * W + col] = (T)acc;
+        }
+    }
+}
+
 // ---- losses: one block, rows over threads, a shared-memory sum; no host round trip -------------
 
 template <typename T>
@@ -352,6 +382,8 @@ extern "C" __global__ void relu_backward_##S(const T* dy, const T* x, i64 n, T* 
 extern "C" __global__ void sigmoid_##S(const T* x, i64 n, T* o) { sigmoid_impl<T>(x, n, o); }                      \
 extern "C" __global__ void sigmoid_backward_##S(const T* dy, const T* y, i64 n, T* o)                              \
     { sigmoid_backward_impl<T>(dy, y, n, o); }                                                                      \
+extern "C" __global__ void affine_warp_##S(const T* x, const double* theta, int N, int C, int H, int W, T* o)     \
+    { affine_warp_impl<T>(x, theta, N, C, H, W, o); }                                                               \
 extern "C" __global__ void mul_##S(const T* a, const T* b, i64 n, T* o) { mul_impl<T>(a, b, n, o); }                \
 extern "C" __global__ void dropout_##S(const T* x, i64 n, double p, double scale, u64 seed, T* y, T* m)             \
     { dropout_impl<T>(x, n, p, scale, seed, y, m); }                                                                \

@@ -255,7 +255,7 @@ def _warm_up(model, optimizer, recipe, x, y, batch_size, quiet, augment=None) ->
     say how fast training runs, and the one-time cost is reported on its own line."""
     from .model import model_from_architecture
     from .optim import make_optimizer
-    if not getattr(model.backend, "compiles_kernels", False):
+    if not model.backend.compiles_kernels:
         return 0.0
     clone = model_from_architecture(model.architecture(), backend=model.backend)
     hyper = {k: getattr(optimizer, k) for k in getattr(optimizer, "hyper", ())}

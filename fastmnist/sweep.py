@@ -138,7 +138,7 @@ def run_one(run: dict, data_root=None, threads=None) -> dict:
         history = model.fit(x, y, **zoo.fit_args(run["model"], lr=run["lr"], batch_size=run["batch_size"],
                                                  epochs=run["epochs"]), verbose=0, seed=run["seed"])
         result = model.evaluate(xt, yt)
-        if getattr(model.backend, "is_device", False):
+        if model.backend.is_device:
             record["worker"]["gpu"] = model.backend.info().get("gpu")
         record.update(status="ok", backend=model.backend.name, test_accuracy=result["accuracy"],
                       test_loss=result["loss"], epoch_seconds=history["seconds"],

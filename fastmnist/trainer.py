@@ -199,7 +199,7 @@ class _Loop:
         n = xs.shape[0]
         steps = math.ceil(n / self.batch_size)
         total_steps = steps * self.epochs
-        check_every = config.PROGRESS_EVERY if getattr(be, "is_device", False) else 1
+        check_every = config.PROGRESS_EVERY if be.is_device else 1
         first_epoch, first_step = (resume["epoch"], resume["step"]) if resume else (0, 0)
         if resume:
             self.rng.bit_generator.state = resume["epoch_rng"]

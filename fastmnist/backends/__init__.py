@@ -86,10 +86,32 @@ def resolve_name(name: str | None = None) -> str:
 
 
 def get_backend(name: str | ModuleType | None = None) -> ModuleType:
-    """Return the backend module for ``name`` (None: the current default; 'auto': the best one here)."""
+    """Return the backend module for ``name`` (None: the current default; 'auto': the best one here),
+    checked once against the contract (:func:`declared`)."""
     if isinstance(name, ModuleType):
-        return name
-    return importlib.import_module(_MODULES[resolve_name(name)])
+        return declared(name)
+    return declared(importlib.import_module(_MODULES[resolve_name(name)]))
+
+
+_checked: set = set()
+
+
+def declared(module: ModuleType) -> ModuleType:
+    """``module`` after checking it is a backend: every op of ``contract.REQUIRED_OPS`` with the
+    reference's parameters, capability flags (``contract.CAPABILITIES``, defaults filled in).
+    A module that is not raises TypeError listing every problem."""
+    if module in _checked:
+        return module
+    from . import contract
+    from . import numpy_backend as reference
+    problems = contract.backend_problems(module, reference)
+    if problems:
+        raise TypeError(f"{module.__name__} is not a fastmnist backend: " + "; ".join(problems))
+    for flag, default in contract.CAPABILITIES.items():
+        if not hasattr(module, flag):
+            setattr(module, flag, default)
+    _checked.add(module)
+    return module
 
 
 def set_backend(name: str | None) -> ModuleType:

@@ -55,6 +55,55 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
+# ---- what a backend module declares: the ops every one has, the optional ones, capabilities ----
+
+#: Every backend module exports these, with numpy_backend's parameters (extra ones must have defaults).
+REQUIRED_OPS = (
+    "im2col", "col2im", "conv2d_forward", "conv2d_backward", "conv2d_forward_cached", "conv2d_backward_cached",
+    "conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward", "maxpool2d_forward", "maxpool2d_backward",
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "softmax", "softmax_cross_entropy", "count_correct", "mse_loss", "dropout_forward", "dropout_backward",
+    "affine_warp", "sgd_update", "momentum_update", "adagrad_update", "adam_update",
+    "asarray", "to_numpy", "one_hot", "synchronize", "available", "info",
+)
+#: Used where present: whole compiled steps, Adam over every parameter in one launch, a context the
+#: trainer holds around its epochs, the seconds spent compiling kernels so far.
+OPTIONAL_OPS = ("dense_train_steps", "adam_update_many", "training_context", "compile_seconds")
+#: Declared flags and their defaults: data lives on a device (host reads are syncs); kernels are
+#: compiled at first use (the CLI times a warm-up step apart).
+CAPABILITIES = {"is_device": False, "compiles_kernels": False}
+
+
+def backend_problems(module, reference) -> list[str]:
+    """What keeps ``module`` from being a backend: missing ops, parameters that differ from the
+    ``reference`` backend's (numpy's), capability flags that are not bools, a missing ``name``."""
+    import inspect
+    problems = []
+    if not isinstance(getattr(module, "name", None), str):
+        problems.append("no 'name' string")
+    for flag in CAPABILITIES:
+        if not isinstance(getattr(module, flag, False), bool):
+            problems.append(f"capability {flag!r} is {getattr(module, flag)!r}, not a bool")
+    for op in REQUIRED_OPS + OPTIONAL_OPS:
+        fn = getattr(module, op, None)
+        if fn is None:
+            if op in REQUIRED_OPS:
+                problems.append(f"no op {op!r}")
+            continue
+        if not callable(fn):
+            problems.append(f"{op!r} is not callable")
+            continue
+        ref = getattr(reference, op, None)
+        if ref is None or ref is fn:
+            continue
+        want = list(inspect.signature(ref).parameters.values())
+        have = list(inspect.signature(fn).parameters.values())
+        names = [p.name for p in have[:len(want)]]
+        if names != [p.name for p in want] or any(p.default is inspect.Parameter.empty for p in have[len(want):]):
+            problems.append(f"{op}{inspect.signature(fn)} does not take {op}{inspect.signature(ref)} "
+                            "(extra parameters need defaults)")
+    return problems
+
 
 def _shape(a):
     return tuple(getattr(a, "shape", ()))

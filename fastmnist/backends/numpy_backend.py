@@ -12,6 +12,8 @@ from . import contract as C
 
 name = "numpy"
 xp = np
+is_device = False
+compiles_kernels = False
 
 
 # ---- array plumbing (not kernels): how layers and the trainer move data ----

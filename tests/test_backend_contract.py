@@ -1,0 +1,51 @@
+"""Every backend is a declared object of one contract: each has every required op with the
+reference's (numpy's) parameters and the declared capability flags; a module that is not a backend
+is refused with the list of what is wrong."""
+import types
+
+import pytest
+
+from fastmnist.backends import NAMES, backend_status, contract, declared, get_backend
+from fastmnist.backends import numpy_backend as reference
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_backend_keeps_the_contract(name):
+    ok, why = backend_status(name)
+    if not ok:
+        pytest.skip(f"{name} unavailable here: {why}")
+    module = get_backend(name)
+    assert contract.backend_problems(module, reference) == []
+    assert module.name == name
+    for flag in contract.CAPABILITIES:
+        assert isinstance(getattr(module, flag), bool)
+
+
+def fake_backend(**changes):
+    module = types.ModuleType("fake_backend")
+    for op in contract.REQUIRED_OPS:
+        setattr(module, op, getattr(reference, op))
+    module.name = "fake"
+    for key, value in changes.items():
+        if value is None:
+            delattr(module, key)
+        else:
+            setattr(module, key, value)
+    return module
+
+
+def test_a_module_missing_ops_or_with_other_parameters_is_refused():
+    with pytest.raises(TypeError, match=r"fake_backend is not a fastmnist backend: no op 'softmax'"):
+        declared(fake_backend(softmax=None))
+    with pytest.raises(TypeError, match=r"relu_forward\(y\) does not take relu_forward\(x\)"):
+        declared(fake_backend(relu_forward=lambda y: y))
+    with pytest.raises(TypeError, match=r"affine_forward\(x, w, b, relu\) does not take .* need defaults"):
+        declared(fake_backend(affine_forward=lambda x, w, b, relu: x))
+    with pytest.raises(TypeError, match=r"capability 'is_device' is 'yes', not a bool"):
+        declared(fake_backend(is_device="yes"))
+
+
+def test_a_conforming_module_gets_the_default_capabilities():
+    module = declared(fake_backend(affine_forward=lambda x, w, b, relu=False: x))  # extra parameter, defaulted
+    assert module.is_device is False and module.compiles_kernels is False
+    assert get_backend(module) is module

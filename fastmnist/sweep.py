@@ -198,11 +198,10 @@ def append_record(fh, record: dict) -> None:
 def local_cluster(backend: str, workers: int | None, log):
     """An embedded cluster: one worker per GPU for cupy, else processes sharing the cores."""
     distributed = _distributed()
-    from .backends import resolve_name
+    from .backends import get_backend, resolve_name
     name = resolve_name(backend)
-    if name == "cupy":
-        from .backends import cupy_backend
-        gpus = cupy_backend._cupy().cuda.runtime.getDeviceCount()
+    if name == "cupy":  # real GPUs (cupy-sim is a CPU process like the others)
+        gpus = get_backend(name).info()["gpus"]
         try:
             from dask_cuda import LocalCUDACluster
             log(f"LocalCUDACluster: one worker per GPU ({gpus})")

@@ -81,6 +81,7 @@ def info():
     props = cp.cuda.runtime.getDeviceProperties(0)
     free, total = cp.cuda.runtime.memGetInfo()
     return {"cupy": cp.__version__, "gpu": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+            "gpus": cp.cuda.runtime.getDeviceCount(),
             "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(), "cuda_driver": cp.cuda.runtime.driverGetVersion(),
             "memory_free_gib": round(free / 2**30, 2), "memory_total_gib": round(total / 2**30, 2)}
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import InvalidArgument
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -40,7 +42,7 @@ class Augment:
         for name, value, top in (("rotation", self.rotation, 90.0), ("scale", self.scale, 0.5),
                                  ("shear", self.shear, 45.0), ("shift", self.shift, 14.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
-                raise ValueError(f"Augment: {name} must be a number in [0, {top}], got {value!r}")
+                raise InvalidArgument(f"Augment: {name} must be a number in [0, {top}], got {value!r}")
 
     def config(self) -> dict:
         return asdict(self)
@@ -69,6 +71,6 @@ def warp_batch(be, xb, augment: Augment, rng: np.random.Generator):
     if xb.ndim == 2:
         side = math.isqrt(xb.shape[1])
         if side * side != xb.shape[1]:
-            raise ValueError(f"augment needs square images; flat inputs of {xb.shape[1]} values are not")
+            raise InvalidArgument(f"augment needs square images; flat inputs of {xb.shape[1]} values are not")
         return be.affine_warp(xb.reshape(xb.shape[0], 1, side, side), theta).reshape(xb.shape)
     return be.affine_warp(xb, theta)

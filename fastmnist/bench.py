@@ -19,6 +19,7 @@ import numpy as np
 
 from . import zoo
 from .backends import NAMES, backend_status, get_backend
+from .errors import InvalidArgument
 
 F32 = 4
 KERNELS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "affine_forward",
@@ -67,7 +68,7 @@ def backend_list(requested=None) -> list[tuple[str, bool, str]]:
         elif name in NAMES:
             ok, why = backend_status(name)
         else:
-            raise ValueError(f"unknown backend {name!r}; valid: {', '.join(NAMES)}, {', '.join(REFERENCES)}")
+            raise InvalidArgument(f"unknown backend {name!r}; valid: {', '.join(NAMES)}, {', '.join(REFERENCES)}")
         out.append((name, ok, why))
     return out
 
@@ -186,7 +187,7 @@ def _kernel_case(kernel, model_name, batch):
                "v": np.zeros((d, m), np.float32)}
         return (tag, 12 * d * m, 7 * F32 * d * m, inp, lambda be, p, g, m, v: be.adam_update(p, g, m, v, 1, 1e-3),
                 _torch_adam)
-    raise ValueError(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    raise InvalidArgument(f"unknown kernel {kernel!r}; valid: {', '.join(KERNELS)}")
 
 
 def _pool_backward_fm(size, stride):
@@ -704,9 +705,9 @@ def parse_batch_sizes(text, models) -> dict:
         try:
             n = int(value)
         except ValueError:
-            raise ValueError(f"--batch-sizes: {where} is not an integer: {value!r}") from None
+            raise InvalidArgument(f"--batch-sizes: {where} is not an integer: {value!r}") from None
         if n < 1:
-            raise ValueError(f"--batch-sizes: {where} must be >= 1, got {n}")
+            raise InvalidArgument(f"--batch-sizes: {where} must be >= 1, got {n}")
         return n
 
     out = {}
@@ -714,7 +715,7 @@ def parse_batch_sizes(text, models) -> dict:
         if "=" in part:
             k, v = (t.strip() for t in part.split("=", 1))
             if k not in models:
-                raise ValueError(f"--batch-sizes: {k!r} is not among the models timed ({', '.join(models)})")
+                raise InvalidArgument(f"--batch-sizes: {k!r} is not among the models timed ({', '.join(models)})")
             out[k] = size(v, k)
         else:
             out = {m: size(part.strip(), "a batch size") for m in models}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import options as O
+from .errors import InvalidArgument
 
 
 def _add_train(sub):
@@ -380,7 +381,7 @@ def cmd_bench(args) -> dict:
     kernels = split(args.kernels) or list(bench.KERNELS)
     unknown = set(kernels) - set(bench.KERNELS)
     if unknown:
-        raise ValueError(f"unknown kernel(s) {sorted(unknown)}; valid: {', '.join(bench.KERNELS)}")
+        raise InvalidArgument(f"unknown kernel(s) {sorted(unknown)}; valid: {', '.join(bench.KERNELS)}")
     if args.data is not None:  # the per-backend worker processes read it from the environment
         os.environ["FASTMNIST_DATA"] = str(args.data)
     report = bench.run(split(args.backends), models, kernels, bench.parse_batch_sizes(args.batch_sizes, models),
@@ -440,12 +441,12 @@ def _plot(args) -> dict:
         _, (xt, yt) = load_mnist(args.data)
         return {"out": str(plots.sample_grid(xt[:50], yt[:50], args.out))}
     if not args.model:
-        raise ValueError(f"plot {args.kind} needs a saved model file")
+        raise InvalidArgument(f"plot {args.kind} needs a saved model file")
     if args.kind == "curves":
         model, arrays = load_with_state(args.model, args.backend)
         key = "extra/history" if "extra/history" in arrays else "extra/trainer"
         if key not in arrays:
-            raise ValueError(f"{args.model} holds no training history (save it with train --out or a checkpoint)")
+            raise InvalidArgument(f"{args.model} holds no training history (save it with train --out or a checkpoint)")
         from .checkpoint import check_history
         from .model import json_entry
         history = json_entry(arrays, key, args.model)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config
-from .errors import DataError
+from .errors import DataError, InvalidArgument
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -282,15 +282,15 @@ def validation_split(x, y, fraction: float | None = None, count: int | None = No
     """
     n = len(x)
     if len(y) != n:
-        raise ValueError(f"validation_split: x has {n} rows but y has {len(y)}")
+        raise InvalidArgument(f"validation_split: x has {n} rows but y has {len(y)}")
     if (fraction is None) == (count is None):
-        raise ValueError("validation_split: give exactly one of fraction or count")
+        raise InvalidArgument("validation_split: give exactly one of fraction or count")
     if fraction is not None:
         if not 0.0 < fraction < 1.0:
-            raise ValueError(f"validation_split: fraction must be in (0, 1), got {fraction}")
+            raise InvalidArgument(f"validation_split: fraction must be in (0, 1), got {fraction}")
         count = int(round(n * fraction))
     if not 0 < count < n:
-        raise ValueError(f"validation_split: count must be in 1..{n - 1} for {n} samples, got {count}")
+        raise InvalidArgument(f"validation_split: count must be in 1..{n - 1} for {n} samples, got {count}")
     perm = np.random.default_rng(seed).permutation(n)
     val, train = perm[:count], perm[count:]
     return (x[train], y[train]), (x[val], y[val])

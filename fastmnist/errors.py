@@ -9,6 +9,15 @@ class FastMnistError(Exception):
     """Base class of every error fastmnist raises on purpose."""
 
 
+class InvalidArgument(FastMnistError, ValueError):
+    """A value the caller passed is out of range, of the wrong shape, or unknown (an option, a model
+    name, a kernel argument); the message names it."""
+
+
+class WrongType(FastMnistError, TypeError):
+    """An argument of the wrong type or dtype; the message names it and what was expected."""
+
+
 class DataError(FastMnistError, ValueError):
     """A data file (IDX, CSV, npz) is missing, malformed or holds values out of range."""
 

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .errors import InvalidArgument
+
 _PARAMETER_BUDGET: contextvars.ContextVar = contextvars.ContextVar("fastmnist_parameter_budget", default=None)
 _LAYER_INDEX: contextvars.ContextVar = contextvars.ContextVar("fastmnist_layer_index", default=None)
 
@@ -44,7 +46,7 @@ def _spend_budget(shape, bias_shape) -> None:
     need = math.prod(int(d) for d in shape) + math.prod(int(d) for d in bias_shape)
     have = budget.get(index, 0)
     if need > have:
-        raise ValueError(f"layer {index} (weights {tuple(shape)}) needs {need:,} parameters; the file's "
+        raise InvalidArgument(f"layer {index} (weights {tuple(shape)}) needs {need:,} parameters; the file's "
                          f"param/{index}/ arrays hold {have:,}")
     budget[index] = have - need
 
@@ -72,7 +74,7 @@ def init_weights(rng: np.random.Generator, init: str, shape, fan_in: int):
         return rng.standard_normal(shape), rng.standard_normal(bias_shape)
     if init.startswith("normal:"):
         return rng.normal(0.0, float(init.split(":", 1)[1]), shape), np.zeros(bias_shape)
-    raise ValueError(f"unknown init {init!r}; expected torch, he, glorot, nielsen or normal:STD")
+    raise InvalidArgument(f"unknown init {init!r}; expected torch, he, glorot, nielsen or normal:STD")
 
 
 class Layer:
@@ -178,7 +180,7 @@ class Dense(Layer):
     def build(self, input_shape, rng, be, dtype):
         self.be = be
         if len(input_shape) != 1:
-            raise ValueError(f"Dense expects flat inputs (D,), got per-sample shape {input_shape}; add Flatten()")
+            raise InvalidArgument(f"Dense expects flat inputs (D,), got per-sample shape {input_shape}; add Flatten()")
         wt, b = init_weights(rng, self.init, (input_shape[0], self.units), input_shape[0])
         self.params = {"w": be.asarray(wt, dtype), "b": be.asarray(b, dtype)}
         return (self.units,)
@@ -220,7 +222,7 @@ class Dropout(Layer):
     def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+            raise InvalidArgument(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.seed = 0
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import config
 from .backends import get_backend
-from .errors import ModelFileError
+from .errors import InvalidArgument, ModelFileError, WrongType
 from .layers import LAYER_TYPES, Layer, building, fuse
 
 LOSSES = ("softmax_cross_entropy", "mse")
@@ -43,9 +43,9 @@ class Sequential:
     def __init__(self, layers: list[Layer], input_shape: tuple, loss: str = "softmax_cross_entropy",
                  backend=None, dtype: str = config.DEFAULT_DTYPE, seed: int = 0, name: str | None = None):
         if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+            raise InvalidArgument(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
         if np.dtype(dtype) not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+            raise WrongType(f"dtype must be float32 or float64, got {dtype}")
         self.layers, self.input_shape, self.loss = list(layers), tuple(input_shape), loss
         self.dtype, self.seed, self.name = np.dtype(dtype), seed, name
         self.backend = get_backend(backend)
@@ -206,7 +206,7 @@ def json_entry(arrays, key, path):
     try:
         a = arrays[key]
         if a.dtype.kind != "U" or a.ndim != 0:
-            raise ValueError(f"expected a 0-d string array, found {a.dtype} {a.shape}")
+            raise InvalidArgument(f"expected a 0-d string array, found {a.dtype} {a.shape}")
         return json.loads(str(a))
     except KeyError:
         raise refuse(path, f"no {key!r} entry") from None
@@ -219,7 +219,7 @@ def json_entry(arrays, key, path):
 def _plain_int(value, what, lo=0, hi=2**63 - 1) -> int:
     """A JSON integer in [lo, hi]: not a bool, not a float (1.5, inf), not text."""
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
+        raise InvalidArgument(f"{what} must be an integer in [{lo}, {hi}], got {value!r}")
     return value
 
 
@@ -232,22 +232,22 @@ def model_from_architecture(arch: dict, backend=None, where="architecture") -> S
     from .npzfile import refuse
     try:
         if not isinstance(arch, dict):
-            raise TypeError(f"expected a JSON object, got {type(arch).__name__}")
+            raise WrongType(f"expected a JSON object, got {type(arch).__name__}")
         specs = arch["layers"]
         if not isinstance(specs, list) or not specs:
-            raise ValueError("'layers' must be a non-empty list")
+            raise InvalidArgument("'layers' must be a non-empty list")
         shape = arch["input_shape"]
         if not isinstance(shape, list) or not shape:
-            raise ValueError(f"'input_shape' must be a non-empty list, got {shape!r}")
+            raise InvalidArgument(f"'input_shape' must be a non-empty list, got {shape!r}")
         shape = tuple(_plain_int(d, "each input dimension", 1, 2**31) for d in shape)
         layers = []
         for spec in specs:
             if not isinstance(spec, dict):
-                raise TypeError(f"each layer must be a JSON object, got {spec!r}")
+                raise WrongType(f"each layer must be a JSON object, got {spec!r}")
             spec = dict(spec)
             kind = spec.pop("type", None)
             if kind not in LAYER_TYPES:
-                raise ValueError(f"unknown layer type {kind!r}")
+                raise InvalidArgument(f"unknown layer type {kind!r}")
             layers.append(LAYER_TYPES[kind](**spec))
         return Sequential(layers, shape, arch["loss"], backend=backend, dtype=arch["dtype"],
                           seed=_plain_int(arch.get("seed", 0), "'seed'"), name=arch.get("name"))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, ModelFileError
+from .errors import DataError, InvalidArgument, ModelFileError
 
 MAX_MEMBERS = 10_000
 MAX_DEFLATE_RATIO = 1100  # deflate's best is about 1032:1
@@ -79,7 +79,7 @@ def _read_member(path, archive: zipfile.ZipFile, member: zipfile.ZipInfo, refuse
             read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             if read_header is None:
-                raise ValueError(f"npy format version {version} is not read")
+                raise InvalidArgument(f"npy format version {version} is not read")
             shape, _, dtype = read_header(fh, max_header_size=_HEADER_LIMIT)
         except (ValueError, SyntaxError, EOFError, TypeError) as exc:
             raise refuse(path, f"member {name!r} has no valid .npy header ({exc})") from None

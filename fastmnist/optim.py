@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .errors import InvalidArgument
+
 
 class Optimizer:
     """Base class: ``step(lr)`` updates every parameter of ``model`` from its gradient."""
@@ -18,7 +20,7 @@ class Optimizer:
 
     def __init__(self, lr: float):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
+            raise InvalidArgument(f"{type(self).__name__}: lr must be a positive finite number, got {lr!r}")
         self.lr = float(lr)
         self.t = 0
         self.state: list[dict] = []
@@ -100,7 +102,7 @@ def make_optimizer(name: str, lr: float, **hyper) -> Optimizer:
     try:
         cls = OPTIMIZERS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}") from None
+        raise InvalidArgument(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}") from None
     return cls(lr, **hyper)
 
 
@@ -163,5 +165,5 @@ def make_schedule(cfg: dict | str | None):
     try:
         cls = SCHEDULES[cfg.pop("type")]
     except KeyError:
-        raise ValueError(f"unknown schedule {cfg!r}; valid: {', '.join(SCHEDULES)}") from None
+        raise InvalidArgument(f"unknown schedule {cfg!r}; valid: {', '.join(SCHEDULES)}") from None
     return cls(**cfg)

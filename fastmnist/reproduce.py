@@ -5,6 +5,7 @@ import time
 
 from . import zoo
 from .data import load_mnist
+from .errors import InvalidArgument
 
 # name -> (epochs, validation fraction, what the source reports, the schedule in words)
 CLASSIC = {
@@ -21,7 +22,7 @@ CLASSIC = {
 def reproduce(name: str, backend=None, data=None, seed: int = 0, out=None, verbose: int = 2) -> dict:
     """Train zoo model ``name`` on its classic schedule; returns what docs/models.md tabulates."""
     if name not in CLASSIC:
-        raise ValueError(f"no classic schedule for {name!r}; known: {', '.join(CLASSIC)}")
+        raise InvalidArgument(f"no classic schedule for {name!r}; known: {', '.join(CLASSIC)}")
     epochs, val_fraction, reported, schedule = CLASSIC[name]
     r = zoo.recipe(name)
     (x, y), (xt, yt) = load_mnist(data, flatten=r.flat_input)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import config
 from . import options as O
-from .errors import FastMnistError
+from .errors import FastMnistError, InvalidArgument
 
 HOW_TO_INSTALL = "fastmnist sweep needs Dask distributed: pip install 'fastmnist[distributed]'"
 GRID_KEYS = ("model", "backend", "seed", "lr", "batch_size", "epochs", "limit_train", "limit_test", "dtype")
@@ -53,20 +53,20 @@ def parse_ints(text: str, what: str, lo: int = 0) -> list[int]:
             if "-" in part.lstrip("-"):
                 first, last = (int(v) for v in part.split("-", 1))
                 if last < first:
-                    raise ValueError(f"--{what}: range {part!r} runs backwards")
+                    raise InvalidArgument(f"--{what}: range {part!r} runs backwards")
                 if last - first + 1 + len(out) > MAX_VALUES:
-                    raise ValueError(f"--{what}: {part!r} has more than {MAX_VALUES:,} values")
+                    raise InvalidArgument(f"--{what}: {part!r} has more than {MAX_VALUES:,} values")
                 out.extend(range(first, last + 1))
             elif part:
                 out.append(int(part))
         except ValueError as exc:
             if str(exc).startswith("--"):
                 raise
-            raise ValueError(f"--{what}: {part!r} is not an integer or a range like 0-9") from None
+            raise InvalidArgument(f"--{what}: {part!r} is not an integer or a range like 0-9") from None
     if not out:
-        raise ValueError(f"--{what}: no values in {text!r}")
+        raise InvalidArgument(f"--{what}: no values in {text!r}")
     if min(out) < lo:
-        raise ValueError(f"--{what}: values must be >= {lo}, got {min(out)}")
+        raise InvalidArgument(f"--{what}: values must be >= {lo}, got {min(out)}")
     return out
 
 
@@ -75,12 +75,12 @@ def parse_floats(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--{what}: {text!r} is not a comma list of numbers") from None
+        raise InvalidArgument(f"--{what}: {text!r} is not a comma list of numbers") from None
     if not values:
-        raise ValueError(f"--{what}: no values in {text!r}")
+        raise InvalidArgument(f"--{what}: no values in {text!r}")
     for v in values:
         if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"--{what}: values must be finite and > 0, got {v}")
+            raise InvalidArgument(f"--{what}: values must be finite and > 0, got {v}")
     return values
 
 

@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from .errors import InvalidArgument, WrongType
+
 
 def torch_available() -> tuple[bool, str]:
     try:
@@ -47,7 +49,7 @@ def to_torch_module(model):
         elif isinstance(layer, Flatten):
             m = nn.Flatten()
         else:
-            raise TypeError(f"no PyTorch equivalent for {type(layer).__name__}")
+            raise WrongType(f"no PyTorch equivalent for {type(layer).__name__}")
         mods.append(m)
         shape = _out_shape(layer, shape)
     return nn.Sequential(*mods)
@@ -83,9 +85,9 @@ class TorchTrainer:
                  threads: int | None = None, setup: str = "eager"):
         import torch
         if setup not in SETUPS:
-            raise ValueError(f"unknown PyTorch setup {setup!r}; valid: {', '.join(SETUPS)}")
+            raise InvalidArgument(f"unknown PyTorch setup {setup!r}; valid: {', '.join(SETUPS)}")
         if setup == "channels_last" and len(model.input_shape) != 3:
-            raise ValueError("channels_last applies to image inputs (N, C, H, W), not to flat ones")
+            raise InvalidArgument("channels_last applies to image inputs (N, C, H, W), not to flat ones")
         if threads:
             torch.set_num_threads(threads)
         self.torch, self.device, self.setup = torch, device, setup

@@ -17,7 +17,7 @@ import numpy as np
 from . import config
 from .augment import Augment, warp_batch
 from .data import validation_split as _split
-from .errors import FastMnistError, TrainingDiverged
+from .errors import FastMnistError, InvalidArgument, TrainingDiverged, WrongType
 from .layers import Dropout
 from .optim import Optimizer, make_optimizer, make_schedule
 from .steps import chunk_steps, dropout_seeds, program_for, step_rates
@@ -48,18 +48,18 @@ def _to_backend(model, x, y):
             hint = ("; load the data with fastmnist.load_mnist(flatten=True)" if len(model.input_shape) == 1 else
                     "; load the data with fastmnist.load_mnist() (not flatten=True)")
             hint += f" or reshape to (N, {', '.join(map(str, model.input_shape))})"
-        raise ValueError(f"inputs have per-sample shape {tuple(x.shape[1:])}; model {model.name or ''} "
+        raise InvalidArgument(f"inputs have per-sample shape {tuple(x.shape[1:])}; model {model.name or ''} "
                          f"expects {model.input_shape}{hint}")
     if not hasattr(y, "shape"):
         y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},) integer labels")
+        raise InvalidArgument(f"labels have shape {tuple(y.shape)}; expected ({x.shape[0]},) integer labels")
     if np.dtype(y.dtype).kind not in "iu":
-        raise TypeError(f"labels have dtype {y.dtype}; expected integer class indices")
+        raise WrongType(f"labels have dtype {y.dtype}; expected integer class indices")
     m = model.output_shape[0]
     lo, hi = int(y.min()), int(y.max())  # once here, so the kernels need not check every batch
     if lo < 0 or hi >= m:
-        raise ValueError(f"labels span {lo}..{hi}; expected class indices in 0..{m - 1}")
+        raise InvalidArgument(f"labels span {lo}..{hi}; expected class indices in 0..{m - 1}")
     labels = be.asarray(y, np.int64)
     targets = be.one_hot(labels, model.output_shape[0], model.dtype) if model.loss == "mse" else labels
     return x, labels, targets
@@ -109,9 +109,9 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         Per-epoch lists: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``seconds``, ``lr``.
     """
     if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        raise InvalidArgument(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InvalidArgument(f"batch_size must be a positive integer, got {batch_size!r}")
     be = model.backend
     seed = model.seed if seed is None else seed
     if validation_data is None and validation_split:
@@ -121,7 +121,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     if optimizer.model is not model:
         optimizer.attach(model)
     if augment is not None and not isinstance(augment, Augment):
-        raise TypeError(f"augment must be a fastmnist.augment.Augment, got {type(augment).__name__}")
+        raise WrongType(f"augment must be a fastmnist.augment.Augment, got {type(augment).__name__}")
     loop = _Loop(model, optimizer, schedule if callable(schedule) else make_schedule(schedule), epochs, batch_size,
                  shuffle, verbose, validation_data, on_epoch_end, stop)
     loop.augment = augment
@@ -129,7 +129,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     loop.rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
     xs, labels, targets = _to_backend(model, x, y)
     if xs.shape[0] == 0:
-        raise ValueError("no training samples")
+        raise InvalidArgument("no training samples")
     if validation_data is not None:  # moved (and checked) once, not every epoch
         loop.validation_data = _to_backend(model, *validation_data)
     with getattr(be, "training_context", contextlib.nullcontext)():

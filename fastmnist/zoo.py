@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import config
+from .errors import InvalidArgument
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid
 from .model import Sequential
 
@@ -82,7 +83,7 @@ def recipe(name: str) -> Recipe:
     try:
         return ZOO[VARIANTS[name][0] if name in VARIANTS else name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; the zoo has: {', '.join(ZOO)} "
+        raise InvalidArgument(f"unknown model {name!r}; the zoo has: {', '.join(ZOO)} "
                          f"(and the variants {', '.join(VARIANTS)})") from None
 
 

@@ -13,7 +13,7 @@ import os
 import warnings
 from types import ModuleType
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, InvalidArgument, WrongType
 
 NAMES = ("numpy", "numba", "cupy", "cupy-sim")
 AUTO_ORDER = ("cupy", "numba", "numpy")  # cupy-sim (the CUDA source on the CPU, for tests) only by name
@@ -58,7 +58,7 @@ def available_backends() -> list[str]:
 
 def _check_name(name: str) -> None:
     if name not in NAMES:
-        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(NAMES)}, auto")
+        raise InvalidArgument(f"unknown backend {name!r}; valid names: {', '.join(NAMES)}, auto")
 
 
 def resolve_name(name: str | None = None) -> str:
@@ -106,7 +106,7 @@ def declared(module: ModuleType) -> ModuleType:
     from . import numpy_backend as reference
     problems = contract.backend_problems(module, reference)
     if problems:
-        raise TypeError(f"{module.__name__} is not a fastmnist backend: " + "; ".join(problems))
+        raise WrongType(f"{module.__name__} is not a fastmnist backend: " + "; ".join(problems))
     for flag, default in contract.CAPABILITIES.items():
         if not hasattr(module, flag):
             setattr(module, flag, default)

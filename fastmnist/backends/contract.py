@@ -53,6 +53,8 @@ import numbers
 
 import numpy as np
 
+from ..errors import InvalidArgument, WrongType
+
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 # ---- what a backend module declares: the ops every one has, the optional ones, capabilities ----
@@ -112,9 +114,9 @@ def _shape(a):
 def require_array(op: str, name: str, a, ndim: int | None = None) -> None:
     """Raise TypeError unless ``a`` is an array (numpy or the backend's) of the given ndim."""
     if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        raise TypeError(f"{op}: {name} must be an array, got {type(a).__name__}")
+        raise WrongType(f"{op}: {name} must be an array, got {type(a).__name__}")
     if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {_shape(a)} ({a.ndim}-D)")
+        raise InvalidArgument(f"{op}: {name} must be {ndim}-D, got shape {_shape(a)} ({a.ndim}-D)")
 
 
 def require_float(op: str, **arrays) -> np.dtype:
@@ -123,46 +125,46 @@ def require_float(op: str, **arrays) -> np.dtype:
     for name, a in arrays.items():
         require_array(op, name, a)
         if np.dtype(a.dtype) not in FLOAT_DTYPES:
-            raise TypeError(f"{op}: {name} has dtype {a.dtype}; expected float32 or float64")
+            raise WrongType(f"{op}: {name} has dtype {a.dtype}; expected float32 or float64")
         dtypes[name] = np.dtype(a.dtype)
     if len(set(dtypes.values())) > 1:
         listing = ", ".join(f"{k}={v}" for k, v in dtypes.items())
-        raise TypeError(f"{op}: operands must share one dtype, got {listing}")
+        raise WrongType(f"{op}: operands must share one dtype, got {listing}")
     return next(iter(dtypes.values()))
 
 
 def require_nonempty(op: str, name: str, a) -> None:
     if a.size == 0:
-        raise ValueError(f"{op}: {name} is empty (shape {_shape(a)})")
+        raise InvalidArgument(f"{op}: {name} is empty (shape {_shape(a)})")
 
 
 def require_int(op: str, name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{op}: {name} must be an integer, got {value!r}")
+        raise WrongType(f"{op}: {name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
+        raise InvalidArgument(f"{op}: {name} must be >= {minimum}, got {value}")
     return int(value)
 
 
 def require_number(op: str, name: str, value, low=None, high=None, low_open=False, high_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise TypeError(f"{op}: {name} must be a finite real number, got {value!r}")
+        raise WrongType(f"{op}: {name} must be a finite real number, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{op}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
+        raise InvalidArgument(f"{op}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{op}: {name} must be {'<' if high_open else '<='} {high}, got {value}")
+        raise InvalidArgument(f"{op}: {name} must be {'<' if high_open else '<='} {high}, got {value}")
     return float(value)
 
 
 def same_shape(op: str, a_name: str, a, b_name: str, b) -> None:
     if _shape(a) != _shape(b):
-        raise ValueError(f"{op}: {a_name} has shape {_shape(a)} but {b_name} has shape {_shape(b)}; they must match")
+        raise InvalidArgument(f"{op}: {a_name} has shape {_shape(a)} but {b_name} has shape {_shape(b)}; they must match")
 
 
 def conv_out(op: str, size: int, k: int, stride: int, pad: int, axis: str) -> int:
     out = (size + 2 * pad - k) // stride + 1
     if size + 2 * pad < k:
-        raise ValueError(f"{op}: kernel {axis}={k} is larger than the padded input {axis}={size}+2*{pad}")
+        raise InvalidArgument(f"{op}: kernel {axis}={k} is larger than the padded input {axis}={size}+2*{pad}")
     return out
 
 
@@ -187,7 +189,7 @@ def check_col2im(col, x_shape, kh, kw, stride, pad):
     require_array(op, "col", col, 2)
     require_float(op, col=col)
     if len(tuple(x_shape)) != 4 or any(not isinstance(s, numbers.Integral) or s < 1 for s in x_shape):
-        raise ValueError(f"{op}: x_shape must be 4 positive integers (N, C, H, W), got {tuple(x_shape)}")
+        raise InvalidArgument(f"{op}: x_shape must be 4 positive integers (N, C, H, W), got {tuple(x_shape)}")
     n, c, h, w = (int(s) for s in x_shape)
     kh = require_int(op, "kh", kh, 1)
     kw = require_int(op, "kw", kw, 1)
@@ -197,7 +199,7 @@ def check_col2im(col, x_shape, kh, kw, stride, pad):
     ow = conv_out(op, w, kw, stride, pad, "width")
     want = (n * oh * ow, c * kh * kw)
     if _shape(col) != want:
-        raise ValueError(f"{op}: col has shape {_shape(col)}; for x_shape {(n, c, h, w)}, kernel {kh}x{kw}, "
+        raise InvalidArgument(f"{op}: col has shape {_shape(col)}; for x_shape {(n, c, h, w)}, kernel {kh}x{kw}, "
                          f"stride {stride}, pad {pad} expected {want}")
     return n, c, h, w, oh, ow
 
@@ -211,10 +213,10 @@ def check_conv2d_forward(x, w, b, stride, pad):
     require_nonempty(op, "x", x)
     require_nonempty(op, "w", w)
     if w.shape[1] != x.shape[1]:
-        raise ValueError(f"{op}: w has shape {_shape(w)} (F, C, KH, KW) with C={w.shape[1]}, "
+        raise InvalidArgument(f"{op}: w has shape {_shape(w)} (F, C, KH, KW) with C={w.shape[1]}, "
                          f"but x has shape {_shape(x)} with C={x.shape[1]}")
     if b.shape[0] != w.shape[0]:
-        raise ValueError(f"{op}: b has shape {_shape(b)}; expected ({w.shape[0]},) for w of shape {_shape(w)}")
+        raise InvalidArgument(f"{op}: b has shape {_shape(b)}; expected ({w.shape[0]},) for w of shape {_shape(w)}")
     return check_im2col(x, w.shape[2], w.shape[3], stride, pad, op)
 
 
@@ -225,11 +227,11 @@ def check_conv2d_backward(dy, x, w, stride, pad):
     require_array(op, "w", w, 4)
     require_float(op, dy=dy, x=x, w=w)
     if w.shape[1] != x.shape[1]:
-        raise ValueError(f"{op}: w has shape {_shape(w)} but x has shape {_shape(x)}: channel counts differ")
+        raise InvalidArgument(f"{op}: w has shape {_shape(w)} but x has shape {_shape(x)}: channel counts differ")
     n, c, h, wd, oh, ow = check_im2col(x, w.shape[2], w.shape[3], stride, pad, op)
     want = (n, w.shape[0], oh, ow)
     if _shape(dy) != want:
-        raise ValueError(f"{op}: dy has shape {_shape(dy)}; expected {want} for x {_shape(x)} and w {_shape(w)}")
+        raise InvalidArgument(f"{op}: dy has shape {_shape(dy)}; expected {want} for x {_shape(x)} and w {_shape(w)}")
     return n, c, h, wd, oh, ow
 
 
@@ -250,15 +252,15 @@ def check_maxpool2d_backward(dy, argmax, x_shape, size, stride):
     require_array(op, "argmax", argmax, 4)
     require_float(op, dy=dy)
     if np.dtype(argmax.dtype).kind not in "iu":
-        raise TypeError(f"{op}: argmax has dtype {argmax.dtype}; expected an integer dtype")
+        raise WrongType(f"{op}: argmax has dtype {argmax.dtype}; expected an integer dtype")
     if len(tuple(x_shape)) != 4 or any(not isinstance(s, numbers.Integral) or s < 1 for s in x_shape):
-        raise ValueError(f"{op}: x_shape must be 4 positive integers (N, C, H, W), got {tuple(x_shape)}")
+        raise InvalidArgument(f"{op}: x_shape must be 4 positive integers (N, C, H, W), got {tuple(x_shape)}")
     n, c, h, w = (int(s) for s in x_shape)
     size = require_int(op, "size", size, 1)
     stride = require_int(op, "stride", stride, 1)
     want = (n, c, conv_out(op, h, size, stride, 0, "height"), conv_out(op, w, size, stride, 0, "width"))
     if _shape(dy) != want or _shape(argmax) != want:
-        raise ValueError(f"{op}: dy {_shape(dy)} and argmax {_shape(argmax)} must both be {want} "
+        raise InvalidArgument(f"{op}: dy {_shape(dy)} and argmax {_shape(argmax)} must both be {want} "
                          f"for x_shape {(n, c, h, w)}, size {size}, stride {stride}")
     return n, c, h, w
 
@@ -266,7 +268,7 @@ def check_maxpool2d_backward(dy, argmax, x_shape, size, stride):
 def check_argmax_range(argmax, h, w, lo, hi):
     """Indices must lie in the (H, W) plane; a JIT kernel would otherwise write out of bounds."""
     if argmax.size and (lo < 0 or hi >= h * w):
-        raise ValueError(f"maxpool2d_backward: argmax values span {lo}..{hi}; expected 0..{h * w - 1} "
+        raise InvalidArgument(f"maxpool2d_backward: argmax values span {lo}..{hi}; expected 0..{h * w - 1} "
                          f"(flat indices into an {h}x{w} plane)")
 
 
@@ -278,7 +280,7 @@ def check_affine_forward(x, w, b):
     require_float(op, x=x, w=w, b=b)
     require_nonempty(op, "x", x)
     if x.shape[1] != w.shape[0] or b.shape[0] != w.shape[1]:
-        raise ValueError(f"{op}: shapes x {_shape(x)}, w {_shape(w)}, b {_shape(b)} do not fit "
+        raise InvalidArgument(f"{op}: shapes x {_shape(x)}, w {_shape(w)}, b {_shape(b)} do not fit "
                          "x (N, D) @ w (D, M) + b (M,)")
 
 
@@ -289,7 +291,7 @@ def check_affine_backward(dy, x, w):
     require_array(op, "w", w, 2)
     require_float(op, dy=dy, x=x, w=w)
     if x.shape[1] != w.shape[0] or dy.shape != (x.shape[0], w.shape[1]):
-        raise ValueError(f"{op}: shapes dy {_shape(dy)}, x {_shape(x)}, w {_shape(w)} do not fit "
+        raise InvalidArgument(f"{op}: shapes dy {_shape(dy)}, x {_shape(x)}, w {_shape(w)} do not fit "
                          "dy (N, M), x (N, D), w (D, M)")
 
 
@@ -313,9 +315,9 @@ def _check_logits_and_labels(op, logits, labels):
     require_float(op, logits=logits)
     require_array(op, "labels", labels, 1)
     if np.dtype(labels.dtype).kind not in "iu":
-        raise TypeError(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
+        raise WrongType(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
     if labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
+        raise InvalidArgument(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
                          "one label per row expected")
 
 
@@ -326,7 +328,7 @@ def check_softmax_cross_entropy(logits, labels):
 
 def check_label_range(op, lo, hi, m):
     if lo < 0 or hi >= m:
-        raise ValueError(f"{op}: labels span {lo}..{hi}; expected class indices in 0..{m - 1}")
+        raise InvalidArgument(f"{op}: labels span {lo}..{hi}; expected class indices in 0..{m - 1}")
 
 
 def check_mse(y, t):
@@ -342,7 +344,7 @@ def check_dropout(x, p, seed):
     require_float(op, x=x)
     require_number(op, "p", p, 0.0, 1.0, high_open=True)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
-        raise TypeError(f"{op}: seed must be an integer in [0, 2**63), got {seed!r}")
+        raise WrongType(f"{op}: seed must be an integer in [0, 2**63), got {seed!r}")
 
 
 def check_update(op, param, grad, lr, **state):
@@ -352,23 +354,23 @@ def check_update(op, param, grad, lr, **state):
     require_number(op, "lr", lr)
     for name, a in [("param", param), *state.items()]:
         if hasattr(a, "flags") and not getattr(a.flags, "writeable", True):
-            raise ValueError(f"{op}: {name} is read-only; updates are in place")
+            raise InvalidArgument(f"{op}: {name} is read-only; updates are in place")
 
 
 def check_update_many(op, params, grads, states, slots, lr):
     """One optimizer step over many parameters: matching lists, each entry as check_update wants."""
     if not isinstance(params, (list, tuple)) or not params:
-        raise TypeError(f"{op}: params must be a non-empty list of arrays, got {type(params).__name__}")
+        raise WrongType(f"{op}: params must be a non-empty list of arrays, got {type(params).__name__}")
     if len(grads) != len(params) or len(states) != len(params):
-        raise ValueError(f"{op}: {len(params)} params, {len(grads)} grads and {len(states)} states; they must match")
+        raise InvalidArgument(f"{op}: {len(params)} params, {len(grads)} grads and {len(states)} states; they must match")
     dtype = None
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         missing = [s for s in slots if s not in state]
         if missing:
-            raise ValueError(f"{op}: states[{k}] lacks {', '.join(missing)}")
+            raise InvalidArgument(f"{op}: states[{k}] lacks {', '.join(missing)}")
         check_update(f"{op}: parameter {k}", param, grad, lr, **{s: state[s] for s in slots})
         if dtype is not None and np.dtype(param.dtype) != dtype:
-            raise TypeError(f"{op}: parameter {k} has dtype {param.dtype}, parameter 0 {dtype}; one dtype for all")
+            raise WrongType(f"{op}: parameter {k} has dtype {param.dtype}, parameter 0 {dtype}; one dtype for all")
         dtype = np.dtype(param.dtype)
 
 
@@ -401,31 +403,31 @@ def check_dense_train_steps(program, xs, targets, labels, perm, first, batch_siz
     require_array(op, "xs", xs, 2)
     n, d = xs.shape
     if d != int(program.widths[0]):
-        raise ValueError(f"{op}: xs has {d} features per sample; the program's first layer takes {int(program.widths[0])}")
+        raise InvalidArgument(f"{op}: xs has {d} features per sample; the program's first layer takes {int(program.widths[0])}")
     require_array(op, "labels", labels, 1)
     require_array(op, "perm", perm, 1)
     if labels.shape[0] != n or perm.shape[0] != n:
-        raise ValueError(f"{op}: xs has {n} rows, labels {labels.shape[0]}, perm {perm.shape[0]}; they must match")
+        raise InvalidArgument(f"{op}: xs has {n} rows, labels {labels.shape[0]}, perm {perm.shape[0]}; they must match")
     for name, a in (("labels", labels), ("perm", perm)):
         if np.dtype(a.dtype) != np.int64:
-            raise TypeError(f"{op}: {name} must be int64, got {a.dtype}")
+            raise WrongType(f"{op}: {name} must be int64, got {a.dtype}")
     if program.loss == LOSS_MSE:
         require_array(op, "targets", targets, 2)
         if targets.shape != (n, int(program.widths[-1])) or np.dtype(targets.dtype) != dtype:
-            raise ValueError(f"{op}: mse targets must be {dtype} {(n, int(program.widths[-1]))}, "
+            raise InvalidArgument(f"{op}: mse targets must be {dtype} {(n, int(program.widths[-1]))}, "
                              f"got {targets.dtype} {tuple(targets.shape)}")
     batch_size = require_int(op, "batch_size", batch_size, 1)
     steps = -(-n // batch_size)
     count = len(lrs)
     first = require_int(op, "first", first, 0)
     if first + count > steps:
-        raise ValueError(f"{op}: steps {first}..{first + count - 1} asked; an epoch of {n} samples in batches "
+        raise InvalidArgument(f"{op}: steps {first}..{first + count - 1} asked; an epoch of {n} samples in batches "
                          f"of {batch_size} has {steps}")
     for name, a in (("step_size", step_size), ("sqrt_bc2", sqrt_bc2)):
         if len(a) != count:
-            raise ValueError(f"{op}: {name} has {len(a)} entries; lrs has {count}")
+            raise InvalidArgument(f"{op}: {name} has {len(a)} entries; lrs has {count}")
     if seeds.shape != (count, program.n_dropout):
-        raise ValueError(f"{op}: seeds must be ({count}, {program.n_dropout}), got {tuple(seeds.shape)}")
+        raise InvalidArgument(f"{op}: seeds must be ({count}, {program.n_dropout}), got {tuple(seeds.shape)}")
     return n, batch_size, count
 
 
@@ -436,9 +438,9 @@ def check_affine_warp(x, theta, op="affine_warp"):
     require_nonempty(op, "x", x)
     require_array(op, "theta", theta, 3)
     if tuple(theta.shape) != (x.shape[0], 2, 3):
-        raise ValueError(f"{op}: theta must be ({x.shape[0]}, 2, 3) for {x.shape[0]} samples, got {_shape(theta)}")
+        raise InvalidArgument(f"{op}: theta must be ({x.shape[0]}, 2, 3) for {x.shape[0]} samples, got {_shape(theta)}")
     if np.dtype(theta.dtype) != np.float64:
-        raise TypeError(f"{op}: theta has dtype {theta.dtype}; expected float64 (coordinates are float64 everywhere)")
+        raise WrongType(f"{op}: theta has dtype {theta.dtype}; expected float64 (coordinates are float64 everywhere)")
     return x.shape
 
 

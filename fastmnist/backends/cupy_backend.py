@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import config
-from ..errors import OutOfMemory
+from ..errors import InvalidArgument, OutOfMemory, WrongType
 from . import contract as C
 
 name = "cupy"
@@ -95,7 +95,7 @@ def __getattr__(attr):
 def _threads():
     t = config.CUDA_THREADS
     if not isinstance(t, int) or t < 32 or t > 1024 or t & (t - 1):
-        raise ValueError(f"config.CUDA_THREADS must be a power of two in 32..1024 (block reductions halve it), got {t!r}")
+        raise InvalidArgument(f"config.CUDA_THREADS must be a power of two in 32..1024 (block reductions halve it), got {t!r}")
     return t
 
 
@@ -140,10 +140,10 @@ def _in_place(op, **arrays):
     cp = _cupy()
     for what, a in arrays.items():
         if not isinstance(a, cp.ndarray):
-            raise TypeError(f"{op}: {what} must be a device array (cupy.ndarray) for an in-place update on the GPU, "
+            raise WrongType(f"{op}: {what} must be a device array (cupy.ndarray) for an in-place update on the GPU, "
                             f"got {type(a).__name__}; move it with backend.asarray first")
         if not a.flags.c_contiguous:
-            raise ValueError(f"{op}: {what} must be C-contiguous for an in-place update, got strides {a.strides}")
+            raise InvalidArgument(f"{op}: {what} must be C-contiguous for an in-place update, got strides {a.strides}")
 
 
 def _c(a):

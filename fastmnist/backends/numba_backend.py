@@ -35,6 +35,7 @@ except ImportError as exc:  # reported by available(); the registry never return
 else:
     _IMPORT_ERROR = ""
 
+from ..errors import InvalidArgument
 from . import contract as C
 from . import numpy_backend as _ref
 
@@ -205,7 +206,7 @@ def _c(a):
 def _flat(a, op, name):
     """A flat, writable view of an in-place operand; a copy would silently drop the update."""
     if not a.flags.c_contiguous:
-        raise ValueError(f"{op}: {name} must be C-contiguous for an in-place update, got strides {a.strides}")
+        raise InvalidArgument(f"{op}: {name} must be C-contiguous for an in-place update, got strides {a.strides}")
     return a.reshape(-1)
 
 
@@ -558,7 +559,7 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
 def _flat_check(arrays):
     for a in arrays:
         if not a.flags.c_contiguous or not a.flags.writeable:
-            raise ValueError("dense_train_steps: parameters and optimizer state must be writable C-contiguous arrays")
+            raise InvalidArgument("dense_train_steps: parameters and optimizer state must be writable C-contiguous arrays")
     return list(arrays)
 
 

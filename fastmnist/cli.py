@@ -285,11 +285,21 @@ def _nullcontext():
     return contextlib.nullcontext()
 
 
+def _mnist_model(model, path):
+    """A model these commands can run: MNIST images in ((1, 28, 28) or (784,)), ten classes out."""
+    from .npzfile import refuse
+    if model.input_shape not in ((1, 28, 28), (784,)):
+        raise refuse(path, f"the model takes inputs of shape {model.input_shape}, not MNIST's (1, 28, 28) or (784,)")
+    if model.output_shape != (10,):
+        raise refuse(path, f"the model has outputs of shape {model.output_shape}, not MNIST's ten classes")
+    return model
+
+
 def cmd_evaluate(args) -> dict:
     from .data import load_mnist
     from .model import load
 
-    model = load(args.file, backend=args.backend)
+    model = _mnist_model(load(args.file, backend=args.backend), args.file)
     _, (xt, yt) = load_mnist(args.data, flatten=len(model.input_shape) == 1, dtype=model.dtype.name)
     xt, yt = _limit(xt, args.limit_test), _limit(yt, args.limit_test)
     result = model.evaluate(xt, yt)
@@ -401,7 +411,7 @@ def cmd_predict(args) -> dict:
     from .images import predict_images, read_numbers
     from .model import load
 
-    model = load(args.model, backend=args.backend)
+    model = _mnist_model(load(args.model, backend=args.backend), args.model)
     results = (read_numbers if args.number else predict_images)(model, args.images, show=args.show)
     for r in results:
         if "warning" in r:
@@ -454,7 +464,7 @@ def _plot(args) -> dict:
             history = history.get("history") if isinstance(history, dict) else None
         check_history(history, args.model, key)
         return {"out": str(plots.training_curves(history, args.out, model.name or args.model))}
-    model = load(args.model, backend=args.backend)
+    model = _mnist_model(load(args.model, backend=args.backend), args.model)
     _, (xt, yt) = load_mnist(args.data, flatten=len(model.input_shape) == 1, dtype=model.dtype.name)
     xt, yt = _limit(xt, args.limit_test), _limit(yt, args.limit_test)
     probs = model.predict(xt)

@@ -312,3 +312,25 @@ def test_numba_threads_zero_info_lives_auto_falls_back_numba_is_named(tmp_path, 
 def test_library_errors_are_fastmnist_errors():
     assert issubclass(ModelFileError, FastMnistError) and issubclass(DataError, FastMnistError)
     assert issubclass(fastmnist.OutOfMemory, MemoryError)
+
+
+def test_commands_refuse_a_model_that_is_not_an_mnist_classifier(capsys, tmp_path):
+    from fastmnist.layers import Dense
+    from fastmnist.model import Sequential
+    path = Sequential([Dense(784)], (784,), backend="numpy").save(tmp_path / "wide.npz")
+    picture = tmp_path / "p.png"
+    from PIL import Image
+    Image.fromarray(np.full((30, 30), 255, np.uint8)).save(picture)
+    for argv in (["evaluate", str(path)], ["predict", str(path), str(picture)]):
+        line = cli_error(capsys, *argv)
+        assert "not a fastmnist model file: the model has outputs of shape (784,), not MNIST's ten classes" in line
+
+
+def test_an_unreachable_scheduler_is_reported_within_seconds(capsys, tmp_path):
+    pytest.importorskip("distributed")
+    import time
+    started = time.perf_counter()
+    line = cli_error(capsys, "sweep", "--model", "two-layer", "--scheduler", "tcp://127.0.0.1:9", "--out",
+                     str(tmp_path / "s.jsonl"), "--limit-train", "100", "--quiet")
+    assert "--scheduler tcp://127.0.0.1:9: no Dask scheduler answered within 5 s" in line
+    assert time.perf_counter() - started < 20

@@ -465,31 +465,37 @@ def _count_correct_kernel(x, labels):
 
 @njit(**_pjit)
 def _affine_warp_kernel(x, theta, out):  # x, out (N, C, H, W); theta float64 (N, 2, 3)
+    """Bilinear, zero outside, float64 weights as the contract says. Indexing x[n, c, y, x] inline:
+    a helper taking the plane x[n, c] measured 1.7x slower (a view built per pixel)."""
     n_, c_, h_, w_ = x.shape
     cy, cx = (h_ - 1) / 2.0, (w_ - 1) / 2.0
     for n in prange(n_):
         t00, t01, t02 = theta[n, 0, 0], theta[n, 0, 1], theta[n, 0, 2]
         t10, t11, t12 = theta[n, 1, 0], theta[n, 1, 1], theta[n, 1, 2]
-        for r in range(h_):
-            v = r - cy
-            for col in range(w_):
-                u = col - cx
-                sx = t00 * u + t01 * v + t02 + cx
-                sy = t10 * u + t11 * v + t12 + cy
-                fx0, fy0 = math.floor(sx), math.floor(sy)
-                fx, fy = sx - fx0, sy - fy0
-                x0, y0 = int(fx0), int(fy0)
-                for c in range(c_):
+        for c in range(c_):
+            for r in range(h_):
+                v = r - cy
+                for col in range(w_):
+                    u = col - cx
+                    sx = t00 * u + t01 * v + t02 + cx
+                    sy = t10 * u + t11 * v + t12 + cy
+                    fx0, fy0 = math.floor(sx), math.floor(sy)
+                    fx, fy = sx - fx0, sy - fy0
+                    x0, y0 = int(fx0), int(fy0)
                     acc = 0.0
-                    for dy in range(2):
-                        yy = y0 + dy
-                        if yy < 0 or yy >= h_:
-                            continue
-                        wy = fy if dy else 1.0 - fy
-                        for dx in range(2):
-                            xx = x0 + dx
-                            if 0 <= xx < w_:
-                                acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
+                    if 0 <= x0 and x0 + 1 < w_ and 0 <= y0 and y0 + 1 < h_:  # inside: no bounds tests
+                        top = (1.0 - fx) * x[n, c, y0, x0] + fx * x[n, c, y0, x0 + 1]
+                        bottom = (1.0 - fx) * x[n, c, y0 + 1, x0] + fx * x[n, c, y0 + 1, x0 + 1]
+                        acc = (1.0 - fy) * top + fy * bottom
+                    elif not (x0 + 1 < 0 or x0 >= w_ or y0 + 1 < 0 or y0 >= h_):  # straddling the edge
+                        for dy in range(2):
+                            yy = y0 + dy
+                            if 0 <= yy < h_:
+                                wy = fy if dy else 1.0 - fy
+                                for dx in range(2):
+                                    xx = x0 + dx
+                                    if 0 <= xx < w_:
+                                        acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
                     out[n, c, r, col] = acc
 
 # ---------------- dropout: the contract's splitmix64 counter-based uniform ----------------

@@ -83,8 +83,11 @@ def _add_bench(sub):
 
 def _add_people(sub):
     p = sub.add_parser("predict", help="predict digits in your own images (PNG, JPEG, BMP, ...)")
-    p.add_argument("model", help="a saved model (.npz)")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", metavar="[MODEL.npz] IMAGE",
+                   help="pictures to read; a first argument ending in .npz is the model (as --model)")
+    p.add_argument("--model", default=None, help="a saved model (.npz); without one, the reader cached in "
+                   "$XDG_CACHE_HOME/fastmnist (trained there on first use: zoo recipe 'reader')")
+    p.add_argument("--data", default=None, help="MNIST directory, to train the reader on first use")
     p.add_argument("--backend", default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--show", action="store_true", help="save the 28x28 input the network saw as NAME.mnist.png "
@@ -411,8 +414,18 @@ def cmd_predict(args) -> dict:
     from .images import predict_images, read_numbers
     from .model import load
 
-    model = _mnist_model(load(args.model, backend=args.backend), args.model)
-    results = (read_numbers if args.number else predict_images)(model, args.images, show=args.show)
+    images = list(args.images)
+    if args.model is None and images[0].endswith(".npz"):  # the older form: predict MODEL IMAGE...
+        args.model = images.pop(0)
+    if not images:
+        from .errors import FastMnistError
+        raise FastMnistError("no image to read (give one or more picture files after the model)")
+    if args.model is None:
+        from .reader import get_reader
+        model = get_reader(backend=args.backend, data=args.data, verbose=1)
+    else:
+        model = _mnist_model(load(args.model, backend=args.backend), args.model)
+    results = (read_numbers if args.number else predict_images)(model, images, show=args.show)
     for r in results:
         if "warning" in r:
             print(f"{r['file']}: warning: {r['warning']}", file=sys.stderr)

@@ -91,3 +91,7 @@ STEP_PARALLEL_BATCH = 128
 #: fastmnist sweep: seconds to wait for a Dask scheduler given with --scheduler before saying it
 #: did not answer.
 SWEEP_CONNECT_TIMEOUT_S = 5
+
+#: fastmnist predict without a model trains the reader on the first this many MNIST training
+#: images (0: all of them); tests set it small through FASTMNIST_READER_TRAIN_LIMIT.
+READER_TRAIN_LIMIT = int(os.environ.get("FASTMNIST_READER_TRAIN_LIMIT", "0"))

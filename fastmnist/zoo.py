@@ -71,6 +71,12 @@ ZOO: dict[str, Recipe] = {
                        lambda: [Conv2D(24, 5), MaxPool2D(2), ReLU(), Conv2D(32, 3), MaxPool2D(2), ReLU(), Flatten(),
                                 Dense(256), ReLU(), Dense(10)],
                        "adam", 0.01, 256, 1, {"beta1": 0.7, "beta2": 0.9}, {"type": "onecycle"}),
+    "reader": Recipe("fast-cnn's network trained on randomly warped digits (rotation, scale, shear, shift), for "
+                     "reading photos", "fast-cnn with fastmnist.augment.Augment's default ranges", False,
+                     "softmax_cross_entropy",
+                     lambda: [Conv2D(24, 5), MaxPool2D(2), ReLU(), Conv2D(32, 3), MaxPool2D(2), ReLU(), Flatten(),
+                              Dense(256), ReLU(), Dense(10)],
+                     "adam", 0.01, 256, 2, {"beta1": 0.7, "beta2": 0.9}, {"type": "onecycle"}, augment={}),
 }
 
 DEFAULT_MODEL = "simple-cnn"

@@ -3,6 +3,7 @@ blue or black ink, lighting gradients, vignetting, shadows, ruled lines, small d
 frames, JPEG 50-95, PNG/BMP/RGBA, EXIF-rotated, 28 to 4000 px) read by `predict` and `--number`."""
 import io
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -12,8 +13,10 @@ import pytest
 
 pytest.importorskip("PIL")
 pytest.importorskip("skimage", reason="photo preparation needs scikit-image (the [image] extra)")
+from conftest import REPO  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+import fastmnist  # noqa: E402
 from fastmnist import photosynth  # noqa: E402
 from fastmnist.images import predict_images, read_numbers  # noqa: E402
 
@@ -153,3 +156,24 @@ def test_arrays_and_images_are_accepted(photo_model):
     assert read_numbers(model, [np.asarray(img)])[0]["number"] == str(expected)
     bad = predict_images(model, [np.zeros((3, 3, 7))])[0]
     assert bad["digit"] is None and "expected a grey" in bad["error"]
+
+
+def test_predict_without_a_model_trains_the_reader_once_and_caches_it(tmp_path, mnist_dir):
+    """fastmnist predict photo.jpg on a fresh machine: the reader is trained on first use (here on
+    2000 images, numpy), saved under $XDG_CACHE_HOME/fastmnist and reused by the next run."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), FASTMNIST_READER_TRAIN_LIMIT="2000",
+               FASTMNIST_DATA=str(mnist_dir), FASTMNIST_BACKEND="numpy")
+    photo = REPO / "docs" / "img" / "photo-example.jpg"
+    run = lambda: subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(photo), "--json"],  # noqa: E731
+                                 capture_output=True, text=True, env=env, timeout=600)
+    first = run()
+    assert first.returncode == 0, first.stderr
+    cached = tmp_path / "cache" / "fastmnist" / f"reader-{fastmnist.__version__}.npz"
+    assert cached.exists() and "training one" in first.stderr and f"saved {cached}" in first.stderr
+    assert json.loads(first.stdout.strip().splitlines()[-1])["digit"] in range(10)
+    second = run()
+    assert second.returncode == 0 and "training" not in second.stderr  # loaded, not trained again
+    assert second.stdout == first.stdout
+    cached.write_bytes(b"garbage")  # a cache that no longer loads is trained again, not used
+    third = run()
+    assert third.returncode == 0 and "does not load" in third.stderr and "training one" in third.stderr

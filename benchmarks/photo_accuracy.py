@@ -1,7 +1,7 @@
 """How well `fastmnist predict` reads phone-like photos of MNIST test digits and numbers.
 
     python3 benchmarks/photo_accuracy.py --model /tmp/fastmnist-photo-simple-cnn.npz --digits 400 --numbers 100 \\
-        --out benchmarks/results/photo-accuracy.json
+        --out benchmarks/results/photo-accuracy.json [--wide]
 
 The model is trained first when the file does not exist (simple-cnn, 1 epoch, seed 0). Reports
 accuracy on the photos, on the same digits as MNIST images, and per condition.
@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--numbers", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--wide", action="store_true", help="the harder photos: rotation to 15 degrees, thick and thin "
+                    "pens, blur to 1.5 px (photosynth.render(wide=True))")
     args = ap.parse_args()
     (x, y), (xt, yt) = fastmnist.load_mnist()
     if not Path(args.model).exists():
@@ -37,9 +39,9 @@ def main():
     model = fastmnist.load(args.model)
     mnist_acc = model.evaluate(xt, yt)["accuracy"]
     images = xt[:, 0]
-    report = {"model": args.model, "mnist_test_accuracy": mnist_acc, "seed": args.seed}
+    report = {"model": args.model, "mnist_test_accuracy": mnist_acc, "seed": args.seed, "wide": args.wide}
     with tempfile.TemporaryDirectory() as tmp:
-        photos = photosynth.digit_photos(images, yt, args.digits, seed=args.seed)
+        photos = photosynth.digit_photos(images, yt, args.digits, seed=args.seed, wide=args.wide)
         paths = [p.save(Path(tmp) / f"d{k}{p.suffix}") for k, p in enumerate(photos)]
         t0 = time.perf_counter()
         got = predict_images(model, paths)
@@ -58,8 +60,12 @@ def main():
             per[f"shadow={c['shadow'] > 0}"].append(ok)
             per[f"exif_rotated={c['exif_orientation'] != 1}"].append(ok)
             per[f"size<100={max(c['size']) < 100}"].append(ok)
+            if "pen" in c:  # the wide conditions
+                per[f"pen={c['pen']}"].append(ok)
+                per[f"|rotation|>10={abs(c['rotation']) > 10}"].append(ok)
+                per[f"blur>1={c['blur'] > 1}"].append(ok)
         report["digit_by_condition"] = {k: [float(np.mean(v)), len(v)] for k, v in sorted(per.items())}
-        nums = photosynth.number_photos(images, yt, args.numbers, seed=args.seed)
+        nums = photosynth.number_photos(images, yt, args.numbers, seed=args.seed, wide=args.wide)
         npaths = [p.save(Path(tmp) / f"n{k}{p.suffix}") for k, p in enumerate(nums)]
         t0 = time.perf_counter()
         read = read_numbers(model, npaths)

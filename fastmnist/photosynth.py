@@ -36,8 +36,8 @@ class Photo:
 def _ink_alpha(digit28: np.ndarray, height: int):
     """An MNIST digit as pen ink: its ink box scaled to ``height`` pixels, alpha in [0, 1]."""
     from PIL import Image
-    a = np.asarray(digit28, np.float64).reshape(28, 28)
-    a = a / max(a.max(), 1e-9)
+    a = np.asarray(digit28, np.float64)
+    a = (a if a.ndim == 2 else a.reshape(28, 28)) / max(a.max(), 1e-9)  # 2-D: a turned digit is larger
     rows, cols = np.flatnonzero(a.max(1) > 0.05), np.flatnonzero(a.max(0) > 0.05)
     a = a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h = max(8, int(height))
@@ -62,9 +62,30 @@ def _lighting(h, w, rng, cond):
     return light
 
 
+def _pen(digit28: np.ndarray, pen: str) -> np.ndarray:
+    """The digit drawn with a thicker (grey dilation, 2x2) or thinner (erosion) pen."""
+    a = np.asarray(digit28, np.float64).reshape(28, 28)
+    if pen == "normal":
+        return a
+    p = np.pad(a, 1)
+    shifted = [p[1:29, 1:29], p[0:28, 1:29], p[1:29, 0:28], p[0:28, 0:28]]
+    return np.maximum.reduce(shifted) if pen == "thick" else np.minimum.reduce(shifted)
+
+
+def _rotated(digit: np.ndarray, degrees: float) -> np.ndarray:
+    """The digit turned counter-clockwise (grey levels kept as they are: float image, bilinear)."""
+    from PIL import Image
+    img = Image.fromarray(np.asarray(digit, np.float32).reshape(28, 28), mode="F")
+    return np.asarray(img.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True), np.float64)
+
+
 def render(digits: list[np.ndarray], labels: list[int], rng: np.random.Generator, long_side: int | None = None,
-           fmt: str | None = None, blank: bool = False) -> Photo:
-    """A photo of ``digits`` (MNIST 28x28 arrays, white on black) written left to right."""
+           fmt: str | None = None, blank: bool = False, wide: bool = False) -> Photo:
+    """A photo of ``digits`` (MNIST 28x28 arrays, white on black) written left to right.
+
+    ``wide`` adds the harder conditions of issue #22's held-out photos: each digit rotated by up
+    to 15 degrees, written with a thick, thin or normal pen, and the picture blurred by up to 1.5
+    pixels at MNIST's scale (the digit's ink about 20 pixels tall)."""
     from PIL import Image
     n = len(digits)
     long_side = long_side or int(np.exp(rng.uniform(np.log(120), np.log(1600))))
@@ -79,6 +100,10 @@ def render(digits: list[np.ndarray], labels: list[int], rng: np.random.Generator
     height = max(14, int(frac * min(h, w) if n == 1 else min(frac * h, 0.8 * w / (0.75 * n + 0.3 * (n - 1)))))
     alpha = np.zeros((h, w))
     boxes = []
+    if wide and not blank:
+        cond.update(pen=str(rng.choice(["thick", "thin", "normal"])), rotation=float(rng.uniform(-15, 15)),
+                    blur=float(rng.uniform(0, 1.5)))
+        digits = [_rotated(_pen(d, cond["pen"]), cond["rotation"] + rng.uniform(-3, 3)) for d in digits]
     if not blank:
         glyphs = [_ink_alpha(d, height * rng.uniform(0.92, 1.08)) for d in digits]
         gaps = [max(3, int(rng.uniform(0.2, 0.6) * height)) for _ in glyphs[1:]]
@@ -106,6 +131,9 @@ def render(digits: list[np.ndarray], labels: list[int], rng: np.random.Generator
     picture *= _lighting(h, w, rng, cond)[..., None]
     picture += np.float32(cond["noise"]) * rng.standard_normal(picture.shape, dtype=np.float32)
     img = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
+    if cond.get("blur"):
+        from PIL import ImageFilter
+        img = img.filter(ImageFilter.GaussianBlur(cond["blur"] * height / 20))
     return _encode(img, rng, fmt, Photo(b"", "", list(labels) if not blank else [], boxes, cond))
 
 
@@ -132,19 +160,20 @@ def _encode(img, rng, fmt, photo: Photo) -> Photo:
     return photo
 
 
-def digit_photos(x, y, count: int, seed: int = 0, sizes=None) -> list[Photo]:
-    """``count`` single-digit photos of MNIST images ``x`` (N, 28, 28) with labels ``y``."""
+def digit_photos(x, y, count: int, seed: int = 0, sizes=None, wide: bool = False) -> list[Photo]:
+    """``count`` single-digit photos of MNIST images ``x`` (N, 28, 28) with labels ``y`` (``wide``:
+    see :func:`render`)."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(x), count, replace=False)
     photos = []
     for k, i in enumerate(idx):
         side = sizes[k % len(sizes)] if sizes else None
-        photos.append(render([x[i]], [int(y[i])], rng, long_side=side))
+        photos.append(render([x[i]], [int(y[i])], rng, long_side=side, wide=wide))
         photos[-1].conditions["mnist_index"] = [int(i)]
     return photos
 
 
-def number_photos(x, y, count: int, seed: int = 0, lengths=(2, 6)) -> list[Photo]:
+def number_photos(x, y, count: int, seed: int = 0, lengths=(2, 6), wide: bool = False) -> list[Photo]:
     """``count`` photos of numbers of ``lengths`` digits (inclusive range), MNIST digits side by side."""
     rng = np.random.default_rng(seed)
     photos = []
@@ -152,7 +181,7 @@ def number_photos(x, y, count: int, seed: int = 0, lengths=(2, 6)) -> list[Photo
         n = int(rng.integers(lengths[0], lengths[1] + 1))
         idx = rng.choice(len(x), n, replace=False)
         side = int(np.exp(rng.uniform(np.log(300), np.log(2000))))
-        photos.append(render([x[i] for i in idx], [int(y[i]) for i in idx], rng, long_side=side))
+        photos.append(render([x[i] for i in idx], [int(y[i]) for i in idx], rng, long_side=side, wide=wide))
         photos[-1].conditions["mnist_index"] = [int(i) for i in idx]
     return photos
 

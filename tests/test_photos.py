@@ -177,3 +177,16 @@ def test_predict_without_a_model_trains_the_reader_once_and_caches_it(tmp_path, 
     cached.write_bytes(b"garbage")  # a cache that no longer loads is trained again, not used
     third = run()
     assert third.returncode == 0 and "does not load" in third.stderr and "training one" in third.stderr
+
+
+def test_wide_photos_record_their_conditions_and_leave_the_default_sample_alone(photo_model):
+    """photosynth's wide mode draws pen, rotation and blur; the default photos stay what they were
+    (the seeds behind the measured tables draw the same pictures)."""
+    _, _, xt, yt = photo_model
+    plain = photosynth.digit_photos(xt, yt, 3, seed=5)
+    again = photosynth.digit_photos(xt, yt, 3, seed=5)
+    assert [p.data for p in plain] == [p.data for p in again] and "pen" not in plain[0].conditions
+    wide = photosynth.digit_photos(xt, yt, 3, seed=5, wide=True)
+    for p in wide:
+        c = p.conditions
+        assert c["pen"] in ("thick", "thin", "normal") and -15 <= c["rotation"] <= 15 and 0 <= c["blur"] <= 1.5

@@ -71,6 +71,14 @@ ZOO: dict[str, Recipe] = {
                        lambda: [Conv2D(24, 5), MaxPool2D(2), ReLU(), Conv2D(32, 3), MaxPool2D(2), ReLU(), Flatten(),
                                 Dense(256), ReLU(), Dense(10)],
                        "adam", 0.01, 256, 1, {"beta1": 0.7, "beta2": 0.9}, {"type": "onecycle"}),
+    "book-cnn": Recipe("conv 16x5x5 same -> ReLU -> maxpool 2 -> conv 36x5x5 same -> ReLU -> maxpool 2 -> dropout 0.25 "
+                       "-> dense 128 -> ReLU -> dropout 0.5 -> dense 10",
+                       "the two-convolution Keras network MNIST tutorials follow (the seed's 99.16%?)", False,
+                       "softmax_cross_entropy",
+                       lambda: [Conv2D(16, 5, pad="same", init="glorot"), ReLU(), MaxPool2D(2),
+                                Conv2D(36, 5, pad="same", init="glorot"), ReLU(), MaxPool2D(2), Dropout(0.25), Flatten(),
+                                Dense(128, init="glorot"), ReLU(), Dropout(0.5), Dense(10, init="glorot")],
+                       "adam", 0.001, 200, 10),
     "reader": Recipe("fast-cnn's network trained on randomly warped digits (rotation, scale, shear, shift), for "
                      "reading photos", "fast-cnn with fastmnist.augment.Augment's default ranges", False,
                      "softmax_cross_entropy",

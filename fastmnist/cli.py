@@ -111,6 +111,34 @@ def _add_people(sub):
     p.add_argument("--quiet", action="store_true")
 
 
+#: Help for the options several commands share, written once; build_parser() fills it in where an
+#: option was declared without its own.
+COMMON_HELP = {
+    "--backend": "numpy, numba, cupy or auto (default: $FASTMNIST_BACKEND or auto)",
+    "--data": "MNIST directory (default: $FASTMNIST_DATA, ./data/mnist, ~/.cache/fastmnist/mnist)",
+    "--json": "print one JSON object as the last line",
+    "--quiet": "no progress output",
+    "--seed": "seeds the initial weights, shuffling and dropout (default 0)",
+    "--dtype": "floating-point type of weights and data (default float32)",
+    "--model": "zoo model name (see `fastmnist info`)",
+    "--out": "the file to write",
+    "--epochs-only": "time whole epochs only",
+    "--kernels-only": "time the kernels (and a step) only",
+    "file": "a saved model (.npz)",
+    "name": "a zoo model name (see `fastmnist info`)",
+    "kind": "curves (a saved history), samples, confusion or errors (a saved model on the test set)",
+}
+
+
+def _fill_help(parser: argparse.ArgumentParser) -> None:
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for command in sub.choices.values():
+        for action in command._actions:
+            key = action.option_strings[-1] if action.option_strings else action.dest
+            if action.help is None and key in COMMON_HELP:
+                action.help = COMMON_HELP[key]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(prog="fastmnist", description="Train MNIST networks on compiled-kernel backends.")
@@ -122,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_people(sub)
     from . import sweep
     sweep.add_parser(sub)
+    _fill_help(parser)
     return parser
 
 

@@ -116,3 +116,11 @@ def test_info_text_says_each_fact_once_and_aligns():
     assert text.count(numba.__version__) == 1
     sim = text[text.index("cupy-sim"):]
     assert "simulated device memory" in sim and "memory_free" not in sim and "cuda_runtime" not in sim
+
+
+def test_every_option_and_argument_has_help():
+    from fastmnist.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    silent = [f"{name} {a.option_strings or a.dest}" for name, p in sub.choices.items() for a in p._actions
+              if not a.help and a.dest != "help"]
+    assert not silent, silent

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 import fastmnist
-from fastmnist import photosynth, zoo
-from fastmnist.images import predict_images, read_numbers
+from fastmnist import zoo
+from fastmnist.photos import photosynth
+from fastmnist.photos.images import predict_images, read_numbers
 
 
 def main():

@@ -30,8 +30,8 @@ def photo_metrics(model, xt, yt) -> dict:
     """The photo tests' metrics (tests/test_photos.py), on one trained model."""
     from PIL import Image
 
-    from fastmnist import photosynth
-    from fastmnist.images import predict_images, read_numbers
+    from fastmnist.photos import photosynth
+    from fastmnist.photos.images import predict_images, read_numbers
     out = {}
     photos = photosynth.digit_photos(xt, yt, 400, seed=7)
     got = predict_images(model, [Image.open(io.BytesIO(p.data)) for p in photos])

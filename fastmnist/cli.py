@@ -440,8 +440,8 @@ def cmd_bench(args) -> dict:
 
 
 def cmd_predict(args) -> dict:
-    from .images import predict_images, read_numbers
     from .model import load
+    from .photos.images import predict_images, read_numbers
 
     images = list(args.images)
     if args.model is None and images[0].endswith(".npz"):  # the older form: predict MODEL IMAGE...

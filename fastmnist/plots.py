@@ -121,8 +121,8 @@ def worst_errors(x, y_true, probabilities, path, count: int = 20) -> Path:
 def photo_preparation(image, path, title: str = "preparing a photo for the network") -> Path:
     """Before and after, side by side: the photo (upright), the ink once the light is divided out,
     the pieces kept (grey: found but dropped as specks, lines or faint shading), the 28x28 input."""
-    from .images import as_grey, place
-    from .inkmask import ink_map, main_digit
+    from .photos.images import as_grey, place
+    from .photos.inkmask import ink_map, main_digit
     grey = as_grey(image, str(image))
     inks = ink_map(grey)
     kept = np.isin(inks.labels, [p.label for p in inks.pieces])

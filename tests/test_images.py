@@ -9,7 +9,7 @@ import pytest
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageDraw  # noqa: E402
 
-from fastmnist.images import ImageError, load_grey, mnistify, predict_images  # noqa: E402
+from fastmnist.photos.images import ImageError, load_grey, mnistify, predict_images  # noqa: E402
 
 
 def photo_of_a_seven(size=(300, 400), ink=(30, 30, 60), paper=(235, 230, 220)):

@@ -1,4 +1,4 @@
-"""Phone-like photos of real MNIST test digits and numbers (fastmnist.photosynth: tinted paper,
+"""Phone-like photos of real MNIST test digits and numbers (fastmnist.photos.photosynth: tinted paper,
 blue or black ink, lighting gradients, vignetting, shadows, ruled lines, small digits in large
 frames, JPEG 50-95, PNG/BMP/RGBA, EXIF-rotated, 28 to 4000 px) read by `predict` and `--number`."""
 import io
@@ -17,8 +17,8 @@ from conftest import REPO  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 import fastmnist  # noqa: E402
-from fastmnist import photosynth  # noqa: E402
-from fastmnist.images import predict_images, read_numbers  # noqa: E402
+from fastmnist.photos import photosynth  # noqa: E402
+from fastmnist.photos.images import predict_images, read_numbers  # noqa: E402
 
 
 def test_single_digit_photos_at_least_97_percent(photo_model, tmp_path):
@@ -195,8 +195,8 @@ def test_wide_photos_record_their_conditions_and_leave_the_default_sample_alone(
 def test_faint_strokes_are_found_and_blank_pages_stay_blank(photo_model, tmp_path):
     """Blurred and thin-pen digits (photosynth's wide photos) are found by the ink mask; without the
     faint-stroke rule 50 of these 80 were (measured), with it 65; blank pages still hold no digit."""
-    from fastmnist import inkmask
-    from fastmnist.images import as_grey
+    from fastmnist.photos import inkmask
+    from fastmnist.photos.images import as_grey
     _, _, xt, yt = photo_model
     photos = photosynth.digit_photos(xt, yt, 80, seed=3, wide=True)
     found = 0

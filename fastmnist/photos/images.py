@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FastMnistError
+from ..errors import FastMnistError
 from .inkmask import NoInk, group_digits, ink_map, main_digit, resize
 
 

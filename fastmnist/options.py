@@ -29,26 +29,24 @@ def int_at_least(lo: int, hi: int = 2**63 - 1):
     return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (a learning rate)."""
+def _number(text: str, ok, requirement: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate)."""
+    return _number(text, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def fraction(text: str) -> float:
     """An argparse type: a number strictly between 0 and 1 (a validation split)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
+    return _number(text, lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")
 
 
 seed = int_at_least(0, 2**32 - 1)

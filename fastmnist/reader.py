@@ -48,6 +48,12 @@ def get_reader(backend=None, data=None, log=lambda line: print(line, file=sys.st
     started = time.perf_counter()
     model.fit(x, y, **zoo.fit_args(NAME), verbose=verbose)
     accuracy = model.evaluate(xt, yt)["accuracy"]
-    model.save(path)
-    log(f"reader trained in {time.perf_counter() - started:.0f} s: MNIST test accuracy {accuracy:.4f}; saved {path}")
+    seconds = time.perf_counter() - started
+    try:
+        model.save(path)
+    except OSError as exc:  # a read-only cache: read with it now, train again next time
+        log(f"reader trained in {seconds:.0f} s: MNIST test accuracy {accuracy:.4f}; could not cache it in {path} "
+            f"({exc}); set XDG_CACHE_HOME to a writable directory to keep it")
+        return model
+    log(f"reader trained in {seconds:.0f} s: MNIST test accuracy {accuracy:.4f}; saved {path}")
     return model

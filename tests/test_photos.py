@@ -211,3 +211,14 @@ def test_faint_strokes_are_found_and_blank_pages_stay_blank(photo_model, tmp_pat
         blank = photosynth.blank_photo(seed=seed)
         with pytest.raises(inkmask.NoInk):
             inkmask.ink_map(as_grey(blank.save(tmp_path / f"b{seed}{blank.suffix}"), "b"))
+
+
+def test_a_reader_that_cannot_be_cached_still_reads(tmp_path, mnist_dir):
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    env = dict(os.environ, XDG_CACHE_HOME=str(a_file), FASTMNIST_READER_TRAIN_LIMIT="500",
+               FASTMNIST_DATA=str(mnist_dir), FASTMNIST_BACKEND="numpy")
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(REPO / "docs" / "img" / "photo-example.jpg"),
+                           "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not cache it" in proc.stderr and json.loads(proc.stdout.strip().splitlines()[-1])["digit"] in range(10)

@@ -47,7 +47,7 @@ def _spend_budget(shape, bias_shape) -> None:
     have = budget.get(index, 0)
     if need > have:
         raise InvalidArgument(f"layer {index} (weights {tuple(shape)}) needs {need:,} parameters; the file's "
-                         f"param/{index}/ arrays hold {have:,}")
+                              f"param/{index}/ arrays hold {have:,}")
     budget[index] = have - need
 
 

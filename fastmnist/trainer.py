@@ -49,7 +49,7 @@ def _to_backend(model, x, y):
                     "; load the data with fastmnist.load_mnist() (not flatten=True)")
             hint += f" or reshape to (N, {', '.join(map(str, model.input_shape))})"
         raise InvalidArgument(f"inputs have per-sample shape {tuple(x.shape[1:])}; model {model.name or ''} "
-                         f"expects {model.input_shape}{hint}")
+                              f"expects {model.input_shape}{hint}")
     if not hasattr(y, "shape"):
         y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -123,8 +123,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
     if augment is not None and not isinstance(augment, Augment):
         raise WrongType(f"augment must be a fastmnist.augment.Augment, got {type(augment).__name__}")
     loop = _Loop(model, optimizer, schedule if callable(schedule) else make_schedule(schedule), epochs, batch_size,
-                 shuffle, verbose, validation_data, on_epoch_end, stop)
-    loop.augment = augment
+                 shuffle, verbose, validation_data, on_epoch_end, stop, augment)
     loop.history = history if history is not None else {k: [] for k in HISTORY_KEYS + CURVE_KEYS + (COMPILE_KEY,)}
     loop.rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the init stream
     xs, labels, targets = _to_backend(model, x, y)
@@ -183,12 +182,12 @@ class TrainingInterrupted(FastMnistError):
 
 class _Loop:
     def __init__(self, model, optimizer, schedule, epochs, batch_size, shuffle, verbose, validation_data,
-                 on_epoch_end, stop):
+                 on_epoch_end, stop, augment=None):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.epochs, self.batch_size, self.shuffle, self.verbose = epochs, batch_size, shuffle, verbose
         self.validation_data, self.on_epoch_end, self.stop = validation_data, on_epoch_end, stop
         self.dropouts = [layer for layer in model.layers if isinstance(layer, Dropout)]
-        self.augment = None
+        self.augment = augment
 
     def state(self, epoch, step, epoch_rng, loss_sum=0.0, correct=0.0, seconds=0.0) -> TrainState:
         return TrainState(epoch=epoch, step=step, epoch_rng=epoch_rng, rng=self.rng.bit_generator.state,

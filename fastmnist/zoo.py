@@ -98,7 +98,7 @@ def recipe(name: str) -> Recipe:
         return ZOO[VARIANTS[name][0] if name in VARIANTS else name]
     except KeyError:
         raise InvalidArgument(f"unknown model {name!r}; the zoo has: {', '.join(ZOO)} "
-                         f"(and the variants {', '.join(VARIANTS)})") from None
+                              f"(and the variants {', '.join(VARIANTS)})") from None
 
 
 def fit_args(name: str, *, optimizer: str | None = None, lr: float | None = None, batch_size: int | None = None,

@@ -200,7 +200,7 @@ def check_col2im(col, x_shape, kh, kw, stride, pad):
     want = (n * oh * ow, c * kh * kw)
     if _shape(col) != want:
         raise InvalidArgument(f"{op}: col has shape {_shape(col)}; for x_shape {(n, c, h, w)}, kernel {kh}x{kw}, "
-                         f"stride {stride}, pad {pad} expected {want}")
+                              f"stride {stride}, pad {pad} expected {want}")
     return n, c, h, w, oh, ow
 
 
@@ -214,7 +214,7 @@ def check_conv2d_forward(x, w, b, stride, pad):
     require_nonempty(op, "w", w)
     if w.shape[1] != x.shape[1]:
         raise InvalidArgument(f"{op}: w has shape {_shape(w)} (F, C, KH, KW) with C={w.shape[1]}, "
-                         f"but x has shape {_shape(x)} with C={x.shape[1]}")
+                              f"but x has shape {_shape(x)} with C={x.shape[1]}")
     if b.shape[0] != w.shape[0]:
         raise InvalidArgument(f"{op}: b has shape {_shape(b)}; expected ({w.shape[0]},) for w of shape {_shape(w)}")
     return check_im2col(x, w.shape[2], w.shape[3], stride, pad, op)
@@ -261,7 +261,7 @@ def check_maxpool2d_backward(dy, argmax, x_shape, size, stride):
     want = (n, c, conv_out(op, h, size, stride, 0, "height"), conv_out(op, w, size, stride, 0, "width"))
     if _shape(dy) != want or _shape(argmax) != want:
         raise InvalidArgument(f"{op}: dy {_shape(dy)} and argmax {_shape(argmax)} must both be {want} "
-                         f"for x_shape {(n, c, h, w)}, size {size}, stride {stride}")
+                              f"for x_shape {(n, c, h, w)}, size {size}, stride {stride}")
     return n, c, h, w
 
 
@@ -269,7 +269,7 @@ def check_argmax_range(argmax, h, w, lo, hi):
     """Indices must lie in the (H, W) plane; a JIT kernel would otherwise write out of bounds."""
     if argmax.size and (lo < 0 or hi >= h * w):
         raise InvalidArgument(f"maxpool2d_backward: argmax values span {lo}..{hi}; expected 0..{h * w - 1} "
-                         f"(flat indices into an {h}x{w} plane)")
+                              f"(flat indices into an {h}x{w} plane)")
 
 
 def check_affine_forward(x, w, b):
@@ -281,7 +281,7 @@ def check_affine_forward(x, w, b):
     require_nonempty(op, "x", x)
     if x.shape[1] != w.shape[0] or b.shape[0] != w.shape[1]:
         raise InvalidArgument(f"{op}: shapes x {_shape(x)}, w {_shape(w)}, b {_shape(b)} do not fit "
-                         "x (N, D) @ w (D, M) + b (M,)")
+                              "x (N, D) @ w (D, M) + b (M,)")
 
 
 def check_affine_backward(dy, x, w):
@@ -292,7 +292,7 @@ def check_affine_backward(dy, x, w):
     require_float(op, dy=dy, x=x, w=w)
     if x.shape[1] != w.shape[0] or dy.shape != (x.shape[0], w.shape[1]):
         raise InvalidArgument(f"{op}: shapes dy {_shape(dy)}, x {_shape(x)}, w {_shape(w)} do not fit "
-                         "dy (N, M), x (N, D), w (D, M)")
+                              "dy (N, M), x (N, D), w (D, M)")
 
 
 def check_unary(op, x):
@@ -318,7 +318,7 @@ def _check_logits_and_labels(op, logits, labels):
         raise WrongType(f"{op}: labels have dtype {labels.dtype}; expected integer class indices")
     if labels.shape[0] != logits.shape[0]:
         raise InvalidArgument(f"{op}: labels have shape {_shape(labels)} but logits {_shape(logits)}: "
-                         "one label per row expected")
+                              "one label per row expected")
 
 
 def check_softmax_cross_entropy(logits, labels):
@@ -415,14 +415,14 @@ def check_dense_train_steps(program, xs, targets, labels, perm, first, batch_siz
         require_array(op, "targets", targets, 2)
         if targets.shape != (n, int(program.widths[-1])) or np.dtype(targets.dtype) != dtype:
             raise InvalidArgument(f"{op}: mse targets must be {dtype} {(n, int(program.widths[-1]))}, "
-                             f"got {targets.dtype} {tuple(targets.shape)}")
+                                  f"got {targets.dtype} {tuple(targets.shape)}")
     batch_size = require_int(op, "batch_size", batch_size, 1)
     steps = -(-n // batch_size)
     count = len(lrs)
     first = require_int(op, "first", first, 0)
     if first + count > steps:
         raise InvalidArgument(f"{op}: steps {first}..{first + count - 1} asked; an epoch of {n} samples in batches "
-                         f"of {batch_size} has {steps}")
+                              f"of {batch_size} has {steps}")
     for name, a in (("step_size", step_size), ("sqrt_bc2", sqrt_bc2)):
         if len(a) != count:
             raise InvalidArgument(f"{op}: {name} has {len(a)} entries; lrs has {count}")

@@ -53,6 +53,15 @@ USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (
 #: over the cores by hand (BLAS itself is single-threaded there).
 SPLIT_GEMM_MIN_FLOPS = 20_000_000
 
+#: numba backend: stride-1 convolutions fused with ReLU and max-pooling run on the register-tiled
+#: micro-kernels of numba_tiles.py (False: the older saxpy kernels of numba_kernels.py).
+NUMBA_TILED_CONV = True
+
+#: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
+#: own weight-gradient partial, summed in task order, so the result does not depend on the number
+#: of threads; 8 images of fast-cnn's conv2 (input and gradient) stay within a 1 MiB L2 cache.
+CONV_TILE_CHUNK = 8
+
 #: numba backend: the blocked direct convolution groups samples so that one block's accumulator
 #: holds at most this many floats (16 KiB of float32: well inside a 32 KiB L1 data cache).
 CONV_BLOCK_FLOATS = 4096

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from conftest import assert_close
 
+from fastmnist import config
+
 DTYPES = ["float32", "float64"]
 # (N, C, H, W, F, K, stride, pad): batch 1, 3 channels, stride 2, pad 1-2, 3x3 and 5x5, non-square
 CONV_CASES = [
@@ -202,20 +204,25 @@ def test_count_correct(be):
 
 
 # (N, C, H, W, F, K, pad, pool size, pool stride, conv stride): small planes (blocked path), large
-# planes (per-sample path), odd pools, padding; a strided convolution and one with C*K*K above
-# config.DIRECT_CONV_MAX_K take numba's im2col + BLAS fallback
+# planes (per-sample path), odd pools, padding; a strided convolution takes numba's im2col + BLAS
+# fallback, and so does, untiled, one with C*K*K above config.DIRECT_CONV_MAX_K
 FUSED_CASES = [(3, 2, 8, 8, 4, 3, 0, 2, 2, 1), (2, 1, 28, 28, 3, 5, 0, 2, 2, 1), (2, 1, 24, 26, 2, 5, 2, 2, 2, 1),
                (3, 3, 9, 7, 2, 3, 1, 3, 2, 1), (1, 4, 12, 12, 5, 3, 0, 2, 2, 1), (2, 2, 11, 13, 3, 3, 1, 2, 2, 2),
                (2, 48, 8, 8, 3, 5, 2, 2, 2, 1)]
 
 
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "untiled"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("need_dx", [True, False])
 @pytest.mark.parametrize("case", FUSED_CASES, ids=str)
-def test_fused_conv_relu_pool_matches_reference(be, rng, case, need_dx):
-    """The layers' fused conv -> ReLU -> pool path against the composition of the reference kernels."""
+def test_fused_conv_relu_pool_matches_reference(be, rng, case, need_dx, dtype, tiled, monkeypatch):
+    """The layers' fused conv -> ReLU -> pool path against the composition of the reference kernels;
+    on numba both with the register-tiled kernels (numba_conv.py) and with the older ones."""
     from fastmnist.backends import numpy_backend as ref
+    if not tiled and be.name != "numba":
+        pytest.skip("config.NUMBA_TILED_CONV only concerns the numba backend")
+    monkeypatch.setattr(config, "NUMBA_TILED_CONV", tiled)
     n, c, h, w, f, k, pad, size, stride, conv_stride = case
-    dtype = "float64"
     x, wt, b = rand(rng, (n, c, h, w), dtype), rand(rng, (f, c, k, k), dtype), rand(rng, (f,), dtype)
     want, cache = ref.conv2d_relu_maxpool_forward(x, wt, b, conv_stride, pad, size, stride)
     got, bcache = be.conv2d_relu_maxpool_forward(be.asarray(x), be.asarray(wt), be.asarray(b), conv_stride, pad, size,

@@ -1,0 +1,199 @@
+"""Register-tiled micro-kernels for the numba backend, written in LLVM IR through llvmlite.
+
+Numba's auto-vectoriser keeps a loop's accumulator in memory: the direct convolutions in
+numba_kernels.py load and store their output once per few multiply-adds, and reach about a
+quarter of the machine's matmul rate. These two micro-kernels hold a tile of outputs in vector
+registers across a whole reduction, the way LIBXSMM and oneDNN's brgemm do (Georganas et al.,
+SC18): the vector runs over output channels, each input value is broadcast once and multiplied
+into every vector of the tile.
+
+- ``tile_rows(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)``::
+
+      out[obase + p*ldo + v] = sum over k < nk of x[xbase + roff[k0 + k] + p*ps] * w[k*ldw + wcol + v]
+
+  for p < npix (at most :data:`TILE_PIXELS`) and v < :data:`TILE_COLUMNS`: a row of output
+  pixels by one block of output channels; ``roff`` lists where each (tap, input channel) of the
+  reduction sits relative to the pixel. A convolution's forward pass, and its input gradient as
+  the forward pass of the rotated filters, are loops of this call.
+- ``tile_grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)``::
+
+      out[obase + r*ldo + v] += sum over pixels (i, q) of x[xbase + i*rsx + q*psx + roff[k0 + r]]
+                                                         * g[gbase + i*rsg + q*psg + v]
+
+  for r < nrow (at most :data:`TILE_PIXELS`), v < :data:`TILE_COLUMNS`: a block of weight-gradient
+  rows, reduced over a rows x cols grid of pixels.
+
+Both take a run-time tile size and switch to a fully unrolled body for it, so one compiled
+kernel serves every layer shape. Offsets are in elements; the caller guarantees every index is
+in bounds (the kernels in numba_conv.py derive them from checked shapes).
+"""
+import numba
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+
+def vector_bytes() -> int:
+    """The width of one SIMD register numba compiles for: 64 (AVX-512) or 32 (AVX2 and others).
+
+    The host's features decide, unless NUMBA_CPU_NAME names another CPU, when AVX-512 counts only
+    if NUMBA_CPU_FEATURES enables it. Derived from numba's target alone, never from a setting of
+    ours: numba keys its on-disk cache by target, so a cached kernel and the Python code that sizes
+    its buffers always agree on the tile width."""
+    cpu_name = numba.config.CPU_NAME
+    if cpu_name and cpu_name != "host":
+        return 64 if "+avx512f" in (numba.config.CPU_FEATURES or "") else 32
+    return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+
+
+VECTOR_BYTES = vector_bytes()
+#: vector registers per tile row: two, so each broadcast input feeds two FMAs
+TILE_VECTORS = 2
+#: the most pixels (tile_rows) or weight rows (tile_grad) in one tile: 12 x 2 accumulators of the
+#: 32 AVX-512 registers, 6 x 2 of AVX2's 16, leaving room for the weights and the broadcast
+TILE_PIXELS = 12 if VECTOR_BYTES == 64 else 6
+
+
+def tile_columns(itemsize: int) -> int:
+    """Output channels one tile covers for elements of ``itemsize`` bytes (32 float32 on AVX-512)."""
+    return TILE_VECTORS * VECTOR_BYTES // itemsize
+
+
+def _data(context, builder, aryty, ary):
+    return context.make_array(aryty)(context, builder, ary).data
+
+
+def _vector_ops(context, builder, dtype):
+    fty = context.get_value_type(dtype)
+    lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+    vty = ir.VectorType(fty, lanes)
+    align = dtype.bitwidth // 8
+
+    def at(ptr, idx):
+        return builder.gep(ptr, [idx], inbounds=True)
+
+    def vload(ptr, idx):
+        return builder.load(builder.bitcast(at(ptr, idx), vty.as_pointer()), align=align)
+
+    def vstore(val, ptr, idx):
+        builder.store(val, builder.bitcast(at(ptr, idx), vty.as_pointer()), align=align)
+
+    def splat(s):
+        one = builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), mask)
+
+    def fma(a, b, c):  # a*b + c; 'contract' lets LLVM fuse it (llvmlite's fma takes no vectors)
+        return builder.fadd(builder.fmul(a, b, flags=("contract",)), c, flags=("contract",))
+
+    return vty, lanes, at, vload, vstore, splat, fma
+
+
+def _switch_on(builder, count, emit):
+    """Branch on the run-time tile size to a body unrolled for it (1..TILE_PIXELS; others: no-op)."""
+    end = builder.append_basic_block("tile.end")
+    switch = builder.switch(count, end)
+    for size in range(1, TILE_PIXELS + 1):
+        block = builder.append_basic_block(f"tile.{size}")
+        switch.add_case(ir.Constant(count.type, size), block)
+        builder.position_at_end(block)
+        emit(size)
+        builder.branch(end)
+    builder.position_at_end(end)
+
+
+def _check_arrays(name, *arys):
+    dtypes = {a.dtype for a in arys}
+    if len(dtypes) != 1 or not isinstance(next(iter(dtypes)), types.Float):
+        raise numba.core.errors.TypingError(f"{name}: float arrays of one dtype expected, got {arys}")
+    return next(iter(dtypes))
+
+
+@intrinsic
+def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+    dtype = _check_arrays("tile_rows", x, w, out)
+    i64 = types.int64
+    sig = types.void(x, i64, i64, roff, i64, i64, w, i64, i64, out, i64, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        xa, xbase, ps, ra, k0, nk, wa, wcol, ldw, oa, obase, ldo, npix = args
+        xp, rp = _data(context, builder, x, xa), _data(context, builder, roff, ra)
+        wp, op = _data(context, builder, w, wa), _data(context, builder, out, oa)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(TILE_VECTORS)]
+
+        def emit(npx):
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in lane]
+                   for _ in range(npx)]
+            with cgutils.for_range(builder, nk) as loop:
+                k = loop.index
+                r = builder.add(xbase, builder.load(at(rp, builder.add(k0, k))))
+                wrow = builder.add(builder.mul(k, ldw), wcol)
+                wv = [vload(wp, builder.add(wrow, lj)) for lj in lane]
+                for p in range(npx):
+                    xs = splat(builder.load(at(xp, builder.add(r, builder.mul(ps, ir.Constant(ps.type, p))))))
+                    for j, wj in enumerate(wv):
+                        builder.store(fma(xs, wj, builder.load(acc[p][j])), acc[p][j])
+            for p in range(npx):
+                row = builder.add(obase, builder.mul(ldo, ir.Constant(ldo.type, p)))
+                for j, lj in enumerate(lane):
+                    vstore(builder.load(acc[p][j]), op, builder.add(row, lj))
+
+        _switch_on(builder, npix, emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tile_grad(typingctx, x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
+    dtype = _check_arrays("tile_grad", x, g, out)
+    i64 = types.int64
+    sig = types.void(x, i64, roff, i64, i64, g, i64, i64, i64, i64, i64, i64, i64, out, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        (xa, xbase, ra, k0, nrow, ga, gbase, rows, cols, rsx, psx, rsg, psg, oa, obase, ldo) = args
+        xp, rp = _data(context, builder, x, xa), _data(context, builder, roff, ra)
+        gp, op = _data(context, builder, g, ga), _data(context, builder, out, oa)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(TILE_VECTORS)]
+
+        def emit(nr):
+            offs = [builder.load(at(rp, builder.add(k0, ir.Constant(k0.type, r)))) for r in range(nr)]
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in lane]
+                   for _ in range(nr)]
+            with cgutils.for_range(builder, rows) as outer:
+                xrow = builder.add(xbase, builder.mul(outer.index, rsx))
+                grow = builder.add(gbase, builder.mul(outer.index, rsg))
+                with cgutils.for_range(builder, cols) as inner:
+                    xo = builder.add(xrow, builder.mul(inner.index, psx))
+                    go = builder.add(grow, builder.mul(inner.index, psg))
+                    gv = [vload(gp, builder.add(go, lj)) for lj in lane]
+                    for r in range(nr):
+                        xs = splat(builder.load(at(xp, builder.add(xo, offs[r]))))
+                        for j, gj in enumerate(gv):
+                            builder.store(fma(xs, gj, builder.load(acc[r][j])), acc[r][j])
+            for r in range(nr):
+                row = builder.add(obase, builder.mul(ldo, ir.Constant(ldo.type, r)))
+                for j, lj in enumerate(lane):
+                    idx = builder.add(row, lj)
+                    vstore(builder.fadd(vload(op, idx), builder.load(acc[r][j])), op, idx)
+
+        _switch_on(builder, nrow, emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def tile_width(typingctx, a):
+    """The output channels one tile covers for a's dtype, as the micro-kernels were compiled."""
+    width = tile_columns(a.dtype.bitwidth // 8)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(64), width)
+
+    return types.int64(a), codegen

@@ -284,8 +284,6 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
     f, c, kh, kw = w.shape
     n, _, oh, ow = dy.shape
     dy, w = _c(dy), _c(w)
-    if kind == "tiled":
-        return _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, y, arg, need_dx)
     if kind == "direct":  # stride 1; the cache holds the padded width where others hold the stride
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
         _conv_direct_dw_kernel(dy, saved, stride, dw, db)

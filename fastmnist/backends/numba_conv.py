@@ -71,7 +71,6 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 def conv_pool_forward_kernel(xh, roff, wpk, b, oh, ow, size, pstride, y, arg):
     """y (N, F, PH, PW) = max-pool(ReLU(conv(x) + b)), arg = each maximum's index i*OW + j."""
     n_, hp, wp, c_ = xh.shape
-    f_, ph, pw = y.shape[1], y.shape[2], y.shape[3]
     fp, nk = wpk.shape[1], roff.shape[0]
     cols = tile_width(wpk)
     xflat, wflat = xh.reshape(-1), wpk.reshape(-1)

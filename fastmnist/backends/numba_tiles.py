@@ -35,7 +35,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-
 def vector_bytes() -> int:
     """The width of one SIMD register numba compiles for: 64 (AVX-512) or 32 (AVX2 and others).
 

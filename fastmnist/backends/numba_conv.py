@@ -14,9 +14,12 @@ the pooled gradient (through the argmax and the ReLU). The input gradient is the
 ``g (OH*OW, F) @ W (F, KH*KW*C)`` on the same micro-kernel, each pixel's row then added into
 the KH x KW input pixels it came from (col2im). The other way, the forward pass of a zero-bordered
 ``g`` with rotated filters, multiplies the border's zeros too: 1.9x the work for fast-cnn's
-conv2 (4.9 against 2.6 ms a batch, measured). Images go in chunks of ``config.CONV_TILE_CHUNK``; each chunk writes its own weight-
-and bias-gradient partial, summed in chunk order afterwards: the result does not depend on the
-number of threads.
+conv2 (4.9 against 2.4 ms a batch, measured). Images go in chunks of ``config.CONV_TILE_CHUNK``;
+each chunk writes its own weight- and bias-gradient partial, summed in chunk order afterwards:
+the result does not depend on the number of threads.
+
+The 2x2 pooling epilogue keeps the tie rule of numba_kernels._pool22_plane (the first maximum in
+row-major window order wins), over a channels-last accumulator instead of a wide plane.
 """
 import numpy as np
 from numba import njit, prange

@@ -11,16 +11,16 @@ into every vector of the tile.
 
       out[obase + p*ldo + v] = sum over k < nk of x[xbase + roff[k0 + k] + p*ps] * w[k*ldw + wcol + v]
 
-  for p < npix (at most :data:`TILE_PIXELS`) and v < :data:`TILE_COLUMNS`: a row of output
+  for p < npix (at most :data:`TILE_PIXELS`) and v < ``tile_columns(itemsize)``: a row of output
   pixels by one block of output channels; ``roff`` lists where each (tap, input channel) of the
-  reduction sits relative to the pixel. A convolution's forward pass, and its input gradient as
-  the forward pass of the rotated filters, are loops of this call.
+  reduction sits relative to the pixel. A convolution's forward pass, and the product behind its
+  input gradient, are loops of this call.
 - ``tile_grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)``::
 
       out[obase + r*ldo + v] += sum over pixels (i, q) of x[xbase + i*rsx + q*psx + roff[k0 + r]]
                                                          * g[gbase + i*rsg + q*psg + v]
 
-  for r < nrow (at most :data:`TILE_PIXELS`), v < :data:`TILE_COLUMNS`: a block of weight-gradient
+  for r < nrow (at most :data:`TILE_PIXELS`), v < ``tile_columns(itemsize)``: a block of weight-gradient
   rows, reduced over a rows x cols grid of pixels.
 
 Both take a run-time tile size and switch to a fully unrolled body for it, so one compiled

@@ -205,10 +205,11 @@ def test_count_correct(be):
 
 # (N, C, H, W, F, K, pad, pool size, pool stride, conv stride): small planes (blocked path), large
 # planes (per-sample path), odd pools, padding; a strided convolution takes numba's im2col + BLAS
-# fallback, and so does, untiled, one with C*K*K above config.DIRECT_CONV_MAX_K
+# fallback, and so does, untiled, one with C*K*K above config.DIRECT_CONV_MAX_K; 40 filters take
+# two column tiles, and an odd 9 x 8 output leaves a row outside every 2x2 window
 FUSED_CASES = [(3, 2, 8, 8, 4, 3, 0, 2, 2, 1), (2, 1, 28, 28, 3, 5, 0, 2, 2, 1), (2, 1, 24, 26, 2, 5, 2, 2, 2, 1),
                (3, 3, 9, 7, 2, 3, 1, 3, 2, 1), (1, 4, 12, 12, 5, 3, 0, 2, 2, 1), (2, 2, 11, 13, 3, 3, 1, 2, 2, 2),
-               (2, 48, 8, 8, 3, 5, 2, 2, 2, 1)]
+               (2, 48, 8, 8, 3, 5, 2, 2, 2, 1), (2, 3, 11, 10, 40, 3, 0, 2, 2, 1)]
 
 
 @pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "untiled"])
@@ -236,3 +237,25 @@ def test_fused_conv_relu_pool_matches_reference(be, rng, case, need_dx, dtype, t
             assert g is None
         else:
             assert_close(be.to_numpy(g), r, dtype, f"fused backward {name}")
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "untiled"])
+@pytest.mark.parametrize("window", [(2, 2), (3, 2)], ids=str)
+def test_fused_conv_pool_ties_go_to_the_first_maximum(be, rng, tiled, window, monkeypatch):
+    """Zero filters and a bias: every window is one tie, and only its first pixel (row-major) may
+    receive the gradient, in dx, dw and db alike; a negative bias lets nothing through."""
+    from fastmnist.backends import numpy_backend as ref
+    if not tiled and be.name != "numba":
+        pytest.skip("config.NUMBA_TILED_CONV only concerns the numba backend")
+    monkeypatch.setattr(config, "NUMBA_TILED_CONV", tiled)
+    size, stride = window
+    x, wt = rand(rng, (2, 2, 9, 10), "float64"), np.zeros((3, 2, 3, 3))
+    for bias in (0.5, -0.5):
+        b = np.full(3, bias)
+        want, cache = ref.conv2d_relu_maxpool_forward(x, wt, b, 1, 1, size, stride)
+        got, bcache = be.conv2d_relu_maxpool_forward(be.asarray(x), be.asarray(wt), be.asarray(b), 1, 1, size, stride)
+        assert_close(be.to_numpy(got), want, "float64", "tied forward")
+        dy = rand(rng, want.shape, "float64")
+        grads = be.conv2d_relu_maxpool_backward(be.asarray(dy), bcache, be.asarray(wt))
+        for g, r, name in zip(grads, ref.conv2d_relu_maxpool_backward(dy, cache, wt), ("dx", "dw", "db")):
+            assert_close(be.to_numpy(g), r, "float64", f"tied backward {name} (bias {bias})")

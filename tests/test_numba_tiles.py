@@ -22,8 +22,26 @@ if backend_status("numba")[0]:
         T.tile_rows(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
     @njit
+    def _rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+        T.tile_rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
+
+    @njit
     def _grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
         T.tile_grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)
+
+    @njit
+    def _grad_narrow(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
+        T.tile_grad_narrow(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)
+
+    @njit
+    def _pool(acc, fp, ow, ph, pw, bp, pooled, arg, abase):
+        T.pool22_relu(acc, fp, ow, ph, pw, bp, pooled, arg, abase)
+
+    @njit
+    def _unpool(dyl, arg, abase, fp, ow, ph, pw, g, gbase, db):
+        T.unpool22(dyl, arg, abase, fp, ow, ph, pw, g, gbase, db)
+
+    KERNELS = {"wide": (_rows, _grad, 1, T.TILE_PIXELS), "narrow": (_rows_narrow, _grad_narrow, 2, T.NARROW_PIXELS)}
 
 
 def rows_oracle(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix, cols):
@@ -43,35 +61,87 @@ def grad_oracle(x, xbase, roff, k0, nrow, g, gbase, rows, ncols, rsx, psx, rsg, 
     return out
 
 
+@pytest.mark.parametrize("kind", ["wide", "narrow"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tile_rows_every_size(dtype):
+def test_tile_rows_every_size(dtype, kind):
+    rows, _, shrink, most = KERNELS[kind]
     rng = np.random.default_rng(0)
-    cols = T.tile_columns(np.dtype(dtype).itemsize)
+    cols = T.tile_columns(np.dtype(dtype).itemsize) // shrink
     x = rng.standard_normal(4000).astype(dtype)
     roff = rng.integers(0, 300, 20).astype(np.int64)
     ldw, ldo = cols + 5, cols + 3
     w = rng.standard_normal(20 * ldw + 8).astype(dtype)
-    for npix in range(T.TILE_PIXELS + 2):  # 0 and TILE_PIXELS + 1 are no-ops
+    for npix in range(most + 2):  # 0 and most + 1 are no-ops
         out = rng.standard_normal(2000).astype(dtype)
         args = (x, 11, 7, roff, 2, 17, w, 4, ldw, out.copy(), 5, ldo, npix)
-        _rows(*args)
-        want = rows_oracle(*args[:-4], out, 5, ldo, npix if npix <= T.TILE_PIXELS else 0, cols)
+        rows(*args)
+        want = rows_oracle(*args[:-4], out, 5, ldo, npix if npix <= most else 0, cols)
         np.testing.assert_allclose(args[9], want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["wide", "narrow"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tile_grad_every_size(dtype):
+def test_tile_grad_every_size(dtype, kind):
+    _, grad, shrink, most = KERNELS[kind]
     rng = np.random.default_rng(1)
-    cols = T.tile_columns(np.dtype(dtype).itemsize)
+    cols = T.tile_columns(np.dtype(dtype).itemsize) // shrink
     x, g = rng.standard_normal(4000).astype(dtype), rng.standard_normal(4000).astype(dtype)
     roff = rng.integers(0, 200, 30).astype(np.int64)
     ldo = cols + 1
-    for nrow in range(T.TILE_PIXELS + 2):
+    for nrow in range(most + 2):
         out = rng.standard_normal(2000).astype(dtype)
         args = [x, 3, roff, 2, nrow, g, 9, 4, 5, 50, 3, 200, 40, out.copy(), 7, ldo]
-        _grad(*args)
-        want = grad_oracle(*args[:4], nrow if nrow <= T.TILE_PIXELS else 0, *args[5:13], out, 7, ldo, cols)
+        grad(*args)
+        want = grad_oracle(*args[:4], nrow if nrow <= most else 0, *args[5:13], out, 7, ldo, cols)
         np.testing.assert_allclose(args[13], want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def pool_oracle(acc, fp, ow, ph, pw, bp):
+    """pool22_relu by loops: the first maximum (row-major) of each 2x2 window, ReLU after the bias."""
+    pooled, arg = np.zeros(ph * pw * fp, acc.dtype), np.zeros(ph * pw * fp, np.int32)
+    for pi in range(ph):
+        for pj in range(pw):
+            for f in range(fp):
+                pixels = [(2 * pi + a) * ow + 2 * pj + b for a in range(2) for b in range(2)]
+                best = max(pixels, key=lambda k: (acc[k * fp + f], -k))  # ties: the smallest index
+                v = acc[best * fp + f] + bp[f]
+                pooled[(pi * pw + pj) * fp + f] = max(v, 0)
+                arg[(pi * pw + pj) * fp + f] = best if v > 0 else -1
+    return pooled, arg
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool22_relu_and_unpool22_against_loops(dtype):
+    rng = np.random.default_rng(2)
+    lanes = T.VECTOR_BYTES // np.dtype(dtype).itemsize
+    fp, oh, ow = 3 * lanes, 6, 5  # an odd width: its last column is in no window
+    ph, pw = oh // 2, ow // 2
+    acc = rng.integers(-3, 4, oh * ow * fp).astype(dtype)  # small integers: many ties
+    bp = rng.integers(-1, 2, fp).astype(dtype)
+    pooled, arg = np.empty(ph * pw * fp, dtype), np.zeros(7 + ph * pw * fp, np.int32)
+    _pool(acc, fp, ow, ph, pw, bp, pooled, arg, 7)
+    want_pooled, want_arg = pool_oracle(acc, fp, ow, ph, pw, bp)
+    np.testing.assert_array_equal(pooled, want_pooled)
+    np.testing.assert_array_equal(arg[7:], want_arg)
+    assert (want_arg == -1).any() and (want_arg >= 0).any()
+    dyl = rng.standard_normal(ph * pw * fp).astype(dtype)
+    g, db = np.full(3 + oh * ow * fp, 9.0, dtype), np.ones(fp, dtype)
+    _unpool(dyl, arg, 7, fp, ow, ph, pw, g, 3, db)
+    want_g = np.full(oh * ow * fp, 9.0, dtype)  # pixels outside every window: untouched
+    for p in range(ph * pw):
+        pi, pj = divmod(p, pw)
+        for a in range(2):
+            for b in range(2):
+                want_g[((2 * pi + a) * ow + 2 * pj + b) * fp: ((2 * pi + a) * ow + 2 * pj + b + 1) * fp] = 0
+    want_db = np.ones(fp, dtype)
+    for p in range(ph * pw):
+        for f in range(fp):
+            k = want_arg[p * fp + f]
+            if k >= 0:
+                want_g[k * fp + f] = dyl[p * fp + f]
+                want_db[f] += dyl[p * fp + f]
+    np.testing.assert_array_equal(g[3:], want_g)
+    np.testing.assert_allclose(db, want_db, rtol=1e-6)
 
 
 def test_vector_width_follows_numbas_target(monkeypatch):

@@ -315,23 +315,10 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
     pw = C.conv_out("conv2d_relu_maxpool_forward", ow, size, pool_stride, 0, "width")
     x, w, b = _c(x), _c(w), _c(b)
     y = np.empty((n, f, ph, pw), x.dtype)
+    if stride == 1 and config.NUMBA_TILED_CONV:
+        return y, _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y)
     arg = np.empty((n, f, ph, pw), np.int32)
     hp, wp = h + 2 * pad, wd + 2 * pad
-    if stride == 1 and config.NUMBA_TILED_CONV and c == 1 and hp * wp > config.CONV_BLOCK_MAX_PLANE:
-        # one input channel: the tiles' reduction is only KH*KW long and the one-plane kernel
-        # is faster forward (fast-cnn's conv1: 2.4 against 3.7 ms a batch); its padded input
-        # (N, 1, Hp*Wp) is already the channels-last image the tiled backward pass reads
-        xf = _padded(x, pad).reshape(n, c, -1)
-        _conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pool_stride, y, arg)
-        roff = _tiled.row_offsets(kh, kw, c, wp, c)
-        return y, ("tiled", (xf.reshape(n, hp, wp, c), roff), wp, x.shape, stride, pad, oh, ow, y, arg)
-    if stride == 1 and config.NUMBA_TILED_CONV:
-        xh = (np.zeros if pad else np.empty)((n, hp, wp, c), x.dtype)
-        _tiled.to_channels_last_kernel(x, pad, xh)
-        roff = _tiled.row_offsets(kh, kw, c, wp, c)
-        wpk = _tiled.pack_rows(w, _tiled.padded_width(f, x.dtype.itemsize))
-        _tiled.conv_pool_forward_kernel(xh, roff, wpk, b, oh, ow, size, pool_stride, y, arg)
-        return y, ("tiled", (xh, roff), wp, x.shape, stride, pad, oh, ow, y, arg)
     if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K and hp * wp > config.CONV_BLOCK_MAX_PLANE:
         xp = _padded(x, pad)  # large planes: one plane per saxpy already runs long enough
         xf = xp.reshape(n, c, -1)
@@ -350,23 +337,41 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
     return y, ("im2col", cols, 0, x.shape, stride, pad, oh, ow, y, arg)
 
 
-def _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, y, arg, need_dx):
+def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
+    """The tiled kernel's forward pass into y; returns the cache its backward pass reads."""
+    n, c, h, wd = x.shape
+    f, _, kh, kw = w.shape
+    hp, wp = h + 2 * pad, wd + 2 * pad
+    xh = (np.zeros if pad else np.empty)((n, hp, wp, c), x.dtype)
+    _tiled.to_channels_last_kernel(x, pad, xh)
+    roff = _tiled.row_offsets(kh, kw, c, wp, c)
+    fp = _tiled.padded_width(f, x.dtype.itemsize)
+    wpk = _tiled.pack_rows(w, fp)
+    bp = np.zeros(fp, x.dtype)
+    bp[:f] = b
+    arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
+    _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, y, arg)
+    return "tiled", (xh, roff, size, pool_stride), wp, x.shape, 1, pad, oh, ow, y, arg
+
+
+def _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx):
     """The tiled kernel's backward pass: per-chunk partials summed in chunk order (numba_conv.py)."""
-    xh, roff = saved
+    xh, roff, size, pool_stride = saved
     f, c, kh, kw = w.shape
-    dtype, size = dy.dtype, dy.dtype.itemsize
+    dtype, itemsize = dy.dtype, dy.dtype.itemsize
     chunk = config.CONV_TILE_CHUNK
     chunks = -(-dy.shape[0] // chunk)
-    fp = _tiled.padded_width(f, size)
+    fp = _tiled.padded_width(f, itemsize)
     dwp, dbp = np.zeros((chunks, kh * kw * c, fp), dtype), np.zeros((chunks, fp), dtype)
     if need_dx:
-        wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, size))
+        wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
         roffc = np.arange(f, dtype=np.int64)
         dx = np.empty(x_shape, dtype)
     else:  # same argument types as with dx: one compiled kernel
         wcol, roffc = np.zeros((0, fp), dtype), np.zeros(0, np.int64)
         dx = np.empty((0,) + tuple(x_shape[1:]), dtype)
-    _tiled.conv_pool_backward_kernel(dy, y, arg, xh, roff, oh, ow, kh, kw, chunk, dwp, dbp, wcol, roffc, pad, dx)
+    _tiled.conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pool_stride, chunk, dwp, dbp,
+                                     wcol, roffc, pad, dx)
     dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
     db = dbp.sum(axis=0, dtype=np.float64)[:f]
     return (dx if need_dx else None), np.ascontiguousarray(dw, dtype), db.astype(dtype)
@@ -379,7 +384,7 @@ def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
     n = dy.shape[0]
     dy, w = _c(dy), _c(w)
     if kind == "tiled":
-        return _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, y, arg, need_dx)
+        return _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx)
     if kind == "direct":
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
         _conv_direct_pool_dw_kernel(dy, y, arg, saved, wp, oh, ow, dw, db)

@@ -49,7 +49,18 @@ def _locked(directory: str):
 
 
 class LockedFunctionCache(FunctionCache):
-    """Numba's FunctionCache with each load and save of an index entry and its data under one lock."""
+    """Numba's FunctionCache with each load and save of an index entry and its data under one lock.
+
+    ``depends`` names more source files the kernels' machine code depends on (numba_conv.py's
+    kernels inline numba_tiles.py's generated IR): their modification times and sizes join the
+    stamp Numba keeps of the kernel's own file, so editing one invalidates the cache as editing
+    the kernel's file does (Numba alone would keep loading the old code)."""
+
+    def __init__(self, py_func, depends=()):
+        super().__init__(py_func)
+        if depends:
+            stamp = self._cache_file._source_stamp
+            self._cache_file._source_stamp = (stamp,) + tuple(_stamp(path) for path in depends)
 
     def load_overload(self, sig, target_context):
         with _locked(self.cache_path):
@@ -60,12 +71,18 @@ class LockedFunctionCache(FunctionCache):
             super().save_overload(sig, data)
 
 
-def lock_caches(namespace: dict) -> int:
+def _stamp(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_mtime, st.st_size
+
+
+def lock_caches(namespace: dict, depends: tuple = ()) -> int:
     """Give every cached Numba dispatcher in ``namespace`` (a module's ``globals()``) the locked
-    cache; returns how many. Call it where the kernels are defined, before their first call."""
+    cache; returns how many. Call it where the kernels are defined, before their first call.
+    ``depends``: other source files whose edits must invalidate these kernels' cache."""
     count = 0
     for obj in namespace.values():
         if isinstance(obj, CPUDispatcher) and type(getattr(obj, "_cache", None)) is FunctionCache:
-            obj._cache = LockedFunctionCache(obj.py_func)
+            obj._cache = LockedFunctionCache(obj.py_func, depends)
             count += 1
     return count

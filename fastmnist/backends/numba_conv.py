@@ -4,36 +4,54 @@ numba_tiles.py; the public wrappers that check arguments are in numba_backend.py
 Layout. The input is copied once per forward pass to channels-last, ``xh (N, Hp, Wp, C)`` zero
 padded, and kept for the backward pass. The filters are packed as ``wpk (K, Fp)``: one row per
 reduction index ``k = (a*KW + b)*C + c`` (tap (a, b), input channel c), the output channels
-padded with zeros to ``Fp``, a whole number of tiles. ``roff[k] = (a*Wp + b)*C + c`` is where that
-row's input sits relative to an output pixel's top-left input, so an output row of pixels is one
-``tile_rows`` call per block of output channels, and a block of weight-gradient rows one
-``tile_grad`` call per image.
+padded with zeros to ``Fp``, a whole number of vectors. ``roff[k] = (a*Wp + b)*C + c`` is where
+that row's input sits relative to an output pixel's top-left input, so an output row of pixels
+is a few ``tile_rows`` calls (two vectors of channels each, a ``tile_rows_narrow`` one for an
+odd vector), and the weight gradient a few ``tile_grad`` calls per image. Tiles split a row
+into near-equal parts (``_cut``): 24 pixels as 8 + 8 + 8 rather than 10 + 10 + 4.
 
-Backward. The gradient at the convolution's output, ``g (OH, OW, Fp)`` per image, is rebuilt from
-the pooled gradient (through the argmax and the ReLU). The input gradient is the product
-``g (OH*OW, F) @ W (F, KH*KW*C)`` on the same micro-kernel, each pixel's row then added into
-the KH x KW input pixels it came from (col2im). The other way, the forward pass of a zero-bordered
-``g`` with rotated filters, multiplies the border's zeros too: 1.9x the work for fast-cnn's
-conv2 (4.9 against 2.4 ms a batch, measured). Images go in chunks of ``config.CONV_TILE_CHUNK``;
-each chunk writes its own weight- and bias-gradient partial, summed in chunk order afterwards:
-the result does not depend on the number of threads.
+Pooling. The accumulator ``acc (OH, OW, Fp)`` is pooled channels last (``pool22_relu`` for the
+usual 2x2 window, ``_pool_relu`` for others) into ``pooled (PH, PW, Fp)`` and ``arg (N, PH, PW,
+Fp)``: each maximum's pixel index i*OW + j, or -1 where the ReLU let nothing through (so the
+backward pass needs neither y nor a mask). The first maximum in row-major window order wins
+ties, as in numba_kernels._pool22_plane and the numpy reference. ``y (N, F, PH, PW)`` is the
+transpose of ``pooled``.
 
-The 2x2 pooling epilogue keeps the tie rule of numba_kernels._pool22_plane (the first maximum in
-row-major window order wins), over a channels-last accumulator instead of a wide plane.
+Backward. Per image: dy goes channels last, through the argmax (``unpool22``) into ``g (OH, OW,
+Fp)``, the gradient before pooling; g feeds the weight gradient and, when asked, the input
+gradient: the product ``g (OH*OW, F) @ W (F, KH*KW*C)`` on the same micro-kernel, each pixel's
+row then added into the KH x KW input pixels it came from (col2im). The other way, the forward
+pass of a zero-bordered ``g`` with rotated filters, multiplies the border's zeros too: 1.9x the
+work for fast-cnn's conv2 (4.9 against 2.4 ms a batch, measured). Images go in chunks of
+``config.CONV_TILE_CHUNK``; each chunk writes its own weight- and bias-gradient partial, summed
+in chunk order afterwards: the result does not depend on the number of threads.
 """
 import numpy as np
 from numba import njit, prange
 
+from . import numba_tiles
 from .numba_cache import lock_caches
-from .numba_tiles import TILE_PIXELS, tile_columns, tile_grad, tile_rows, tile_width
+from .numba_tiles import (
+    NARROW_PIXELS,
+    TILE_PIXELS,
+    VECTOR_BYTES,
+    pool22_relu,
+    tile_grad,
+    tile_grad_narrow,
+    tile_rows,
+    tile_rows_narrow,
+    tile_width,
+    unpool22,
+)
 
 _pjit = dict(cache=True, nogil=True, parallel=True)
 
 
 def padded_width(channels: int, itemsize: int) -> int:
-    """Channels rounded up to whole tiles (32 float32 on AVX-512): the packed width of a layer."""
-    cols = tile_columns(itemsize)
-    return -(-channels // cols) * cols
+    """Channels rounded up to whole vectors (16 float32 on AVX-512): the packed width of a layer;
+    two-vector tiles cover it, and a one-vector (narrow) tile the odd vector left."""
+    lanes = VECTOR_BYTES // itemsize
+    return -(-channels // lanes) * lanes
 
 
 def pack_rows(w: np.ndarray, width: int) -> np.ndarray:
@@ -60,6 +78,61 @@ def row_offsets(kh: int, kw: int, channels: int, row_pixels: int, pixel_stride: 
     return ((a * row_pixels + b) * pixel_stride + c).reshape(-1).astype(np.int64)
 
 
+@njit(cache=True, inline="always")
+def _tiles(total, most):  # the fewest tiles of at most ``most`` that cover ``total``
+    return (total + most - 1) // most
+
+
+@njit(cache=True, inline="always")
+def _cut(total, tiles, part):
+    """(start, size) of one of ``tiles`` near-equal tiles over ``total``: 25 rows as 9, 8, 8
+    rather than 12, 12, 1, whose one-row tile runs at a tenth of a full tile's rate."""
+    start = part * total // tiles
+    return start, (part + 1) * total // tiles - start
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix):
+    """out[obase + p*ldo + v] = sum over k of x[xbase + p*ps + roff[k]] * w[k*ldw + v], for p < npix
+    and v < ldw: a row of pixels by every column, in two-vector tiles, then a one-vector tile
+    where ldw leaves an odd vector."""
+    nk, cols = roff.shape[0], tile_width(w)
+    wide = ldw - ldw % cols
+    if wide > 0:
+        tiles = _tiles(npix, TILE_PIXELS)
+        for part in range(tiles):
+            q0, n = _cut(npix, tiles, part)
+            for j0 in range(0, wide, cols):
+                tile_rows(x, xbase + q0 * ps, ps, roff, 0, nk, w, j0, ldw, out, obase + q0 * ldo + j0, ldo, n)
+    if wide < ldw:
+        tiles = _tiles(npix, NARROW_PIXELS)
+        for part in range(tiles):
+            q0, n = _cut(npix, tiles, part)
+            tile_rows_narrow(x, xbase + q0 * ps, ps, roff, 0, nk, w, wide, ldw, out, obase + q0 * ldo + wide, ldo, n)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _grad_product(x, xbase, roff, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
+    """out[obase + r*ldo + v] += sum over pixels (i, q) of x[xbase + i*rsx + q*psx + roff[r]]
+    * g[gbase + i*rsg + q*psg + v], for every row r of roff and v < ldo: two-vector tiles, then a
+    one-vector tile where ldo leaves an odd vector."""
+    nk, width = roff.shape[0], tile_width(out)
+    wide = ldo - ldo % width
+    if wide > 0:
+        tiles = _tiles(nk, TILE_PIXELS)
+        for part in range(tiles):
+            r0, nrow = _cut(nk, tiles, part)
+            for j0 in range(0, wide, width):
+                tile_grad(x, xbase, roff, r0, nrow, g, gbase + j0, rows, cols, rsx, psx, rsg, psg,
+                          out, obase + r0 * ldo + j0, ldo)
+    if wide < ldo:
+        tiles = _tiles(nk, NARROW_PIXELS)
+        for part in range(tiles):
+            r0, nrow = _cut(nk, tiles, part)
+            tile_grad_narrow(x, xbase, roff, r0, nrow, g, gbase + wide, rows, cols, rsx, psx, rsg, psg,
+                             out, obase + r0 * ldo + wide, ldo)
+
+
 @njit(**_pjit)
 def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2p, C), border zeroed
     n_, c_, h_, w_ = x.shape
@@ -71,142 +144,140 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 
 
 @njit(**_pjit)
-def conv_pool_forward_kernel(xh, roff, wpk, b, oh, ow, size, pstride, y, arg):
-    """y (N, F, PH, PW) = max-pool(ReLU(conv(x) + b)), arg = each maximum's index i*OW + j."""
+def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, y, arg):
+    """y (N, F, PH, PW) = max-pool(ReLU(conv(x) + b)); arg (N, PH, PW, Fp) each maximum's index
+    i*OW + j in the convolution's output, or -1 where the ReLU let nothing through. ``bp`` is the
+    bias padded with zeros to Fp (the padded channels then all read -1)."""
     n_, hp, wp, c_ = xh.shape
-    fp, nk = wpk.shape[1], roff.shape[0]
-    cols = tile_width(wpk)
-    xflat, wflat = xh.reshape(-1), wpk.reshape(-1)
+    fp = wpk.shape[1]
+    xflat, wflat, argflat = xh.reshape(-1), wpk.reshape(-1), arg.reshape(-1)
+    ph, pw = arg.shape[1], arg.shape[2]
     for n in prange(n_):
         acc = np.empty(oh * ow * fp, y.dtype)  # (OH, OW, Fp) before the bias
         for i in range(oh):
-            for q0 in range(0, ow, TILE_PIXELS):
-                npix = min(TILE_PIXELS, ow - q0)
-                for j0 in range(0, fp, cols):
-                    tile_rows(xflat, ((n * hp + i) * wp + q0) * c_, c_, roff, 0, nk,
-                              wflat, j0, fp, acc, (i * ow + q0) * fp + j0, fp, npix)
+            _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow)
+        pooled = np.empty(ph * pw * fp, y.dtype)  # (PH, PW, Fp)
         if size == 2 and pstride == 2:
-            _pool22_relu(acc, fp, ow, b, y[n], arg[n])
+            pool22_relu(acc, fp, ow, ph, pw, bp, pooled, argflat, n * ph * pw * fp)
         else:
-            _pool_relu(acc, fp, ow, b, size, pstride, y[n], arg[n])
+            _pool_relu(acc, fp, ow, bp, size, pstride, arg[n], pooled)
+        _to_planes(pooled, fp, y[n])
 
 
 @njit(cache=True, nogil=True)
-def _pool_relu(acc, fp, ow, b, size, pstride, y, arg):
-    """y (F, PH, PW) = ReLU(max over each window of acc (OH, OW, Fp) + b), arg its index i*OW + j;
-    the first maximum wins ties. The channels run innermost, in acc's memory order (outermost,
-    the strided reads cost 1.3 ms a fast-cnn batch; measured 10.5 against 1.5 us an image)."""
-    f_, ph, pw = y.shape
-    best = np.empty(fp, acc.dtype)
-    where = np.empty(fp, np.int32)
+def _pool_relu(acc, fp, ow, bp, size, pstride, arg, pooled):
+    """pool22_relu (numba_tiles.py) for any window: pooled (PH, PW, Fp) = ReLU(max over each window
+    of acc (OH, OW, Fp) + b), arg (PH, PW, Fp) its index i*OW + j or -1; the first maximum wins
+    ties. The channels run innermost, in acc's memory order. Bare 0s would mix float64 in."""
+    ph, pw = arg.shape[0], arg.shape[1]
+    zero = np.zeros(1, pooled.dtype)[0]
+    stopped = np.int32(-1)
     for pi in range(ph):
         for pj in range(pw):
             h0, w0 = pi * pstride, pj * pstride
-            first = h0 * ow + w0
-            for f in range(fp):
-                best[f] = acc[first * fp + f]
-                where[f] = first
+            p = pi * pw + pj
+            best, where = pooled[p * fp: (p + 1) * fp], arg[pi, pj]
+            first = np.int32(h0 * ow + w0)
+            best[:] = acc[first * fp: (first + 1) * fp]
+            where[:] = first
             for a in range(size):
                 for bb in range(size):
                     k = np.int32((h0 + a) * ow + w0 + bb)
-                    base = k * fp
+                    row = acc[k * fp: (k + 1) * fp]
                     for f in range(fp):
-                        v, bf = acc[base + f], best[f]
+                        v, bf = row[f], best[f]
                         where[f] = k if v > bf else where[f]
                         best[f] = v if v > bf else bf
-            for f in range(f_):
-                v = best[f] + b[f]
-                y[f, pi, pj] = v if v > 0 else 0
-                arg[f, pi, pj] = where[f]
+            for f in range(fp):
+                v = best[f] + bp[f]
+                best[f] = v if v > zero else zero
+                where[f] = where[f] if v > zero else stopped
 
 
 @njit(cache=True, nogil=True)
-def _pool22_relu(acc, fp, ow, b, y, arg):  # _pool_relu for a 2x2 window, stride 2
+def _to_planes(pooled, fp, y):  # pooled (PH, PW, Fp) -> y (F, PH, PW)
     f_, ph, pw = y.shape
-    for pi in range(ph):
-        for pj in range(pw):
-            k0 = 2 * pi * ow + 2 * pj
-            r0, r1 = acc[k0 * fp: (k0 + 1) * fp], acc[(k0 + 1) * fp: (k0 + 2) * fp]
-            r2, r3 = acc[(k0 + ow) * fp: (k0 + ow + 1) * fp], acc[(k0 + ow + 1) * fp: (k0 + ow + 2) * fp]
-            for f in range(f_):
-                v0, v1, v2, v3 = r0[f], r1[f], r2[f], r3[f]
-                m01, m23 = max(v0, v1), max(v2, v3)
-                k01 = k0 if v0 >= v1 else k0 + 1
-                k23 = k0 + ow if v2 >= v3 else k0 + ow + 1
-                best = max(m01, m23) + b[f]
-                y[f, pi, pj] = best if best > 0 else 0
-                arg[f, pi, pj] = k01 if m01 >= m23 else k23
+    for f in range(f_):
+        for pi in range(ph):
+            for pj in range(pw):
+                y[f, pi, pj] = pooled[(pi * pw + pj) * fp + f]
 
 
 @njit(**_pjit)
-def conv_pool_backward_kernel(dy, y, arg, xh, roff, oh, ow, kh, kw, chunk, dwp, dbp,
+def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, chunk, dwp, dbp,
                               wcol, roffc, pad, dx):
     """Per chunk of images: dwp[chunk] (K, Fp) and dbp[chunk] (Fp,) partials; dx (N, C, H, W)
-    when it has any images (the input gradient), else skipped."""
+    when it has any images (the input gradient), else skipped. One image at a time, so that its
+    gradient before pooling, g (OH, OW, Fp), is read by both products while it is in cache (and
+    a chunk's buffers stay small enough for the allocator's heap: a 590 KB one came from mmap,
+    zeroed page by page, 0.6 ms a fast-cnn batch)."""
     n_, f_, ph, pw = dy.shape
     _, hp, wp, c_ = xh.shape
     nk, fp = roff.shape[0], dwp.shape[2]
-    gplane = oh * ow * fp
-    xplane = hp * wp * c_
-    cols = tile_width(dwp)
-    xflat, dwflat = xh.reshape(-1), dwp.reshape(-1)
+    xplane, pplane = hp * wp * c_, ph * pw * fp
+    xflat, dwflat, argflat, dyflat = xh.reshape(-1), dwp.reshape(-1), arg.reshape(-1), dy.reshape(-1)
     chunks = (n_ + chunk - 1) // chunk
     for ci in prange(chunks):
-        n0 = ci * chunk
-        cnt = min(chunk, n_ - n0)
-        g = np.zeros(cnt * gplane, dy.dtype)
-        for k in range(cnt):  # un-pool: through the argmax, where the ReLU let it through
-            for f in range(f_):
-                for pi in range(ph):
-                    for pj in range(pw):
-                        if y[n0 + k, f, pi, pj] > 0:
-                            where = arg[n0 + k, f, pi, pj]
-                            d = dy[n0 + k, f, pi, pj]
-                            g[k * gplane + where * fp + f] += d
-                            dbp[ci, f] += d
-        for r0 in range(0, nk, TILE_PIXELS):
-            nrow = min(TILE_PIXELS, nk - r0)
-            for j0 in range(0, fp, cols):
-                for k in range(cnt):
-                    tile_grad(xflat, (n0 + k) * xplane, roff, r0, nrow, g, k * gplane + j0,
-                              oh, ow, wp * c_, c_, ow * fp, fp, dwflat, (ci * nk + r0) * fp + j0, fp)
-        if dx.shape[0] > 0:
-            _input_gradient(g, cnt, oh, ow, fp, kh, kw, wcol, roffc, pad, dx, n0, cols)
+        g = np.empty(oh * ow * fp, dy.dtype)  # (OH, OW, Fp): one image's gradient before pooling
+        dyl = np.zeros(pplane, dy.dtype)  # (PH, PW, Fp): its dy, channels last
+        rows = np.empty(oh * ow * wcol.shape[1], dy.dtype)  # (OH*OW, Kp) for the input gradient
+        dxp = np.empty(hp * wp * c_, dy.dtype)  # (Hp, Wp, C): the padded input's gradient
+        for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
+            for f in range(f_):  # contiguous reads, strided writes
+                src = (n * f_ + f) * ph * pw
+                for p in range(ph * pw):
+                    dyl[p * fp + f] = dyflat[src + p]
+            if size == 2 and pstride == 2:
+                if oh % 2 or ow % 2:  # a last row or column outside every window
+                    g[:] = 0
+                unpool22(dyl, argflat, n * pplane, fp, ow, ph, pw, g, 0, dbp[ci])
+            else:
+                _unpool(dyl, arg[n], fp, g, dbp[ci])
+            _grad_product(xflat, n * xplane, roff, g, 0, oh, ow, wp * c_, c_, ow * fp, fp, dwflat, ci * nk * fp, fp)
+            if dx.shape[0] > 0:
+                _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx[n])
 
 
 @njit(cache=True, nogil=True)
-def _input_gradient(g, cnt, oh, ow, fp, kh, kw, wcol, roffc, pad, dx, n0, cols):
-    """dx[n0 + k] (C, H, W) from g[k] (OH, OW, Fp): rows = g @ wcol (F, Kp), then each pixel's row
-    added at its KH x KW input pixels; ``roffc`` = 0..F-1, the reduction's offsets in a pixel."""
-    _, c_, h_, w_ = dx.shape
-    hp, wp = h_ + 2 * pad, w_ + 2 * pad
-    kp, nf = wcol.shape[1], roffc.shape[0]
-    gplane = oh * ow * fp
+def _unpool(dyl, arg, fp, g, db):  # unpool22 for any window: overlapping windows add up
+    ph, pw = arg.shape[0], arg.shape[1]
+    g[:] = 0
+    for pi in range(ph):
+        for pj in range(pw):
+            p = pi * pw + pj
+            for f in range(fp):
+                where = arg[pi, pj, f]
+                if where >= 0:
+                    g[where * fp + f] += dyl[p * fp + f]
+                    db[f] += dyl[p * fp + f]
+
+
+@njit(cache=True, nogil=True)
+def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx):
+    """dx (C, H, W) from g (OH, OW, Fp): rows (OH*OW, Kp) = g @ wcol (F, Kp), then each pixel's row
+    added at its KH x KW input pixels of dxp (Hp, Wp, C); ``roffc`` = 0..F-1, the reduction's
+    offsets in a pixel."""
+    c_, h_, w_ = dx.shape
+    wp = w_ + 2 * pad
+    kp = wcol.shape[1]
     wflat = wcol.reshape(-1)
-    rows = np.empty(oh * ow * kp, dx.dtype)  # (OH*OW, Kp)
-    dxp = np.empty(hp * wp * c_, dx.dtype)  # (Hp, Wp, C), the padded input's gradient
-    for k in range(cnt):
-        for i in range(oh):
-            for q0 in range(0, ow, TILE_PIXELS):
-                npix = min(TILE_PIXELS, ow - q0)
-                for j0 in range(0, kp, cols):
-                    tile_rows(g, k * gplane + (i * ow + q0) * fp, fp, roffc, 0, nf,
-                              wflat, j0, kp, rows, (i * ow + q0) * kp + j0, kp, npix)
-        dxp[:] = 0
-        for i in range(oh):
-            for q in range(ow):
-                src = (i * ow + q) * kp
-                for a in range(kh):
-                    for bb in range(kw):
-                        dst = ((i + a) * wp + q + bb) * c_
-                        s0 = src + (a * kw + bb) * c_
-                        into, part = dxp[dst: dst + c_], rows[s0: s0 + c_]  # slices: vectorised
-                        for c in range(c_):
-                            into[c] += part[c]
-        for c in range(c_):
-            for i in range(h_):
-                for j in range(w_):
-                    dx[n0 + k, c, i, j] = dxp[((i + pad) * wp + j + pad) * c_ + c]
+    for i in range(oh):
+        _row_product(g, i * ow * fp, fp, roffc, wflat, kp, rows, i * ow * kp, kp, ow)
+    dxp[:] = 0
+    for i in range(oh):
+        for q in range(ow):
+            src = (i * ow + q) * kp
+            for a in range(kh):
+                for bb in range(kw):
+                    dst = ((i + a) * wp + q + bb) * c_
+                    s0 = src + (a * kw + bb) * c_
+                    into, part = dxp[dst: dst + c_], rows[s0: s0 + c_]  # slices: vectorised
+                    for c in range(c_):
+                        into[c] += part[c]
+    for c in range(c_):
+        for i in range(h_):
+            for j in range(w_):
+                dx[c, i, j] = dxp[((i + pad) * wp + j + pad) * c_ + c]
 
 
-lock_caches(globals())
+lock_caches(globals(), depends=(numba_tiles.__file__,))  # they inline numba_tiles's IR

@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
 from .numba_cache import lock_caches
+from .numba_kernels import __file__ as _kernels_file
 from .numba_kernels import _softmax_ce_row
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
@@ -442,4 +443,4 @@ def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, slot_of, r
         gw[rows[q], :] = 0
 
 
-lock_caches(globals())  # several processes compiling into one cache at once: numba_cache.py
+lock_caches(globals(), depends=(_kernels_file,))  # one cache for several processes; numba_cache.py

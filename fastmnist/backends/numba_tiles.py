@@ -23,8 +23,13 @@ into every vector of the tile.
   for r < nrow (at most :data:`TILE_PIXELS`), v < ``tile_columns(itemsize)``: a block of weight-gradient
   rows, reduced over a rows x cols grid of pixels.
 
-Both take a run-time tile size and switch to a fully unrolled body for it, so one compiled
-kernel serves every layer shape. Offsets are in elements; the caller guarantees every index is
+``tile_rows_narrow`` and ``tile_grad_narrow`` do the same over one vector of columns (half of
+``tile_columns``), up to :data:`NARROW_PIXELS` pixels or rows: a layer whose channels are an odd
+number of vectors computes no padded vector. ``pool22_relu`` and ``unpool22`` (at the end) pool
+a tile's output channels last, in the same vectors.
+
+The tile kernels take a run-time tile size and switch to a fully unrolled body for it, so one
+compiled kernel serves every layer shape. Offsets are in elements; the caller guarantees every index is
 in bounds (the kernels in numba_conv.py derive them from checked shapes).
 """
 import numba
@@ -51,9 +56,15 @@ def vector_bytes() -> int:
 VECTOR_BYTES = vector_bytes()
 #: vector registers per tile row: two, so each broadcast input feeds two FMAs
 TILE_VECTORS = 2
-#: the most pixels (tile_rows) or weight rows (tile_grad) in one tile: 12 x 2 accumulators of the
-#: 32 AVX-512 registers, 6 x 2 of AVX2's 16, leaving room for the weights and the broadcast
-TILE_PIXELS = 12 if VECTOR_BYTES == 64 else 6
+#: the most pixels (tile_rows) or weight rows (tile_grad) in one tile: 10 x 2 accumulators of the
+#: 32 AVX-512 registers, 6 x 2 of AVX2's 16, leaving room for the weights and the broadcast.
+#: Measured on a Zen 4 (benchmarks/tile_sizes.py): tile_rows runs at 226 GFLOP/s with 5 to 10
+#: pixels but 71-100 with 12 (its 12-pixel body spills); AVX2 code is fastest at 6.
+TILE_PIXELS = 10 if VECTOR_BYTES == 64 else 6
+#: the same for the one-vector ``_narrow`` kernels, which finish a layer whose channels are an odd
+#: number of vectors (16 filters on AVX-512, 24 on AVX2) without computing a padded vector; 8 to
+#: 20 measured alike on dropout-cnn's 16-filter convolution (Zen 4), 12 + 2 fit AVX2's 16 registers
+NARROW_PIXELS = 12
 
 
 def tile_columns(itemsize: int) -> int:
@@ -91,11 +102,11 @@ def _vector_ops(context, builder, dtype):
     return vty, lanes, at, vload, vstore, splat, fma
 
 
-def _switch_on(builder, count, emit):
-    """Branch on the run-time tile size to a body unrolled for it (1..TILE_PIXELS; others: no-op)."""
+def _switch_on(builder, count, most, emit):
+    """Branch on the run-time tile size to a body unrolled for it (1..most; others: no-op)."""
     end = builder.append_basic_block("tile.end")
     switch = builder.switch(count, end)
-    for size in range(1, TILE_PIXELS + 1):
+    for size in range(1, most + 1):
         block = builder.append_basic_block(f"tile.{size}")
         switch.add_case(ir.Constant(count.type, size), block)
         builder.position_at_end(block)
@@ -111,9 +122,9 @@ def _check_arrays(name, *arys):
     return next(iter(dtypes))
 
 
-@intrinsic
-def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
-    dtype = _check_arrays("tile_rows", x, w, out)
+def _rows_intrinsic(name, vectors, most, x, roff, w, out):
+    """tile_rows's signature and code for tiles of up to ``most`` pixels x ``vectors`` vectors."""
+    dtype = _check_arrays(name, x, w, out)
     i64 = types.int64
     sig = types.void(x, i64, i64, roff, i64, i64, w, i64, i64, out, i64, i64, i64)
 
@@ -122,7 +133,7 @@ def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, l
         xp, rp = _data(context, builder, x, xa), _data(context, builder, roff, ra)
         wp, op = _data(context, builder, w, wa), _data(context, builder, out, oa)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
-        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(TILE_VECTORS)]
+        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(vectors)]
 
         def emit(npx):
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in lane]
@@ -141,15 +152,15 @@ def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, l
                 for j, lj in enumerate(lane):
                     vstore(builder.load(acc[p][j]), op, builder.add(row, lj))
 
-        _switch_on(builder, npix, emit)
+        _switch_on(builder, npix, most, emit)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-@intrinsic
-def tile_grad(typingctx, x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
-    dtype = _check_arrays("tile_grad", x, g, out)
+def _grad_intrinsic(name, vectors, most, x, roff, g, out):
+    """tile_grad's signature and code for tiles of up to ``most`` rows x ``vectors`` vectors."""
+    dtype = _check_arrays(name, x, g, out)
     i64 = types.int64
     sig = types.void(x, i64, roff, i64, i64, g, i64, i64, i64, i64, i64, i64, i64, out, i64, i64)
 
@@ -158,7 +169,7 @@ def tile_grad(typingctx, x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, ps
         xp, rp = _data(context, builder, x, xa), _data(context, builder, roff, ra)
         gp, op = _data(context, builder, g, ga), _data(context, builder, out, oa)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
-        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(TILE_VECTORS)]
+        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(vectors)]
 
         def emit(nr):
             offs = [builder.load(at(rp, builder.add(k0, ir.Constant(k0.type, r)))) for r in range(nr)]
@@ -181,18 +192,144 @@ def tile_grad(typingctx, x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, ps
                     idx = builder.add(row, lj)
                     vstore(builder.fadd(vload(op, idx), builder.load(acc[r][j])), op, idx)
 
-        _switch_on(builder, nrow, emit)
+        _switch_on(builder, nrow, most, emit)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @intrinsic
+def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+    return _rows_intrinsic("tile_rows", TILE_VECTORS, TILE_PIXELS, x, roff, w, out)
+
+
+@intrinsic
+def tile_rows_narrow(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+    return _rows_intrinsic("tile_rows_narrow", 1, NARROW_PIXELS, x, roff, w, out)
+
+
+@intrinsic
+def tile_grad(typingctx, x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
+    return _grad_intrinsic("tile_grad", TILE_VECTORS, TILE_PIXELS, x, roff, g, out)
+
+
+@intrinsic
+def tile_grad_narrow(typingctx, x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
+    return _grad_intrinsic("tile_grad_narrow", 1, NARROW_PIXELS, x, roff, g, out)
+
+
+@intrinsic
 def tile_width(typingctx, a):
-    """The output channels one tile covers for a's dtype, as the micro-kernels were compiled."""
+    """The output channels one (two-vector) tile covers for a's dtype, as the micro-kernels were
+    compiled; the narrow kernels cover half of it."""
     width = tile_columns(a.dtype.bitwidth // 8)
 
     def codegen(context, builder, signature, args):
         return ir.Constant(ir.IntType(64), width)
 
     return types.int64(a), codegen
+
+
+# ---- the 2x2 max-pooling around the tiles, channels last, in the same vectors ----
+# Numba vectorises these loops too, but with runtime alias checks per 32-channel window that cost
+# more than the work (2.8 us an image for fast-cnn's first layer, against 0.5 here, measured).
+
+def _int_splat(builder, value, lanes):
+    ity = ir.VectorType(ir.IntType(32), lanes)
+    one = builder.insert_element(ir.Constant(ity, ir.Undefined), builder.trunc(value, ir.IntType(32))
+                                 if value.type.width > 32 else value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(ity, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
+def _windows(builder, ph, pw, nvec, body):
+    """Loops pi < ph, pj < pw, v < nvec around body(pi, pj, v)."""
+    with cgutils.for_range(builder, ph) as li:
+        with cgutils.for_range(builder, pw) as lj:
+            with cgutils.for_range(builder, nvec) as lv:
+                body(li.index, lj.index, lv.index)
+
+
+@intrinsic
+def pool22_relu(typingctx, acc, fp, ow, ph, pw, bp, pooled, arg, abase):
+    """pooled[(pi*PW + pj)*Fp + f] = ReLU(max of acc (OH, OW, Fp) over the 2x2 window (pi, pj),
+    plus bp[f]); arg[abase + the same] = the maximum's pixel index i*OW + j (the first one
+    row-major on ties), or -1 where the ReLU stopped it. fp: a whole number of vectors."""
+    dtype = _check_arrays("pool22_relu", acc, bp, pooled)
+    i64 = types.int64
+    sig = types.void(acc, i64, i64, i64, i64, bp, pooled, arg, i64)
+
+    def codegen(context, builder, signature, args):
+        aa, fp, ow, ph, pw, ba, pa, ga, abase = args
+        accp, bpp = _data(context, builder, acc, aa), _data(context, builder, bp, ba)
+        pp, gp = _data(context, builder, pooled, pa), _data(context, builder, arg, ga)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        ity = ir.VectorType(ir.IntType(32), lanes)
+        i64_t = ir.IntType(64)
+        lanes_c = ir.Constant(i64_t, lanes)
+        zero = ir.Constant(vty, None)
+        stopped = ir.Constant(ity, [-1] * lanes)
+
+        def body(pi, pj, v):
+            k0 = builder.add(builder.mul(builder.mul(pi, ir.Constant(i64_t, 2)), ow),
+                             builder.mul(pj, ir.Constant(i64_t, 2)))
+            ks = [k0, builder.add(k0, ir.Constant(i64_t, 1)), builder.add(k0, ow),
+                  builder.add(builder.add(k0, ow), ir.Constant(i64_t, 1))]
+            lane0 = builder.mul(v, lanes_c)
+            vals = [vload(accp, builder.add(builder.mul(k, fp), lane0)) for k in ks]
+            c01 = builder.fcmp_ordered(">=", vals[0], vals[1])
+            c23 = builder.fcmp_ordered(">=", vals[2], vals[3])
+            m01, m23 = builder.select(c01, vals[0], vals[1]), builder.select(c23, vals[2], vals[3])
+            kv = [_int_splat(builder, k, lanes) for k in ks]
+            k01, k23 = builder.select(c01, kv[0], kv[1]), builder.select(c23, kv[2], kv[3])
+            c = builder.fcmp_ordered(">=", m01, m23)
+            m = builder.fadd(builder.select(c, m01, m23), vload(bpp, lane0))
+            live = builder.fcmp_ordered(">", m, zero)
+            out = builder.add(builder.mul(builder.add(builder.mul(pi, pw), pj), fp), lane0)
+            vstore(builder.select(live, m, zero), pp, out)
+            where = builder.select(live, builder.select(c, k01, k23), stopped)
+            builder.store(where, builder.bitcast(at(gp, builder.add(abase, out)), ity.as_pointer()), align=4)
+
+        _windows(builder, ph, pw, builder.udiv(fp, lanes_c), body)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def unpool22(typingctx, dyl, arg, abase, fp, ow, ph, pw, g, gbase, db):
+    """The gradient back through pool22_relu: g[gbase + (i*OW + j)*Fp + f] = dyl[(pi*PW + pj)*Fp + f]
+    where arg names pixel (i, j) for window (pi, pj), else 0, for every pixel of every window;
+    db[f] += the dyl that got through. Pixels outside every window are left as they are."""
+    dtype = _check_arrays("unpool22", dyl, g, db)
+    i64 = types.int64
+    sig = types.void(dyl, arg, i64, i64, i64, i64, i64, g, i64, db)
+
+    def codegen(context, builder, signature, args):
+        da, ga, abase, fp, ow, ph, pw, gg, gbase, dba = args
+        dp, ap = _data(context, builder, dyl, da), _data(context, builder, arg, ga)
+        gp, dbp = _data(context, builder, g, gg), _data(context, builder, db, dba)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        ity = ir.VectorType(ir.IntType(32), lanes)
+        i64_t = ir.IntType(64)
+        lanes_c = ir.Constant(i64_t, lanes)
+        zero = ir.Constant(vty, None)
+
+        def body(pi, pj, v):
+            k0 = builder.add(builder.mul(builder.mul(pi, ir.Constant(i64_t, 2)), ow),
+                             builder.mul(pj, ir.Constant(i64_t, 2)))
+            lane0 = builder.mul(v, lanes_c)
+            src = builder.add(builder.mul(builder.add(builder.mul(pi, pw), pj), fp), lane0)
+            d = vload(dp, src)
+            where = builder.load(builder.bitcast(at(ap, builder.add(abase, src)), ity.as_pointer()), align=4)
+            for k in (k0, builder.add(k0, ir.Constant(i64_t, 1)), builder.add(k0, ow),
+                      builder.add(builder.add(k0, ow), ir.Constant(i64_t, 1))):
+                hit = builder.icmp_signed("==", where, _int_splat(builder, k, lanes))
+                vstore(builder.select(hit, d, zero), gp, builder.add(gbase, builder.add(builder.mul(k, fp), lane0)))
+            live = builder.icmp_signed(">=", where, ir.Constant(ity, None))
+            vstore(builder.fadd(vload(dbp, lane0), builder.select(live, d, zero)), dbp, lane0)
+
+        _windows(builder, ph, pw, builder.udiv(fp, lanes_c), body)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -49,6 +49,12 @@ NUMBA_SINGLE_THREAD_BLAS = True
 NUMBA_OMP_WAIT_POLICY = os.environ.get("FASTMNIST_OMP_WAIT_POLICY", "PASSIVE")
 USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (bench restores it for PyTorch)
 
+#: numba backend: below this many elements an optimizer step runs on one core (a parallel region
+#: wakes the sleeping OpenMP threads: ~45 us measured on a 2-core VM, against ~3 us of work for
+#: 24 biases); above it, ADAM_BLOCK elements per parallel task.
+PARALLEL_MIN_ELEMENTS = 32768
+ADAM_BLOCK = 16384
+
 #: numba backend: inside training_context, matrix products of at least this many FLOPs are split
 #: over the cores by hand (BLAS itself is single-threaded there).
 SPLIT_GEMM_MIN_FLOPS = 20_000_000

@@ -198,6 +198,29 @@ def test_optimizer_updates(be, rng, dtype):
         assert_close(be.to_numpy(got), want, dtype, f"adam {name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [[(3, 4), (5,)], [(40000,), (7,), (300, 110)]], ids=["tiny", "parallel"])
+def test_adam_update_many_matches_one_at_a_time(be, rng, dtype, sizes, monkeypatch):
+    """The optimizer's one-call Adam, where a backend has it, against the loop oracle parameter by
+    parameter; "parallel" crosses config.PARALLEL_MIN_ELEMENTS and splits arrays into blocks."""
+    if not hasattr(be, "adam_update_many"):
+        pytest.skip(f"{be.name} has no adam_update_many (the optimizer loops over adam_update)")
+    monkeypatch.setattr(config, "ADAM_BLOCK", 4096)  # several blocks per array, one ending short
+    params = [rand(rng, s, dtype) for s in sizes]
+    grads = [rand(rng, s, dtype) for s in sizes]
+    states = [{"m": rand(rng, s, dtype), "v": rand(rng, s, dtype) ** 2} for s in sizes]
+    dev = [be.asarray(p.copy()) for p in params]
+    dev_states = [{k: be.asarray(a.copy()) for k, a in st.items()} for st in states]
+    for t in (1, 2, 7):
+        be.adam_update_many(dev, [be.asarray(g) for g in grads], dev_states, t, 0.01, 0.7, 0.9, 1e-8)
+    for k, (param, grad, st) in enumerate(zip(params, grads, states)):
+        ref = (param, st["m"], st["v"])
+        for t in (1, 2, 7):
+            ref = naive.adam_update(*ref[:1], grad, *ref[1:], t, 0.01, 0.7, 0.9, 1e-8)
+        for got, want, name in zip((dev[k], dev_states[k]["m"], dev_states[k]["v"]), ref, ("param", "m", "v")):
+            assert_close(be.to_numpy(got), want, dtype, f"adam_update_many parameter {k} {name}")
+
+
 def test_count_correct(be):
     logits = np.array([[0.1, 2.0, 0.3], [5.0, 0.0, 1.0], [0.0, 0.0, 3.0]], np.float32)
     assert int(be.count_correct(be.asarray(logits), be.asarray(np.array([1, 0, 1])))) == 2

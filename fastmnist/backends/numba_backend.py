@@ -163,6 +163,8 @@ if numba is not None:
         _accumulate_taps,
         _adagrad_kernel,
         _adam_kernel,
+        _adam_many_kernel,
+        _adam_range,
         _affine_warp_kernel,
         _bias_add_kernel,
         _col2im_kernel,
@@ -571,7 +573,32 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     op = "adam_update"
     step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
     _adam_kernel(_flat(param, op, "param"), _c(grad).reshape(-1), _flat(m, op, "m"), _flat(v, op, "v"),
-                 f(beta1), f(beta2), f(step_size), f(sqrt_bc2), f(eps))
+                 f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(step_size), f(sqrt_bc2), f(eps))
+
+
+def adam_update_many(params, grads, states, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """adam_update for every parameter in one parallel region (the optimizer uses it where present);
+    ``states[k]`` holds ``m`` and ``v``. Tiny models (under config.PARALLEL_MIN_ELEMENTS in all) run
+    on one core, as a wake-up of the other threads would cost more than their work."""
+    op = "adam_update_many"
+    C.check_update_many(op, params, grads, states, ("m", "v"), lr)
+    t = C.require_int(op, "t", t, 1)
+    f = params[0].dtype.type
+    ps = tuple(_flat(p, op, f"params[{k}]") for k, p in enumerate(params))
+    ms = tuple(_flat(s["m"], op, f"states[{k}]['m']") for k, s in enumerate(states))
+    vs = tuple(_flat(s["v"], op, f"states[{k}]['v']") for k, s in enumerate(states))
+    gs = tuple(_c(g).reshape(-1) for g in grads)
+    step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
+    hyper = (f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(step_size), f(sqrt_bc2), f(eps))
+    total = sum(p.size for p in ps)
+    block = max(total, 1) if total < config.PARALLEL_MIN_ELEMENTS else config.ADAM_BLOCK
+    starts = np.zeros(len(ps) + 1, np.int64)
+    np.cumsum([-(-p.size // block) for p in ps], out=starts[1:])
+    if total < config.PARALLEL_MIN_ELEMENTS:
+        for p, g, m, v in zip(ps, gs, ms, vs):
+            _adam_range(p, g, m, v, 0, p.size, *hyper)
+    else:
+        _adam_many_kernel(ps, gs, ms, vs, starts, block, *hyper)
 
 
 # ---- whole training steps of a dense network ----

@@ -44,7 +44,7 @@ from .numba_tiles import (
     unpool22,
 )
 
-_pjit = dict(cache=True, nogil=True, parallel=True)
+_pjit = dict(cache=True, nogil=True, parallel=True, error_model="numpy")  # see numba_kernels._jit
 
 
 def padded_width(channels: int, itemsize: int) -> int:

@@ -58,8 +58,9 @@ VECTOR_BYTES = vector_bytes()
 TILE_VECTORS = 2
 #: the most pixels (tile_rows) or weight rows (tile_grad) in one tile: 10 x 2 accumulators of the
 #: 32 AVX-512 registers, 6 x 2 of AVX2's 16, leaving room for the weights and the broadcast.
-#: Measured on a Zen 4 (benchmarks/tile_sizes.py): tile_rows runs at 226 GFLOP/s with 5 to 10
-#: pixels but 71-100 with 12 (its 12-pixel body spills); AVX2 code is fastest at 6.
+#: Measured on a Zen 4 (benchmarks/tile_sizes.py): fast-cnn's first layer forward ran at 151-158
+#: GFLOP/s with tiles of 5 to 10 pixels and at 71 with 12 (24 pixels as 12 + 12; why the 12-pixel
+#: body is slow was not investigated); AVX2 code (NUMBA_CPU_NAME=haswell) was fastest at 6.
 TILE_PIXELS = 10 if VECTOR_BYTES == 64 else 6
 #: the same for the one-vector ``_narrow`` kernels, which finish a layer whose channels are an odd
 #: number of vectors (16 filters on AVX-512, 24 on AVX2) without computing a padded vector; 8 to

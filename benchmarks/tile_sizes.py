@@ -85,8 +85,8 @@ def main(sizes):
         flops = 2 * n * oh * oh * f * k * k * c
         cells = []
         for most in sizes:
-            t_fwd = median_ms(lambda: forward_rows(xh, roff, wpk, oh, oh, acc, most))
-            t_grad = median_ms(lambda: weight_rows(xh, roff, g, oh, oh, fp, dwp, most))
+            t_fwd = median_ms(lambda m=most: forward_rows(xh, roff, wpk, oh, oh, acc, m))  # noqa: B023
+            t_grad = median_ms(lambda m=most: weight_rows(xh, roff, g, oh, oh, fp, dwp, m))  # noqa: B023
             cells.append(f"{most}: {flops / t_fwd / 1e6:.0f}/{flops / t_grad / 1e6:.0f}")
         print(f"{name:17s}", "  ".join(cells), flush=True)
 

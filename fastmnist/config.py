@@ -49,10 +49,11 @@ NUMBA_SINGLE_THREAD_BLAS = True
 NUMBA_OMP_WAIT_POLICY = os.environ.get("FASTMNIST_OMP_WAIT_POLICY", "PASSIVE")
 USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (bench restores it for PyTorch)
 
-#: numba backend: below this many elements an optimizer step runs on one core (a parallel region
-#: wakes the sleeping OpenMP threads: ~45 us measured on a 2-core VM, against ~3 us of work for
-#: 24 biases); above it, ADAM_BLOCK elements per parallel task.
-PARALLEL_MIN_ELEMENTS = 32768
+#: numba backend: an elementwise kernel (activations, bias, dropout, softmax, optimizer updates)
+#: over fewer elements runs on one core: a parallel region wakes the sleeping OpenMP threads, ~37-45
+#: us measured on a 2-core VM, against ~3 us of work for 24 biases and ~17 us for ReLU over 65k
+#: floats. Adam over many parameters goes parallel above it in tasks of ADAM_BLOCK elements.
+PARALLEL_MIN_ELEMENTS = 131072
 ADAM_BLOCK = 16384
 
 #: numba backend: inside training_context, matrix products of at least this many FLOPs are split

@@ -206,6 +206,7 @@ def test_adam_update_many_matches_one_at_a_time(be, rng, dtype, sizes, monkeypat
     if not hasattr(be, "adam_update_many"):
         pytest.skip(f"{be.name} has no adam_update_many (the optimizer loops over adam_update)")
     monkeypatch.setattr(config, "ADAM_BLOCK", 4096)  # several blocks per array, one ending short
+    monkeypatch.setattr(config, "PARALLEL_MIN_ELEMENTS", 32768)
     params = [rand(rng, s, dtype) for s in sizes]
     grads = [rand(rng, s, dtype) for s in sizes]
     states = [{"m": rand(rng, s, dtype), "v": rand(rng, s, dtype) ** 2} for s in sizes]

@@ -41,6 +41,10 @@ if backend_status("numba")[0]:
     def _unpool(dyl, arg, abase, fp, ow, ph, pw, g, gbase, db):
         T.unpool22(dyl, arg, abase, fp, ow, ph, pw, g, gbase, db)
 
+    @njit
+    def _t8(src, sbase, sstride, dst, dbase, dstride):
+        T.transpose8(src, sbase, sstride, dst, dbase, dstride)
+
     KERNELS = {"wide": (_rows, _grad, 1, T.TILE_PIXELS), "narrow": (_rows_narrow, _grad_narrow, 2, T.NARROW_PIXELS)}
 
 
@@ -142,6 +146,27 @@ def test_pool22_relu_and_unpool22_against_loops(dtype):
                 want_db[f] += dyl[p * fp + f]
     np.testing.assert_array_equal(g[3:], want_g)
     np.testing.assert_allclose(db, want_db, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose8_and_the_transpose_around_it(dtype):
+    from fastmnist.backends.numba_conv import _transpose
+    src = np.arange(400, dtype=dtype)
+    dst = np.full(400, -1.0, dtype)
+    _t8(src, 3, 11, dst, 5, 13)
+    want = np.full(400, -1.0, dtype)
+    for r in range(8):
+        for c in range(8):
+            want[5 + c * 13 + r] = src[3 + r * 11 + c]
+    np.testing.assert_array_equal(dst, want)
+    for rows, cols in [(19, 13), (8, 16), (1, 25), (7, 3)]:  # whole blocks, edges, no block at all
+        dst = np.full(600, -1.0, dtype)
+        _transpose(src, 2, 17, rows, cols, dst, 1, 23)
+        want = np.full(600, -1.0, dtype)
+        for r in range(rows):
+            for c in range(cols):
+                want[1 + c * 23 + r] = src[2 + r * 17 + c]
+        np.testing.assert_array_equal(dst, want, err_msg=f"{rows} x {cols}")
 
 
 def test_vector_width_follows_numbas_target(monkeypatch):

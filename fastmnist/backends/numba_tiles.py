@@ -26,7 +26,8 @@ into every vector of the tile.
 ``tile_rows_narrow`` and ``tile_grad_narrow`` do the same over one vector of columns (half of
 ``tile_columns``), up to :data:`NARROW_PIXELS` pixels or rows: a layer whose channels are an odd
 number of vectors computes no padded vector. ``pool22_relu`` and ``unpool22`` (at the end) pool
-a tile's output channels last, in the same vectors.
+a tile's output channels last, in the same vectors, and ``transpose8`` moves an 8 x 8 block
+between the channels-last layout of the tiles and the layers' (N, C, H, W).
 
 The tile kernels take a run-time tile size and switch to a fully unrolled body for it, so one
 compiled kernel serves every layer shape. Offsets are in elements; the caller guarantees every index is
@@ -331,6 +332,49 @@ def unpool22(typingctx, dyl, arg, abase, fp, ow, ph, pw, g, gbase, db):
             vstore(builder.fadd(vload(dbp, lane0), builder.select(live, d, zero)), dbp, lane0)
 
         _windows(builder, ph, pw, builder.udiv(fp, lanes_c), body)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ---- an 8 x 8 block transpose in vector shuffles, for the layout changes around the tiles ----
+
+_STAGES = (  # three rounds of two-vector shuffles; row i of the result holds column _COLUMN[i]
+    ([(0, 1), (2, 3), (4, 5), (6, 7)], [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]),
+    ([(0, 2), (1, 3), (4, 6), (5, 7)], [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]),
+    ([(0, 4), (1, 5), (2, 6), (3, 7)], [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]),
+)
+_COLUMN = (0, 2, 1, 3, 4, 6, 5, 7)
+
+
+@intrinsic
+def transpose8(typingctx, src, sbase, sstride, dst, dbase, dstride):
+    """dst[dbase + c*dstride + r] = src[sbase + r*sstride + c] for r, c < 8: one 8 x 8 block, as
+    eight vector loads, 24 shuffles and eight vector stores (scalar code moves about one element a
+    cycle). The caller keeps every index in bounds."""
+    dtype = _check_arrays("transpose8", src, dst)
+    i64 = types.int64
+    sig = types.void(src, i64, i64, dst, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        sa, sbase, sstride, da, dbase, dstride = args
+        sp, dp = _data(context, builder, src, sa), _data(context, builder, dst, da)
+        vty = ir.VectorType(context.get_value_type(dtype), 8)
+        align = dtype.bitwidth // 8
+
+        def row(ptr, base, stride, r):
+            idx = builder.add(base, builder.mul(stride, ir.Constant(stride.type, r)))
+            return builder.bitcast(builder.gep(ptr, [idx], inbounds=True), vty.as_pointer())
+
+        rows = [builder.load(row(sp, sbase, sstride, r), align=align) for r in range(8)]
+        for pairs, low, high in _STAGES:
+            out = list(rows)
+            for a, b in pairs:
+                out[a] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), low))
+                out[b] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), high))
+            rows = out
+        for c in range(8):
+            builder.store(rows[_COLUMN[c]], row(dp, dbase, dstride, c), align=align)
         return context.get_dummy_value()
 
     return sig, codegen

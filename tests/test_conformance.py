@@ -81,6 +81,26 @@ def test_affine(be, rng, dtype, shape):
         assert_close(be.to_numpy(g), want, dtype, f"affine_backward {name}")
 
 
+@pytest.mark.parametrize("shape", [(140, 30, 20), (20, 60, 30)], ids=["many rows", "few rows"])
+def test_affine_inside_training_context(be, rng, shape, monkeypatch):
+    """Where a backend holds a training context (numba: products cut over the cores, dx and dW at
+    once), the same results, with the size threshold lowered so these small products take it."""
+    if not hasattr(be, "training_context"):
+        pytest.skip(f"{be.name} has no training_context")
+    monkeypatch.setattr(config, "SPLIT_GEMM_MIN_FLOPS", 1000)
+    n, d, m = shape
+    x, w, b, dy = (rand(rng, s, "float64") for s in ((n, d), (d, m), (m,), (n, m)))
+    with be.training_context():
+        y = be.affine_forward(be.asarray(x), be.asarray(w), be.asarray(b))
+        got = be.affine_backward(be.asarray(dy), be.asarray(x), be.asarray(w))
+        without_dx = be.affine_backward(be.asarray(dy), be.asarray(x), be.asarray(w), need_dx=False)
+    assert_close(be.to_numpy(y), naive.affine_forward(x, w, b), "float64", "affine_forward")
+    for g, want, name in zip(got, naive.affine_backward(dy, x, w), ("dx", "dw", "db")):
+        assert_close(be.to_numpy(g), want, "float64", f"affine_backward {name}")
+    assert without_dx[0] is None
+    assert_close(be.to_numpy(without_dx[1]), be.to_numpy(got[1]), "float64", "dw without dx")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_activations(be, rng, dtype):
     x = rand(rng, (3, 4, 5, 2), dtype) * 5

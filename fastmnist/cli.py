@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import config
 from . import options as O
 from .errors import InvalidArgument
 
@@ -342,7 +343,7 @@ def cmd_evaluate(args) -> dict:
 
 def gather_info() -> dict:
     from . import __version__, zoo
-    from .backends import NAMES, backend_status, get_backend, resolve_name
+    from .backends import NAMES, backend_status, get_backend, resolve_for_model, resolve_name
 
     backends = {}
     for name in NAMES:
@@ -358,6 +359,7 @@ def gather_info() -> dict:
                                            "OMP_NUM_THREADS", "FASTMNIST_DATA") if k in os.environ},
         "backends": backends,
         "models": {name: r.description for name, r in zoo.ZOO.items()},
+        "auto_per_model": {name: resolve_for_model("auto", r.flat_input, r.batch_size) for name, r in zoo.ZOO.items()},
         "env_backend_problem": _env_backend_problem(resolve_name),
     }
 
@@ -382,7 +384,7 @@ def cmd_info(args) -> dict:
               "to run until it is unset or corrected", file=sys.stderr)
     if not args.json:
         print(f"fastmnist {info['fastmnist']} on Python {info['python']}, {info['cpu_count']} CPUs; "
-              f"auto selects: {info['auto_backend']}")
+              f"auto selects: {info['auto_backend']}{_auto_exceptions(info)}")
         for name, b in info["backends"].items():
             print(f"  {name:8s} {'yes' if b['available'] else 'no '}  {b['reason']}")
             details = _info_details(name, b)
@@ -392,6 +394,16 @@ def cmd_info(args) -> dict:
         for name, desc in info["models"].items():
             print(f"  {name:12s} {desc}")
     return info
+
+
+def _auto_exceptions(info: dict) -> str:
+    """The zoo models auto gives another backend (resolve_for_model), as a parenthesis; or ''."""
+    others: dict = {}
+    for model, backend in info["auto_per_model"].items():
+        if backend != info["auto_backend"]:
+            others.setdefault(backend, []).append(model)
+    return "".join(f" ({backend} for {', '.join(models)}: dense networks trained in batches under "
+                   f"{config.AUTO_DEVICE_MIN_BATCH}, launch-bound on a GPU)" for backend, models in others.items())
 
 
 def _info_details(name: str, entry: dict) -> str:

@@ -40,6 +40,10 @@ EVAL_BATCH_SIZE = 1000
 #: im2col writes KH*KW copies of the input; see docs/benchmarks.md).
 DIRECT_CONV_MAX_K = 1024
 
+#: backend "auto" for a zoo model: a dense-only network whose recipe trains in batches under this
+#: size goes to numba even where a GPU works (fastmnist.backends.resolve_for_model says why).
+AUTO_DEVICE_MIN_BATCH = 128
+
 #: numba backend: run BLAS single-threaded while training (see numba_backend.training_context).
 NUMBA_SINGLE_THREAD_BLAS = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import config
+from .backends import resolve_for_model
 from .errors import InvalidArgument
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid
 from .model import Sequential
@@ -128,8 +129,12 @@ def create(name: str = DEFAULT_MODEL, backend=None, seed: int = 0, dtype: str = 
     """Build zoo model ``name`` on ``backend`` with seeded initial weights.
 
     ``dropout`` applies to ``relu-mlp`` only (its optional dropout after the hidden layer).
+    ``backend`` None or ``"auto"`` picks per model (:func:`fastmnist.backends.resolve_for_model`):
+    the GPU where one works, except for the MLPs trained in small batches, which numba runs faster.
     """
     r = recipe(name)
+    if backend is None or isinstance(backend, str):
+        backend = resolve_for_model(backend, r.flat_input, r.batch_size)
     if name in VARIANTS:
         name, keywords = VARIANTS[name]
         dropout = keywords.get("dropout", dropout)

@@ -161,6 +161,31 @@ def test_backend_selection(monkeypatch):
         assert resolve_name("auto") in ("numba", "numpy")
 
 
+def test_auto_keeps_small_batch_mlps_off_the_gpu(monkeypatch):
+    """Where auto would take the GPU, the zoo's MLPs trained in batches under
+    config.AUTO_DEVICE_MIN_BATCH go to numba; CNNs and big batches keep the GPU; a backend named
+    outright (argument or $FASTMNIST_BACKEND) is never replaced; info says which models differ."""
+    from fastmnist import backends, cli, config
+    from fastmnist.backends import backend_status, resolve_for_model
+    if not backend_status("numba")[0]:
+        pytest.skip("numba unavailable: auto has nothing to prefer")
+    monkeypatch.setitem(backends._status_cache, "cupy", (True, "a GPU, pretended"))
+    monkeypatch.delenv("FASTMNIST_BACKEND", raising=False)
+    assert resolve_for_model(None, True, 1) == "numba"
+    assert resolve_for_model("auto", True, config.AUTO_DEVICE_MIN_BATCH - 1) == "numba"
+    assert resolve_for_model("auto", True, config.AUTO_DEVICE_MIN_BATCH) == "cupy"
+    assert resolve_for_model("auto", False, 10) == "cupy"
+    assert resolve_for_model("cupy", True, 1) == "cupy"
+    monkeypatch.setenv("FASTMNIST_BACKEND", "cupy")
+    assert resolve_for_model(None, True, 1) == "cupy"
+    monkeypatch.delenv("FASTMNIST_BACKEND")
+    per_model = {n: resolve_for_model("auto", r.flat_input, r.batch_size) for n, r in zoo.ZOO.items()}
+    assert per_model["sigmoid-mlp"] == per_model["small-mlp"] == "numba" and per_model["fast-cnn"] == "cupy"
+    line = cli._auto_exceptions({"auto_backend": "cupy", "auto_per_model": per_model})
+    assert line.startswith(" (numba for sigmoid-mlp, ") and "small-mlp" in line and "fast-cnn" not in line
+    assert cli._auto_exceptions({"auto_backend": "numba", "auto_per_model": {"fast-cnn": "numba"}}) == ""
+
+
 def test_summary_and_repr_say_what_the_model_is():
     model = zoo.create("simple-cnn", backend="numpy")
     text = model.summary()

@@ -3,7 +3,8 @@
 A backend is a module that mirrors :mod:`fastmnist.backends.numpy_backend` function for function.
 Select one by name (``numpy``, ``numba``, ``cupy``) or ``auto`` (cupy where a GPU works, else numba,
 else numpy), through an argument, :func:`set_backend`, :func:`use_backend` or ``$FASTMNIST_BACKEND``.
-Only ``auto`` falls back: a named backend that cannot run is an error saying why.
+Only ``auto`` falls back: a named backend that cannot run is an error saying why. For a zoo model,
+``auto`` also weighs the network (:func:`resolve_for_model`): small-batch MLPs stay on numba.
 """
 from __future__ import annotations
 
@@ -83,6 +84,24 @@ def resolve_name(name: str | None = None) -> str:
         how = _HOW_TO_INSTALL.get(name, "") if "failed to load" not in why else ""  # installed, but broken
         raise BackendUnavailable(f"backend {name!r} is not available here: {why}" + (f"; to use it: {how}" if how else ""))
     return name
+
+
+def resolve_for_model(name: str | None, dense_only: bool, batch_size: int | None) -> str:
+    """resolve_name, told the network: where ``auto`` (asked for, or the default) would pick the GPU
+    for a dense-only network trained in batches under ``config.AUTO_DEVICE_MIN_BATCH``, and numba
+    runs here, it picks numba. Such steps are a dozen small kernels each, launch-bound on a GPU
+    (~39 us of host time a launch on the H200 run: docs/benchmarks.md), while numba runs the
+    whole step compiled (sigmoid-mlp at batch 1: about 9 us a step, 2-core Zen 4). A backend named outright is
+    never replaced."""
+    from .. import config
+    asked = name
+    if asked is None:
+        asked = _current or os.environ.get("FASTMNIST_BACKEND", "").strip().lower() or "auto"
+    chosen = resolve_name(name)
+    if (isinstance(asked, str) and asked.lower() == "auto" and chosen == "cupy" and dense_only
+            and batch_size is not None and batch_size < config.AUTO_DEVICE_MIN_BATCH and backend_status("numba")[0]):
+        return "numba"
+    return chosen
 
 
 def get_backend(name: str | ModuleType | None = None) -> ModuleType:

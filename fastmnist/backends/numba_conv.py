@@ -237,7 +237,7 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
     for ci in prange(chunks):
         g = np.empty(oh * ow * fp, dy.dtype)  # (OH, OW, Fp): one image's gradient before pooling
         dyl = np.zeros(pplane, dy.dtype)  # (PH, PW, Fp): its dy, channels last
-        rows = np.empty(oh * ow * wcol.shape[1], dy.dtype)  # (OH*OW, Kp) for the input gradient
+        rows = np.empty(ow * wcol.shape[1], dy.dtype)  # (OW, Kp): one output row's input-gradient product
         dxp = np.empty(hp * wp * c_, dy.dtype)  # (Hp, Wp, C): the padded input's gradient
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
             _transpose(dyflat, n * f_ * ph * pw, ph * pw, f_, ph * pw, dyl, 0, fp)
@@ -268,23 +268,22 @@ def _unpool(dyl, arg, fp, g, db):  # unpool22 for any window: overlapping window
 
 @njit(cache=True, nogil=True)
 def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx):
-    """dx (C, H, W) from g (OH, OW, Fp): rows (OH*OW, Kp) = g @ wcol (F, Kp), then each pixel's row
-    added at its KH x KW input pixels of dxp (Hp, Wp, C); ``roffc`` = 0..F-1, the reduction's
-    offsets in a pixel."""
+    """dx (C, H, W) from g (OH, OW, Fp): per output row, rows (OW, Kp) = g's row @ wcol (F, Kp), then
+    each pixel's row added at its KH x KW input pixels of dxp (Hp, Wp, C); ``roffc`` = 0..F-1, the
+    reduction's offsets in a pixel. Row by row, the products stay in L1 for their scatter (the
+    whole (OH*OW, Kp) at once, 90 KB for fast-cnn's conv2, its dx took 3.1 against 2.5 ms a batch)."""
     c_, h_, w_ = dx.shape
     wp = w_ + 2 * pad
     kp = wcol.shape[1]
     wflat = wcol.reshape(-1)
-    for i in range(oh):
-        _row_product(g, i * ow * fp, fp, roffc, wflat, kp, rows, i * ow * kp, kp, ow)
     dxp[:] = 0
     for i in range(oh):
+        _row_product(g, i * ow * fp, fp, roffc, wflat, kp, rows, 0, kp, ow)
         for q in range(ow):
-            src = (i * ow + q) * kp
             for a in range(kh):
                 for bb in range(kw):
                     dst = ((i + a) * wp + q + bb) * c_
-                    s0 = src + (a * kw + bb) * c_
+                    s0 = q * kp + (a * kw + bb) * c_
                     into, part = dxp[dst: dst + c_], rows[s0: s0 + c_]  # slices: vectorised
                     for c in range(c_):
                         into[c] += part[c]

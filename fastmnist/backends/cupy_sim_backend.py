@@ -35,7 +35,7 @@ def _load():
 
 _impl = _load()
 globals().update({k: v for k, v in vars(_impl).items() if not k.startswith("__") and k not in ("name", "available")})
-device = _impl._cp  # the simulated device: .counters (launches, ops, syncs, h2d), .memory_bytes
+device = _impl._cp  # the simulated device: .counters (see simcupy.py), .memory_bytes
 
 
 def available():

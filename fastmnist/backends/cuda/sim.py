@@ -230,10 +230,20 @@ class Kernel:
         if bx * by * bz > 1024:
             raise SimLaunchError(f"{self.name}: block of {bx * by * bz} threads; CUDA allows at most 1024")
         ptrs, keep = check_and_pack(self.name, self.spec["params"], tuple(args), self.live)
+        capture = self.live.capture_for_launch(self.name)
+        if capture is not None:  # recorded for the graph, run only when it is launched (simgraph.py)
+            pointers = [(f"argument {i} ({pname})", arg, np.dtype(dtype) if stars == 2 else None)
+                        for i, ((_, dtype, stars, pname), arg) in enumerate(zip(self.spec["params"], args)) if stars]
+            capture.record(self, (gx, gy, gz, bx, by, bz), ptrs, keep, pointers)
+            return
+        self.run((gx, gy, gz, bx, by, bz), ptrs)
+        self.counters["kernel_launches"] += 1
+        del keep
+
+    def run(self, dims, ptrs):
+        """Run over the grid ``dims`` (gx, gy, gz, bx, by, bz) with packed arguments."""
         with _lock:
-            self._entry(gx, gy, gz, bx, by, bz, ptrs)
+            self._entry(*dims, ptrs)
             error = self._error().decode()
-        self.counters["launches"] += 1
         if error:
             raise RuntimeError(f"CUDA simulator: kernel {self.name}: {error}")
-        del keep

@@ -141,10 +141,10 @@ def test_a_launch_on_another_stream_is_refused(dev):
 
 def test_replay_over_a_freed_buffer_is_an_error_naming_the_launch(dev):
     cp, _, axpy, x, _ = dev
-    scratch = cp.asarray(np.zeros(8, np.float32))
-    graph = capture(cp, lambda: axpy((1,), (32,), (np.float32(1), x, scratch, np.int32(8))))
+    scratch = [cp.asarray(np.zeros(8, np.float32))]
+    graph = capture(cp, lambda: axpy((1,), (32,), (np.float32(1), x, scratch[0], np.int32(8))))
     graph.launch()
-    del scratch
+    scratch.clear()  # the graph holds its buffers weakly, as a GPU graph holds raw pointers
     gc.collect()
     with pytest.raises(CaptureError, match=r"launch 0 \(axpy\) \(argument 2 \(y\)\).*freed since capture"):
         graph.launch()

@@ -57,6 +57,9 @@ bench() {
         --models simple-cnn,dropout-cnn,fast-cnn,relu-mlp --json "$W/bench-epochs.json"
     python3 -m fastmnist bench --epochs-only --backends cupy,torch-compile --data "$FASTMNIST_DATA" \
         --models fast-cnn --json "$W/bench-epochs-compile.json"
+    echo "== the same cupy epochs on kernels.cu's own gemm (config.CUPY_OWN_GEMM: capturable, issue 19)"
+    FASTMNIST_CUPY_OWN_GEMM=1 python3 -m fastmnist bench --epochs-only --backends cupy --data "$FASTMNIST_DATA" \
+        --models simple-cnn,fast-cnn,relu-mlp --json "$W/bench-epochs-own-gemm.json"
 }
 
 export W

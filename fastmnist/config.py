@@ -86,6 +86,11 @@ CONV_BLOCK_MAX_PLANE = 400
 #: their shared memory from it at compile time, so it must be a power of two in 32..1024.
 CUDA_THREADS = 256
 
+#: cupy backend: matrix products on kernels.cu's own gemm (and colsum for bias gradients) instead
+#: of cuBLAS and CuPy's sum. A CUDA graph can capture those (CuPy cannot capture cuBLAS: issue 19);
+#: False until a GPU has timed the two side by side. FASTMNIST_CUPY_OWN_GEMM=1 turns it on.
+CUPY_OWN_GEMM = os.environ.get("FASTMNIST_CUPY_OWN_GEMM", "0") == "1"
+
 #: cupy-sim backend: the simulated device's memory in bytes (an allocation beyond it raises
 #: CuPy's OutOfMemoryError, so the out-of-memory path is testable without a GPU).
 CUDASIM_MEMORY_BYTES = int(os.environ.get("FASTMNIST_CUDASIM_MEMORY", str(8 * 2**30)))

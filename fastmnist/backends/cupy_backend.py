@@ -130,6 +130,39 @@ def _launch(stem, dtype, n, args):
     _kernel(stem, dtype)((blocks,), (threads,), args)
 
 
+def _product(a, b, trans_a=False, trans_b=False, bias=None, relu=False):
+    """op(a) @ op(b), op transposing where asked (a and b as stored, C-contiguous), then + bias[n]
+    and ReLU where given. cuBLAS (cupy.matmul) unless config.CUPY_OWN_GEMM: then kernels.cu's own
+    gemm, with bias and ReLU in its epilogue, which a CUDA graph can capture (CuPy cannot capture
+    cuBLAS: issue 19); cuBLAS stays the default until a GPU measures the two side by side."""
+    cp = _cupy()
+    a, b = _c(a), _c(b)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    if not config.CUPY_OWN_GEMM:
+        y = cp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+        if bias is not None:
+            _launch("bias_act", y.dtype, y.size, (y, _c(bias), _l(m), _i(n), _i(relu)))
+        return y
+    y = cp.empty((m, n), a.dtype)
+    grid = ((n + GEMM_TILE - 1) // GEMM_TILE, (m + GEMM_TILE - 1) // GEMM_TILE)
+    _kernel("gemm", a.dtype)(grid, (16, 16), (a, b, _c(bias) if bias is not None else y, y, _i(m), _i(n), _i(k),
+                                              _i(trans_a), _i(trans_b), _i(bias is not None), _i(relu), _i(0)))
+    return y
+
+
+GEMM_TILE = 32  # kernels.cu's tile of outputs per block (16 x 16 threads, 2 x 2 outputs each)
+
+
+def _column_sums(x):
+    """x (M, N) -> (N,): CuPy's sum, or kernels.cu's colsum under config.CUPY_OWN_GEMM (capturable)."""
+    if not config.CUPY_OWN_GEMM:
+        return x.sum(axis=0)
+    out = _cupy().empty(x.shape[1], x.dtype)
+    _launch("colsum", x.dtype, x.shape[1], (_c(x), _i(x.shape[0]), _i(x.shape[1]), out))
+    return out
+
+
 def _block(stem, dtype, args):
     """One block of config.CUDA_THREADS threads (the shared-memory reductions)."""
     _kernel(stem, dtype)((1,), (config.CUDA_THREADS,), args)
@@ -220,7 +253,7 @@ def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
     n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
     f, _, kh, kw = w.shape
     cols = im2col(x, kh, kw, stride, pad)
-    rows = cp.matmul(cols, _c(w).reshape(f, -1).T)  # cuBLAS
+    rows = _product(cols, _c(w).reshape(f, -1), trans_b=True)
     y = cp.empty((n, f, oh, ow), x.dtype)
     _launch("rows_to_nchw", x.dtype, y.size, (rows, _c(b), _i(relu), _l(n), _i(f), _l(oh * ow), y))
     return y, (cols, x.shape, stride, pad)
@@ -243,13 +276,12 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
 
 
 def _conv_grads(rows, cols, w, x_shape, stride, pad, oh, ow, need_dx):
-    cp = _cupy()
     f, c, kh, kw = w.shape
-    dw = cp.matmul(rows.T, cols).reshape(w.shape)  # cuBLAS
-    db = rows.sum(axis=0)
+    dw = _product(rows, cols, trans_a=True).reshape(w.shape)
+    db = _column_sums(rows)
     if not need_dx:
         return None, dw, db
-    dcols = cp.matmul(rows, _c(w).reshape(f, -1))
+    dcols = _product(rows, _c(w).reshape(f, -1))
     n, _, h, wd = x_shape
     return _col2im(dcols, n, c, h, wd, kh, kw, stride, pad, oh, ow), dw, db
 
@@ -262,7 +294,7 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
     ph = C.conv_out("conv2d_relu_maxpool_forward", oh, size, pool_stride, 0, "height")
     pw = C.conv_out("conv2d_relu_maxpool_forward", ow, size, pool_stride, 0, "width")
     cols = im2col(x, kh, kw, stride, pad)
-    rows = cp.matmul(cols, _c(w).reshape(f, -1).T)
+    rows = _product(cols, _c(w).reshape(f, -1), trans_b=True)
     y = cp.empty((n, f, ph, pw), x.dtype)
     arg = cp.empty((n, f, ph, pw), cp.int32)
     _launch("rows_pool", x.dtype, y.size, (rows, _c(b), _l(n), _i(f), _i(oh), _i(ow), _i(size), _i(pool_stride),
@@ -308,17 +340,13 @@ def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
 # ---- affine ----
 
 def affine_forward(x, w, b, relu=False):
-    cp = _cupy()
     C.check_affine_forward(x, w, b)
-    y = cp.matmul(_c(x), _c(w))
-    _launch("bias_act", y.dtype, y.size, (y, _c(b), _l(y.shape[0]), _i(y.shape[1]), _i(relu)))
-    return y
+    return _product(x, w, bias=b, relu=relu)
 
 
 def affine_backward(dy, x, w, need_dx=True):
-    cp = _cupy()
     C.check_affine_backward(dy, x, w)
-    return (cp.matmul(dy, w.T) if need_dx else None), cp.matmul(x.T, dy), dy.sum(axis=0)
+    return (_product(dy, w, trans_b=True) if need_dx else None), _product(x, dy, trans_a=True), _column_sums(dy)
 
 
 # ---- elementwise ----

@@ -357,6 +357,69 @@ __device__ void adam_many_impl(T** p, T** g, T** m, T** v, const i64* offsets, i
     }
 }
 
+// ---- matrix products without cuBLAS (capturable into a CUDA graph, no workspace) ------------
+// C (M, N) = op(A) @ op(B), op(A) (M, K) being A as stored (ta = 0: A is (M, K) row-major) or its
+// transpose (ta = 1: A is stored (K, M)); the same for B with (K, N) and tb. Epilogue: plus C when
+// accumulate, plus bias[n] when has_bias, then ReLU when relu. A block of 16 x 16 threads computes
+// a 32 x 32 tile, each thread 2 x 2 outputs, over 16-deep slices of K staged in shared memory; the
+// loads follow the stored layout (consecutive threads read consecutive addresses either way).
+
+#define GEMM_TILE 32
+#define GEMM_DEPTH 16
+
+template <typename T>
+__device__ void gemm_impl(const T* A, const T* B, const T* bias, T* C, int M, int N, int K, int ta, int tb,
+                          int has_bias, int relu, int accumulate) {
+    __shared__ T As[GEMM_DEPTH][GEMM_TILE + 1];
+    __shared__ T Bs[GEMM_DEPTH][GEMM_TILE + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int m0 = blockIdx.y * GEMM_TILE, n0 = blockIdx.x * GEMM_TILE;
+    T acc[2][2] = {{T(0), T(0)}, {T(0), T(0)}};
+    for (int k0 = 0; k0 < K; k0 += GEMM_DEPTH) {
+        for (int r = 0; r < 2; ++r) {
+            if (ta) {  // A stored (K, M): m runs fastest
+                int m = m0 + tx + 16 * r, k = k0 + ty;
+                As[ty][tx + 16 * r] = (m < M && k < K) ? A[(i64)k * M + m] : T(0);
+            } else {   // A stored (M, K): k runs fastest
+                int m = m0 + ty + 16 * r, k = k0 + tx;
+                As[tx][ty + 16 * r] = (m < M && k < K) ? A[(i64)m * K + k] : T(0);
+            }
+            if (tb) {  // B stored (N, K): k runs fastest
+                int n = n0 + ty + 16 * r, k = k0 + tx;
+                Bs[tx][ty + 16 * r] = (n < N && k < K) ? B[(i64)n * K + k] : T(0);
+            } else {   // B stored (K, N): n runs fastest
+                int n = n0 + tx + 16 * r, k = k0 + ty;
+                Bs[ty][tx + 16 * r] = (n < N && k < K) ? B[(i64)k * N + n] : T(0);
+            }
+        }
+        __syncthreads();
+        for (int kk = 0; kk < GEMM_DEPTH; ++kk)
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 2; ++j) acc[i][j] += As[kk][ty + 16 * i] * Bs[kk][tx + 16 * j];
+        __syncthreads();
+    }
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) {
+            int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m >= M || n >= N) continue;
+            T v = acc[i][j];
+            if (accumulate) v += C[(i64)m * N + n];
+            if (has_bias) v += bias[n];
+            if (relu) v = v > T(0) ? v : T(0);
+            C[(i64)m * N + n] = v;
+        }
+}
+
+// out[n] = sum over m of x[m, n] (x (M, N)), in row order: a bias gradient without CuPy's sum.
+template <typename T>
+__device__ void colsum_impl(const T* x, int M, int N, T* out) {
+    GRID_STRIDE(n, (i64)N) {
+        T s = T(0);
+        for (int m = 0; m < M; ++m) s += x[(i64)m * N + n];
+        out[n] = s;
+    }
+}
+
 // ---- extern "C" entry points, float and double ----------------------------------------------
 
 #define INSTANTIATE(T, S)                                                                                         \
@@ -402,7 +465,11 @@ extern "C" __global__ void adagrad_##S(T* p, const T* g, T* h, i64 n, T lr, T ep
 extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, i64 n, T b1, T b2, T step, T sb2, T eps)          \
     { adam_impl<T>(p, g, m, v, n, b1, b2, step, sb2, eps); }                                                        \
 extern "C" __global__ void adam_many_##S(T** p, T** g, T** m, T** v, const i64* off, int count, T b1, T b2,        \
-    T step, T sb2, T eps) { adam_many_impl<T>(p, g, m, v, off, count, b1, b2, step, sb2, eps); }
+    T step, T sb2, T eps) { adam_many_impl<T>(p, g, m, v, off, count, b1, b2, step, sb2, eps); }                  \
+extern "C" __global__ void gemm_##S(const T* A, const T* B, const T* bias, T* C, int M, int N, int K, int ta,      \
+    int tb, int has_bias, int relu, int accumulate)                                                                 \
+    { gemm_impl<T>(A, B, bias, C, M, N, K, ta, tb, has_bias, relu, accumulate); }                                 \
+extern "C" __global__ void colsum_##S(const T* x, int M, int N, T* out) { colsum_impl<T>(x, M, N, out); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

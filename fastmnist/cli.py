@@ -188,7 +188,8 @@ def cmd_train(args) -> dict:
         recipe = zoo.recipe(run["model"])
         history = resume.pop("history")
     else:
-        model = zoo.create(run["model"], backend=args.backend, seed=run["seed"], dtype=run["dtype"])
+        model = zoo.create(run["model"], backend=args.backend, seed=run["seed"], dtype=run["dtype"],
+                           batch_size=run["batch_size"])
         optimizer = zoo.fit_args(run["model"], optimizer=run["optimizer"], lr=run["lr"])["optimizer"]
     (x, y), (xt, yt) = load_mnist(args.data, flatten=recipe.flat_input, dtype=run["dtype"])
     x, y = _limit(x, run["limit_train"]), _limit(y, run["limit_train"])

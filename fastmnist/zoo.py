@@ -125,16 +125,17 @@ def fit_args(name: str, *, optimizer: str | None = None, lr: float | None = None
 
 
 def create(name: str = DEFAULT_MODEL, backend=None, seed: int = 0, dtype: str = config.DEFAULT_DTYPE,
-           dropout: float | None = None) -> Sequential:
+           dropout: float | None = None, batch_size: int | None = None) -> Sequential:
     """Build zoo model ``name`` on ``backend`` with seeded initial weights.
 
     ``dropout`` applies to ``relu-mlp`` only (its optional dropout after the hidden layer).
     ``backend`` None or ``"auto"`` picks per model (:func:`fastmnist.backends.resolve_for_model`):
-    the GPU where one works, except for the MLPs trained in small batches, which numba runs faster.
+    the GPU where one works, except for the MLPs trained in small batches (``batch_size``, default
+    the recipe's), which numba runs faster.
     """
     r = recipe(name)
     if backend is None or isinstance(backend, str):
-        backend = resolve_for_model(backend, r.flat_input, r.batch_size)
+        backend = resolve_for_model(backend, r.flat_input, batch_size or r.batch_size)
     if name in VARIANTS:
         name, keywords = VARIANTS[name]
         dropout = keywords.get("dropout", dropout)

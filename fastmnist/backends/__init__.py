@@ -137,7 +137,8 @@ def set_backend(name: str | None) -> ModuleType:
     """Make ``name`` the default backend of this process (None: back to $FASTMNIST_BACKEND/auto)."""
     global _current
     backend = get_backend(name) if name is not None else None
-    _current = None if name is None else backend.name
+    asked_auto = isinstance(name, str) and name.lower() == "auto"  # stays "auto": zoo models still choose
+    _current = None if name is None else ("auto" if asked_auto else backend.name)
     return backend if backend is not None else get_backend()
 
 

@@ -138,14 +138,20 @@ def _product(a, b, trans_a=False, trans_b=False, bias=None, relu=False):
     cp = _cupy()
     a, b = _c(a), _c(b)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    n = b.shape[0] if trans_b else b.shape[1]
+    n, kb = (b.shape[0], b.shape[1]) if trans_b else (b.shape[1], b.shape[0])
+    assert k == kb and a.dtype == b.dtype and (bias is not None or not relu), "internal: _product's operands"
     if not config.CUPY_OWN_GEMM:
         y = cp.matmul(a.T if trans_a else a, b.T if trans_b else b)
         if bias is not None:
             _launch("bias_act", y.dtype, y.size, (y, _c(bias), _l(m), _i(n), _i(relu)))
         return y
+    if m == 0 or n == 0 or k == 0:  # no grid to launch (an empty sum is zero)
+        y = cp.zeros((m, n), a.dtype)
+        if bias is not None and y.size:
+            _launch("bias_act", y.dtype, y.size, (y, _c(bias), _l(m), _i(n), _i(relu)))
+        return y
     y = cp.empty((m, n), a.dtype)
-    grid = ((n + GEMM_TILE - 1) // GEMM_TILE, (m + GEMM_TILE - 1) // GEMM_TILE)
+    grid = ((m + GEMM_TILE - 1) // GEMM_TILE, (n + GEMM_TILE - 1) // GEMM_TILE)  # rows on x: no 65535 cap
     _kernel("gemm", a.dtype)(grid, (16, 16), (a, b, _c(bias) if bias is not None else y, y, _i(m), _i(n), _i(k),
                                               _i(trans_a), _i(trans_b), _i(bias is not None), _i(relu), _i(0)))
     return y

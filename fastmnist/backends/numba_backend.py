@@ -615,7 +615,8 @@ def adam_update_many(params, grads, states, t, lr, beta1=0.9, beta2=0.999, eps=1
     ps = tuple(_flat(p, op, f"params[{k}]") for k, p in enumerate(params))
     ms = tuple(_flat(s["m"], op, f"states[{k}]['m']") for k, s in enumerate(states))
     vs = tuple(_flat(s["v"], op, f"states[{k}]['v']") for k, s in enumerate(states))
-    gs = tuple(_c(g).reshape(-1) for g in grads)
+    # one numba type for the whole tuple: a read-only gradient would make it mixed
+    gs = tuple((_c(g) if g.flags.writeable else g.copy()).reshape(-1) for g in grads)
     step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
     hyper = (f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(step_size), f(sqrt_bc2), f(eps))
     if sum(p.size for p in ps) < config.PARALLEL_MIN_ELEMENTS:

@@ -373,7 +373,7 @@ __device__ void gemm_impl(const T* A, const T* B, const T* bias, T* C, int M, in
     __shared__ T As[GEMM_DEPTH][GEMM_TILE + 1];
     __shared__ T Bs[GEMM_DEPTH][GEMM_TILE + 1];
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int m0 = blockIdx.y * GEMM_TILE, n0 = blockIdx.x * GEMM_TILE;
+    const int m0 = blockIdx.x * GEMM_TILE, n0 = blockIdx.y * GEMM_TILE;  // rows on x: up to 2^31 - 1 tiles
     T acc[2][2] = {{T(0), T(0)}, {T(0), T(0)}};
     for (int k0 = 0; k0 < K; k0 += GEMM_DEPTH) {
         for (int r = 0; r < 2; ++r) {

@@ -233,9 +233,9 @@ class SimModule:
         self._live = owner
 
     def get_function(self, name):
-        if name not in self._cp._loaded:
+        if (id(self), name) not in self._cp._loaded:  # per module: a rebuilt one loads afresh
             self._cp.forbid_in_capture(f"loading kernel {name!r} for the first time")
-            self._cp._loaded.add(name)
+            self._cp._loaded.add((id(self), name))
         if name not in self._kernels:
             raise RuntimeError(f"CUDA simulator: no kernel named {name!r} in the module "
                                f"(CUDA_ERROR_NOT_FOUND on a GPU); it has {', '.join(sorted(self._kernels))}")
@@ -320,8 +320,9 @@ class SimCupy:
             return tuple(self._wrap(v) for v in r)
         if not isinstance(r, np.ndarray):
             return r
-        if r.base is None and r.ctypes.data not in self._live and r.nbytes:
-            self._track(r)
+        owner = root(r)  # a copy NumPy returns as a view of its own temporary counts as new memory too
+        if owner.ctypes.data not in self._live and owner.nbytes:
+            self._track(owner)
         return SimArray(r, self)
 
     def _track(self, a):

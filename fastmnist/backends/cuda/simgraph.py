@@ -54,7 +54,7 @@ class _Reference:
 
     def __init__(self, where, array, table_of=None):
         self.where, self.owner, self.ptr = where, weakref.ref(root(array._a)), array._a.ctypes.data
-        self.table = weakref.ref(array) if table_of is not None else None
+        self.table = weakref.ref(array._a) if table_of is not None else None
         self.table_of = table_of
 
     def check(self, device, node):
@@ -63,8 +63,9 @@ class _Reference:
             raise CaptureError(f"graph replay: launch {node} ({self.where}) points at 0x{self.ptr:x}, freed since "
                                "capture (on a GPU the graph would read or write whatever array lives there now): "
                                "keep every buffer a graph uses alive as long as the graph")
-        if self.table is not None and self.table() is not None:
-            device.check_table(self.table(), self.table_of, f"graph replay: launch {node} ({self.where})")
+        table = self.table() if self.table is not None else None
+        if table is not None:
+            device.check_table(device._wrap(table), self.table_of, f"graph replay: launch {node} ({self.where})")
 
 
 class _Node:

@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from .model import json_entry, load_optimizer_state, load_with_state
+from .model import json_entry, load_optimizer_state, load_with_state, read_npz_file
 from .npzfile import refuse
 
 FILE = "checkpoint.npz"
@@ -59,11 +59,12 @@ class Checkpointer:
         """(model, optimizer, run, state) from the checkpoint, the optimizer attached and restored."""
         from .optim import make_optimizer
 
-        model, arrays = load_with_state(self.path, backend)
+        arrays = read_npz_file(self.path)
         run = json_entry(arrays, "extra/run", self.path)
+        _check_run(run, self.path)
+        model, arrays = load_with_state(self.path, _backend_for(backend, run), arrays)
         state = json_entry(arrays, "extra/trainer", self.path)
         opt_cfg = json_entry(arrays, "optimizer", self.path)
-        _check_run(run, self.path)
         _check_state(state, self.path)
         if not isinstance(opt_cfg, dict) or not isinstance(opt_cfg.get("type"), str):
             raise refuse(self.path, "entry 'optimizer' names no optimizer type")
@@ -74,6 +75,21 @@ class Checkpointer:
             raise refuse(self.path, f"entry 'optimizer' is not a usable optimizer ({exc})") from None
         load_optimizer_state(optimizer, arrays, self.path)
         return model, optimizer, run, state
+
+
+def _backend_for(backend, run: dict):
+    """The backend a resumed run gets: under auto, the one a fresh run of that zoo model and batch
+    size gets (zoo.create's choice), so that a resumed run continues where it started."""
+    from . import zoo
+    from .backends import resolve_for_model
+    from .errors import InvalidArgument
+    if backend is not None and not (isinstance(backend, str) and backend.lower() == "auto"):
+        return backend
+    try:
+        r = zoo.recipe(run["model"])
+    except InvalidArgument:  # not a zoo model: the plain choice
+        return backend
+    return resolve_for_model(backend, r.flat_input, run["batch_size"])
 
 
 #: The keys of the 'run' entry that --resume reads, each with the JSON types it accepts.

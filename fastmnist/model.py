@@ -261,11 +261,13 @@ def load(path, backend=None) -> Sequential:
     return model
 
 
-def load_with_state(path, backend=None):
-    """(model, arrays): the model plus every raw array of the file (optimizer and extra state)."""
+def load_with_state(path, backend=None, arrays=None):
+    """(model, arrays): the model plus every raw array of the file (optimizer and extra state);
+    ``arrays``: the file's arrays when the caller has read them already (read_npz_file)."""
     from .layers import parameter_budget
     from .npzfile import refuse
-    arrays = read_npz_file(path)
+    if arrays is None:
+        arrays = read_npz_file(path)
     arch = json_entry(arrays, "architecture", path)
     if not isinstance(arch, dict) or arch.get("format") != FORMAT_VERSION:
         found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__

@@ -182,6 +182,10 @@ def test_auto_keeps_small_batch_mlps_off_the_gpu(monkeypatch):
     monkeypatch.setattr(backends, "_current", "auto")  # what set_backend("auto") now stores
     assert resolve_for_model(None, True, 1) == "numba"
     assert zoo.create("small-mlp").backend.name == "numba"  # the recipe's batch of 10
+    from fastmnist.checkpoint import _backend_for  # --resume continues on the backend the run began on
+    assert _backend_for(None, {"model": "sigmoid-mlp", "batch_size": 1}) == "numba"
+    assert _backend_for("auto", {"model": "sigmoid-mlp", "batch_size": 512}) == "cupy"
+    assert _backend_for("numpy", {"model": "sigmoid-mlp", "batch_size": 1}) == "numpy"
     per_model = {n: resolve_for_model("auto", r.flat_input, r.batch_size) for n, r in zoo.ZOO.items()}
     assert per_model["sigmoid-mlp"] == per_model["small-mlp"] == "numba" and per_model["fast-cnn"] == "cupy"
     line = cli._auto_exceptions({"auto_backend": "cupy", "auto_per_model": per_model})

@@ -361,8 +361,11 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
-    xh = (np.zeros if pad else np.empty)((n, hp, wp, c), x.dtype)
-    _tiled.to_channels_last_kernel(x, pad, xh)
+    if c == 1 and pad == 0:  # one channel, no border: (N, 1, H, W) already is channels last
+        xh = x.reshape(n, hp, wp, 1)
+    else:
+        xh = (np.zeros if pad else np.empty)((n, hp, wp, c), x.dtype)
+        _tiled.to_channels_last_kernel(x, pad, xh)
     roff = _tiled.row_offsets(kh, kw, c, wp, c)
     fp = _tiled.padded_width(f, x.dtype.itemsize)
     wpk = _tiled.pack_rows(w, fp)

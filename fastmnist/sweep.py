@@ -134,9 +134,10 @@ def run_one(run: dict, data_root=None, threads=None) -> dict:
         (x, y), (xt, yt) = _data(data_root, r.flat_input, run["dtype"])
         n, m = run.get("limit_train"), run.get("limit_test")
         x, y, xt, yt = x[:n], y[:n], xt[:m], yt[:m]
-        model = zoo.create(run["model"], backend=run["backend"], seed=run["seed"], dtype=run["dtype"])
-        history = model.fit(x, y, **zoo.fit_args(run["model"], lr=run["lr"], batch_size=run["batch_size"],
-                                                 epochs=run["epochs"]), verbose=0, seed=run["seed"])
+        fit = zoo.fit_args(run["model"], lr=run["lr"], batch_size=run["batch_size"], epochs=run["epochs"])
+        model = zoo.create(run["model"], backend=run["backend"], seed=run["seed"], dtype=run["dtype"],
+                           batch_size=fit["batch_size"])
+        history = model.fit(x, y, **fit, verbose=0, seed=run["seed"])
         result = model.evaluate(xt, yt)
         if model.backend.is_device:
             record["worker"]["gpu"] = model.backend.info().get("gpu")

@@ -372,7 +372,7 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     bp = np.zeros(fp, x.dtype)
     bp[:f] = b
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
-    _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, y, arg)
+    _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, y, arg)
     return "tiled", (xh, roff, size, pool_stride), wp, x.shape, 1, pad, oh, ow, y, arg
 
 

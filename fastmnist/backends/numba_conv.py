@@ -164,24 +164,26 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 
 
 @njit(**_pjit)
-def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, y, arg):
+def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg):
     """y (N, F, PH, PW) = max-pool(ReLU(conv(x) + b)); arg (N, PH, PW, Fp) each maximum's index
     i*OW + j in the convolution's output, or -1 where the ReLU let nothing through. ``bp`` is the
-    bias padded with zeros to Fp (the padded channels then all read -1)."""
+    bias padded with zeros to Fp (the padded channels then all read -1). Images go in chunks of
+    ``chunk``, each chunk allocating its buffers once."""
     n_, hp, wp, c_ = xh.shape
     fp = wpk.shape[1]
     xflat, wflat, argflat = xh.reshape(-1), wpk.reshape(-1), arg.reshape(-1)
     ph, pw = arg.shape[1], arg.shape[2]
-    for n in prange(n_):
+    for ci in prange((n_ + chunk - 1) // chunk):
         acc = np.empty(oh * ow * fp, y.dtype)  # (OH, OW, Fp) before the bias
-        for i in range(oh):
-            _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow)
         pooled = np.empty(ph * pw * fp, y.dtype)  # (PH, PW, Fp)
-        if size == 2 and pstride == 2:
-            pool22_relu(acc, fp, ow, ph, pw, bp, pooled, argflat, n * ph * pw * fp)
-        else:
-            _pool_relu(acc, fp, ow, bp, size, pstride, arg[n], pooled)
-        _to_planes(pooled, fp, y[n])
+        for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
+            for i in range(oh):
+                _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow)
+            if size == 2 and pstride == 2:
+                pool22_relu(acc, fp, ow, ph, pw, bp, pooled, argflat, n * ph * pw * fp)
+            else:
+                _pool_relu(acc, fp, ow, bp, size, pstride, arg[n], pooled)
+            _to_planes(pooled, fp, y[n])
 
 
 @njit(cache=True, nogil=True)

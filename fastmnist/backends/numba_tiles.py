@@ -59,8 +59,9 @@ VECTOR_BYTES = vector_bytes()
 TILE_VECTORS = 2
 #: the most pixels (tile_rows) or weight rows (tile_grad) in one tile: 10 x 2 accumulators of the
 #: 32 AVX-512 registers, 6 x 2 of AVX2's 16, leaving room for the weights and the broadcast.
-#: Measured on a Zen 4 (benchmarks/tile_sizes.py): fast-cnn's first layer forward ran at 151-158
-#: GFLOP/s with tiles of 5 to 10 pixels and at 71 with 12 (24 pixels as 12 + 12; why the 12-pixel
+#: Measured on a Zen 4 (benchmarks/tile_sizes.py, results/tile-sizes.txt): fast-cnn's first layer
+#: forward ran at 148-157 GFLOP/s with tiles of 5 to 10 pixels; with TILE_PIXELS = 12, before this
+#: setting, the same script gave 71 at 12 (24 pixels as 12 + 12; why the 12-pixel
 #: body is slow was not investigated); AVX2 code (NUMBA_CPU_NAME=haswell) was fastest at 6.
 TILE_PIXELS = 10 if VECTOR_BYTES == 64 else 6
 #: the same for the one-vector ``_narrow`` kernels, which finish a layer whose channels are an odd
@@ -244,6 +245,17 @@ def _int_splat(builder, value, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
+def _window(builder, pi, pj, v, ow, pw, fp, lanes):
+    """Window (pi, pj)'s four pixel indices i*OW + j (row-major), vector v's first lane, and the
+    window's element offset (pi*PW + pj)*Fp + that lane in the pooled (PH, PW, Fp) layout."""
+    two, one = ir.Constant(pi.type, 2), ir.Constant(pi.type, 1)
+    k0 = builder.add(builder.mul(builder.mul(pi, two), ow), builder.mul(pj, two))
+    below = builder.add(k0, ow)
+    lane0 = builder.mul(v, lanes)
+    pooled = builder.add(builder.mul(builder.add(builder.mul(pi, pw), pj), fp), lane0)
+    return [k0, builder.add(k0, one), below, builder.add(below, one)], lane0, pooled
+
+
 def _windows(builder, ph, pw, nvec, body):
     """Loops pi < ph, pj < pw, v < nvec around body(pi, pj, v)."""
     with cgutils.for_range(builder, ph) as li:
@@ -267,17 +279,12 @@ def pool22_relu(typingctx, acc, fp, ow, ph, pw, bp, pooled, arg, abase):
         pp, gp = _data(context, builder, pooled, pa), _data(context, builder, arg, ga)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
         ity = ir.VectorType(ir.IntType(32), lanes)
-        i64_t = ir.IntType(64)
-        lanes_c = ir.Constant(i64_t, lanes)
+        lanes_c = ir.Constant(ir.IntType(64), lanes)
         zero = ir.Constant(vty, None)
         stopped = ir.Constant(ity, [-1] * lanes)
 
         def body(pi, pj, v):
-            k0 = builder.add(builder.mul(builder.mul(pi, ir.Constant(i64_t, 2)), ow),
-                             builder.mul(pj, ir.Constant(i64_t, 2)))
-            ks = [k0, builder.add(k0, ir.Constant(i64_t, 1)), builder.add(k0, ow),
-                  builder.add(builder.add(k0, ow), ir.Constant(i64_t, 1))]
-            lane0 = builder.mul(v, lanes_c)
+            ks, lane0, out = _window(builder, pi, pj, v, ow, pw, fp, lanes_c)
             vals = [vload(accp, builder.add(builder.mul(k, fp), lane0)) for k in ks]
             c01 = builder.fcmp_ordered(">=", vals[0], vals[1])
             c23 = builder.fcmp_ordered(">=", vals[2], vals[3])
@@ -287,7 +294,6 @@ def pool22_relu(typingctx, acc, fp, ow, ph, pw, bp, pooled, arg, abase):
             c = builder.fcmp_ordered(">=", m01, m23)
             m = builder.fadd(builder.select(c, m01, m23), vload(bpp, lane0))
             live = builder.fcmp_ordered(">", m, zero)
-            out = builder.add(builder.mul(builder.add(builder.mul(pi, pw), pj), fp), lane0)
             vstore(builder.select(live, m, zero), pp, out)
             where = builder.select(live, builder.select(c, k01, k23), stopped)
             builder.store(where, builder.bitcast(at(gp, builder.add(abase, out)), ity.as_pointer()), align=4)
@@ -313,19 +319,14 @@ def unpool22(typingctx, dyl, arg, abase, fp, ow, ph, pw, g, gbase, db):
         gp, dbp = _data(context, builder, g, gg), _data(context, builder, db, dba)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
         ity = ir.VectorType(ir.IntType(32), lanes)
-        i64_t = ir.IntType(64)
-        lanes_c = ir.Constant(i64_t, lanes)
+        lanes_c = ir.Constant(ir.IntType(64), lanes)
         zero = ir.Constant(vty, None)
 
         def body(pi, pj, v):
-            k0 = builder.add(builder.mul(builder.mul(pi, ir.Constant(i64_t, 2)), ow),
-                             builder.mul(pj, ir.Constant(i64_t, 2)))
-            lane0 = builder.mul(v, lanes_c)
-            src = builder.add(builder.mul(builder.add(builder.mul(pi, pw), pj), fp), lane0)
+            ks, lane0, src = _window(builder, pi, pj, v, ow, pw, fp, lanes_c)
             d = vload(dp, src)
             where = builder.load(builder.bitcast(at(ap, builder.add(abase, src)), ity.as_pointer()), align=4)
-            for k in (k0, builder.add(k0, ir.Constant(i64_t, 1)), builder.add(k0, ow),
-                      builder.add(builder.add(k0, ow), ir.Constant(i64_t, 1))):
+            for k in ks:
                 hit = builder.icmp_signed("==", where, _int_splat(builder, k, lanes))
                 vstore(builder.select(hit, d, zero), gp, builder.add(gbase, builder.add(builder.mul(k, fp), lane0)))
             live = builder.icmp_signed(">=", where, ir.Constant(ity, None))

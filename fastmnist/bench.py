@@ -106,7 +106,7 @@ def _layer_shapes(model_name: str, batch: int):
     for layer in m.layers:
         if isinstance(layer, Conv2D) and "conv" not in info:
             info["conv"] = ((batch, *shape), (layer.filters, shape[0], layer.kernel_size, layer.kernel_size),
-                            layer.stride, layer.p)
+                            layer.stride, layer.padding)
         if isinstance(layer, MaxPool2D) and "pool" not in info:
             info["pool"] = ((batch, *shape), layer.size, layer.stride)
         if isinstance(layer, Dense) and "dense" not in info:

@@ -113,15 +113,15 @@ class Conv2D(Layer):
         self.be = be
         c, h, w = input_shape
         k = self.kernel_size
-        self.p = (k - 1) // 2 if self.pad == "same" else int(self.pad)
+        self.padding = (k - 1) // 2 if self.pad == "same" else int(self.pad)  # pixels per side; pad as given
         wt, b = init_weights(rng, self.init, (self.filters, c, k, k), c * k * k)
         self.params = {"w": be.asarray(wt, dtype), "b": be.asarray(b, dtype)}
-        oh = (h + 2 * self.p - k) // self.stride + 1
-        ow = (w + 2 * self.p - k) // self.stride + 1
+        oh = (h + 2 * self.padding - k) // self.stride + 1
+        ow = (w + 2 * self.padding - k) // self.stride + 1
         return (self.filters, oh, ow)
 
     def forward(self, x, train):
-        y, self.cache = self.be.conv2d_forward_cached(x, self.params["w"], self.params["b"], self.stride, self.p)
+        y, self.cache = self.be.conv2d_forward_cached(x, self.params["w"], self.params["b"], self.stride, self.padding)
         return y
 
     def backward(self, dy):
@@ -223,21 +223,21 @@ class Dropout(Layer):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise InvalidArgument(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.rate = p  # the probability of dropping a unit; saved as "p", Dropout's argument
         self.seed = 0
 
     def forward(self, x, train):
-        if not train or self.p == 0.0:
+        if not train or self.rate == 0.0:
             self.mask = None
             return x
-        y, self.mask = self.be.dropout_forward(x, self.p, self.seed)
+        y, self.mask = self.be.dropout_forward(x, self.rate, self.seed)
         return y
 
     def backward(self, dy):
         return dy if self.mask is None else self.be.dropout_backward(dy, self.mask)
 
     def config(self):
-        return {"p": self.p}
+        return {"p": self.rate}
 
 
 class ConvReLUPool:
@@ -251,7 +251,7 @@ class ConvReLUPool:
     def forward(self, x, train):
         conv = self.conv
         y, self.cache = conv.be.conv2d_relu_maxpool_forward(x, conv.params["w"], conv.params["b"], conv.stride,
-                                                            conv.p, self.pool.size, self.pool.stride)
+                                                            conv.padding, self.pool.size, self.pool.stride)
         return y
 
     def backward(self, dy):

@@ -87,7 +87,7 @@ def program_for(model, optimizer) -> StepProgram | None:
         if kind is None:
             return None
         ops.append(kind)
-        drop_p.append(layer.p if kind == OP_DROPOUT else 0.0)
+        drop_p.append(layer.rate if kind == OP_DROPOUT else 0.0)
         if kind == OP_DENSE:
             slot.append(len(weights))
             weights.append(layer.params["w"])

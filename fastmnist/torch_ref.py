@@ -31,7 +31,7 @@ def to_torch_module(model):
     mods, shape = [], model.input_shape
     for layer in model.layers:
         if isinstance(layer, Conv2D):
-            m = nn.Conv2d(shape[0], layer.filters, layer.kernel_size, layer.stride, layer.p)
+            m = nn.Conv2d(shape[0], layer.filters, layer.kernel_size, layer.stride, layer.padding)
             m.weight.data = torch.from_numpy(model.backend.to_numpy(layer.params["w"]).copy())
             m.bias.data = torch.from_numpy(model.backend.to_numpy(layer.params["b"]).copy())
         elif isinstance(layer, Dense):
@@ -45,7 +45,7 @@ def to_torch_module(model):
         elif isinstance(layer, Sigmoid):
             m = nn.Sigmoid()
         elif isinstance(layer, Dropout):
-            m = nn.Dropout(layer.p)
+            m = nn.Dropout(layer.rate)
         elif isinstance(layer, Flatten):
             m = nn.Flatten()
         else:
@@ -59,8 +59,8 @@ def _out_shape(layer, shape):
     from .layers import Conv2D, Dense, Flatten, MaxPool2D
     if isinstance(layer, Conv2D):
         k = layer.kernel_size
-        return (layer.filters, (shape[1] + 2 * layer.p - k) // layer.stride + 1,
-                (shape[2] + 2 * layer.p - k) // layer.stride + 1)
+        return (layer.filters, (shape[1] + 2 * layer.padding - k) // layer.stride + 1,
+                (shape[2] + 2 * layer.padding - k) // layer.stride + 1)
     if isinstance(layer, MaxPool2D):
         return (shape[0], (shape[1] - layer.size) // layer.stride + 1, (shape[2] - layer.size) // layer.stride + 1)
     if isinstance(layer, Flatten):

@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import zoo
-from .backends import NAMES, backend_status, get_backend
-from .errors import InvalidArgument
+from .. import zoo
+from ..backends import NAMES, backend_status, get_backend
+from ..errors import InvalidArgument
 
 F32 = 4
 KERNELS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward", "affine_forward",
@@ -56,7 +56,7 @@ def is_torch(name) -> bool:
 
 def backend_list(requested=None) -> list[tuple[str, bool, str]]:
     """(name, available, reason) for each requested backend; torch included when importable."""
-    from .torch_ref import torch_available
+    from ..torch_ref import torch_available
     names = list(requested or [*(n for n in NAMES if n != "cupy-sim"), *REFERENCES])  # the simulator only by name
     out = []
     for name in names:
@@ -100,7 +100,7 @@ def _rand(shape, seed=0, dtype=np.float32):
 def _layer_shapes(model_name: str, batch: int):
     """Shapes of the first conv, its pool and the first dense layer of a zoo model."""
     m = zoo.create(model_name, backend="numpy")
-    from .layers import Conv2D, Dense, Dropout, MaxPool2D
+    from ..layers import Conv2D, Dense, Dropout, MaxPool2D
     shape = m.input_shape
     info = {}
     for layer in m.layers:
@@ -118,7 +118,7 @@ def _layer_shapes(model_name: str, batch: int):
 
 
 def _next(layer, shape):
-    from .torch_ref import _out_shape
+    from ..torch_ref import _out_shape
     return _out_shape(layer, shape)
 
 
@@ -266,7 +266,7 @@ def model_flops_per_sample(model_name: str) -> float:
     """Forward + backward FLOPs of one sample (matrix products and convolutions only; the first
     layer's input gradient is not computed)."""
     m = zoo.create(model_name, backend="numpy")
-    from .layers import Conv2D, Dense
+    from ..layers import Conv2D, Dense
     shape, total, first = m.input_shape, 0.0, True
     for layer in m.layers:
         out = _next(layer, shape)
@@ -284,7 +284,7 @@ def model_flops_per_sample(model_name: str) -> float:
 def training_data_source() -> str:
     """Where the timed images come from: MNIST's directory, or random stand-ins where it is not found.
     It matters: an MNIST image is ~19% ink, and the dense layers of the numba backend skip zero inputs."""
-    from .data import find_data_root, load_raw
+    from ..data import find_data_root, load_raw
     try:
         load_raw()
         return f"MNIST ({find_data_root(None)})"
@@ -293,7 +293,7 @@ def training_data_source() -> str:
 
 
 def _training_data(n, flat, seed=0):
-    from .data import load_mnist
+    from ..data import load_mnist
     try:
         (x, y), _ = load_mnist(flatten=flat)
         return x[:n], y[:n]
@@ -313,7 +313,7 @@ def step_case(model_name, batch, repeat=20) -> Case:
         if is_torch(name):
             if name == "torch-cl" and r.flat_input:
                 return None
-            from .torch_ref import TorchTrainer
+            from ..torch_ref import TorchTrainer
             model = zoo.create(model_name, backend="numpy")
             tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args, setup=TORCH_SETUPS[name])
             xb, yb = tt.tensors(x, y)
@@ -342,14 +342,14 @@ def epoch_case(model_name, batch, samples=60000, repeat=3) -> Case:
     def make(name):
         x, y = _training_data(samples, r.flat_input)
         if name == "tutorial":
-            from .tutorials import tutorial_epoch
+            from ..tutorials import tutorial_epoch
             made = tutorial_epoch(model_name, x, y)
             return None if made is None else (made[0], _sync_for(name))
         if is_torch(name):
             if name == "torch-cl" and r.flat_input:
                 return None
-            from .optim import make_schedule
-            from .torch_ref import TorchTrainer
+            from ..optim import make_schedule
+            from ..torch_ref import TorchTrainer
             model = zoo.create(model_name, backend="numpy")
             tt = TorchTrainer(model, r.optimizer, r.lr, torch_device(), r.optimizer_args, setup=TORCH_SETUPS[name])
             xt, yt = tt.tensors(x, y)
@@ -592,7 +592,7 @@ def _run_isolated(name, spec, log) -> list[dict]:
     import sys
     env = dict(os.environ)
     if name in REFERENCES:  # PyTorch's OpenMP threads wait as the user's environment says, not as fastmnist's
-        from . import config
+        from .. import config
         env.pop("OMP_WAIT_POLICY", None)
         if config.USER_OMP_WAIT_POLICY is not None:
             env["OMP_WAIT_POLICY"] = config.USER_OMP_WAIT_POLICY
@@ -724,9 +724,3 @@ def parse_batch_sizes(text, models) -> dict:
 
 __all__ = ["Case", "KERNELS", "all_cases", "format_table", "measure_ceilings", "plot", "run", "time_case"]
 
-
-if __name__ == "__main__":  # the per-backend worker of run(): python -m fastmnist.bench NAME SPEC_JSON
-    import json
-    import sys
-    rows = run_backend(sys.argv[1], json.loads(sys.argv[2]), log=lambda line: print(line, file=sys.stderr))
-    print(json.dumps(rows))

@@ -28,6 +28,8 @@ from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_A
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
 from .numba_kernels import _softmax_ce_row
+from .numba_tiles import __file__ as _tiles_file
+from .numba_tiles import sparse_rows, sparse_width
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
 # whose check in every iteration keeps LLVM from vectorising the optimizer loops.
@@ -129,24 +131,25 @@ def _nonzeros_gathered(xs, perm, lo, idx, val, cnt):
     return total
 
 
-@njit(**_jitfm)
+@njit(**_jit)
 def _sparse_forward_row(idx, val, cnt, w, b, out, r):
-    """out[r] = a[r] @ w + b from row r's non-zeros, four weight rows per pass over the output row."""
+    """out[r] = a[r] @ w + b from row r's non-zeros, a register block of columns at a time."""
+    m = out.shape[1]
     o = out[r]
-    for j in range(o.size):
+    for j in range(m):
         o[j] = b[j]
-    n, k = cnt[r], 0
-    while k + 4 <= n:
-        v0, v1, v2, v3 = val[r, k], val[r, k + 1], val[r, k + 2], val[r, k + 3]
-        w0, w1, w2, w3 = w[idx[r, k]], w[idx[r, k + 1]], w[idx[r, k + 2]], w[idx[r, k + 3]]
-        for j in range(o.size):
-            o[j] += v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j]
-        k += 4
-    while k < n:
-        v0, w0 = val[r, k], w[idx[r, k]]
-        for j in range(o.size):
-            o[j] += v0 * w0[j]
-        k += 1
+    _sparse_times_dense(idx[r], val[r], 0, cnt[r], w, out.reshape(-1), r * m)
+
+
+@njit(**_jit)
+def _sparse_times_dense(ix, v, lo, hi, b, out, obase):
+    """out[obase + c] += sum over k in [lo, hi) of v[k] * b[ix[k], c] for every column c of b (M),
+    in blocks of the columns sparse_rows holds in registers."""
+    m = b.shape[1]
+    block = sparse_width(b)
+    bflat = b.reshape(-1)
+    for c0 in range(0, m, block):
+        sparse_rows(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0))
 
 
 @njit(**_jit)
@@ -216,24 +219,14 @@ def _by_feature(idx, val, cnt, slot_of, rows, start, fill, csc_r, csc_v):
     return count
 
 
-@njit(**_jitfm)
+@njit(**_jit)
 def _feature_grad(q, rows, start, csc_r, csc_v, g, gw):
-    """Row rows[q] of a.T @ g: the samples that feature feeds, four per pass over the row."""
+    """Row rows[q] of a.T @ g: the samples that feature feeds."""
+    m = gw.shape[1]
     row = gw[rows[q]]
-    for j in range(row.size):
+    for j in range(m):
         row[j] = 0
-    k, hi = start[q], start[q + 1]
-    while k + 4 <= hi:
-        v0, v1, v2, v3 = csc_v[k], csc_v[k + 1], csc_v[k + 2], csc_v[k + 3]
-        g0, g1, g2, g3 = g[csc_r[k]], g[csc_r[k + 1]], g[csc_r[k + 2]], g[csc_r[k + 3]]
-        for j in range(row.size):
-            row[j] += v0 * g0[j] + v1 * g1[j] + v2 * g2[j] + v3 * g3[j]
-        k += 4
-    while k < hi:
-        v0, g0 = csc_v[k], g[csc_r[k]]
-        for j in range(row.size):
-            row[j] += v0 * g0[j]
-        k += 1
+    _sparse_times_dense(csc_r, csc_v, start[q], start[q + 1], g, gw.reshape(-1), rows[q] * m)
 
 
 @njit(**_jit)
@@ -443,4 +436,4 @@ def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, slot_of, r
         gw[rows[q], :] = 0
 
 
-lock_caches(globals(), depends=(_kernels_file,))  # one cache for several processes; numba_cache.py
+lock_caches(globals(), depends=(_kernels_file, _tiles_file))  # one cache for several processes; numba_cache.py

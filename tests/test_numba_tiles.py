@@ -45,6 +45,10 @@ if backend_status("numba")[0]:
     def _t8(src, sbase, sstride, dst, dbase, dstride):
         T.transpose8(src, sbase, sstride, dst, dbase, dstride)
 
+    @njit
+    def _sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
+        T.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
+
     KERNELS = {"wide": (_rows, _grad, 1, T.TILE_PIXELS), "narrow": (_rows_narrow, _grad_narrow, 2, T.NARROW_PIXELS)}
 
 
@@ -169,6 +173,30 @@ def test_transpose8_and_the_transpose_around_it(dtype):
         np.testing.assert_array_equal(dst, want, err_msg=f"{rows} x {cols}")
 
 
+def sparse_check(sparse_rows, block, dt, rng):
+    """sparse_rows against loops for every column count of a block (each number of vectors, each
+    masked tail), at an offset in both arrays; the output's other entries must stay untouched."""
+    ldb, nrows = block + 5, 9
+    b = rng.standard_normal(nrows * ldb).astype(dt)
+    ix = rng.integers(0, nrows, 12).astype(np.int32)
+    v = rng.standard_normal(12).astype(dt)
+    for cols in range(1, block + 1):
+        for lo, hi in [(0, 12), (3, 7), (5, 5)]:
+            out = rng.standard_normal(block + 8).astype(dt)
+            want = out.copy()
+            for k in range(lo, hi):
+                for c in range(cols):
+                    want[3 + c] += v[k] * b[ix[k] * ldb + 2 + c]
+            sparse_rows(ix, v, lo, hi, b, 2, ldb, out, 3, cols)
+            np.testing.assert_allclose(out, want, rtol=1e-5 if dt == np.float32 else 1e-13,
+                                       atol=1e-5 if dt == np.float32 else 1e-13, err_msg=f"cols {cols}, k {lo}:{hi}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_rows_every_column_count(dtype):
+    sparse_check(_sparse, T.sparse_block_columns(np.dtype(dtype).itemsize), dtype, np.random.default_rng(5))
+
+
 def test_vector_width_follows_numbas_target(monkeypatch):
     import numba
     monkeypatch.setattr(numba.config, "CPU_NAME", "haswell")
@@ -184,6 +212,13 @@ from fastmnist.backends import get_backend, numba_tiles
 assert (numba_tiles.VECTOR_BYTES, numba_tiles.TILE_PIXELS) == (32, 6), (numba_tiles.VECTOR_BYTES, numba_tiles.TILE_PIXELS)
 nb, ref = get_backend("numba"), get_backend("numpy")
 rng = np.random.default_rng(3)
+from numba import njit
+from tests.test_numba_tiles import sparse_check
+@njit
+def sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
+    numba_tiles.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
+for dt in (np.float32, np.float64):  # AVX2's masked moves (vmaskmov) for a block's last vector
+    sparse_check(sparse, numba_tiles.sparse_block_columns(np.dtype(dt).itemsize), dt, rng)
 for dt in (np.float32, np.float64):
     for n, c, h, f, k, pad in [(3, 24, 12, 32, 3, 0), (2, 1, 28, 24, 5, 0), (2, 3, 9, 5, 3, 1)]:
         x, w = rng.standard_normal((n, c, h, h)).astype(dt), rng.standard_normal((f, c, k, k)).astype(dt)

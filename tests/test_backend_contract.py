@@ -1,6 +1,6 @@
 """Every backend is a declared object of one contract: each has every required op with the
-reference's (numpy's) parameters and the declared capability flags; a module that is not a backend
-is refused with the list of what is wrong."""
+reference's (numpy's) parameters and the declared capability flags; a module or object that is not
+a backend is refused with the list of what is wrong."""
 import types
 
 import pytest
@@ -49,3 +49,22 @@ def test_a_conforming_module_gets_the_default_capabilities():
     module = declared(fake_backend(affine_forward=lambda x, w, b, relu=False: x))  # extra parameter, defaulted
     assert module.is_device is False and module.compiles_kernels is False
     assert get_backend(module) is module
+
+
+def test_a_backend_object_is_checked_by_its_bound_methods():
+    """cupy and cupy-sim are CupyBackend instances: their methods are compared as bound (without
+    self), as strictly as a module's functions; the class itself, whose functions take self, is not
+    a backend."""
+    from fastmnist.backends.cupy_backend import CupyBackend, LazyCupy
+    backend = CupyBackend(LazyCupy(), name="fake-gpu")
+    assert contract.backend_problems(backend, reference) == []
+    assert get_backend(backend) is backend and backend.is_device is True
+
+    class Renamed(CupyBackend):
+        def relu_forward(self, y):
+            return y
+    with pytest.raises(TypeError, match=r"<CupyBackend 'fake-gpu'> is not a fastmnist backend: "
+                                        r"relu_forward\(y\) does not take relu_forward\(x\)"):
+        declared(Renamed(LazyCupy(), name="fake-gpu"))
+    with pytest.raises(TypeError, match=r"im2col\(self, x, kh, kw, stride=1, pad=0\) does not take im2col\(x, kh"):
+        declared(CupyBackend)

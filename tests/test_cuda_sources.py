@@ -2,12 +2,14 @@
 land unseen; and the cupy backend module imports and reports itself unavailable without a GPU."""
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import fastmnist
-from fastmnist.backends import backend_status
+from fastmnist.backends import backend_status, contract
+from fastmnist.backends import numpy_backend as reference
 
 KERNELS = Path(fastmnist.__file__).parent / "backends" / "cuda" / "kernels.cu"
 
@@ -41,4 +43,11 @@ def test_cupy_backend_importable_and_explains_itself():
         assert ("not installed" in why) or ("no usable CUDA GPU" in why) or ("cannot compile kernels" in why)
         with pytest.raises(fastmnist.BackendUnavailable, match="pip install 'fastmnist\\[cuda13\\]'"):
             fastmnist.get_backend("cupy")
-    assert callable(cb.conv2d_forward) and callable(cb.adam_update_many)
+    assert callable(cb.backend.conv2d_forward) and callable(cb.backend.adam_update_many)
+    assert contract.backend_problems(cb.backend, reference) == []  # checked without cupy: nothing here imports it
+
+
+def test_importing_the_cupy_backend_never_imports_cupy():
+    code = "import sys, fastmnist.backends.cupy_backend, fastmnist.backends.cupy_sim_backend; print('cupy' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stdout + proc.stderr

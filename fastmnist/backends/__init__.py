@@ -1,6 +1,8 @@
 """Backend registry and selection.
 
-A backend is a module that mirrors :mod:`fastmnist.backends.numpy_backend` function for function.
+A backend is an object that mirrors :mod:`fastmnist.backends.numpy_backend` function for function:
+a module (``numpy``, ``numba``) or an instance (``cupy`` and ``cupy-sim``: two
+:class:`~fastmnist.backends.cupy_backend.CupyBackend` objects, on the real cupy and on the simulator).
 Select one by name (``numpy``, ``numba``, ``cupy``) or ``auto`` (cupy where a GPU works, else numba,
 else numpy), through an argument, :func:`set_backend`, :func:`use_backend` or ``$FASTMNIST_BACKEND``.
 Only ``auto`` falls back: a named backend that cannot run is an error saying why. For a zoo model,
@@ -12,13 +14,17 @@ import contextlib
 import importlib
 import os
 import warnings
-from types import ModuleType
+from typing import Any
 
 from ..errors import BackendUnavailable, InvalidArgument, WrongType
 
 NAMES = ("numpy", "numba", "cupy", "cupy-sim")
 AUTO_ORDER = ("cupy", "numba", "numpy")  # cupy-sim (the CUDA source on the CPU, for tests) only by name
-_MODULES = {name: f"fastmnist.backends.{name.replace('-', '_')}_backend" for name in NAMES}
+#: Where each backend is: a module, or ``module:attribute`` for a backend object built in that module.
+_SOURCES = {"numpy": "fastmnist.backends.numpy_backend", "numba": "fastmnist.backends.numba_backend",
+            "cupy": "fastmnist.backends.cupy_backend:backend", "cupy-sim": "fastmnist.backends.cupy_sim_backend:backend"}
+#: A backend module or object: every op of ``contract.REQUIRED_OPS`` with numpy's parameters, a ``name``.
+Backend = Any
 _HOW_TO_INSTALL = {
     "numba": "pip install numba",
     "cupy": "pip install 'fastmnist[cuda13]' (or [cuda12]; exactly one) on a machine with an NVIDIA GPU and driver",
@@ -29,26 +35,35 @@ _status_cache: dict[str, tuple[bool, str]] = {}
 _warned: set = set()  # backends whose failure auto has reported once
 
 
-def _import(name: str) -> tuple[ModuleType | None, str]:
+def _load(name: str) -> Backend:
+    """The backend object ``_SOURCES[name]`` names: its module imported, then the attribute if one is named."""
+    module_name, _, attribute = _SOURCES[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
+
+
+def _probe(name: str) -> tuple[Backend | None, str]:
+    """(the backend if it runs here else None, why); a broken install is a reason, never an exception."""
+    module_name = _SOURCES[name].partition(":")[0]
     try:
-        module = importlib.import_module(_MODULES[name])
-        ok, why = module.available()
+        backend = _load(name)
+        ok, why = backend.available()
     except ImportError as exc:
-        return None, f"cannot import {_MODULES[name]}: {exc}"
+        return None, f"cannot import {module_name}: {exc}"
     except Exception as exc:  # noqa: BLE001 -- a broken environment (NUMBA_NUM_THREADS=0, no cache dir) must
         # make the backend unavailable with its reason, never kill `info` or `auto`
         settings = ", ".join(f"{k}={v!r}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "CUPY_")))
-        return None, (f"{_MODULES[name]} failed to load ({type(exc).__name__}: {exc})"
+        return None, (f"{module_name} failed to load ({type(exc).__name__}: {exc})"
                       + (f"; environment: {settings}" if settings else ""))
-    return (module if ok else None), why
+    return (backend if ok else None), why
 
 
 def backend_status(name: str) -> tuple[bool, str]:
     """(usable here?, reason) for one backend name; cached after the first probe."""
     _check_name(name)
     if name not in _status_cache:
-        module, why = _import(name)
-        _status_cache[name] = (module is not None, why)
+        backend, why = _probe(name)
+        _status_cache[name] = (backend is not None, why)
     return _status_cache[name]
 
 
@@ -66,7 +81,7 @@ def resolve_name(name: str | None = None) -> str:
     """The concrete backend name that ``name`` (None, 'auto' or a backend name) selects."""
     if name is None:
         name = _current or os.environ.get("FASTMNIST_BACKEND", "").strip().lower() or "auto"
-    if not isinstance(name, str):  # a backend module passed through
+    if not isinstance(name, str):  # a backend object passed through
         return name.name
     name = name.lower()
     if name == "auto":
@@ -104,36 +119,37 @@ def resolve_for_model(name: str | None, dense_only: bool, batch_size: int | None
     return chosen
 
 
-def get_backend(name: str | ModuleType | None = None) -> ModuleType:
-    """Return the backend module for ``name`` (None: the current default; 'auto': the best one here),
-    checked once against the contract (:func:`declared`)."""
-    if isinstance(name, ModuleType):
+def get_backend(name: str | Backend | None = None) -> Backend:
+    """Return the backend for ``name`` (None: the current default; 'auto': the best one here; a
+    backend object: itself), checked once against the contract (:func:`declared`)."""
+    if name is not None and not isinstance(name, str):
         return declared(name)
-    return declared(importlib.import_module(_MODULES[resolve_name(name)]))
+    return declared(_load(resolve_name(name)))
 
 
 _checked: set = set()
 
 
-def declared(module: ModuleType) -> ModuleType:
-    """``module`` after checking it is a backend: every op of ``contract.REQUIRED_OPS`` with the
-    reference's parameters, capability flags (``contract.CAPABILITIES``, defaults filled in).
-    A module that is not raises TypeError listing every problem."""
-    if module in _checked:
-        return module
+def declared(backend: Backend) -> Backend:
+    """``backend`` (a module or an object) after checking it is one: every op of
+    ``contract.REQUIRED_OPS`` with the reference's parameters, capability flags
+    (``contract.CAPABILITIES``, defaults filled in). One that is not raises TypeError listing every problem."""
+    if backend in _checked:
+        return backend
     from . import contract
     from . import numpy_backend as reference
-    problems = contract.backend_problems(module, reference)
+    problems = contract.backend_problems(backend, reference)
     if problems:
-        raise WrongType(f"{module.__name__} is not a fastmnist backend: " + "; ".join(problems))
+        what = getattr(backend, "__name__", None) or repr(backend)  # a module's name; an object says what it is
+        raise WrongType(f"{what} is not a fastmnist backend: " + "; ".join(problems))
     for flag, default in contract.CAPABILITIES.items():
-        if not hasattr(module, flag):
-            setattr(module, flag, default)
-    _checked.add(module)
-    return module
+        if not hasattr(backend, flag):
+            setattr(backend, flag, default)
+    _checked.add(backend)
+    return backend
 
 
-def set_backend(name: str | None) -> ModuleType:
+def set_backend(name: str | Backend | None) -> Backend:
     """Make ``name`` the default backend of this process (None: back to $FASTMNIST_BACKEND/auto)."""
     global _current
     backend = get_backend(name) if name is not None else None

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from fastmnist import sweep
-from fastmnist.bench import _cpu_model
+from fastmnist.bench import cpu_model
 
 
 def timed_sweep(runs, workers):
@@ -32,7 +32,7 @@ def main():
     args = ap.parse_args()
     grid = sweep.grid("fast-cnn", "numba", [0, 1, 2, 3], [0.005, 0.01], [128, 256], 1, limit_train=args.limit_train,
                       limit_test=2000)
-    result = {"cpu": _cpu_model(), "cores": os.cpu_count(), "grid": f"fast-cnn numba, 4 seeds x 2 lr x 2 batch sizes, "
+    result = {"cpu": cpu_model(), "cores": os.cpu_count(), "grid": f"fast-cnn numba, 4 seeds x 2 lr x 2 batch sizes, "
               f"1 epoch of {args.limit_train} images, 2000 test images", "configs": []}
     for workers in (1, 2):
         timed_sweep(grid[:2], workers)  # warm the Numba cache so neither setting pays compilation

@@ -4,13 +4,11 @@ Note: all backends here run in one pytest process, so their thread pools can int
 ``fastmnist bench`` command runs each backend in its own process and is the figure quoted in
 docs/benchmarks.md.
 """
-import contextlib
 import os
 
 import pytest
 
 from fastmnist import bench
-from fastmnist.backends import get_backend
 
 QUICK = os.environ.get("FASTMNIST_BENCH_QUICK") == "1"
 CASES = bench.all_cases(quick=QUICK)
@@ -23,11 +21,9 @@ BACKENDS = bench.backend_list()
 def test_case(benchmark, case, backend):
     benchmark.group = case.name
     benchmark.extra_info.update({"flops": case.flops, "bytes": case.bytes, "group": case.group})
-    reference = backend in bench.REFERENCES  # PyTorch setups and the tutorials: no fastmnist backend
-    ctx = contextlib.nullcontext() if reference else getattr(get_backend(backend), "training_context",
-                                                             contextlib.nullcontext)()
-    with ctx:
-        made = case.make(backend)
+    target = bench.target(backend)
+    with target.context():  # as fit() runs a backend (PyTorch: every core)
+        made = case.make(target)
         if made is None:
             pytest.skip(f"{case.name} does not apply to {backend}")
         fn, sync = made

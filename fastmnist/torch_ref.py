@@ -28,7 +28,7 @@ def to_torch_module(model):
 
     from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid
 
-    mods, shape = [], model.input_shape
+    mods, shape = [], model.input_shape  # shape: the per-sample input of each layer
     for layer in model.layers:
         if isinstance(layer, Conv2D):
             m = nn.Conv2d(shape[0], layer.filters, layer.kernel_size, layer.stride, layer.padding)
@@ -51,23 +51,8 @@ def to_torch_module(model):
         else:
             raise WrongType(f"no PyTorch equivalent for {type(layer).__name__}")
         mods.append(m)
-        shape = _out_shape(layer, shape)
+        shape = layer.out_shape
     return nn.Sequential(*mods)
-
-
-def _out_shape(layer, shape):
-    from .layers import Conv2D, Dense, Flatten, MaxPool2D
-    if isinstance(layer, Conv2D):
-        k = layer.kernel_size
-        return (layer.filters, (shape[1] + 2 * layer.padding - k) // layer.stride + 1,
-                (shape[2] + 2 * layer.padding - k) // layer.stride + 1)
-    if isinstance(layer, MaxPool2D):
-        return (shape[0], (shape[1] - layer.size) // layer.stride + 1, (shape[2] - layer.size) // layer.stride + 1)
-    if isinstance(layer, Flatten):
-        return (int(np.prod(shape)),)
-    if isinstance(layer, Dense):
-        return (layer.units,)
-    return shape
 
 
 SETUPS = ("eager", "channels_last", "compile")

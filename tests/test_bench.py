@@ -5,6 +5,11 @@ import sys
 
 from fastmnist import bench
 
+# The report's layout, which result files and `fastmnist sweep --bench` read: keys in this order.
+REPORT_KEYS = ["environment", "data", "ceilings", "backends", "quick", "results"]
+ROW_KEYS = ["case", "group", "model", "batch_size", "backend", "device", "median_s", "iqr_s", "times_s", "flops", "bytes",
+            "gflops", "gbs", "floor_s", "torch_best", "speedup_vs_torch", "speedup_vs_numpy", "speedup_vs_tutorial"]
+
 
 def test_bench_quick_report(tmp_path):
     out, png = tmp_path / "r.json", tmp_path / "r.png"
@@ -18,6 +23,7 @@ def test_bench_quick_report(tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
+    assert list(report) == REPORT_KEYS and all(list(r) == ROW_KEYS for r in report["results"])
     available = [b["name"] for b in report["backends"] if b["available"]]
     assert "numpy" in available
     assert all(b["reason"] for b in report["backends"])
@@ -101,3 +107,17 @@ def test_mlp_cases_leave_out_the_kernels_an_mlp_has_not():
                      "softmax_cross_entropy[relu-mlp,b200]", "adam_update[relu-mlp,b200]", "train_step[relu-mlp,b200]",
                      "epoch[relu-mlp,b200,n60000]"]
     assert "relu-mlp" in bench.DEFAULT_MODELS  # the default run, --quick included, has an MLP
+
+
+def test_each_target_says_which_cases_apply_to_it():
+    """PyTorch times kernels in its eager setup only and channels_last on image inputs only; the
+    tutorials have epochs only, of the MLPs they teach (asked before any data or torch is loaded)."""
+    kernel = bench.kernel_cases(("simple-cnn",), ("relu_forward",))[0]
+    mlp_step, cnn_epoch = bench.step_case("relu-mlp", 8), bench.epoch_case("simple-cnn", 8, samples=16)
+    assert bench.target("torch").supports(kernel) and not bench.target("torch-compile").supports(kernel)
+    assert not bench.target("torch-cl").supports(mlp_step) and bench.target("torch-cl").supports(cnn_epoch)
+    assert not bench.target("tutorial").supports(mlp_step) and bench.target("tutorial").supports(cnn_epoch)
+    assert cnn_epoch.make("tutorial") is None  # no tutorial trains a CNN
+    assert [t.name for t in bench.requested_targets(["numpy", "torch-cl"])] == ["numpy", "torch-cl"]
+    assert bench.target("numpy").device() == "cpu" and not bench.target("numpy").is_reference
+    assert all(bench.target(name).is_reference for name in bench.REFERENCES)

@@ -6,7 +6,7 @@ the last line of stdout; progress goes to stderr.
 import json
 import sys
 
-from . import run_backend
+from .runner import run_backend
 
 rows = run_backend(sys.argv[1], json.loads(sys.argv[2]), log=lambda line: print(line, file=sys.stderr))
 print(json.dumps(rows))

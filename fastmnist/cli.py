@@ -6,6 +6,7 @@ argument) print one line on stderr and exit 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -204,7 +205,7 @@ def cmd_train(args) -> dict:
     on_epoch_end = (lambda state: ckpt.save(model, optimizer, state)) if ckpt else None
     stop = StopRequest()
     t0 = time.perf_counter()
-    with stop.installed() if ckpt else _nullcontext():
+    with stop.installed() if ckpt else contextlib.nullcontext():
         try:
             history = model.fit(x, y, epochs=run["epochs"], batch_size=run["batch_size"], optimizer=optimizer,
                                 schedule=recipe.schedule, validation_split=run["validation_split"],
@@ -312,11 +313,6 @@ class Interrupted(Exception):
     def __init__(self, message, status):
         super().__init__(message)
         self.status = status
-
-
-def _nullcontext():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 def _mnist_model(model, path):

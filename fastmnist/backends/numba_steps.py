@@ -41,6 +41,10 @@ _jitfm = dict(_jit, fastmath=_FM)
 # A parallel region wakes a sleeping thread (tens of microseconds): an optimizer update goes to the
 # threads only from this many parameters (relu-mlp's 784x256: yes; its 256x10: no).
 _PARALLEL_MIN_UPDATE = 1 << 16
+# The features' gradient rows and updates go to the threads in this many ranges (a constant: a
+# thread count read inside a kernel would keep it out of numba's cache); several per thread even
+# out the ranges whose pixels carry more ink.
+_FEATURE_PARTS = 16
 
 
 @njit(**_jitfm)
@@ -188,11 +192,11 @@ def _sgd_one_sample(idx, val, cnt, g, w, lr):
 
 
 @njit(**_jit)
-def _by_feature(idx, val, cnt, rows, start, fill, csc_r, csc_v):
+def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v):
     """a's non-zeros regrouped by input feature (the rows of a.T @ g they write): feature f has
-    samples csc_r[start[f]:start[f + 1]] in ascending order, with values csc_v; rows[:count]
-    (count returned) lists the features with any. A counting sort over the D features (an
-    earlier version kept them in first-seen order through a slot map: 1.5-1.9x slower)."""
+    samples csc_r[start[f]:start[f + 1]] in ascending order, with values csc_v. A counting sort
+    over the D features (an earlier version kept them in first-seen order through a slot map:
+    1.5-1.9x slower)."""
     d = fill.shape[0]
     for f in range(d + 1):
         start[f] = 0
@@ -200,10 +204,7 @@ def _by_feature(idx, val, cnt, rows, start, fill, csc_r, csc_v):
         ir = idx[r]
         for k in range(cnt[r]):
             start[ir[k] + 1] += 1
-    count = 0
     for f in range(d):
-        rows[count] = f
-        count += start[f + 1] != 0
         start[f + 1] += start[f]
         fill[f] = start[f]
     for r in range(cnt.shape[0]):
@@ -214,30 +215,31 @@ def _by_feature(idx, val, cnt, rows, start, fill, csc_r, csc_v):
             csc_r[at] = r
             csc_v[at] = vr[k]
             fill[f] = at + 1
-    return count
 
 
 @njit(**_jit)
-def _feature_grad(q, rows, start, csc_r, csc_v, g, gw):
-    """Row rows[q] of a.T @ g: the samples that feature feeds."""
-    m = gw.shape[1]
-    row = gw[rows[q]]
-    for j in range(m):
-        row[j] = 0
-    f = rows[q]
-    _sparse_times_dense(csc_r, csc_v, start[f], start[f + 1], g, gw.reshape(-1), f * m)
-
-
-@njit(**_jit)
-def _weight_grad(count, rows, start, csc_r, csc_v, g, gw):
-    for q in range(count):
-        _feature_grad(q, rows, start, csc_r, csc_v, g, gw)
+def _grad_update_rows(f0, f1, kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row):
+    """For features f0 <= f < f1: row (M,) = row f of a.T @ g (the samples that feature feeds),
+    then the optimizer's update of w[f] from it while it is in cache (the whole (D, M) gradient
+    was written, read and zeroed again every step). A feature no sample feeds has a zero
+    gradient: plain SGD skips it, momentum, AdaGrad and Adam still move it."""
+    for f in range(f0, f1):
+        lo, hi = start[f], start[f + 1]
+        if hi == lo and kind == OPT_SGD:
+            continue
+        row[:] = 0
+        _sparse_times_dense(csc_r, csc_v, lo, hi, g, row, 0)
+        _update(kind, w[f], row, s1[f], s2[f], lr, ss, bc2, hyper)
 
 
 @njit(**_pjit)
-def _weight_grad_par(count, rows, start, csc_r, csc_v, g, gw):
-    for q in prange(count):
-        _feature_grad(q, rows, start, csc_r, csc_v, g, gw)
+def _grad_update_rows_par(parts, kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper):
+    """_grad_update_rows over ``parts`` near-equal ranges of features, one per thread."""
+    d = w.shape[0]
+    for part in prange(parts):
+        row = np.empty(w.shape[1], w.dtype)
+        _grad_update_rows(part * d // parts, (part + 1) * d // parts, kind, start, csc_r, csc_v, g, w,
+                          s1, s2, lr, ss, bc2, hyper, row)
 
 
 @njit(**_pjit)
@@ -264,8 +266,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
     idxs = [np.empty((1, 1), np.int32) for _ in range(0)]
     vals = [np.empty((1, 1), dt) for _ in range(0)]
     cnts = [np.empty(1, np.int64) for _ in range(0)]
-    gws = [np.empty((1, 1), dt) for _ in range(0)]
-    rows = [np.empty(1, np.int64) for _ in range(0)]
+    grad_rows = [np.empty(1, dt) for _ in range(0)]
     fills = [np.empty(1, np.int64) for _ in range(0)]
     for k in range(n_ops):
         dense, d, m = ops[k] == OP_DENSE, widths[k], widths[k + 1]
@@ -275,8 +276,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
         idxs.append(np.empty((batch, d) if dense else (1, 1), np.int32))  # a dense layer's input, as non-zeros
         vals.append(np.empty((batch, d) if dense else (1, 1), dt))
         cnts.append(np.empty(batch if dense else 1, np.int64))
-        gws.append(np.zeros((d, m) if dense else (1, 1), dt))  # weight gradient; all zero between steps
-        rows.append(np.empty(d if dense else 1, np.int64))  # the features with non-zeros
+        grad_rows.append(np.empty(m if dense else 1, dt))  # one row of the weight gradient
         fills.append(np.empty(d if dense else 1, np.int64))  # the counting sort's cursor per feature
     sparse = np.zeros(n_ops, np.bool_)
     # a dense layer's non-zero inputs grouped by feature (shared by the layers, one after another)
@@ -382,8 +382,8 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                 for r in range(nb):
                     for c in range(b.size):
                         gb[c] += g[r, c]
-                _weight_update(opt_kind, sparse[j], par, a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w, gws[j],
-                               rows[j], start, fills[j], csc_r, csc_v, w_s1[i], w_s2[i], lr, ss, bc2, hyper)
+                _weight_update(opt_kind, sparse[j], par, a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w,
+                               grad_rows[j], start, fills[j], csc_r, csc_v, w_s1[i], w_s2[i], lr, ss, bc2, hyper)
                 _update(opt_kind, b, gb, b_s1[i], b_s2[i], lr, ss, bc2, hyper)
             elif kind == OP_SIGMOID:
                 for r in range(nb):
@@ -404,10 +404,10 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
 
 
 @njit(**_jit)
-def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, rows, start, fill, csc_r, csc_v,
+def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, row, start, fill, csc_r, csc_v,
                    s1, s2, lr, ss, bc2, hyper):
-    """The weight gradient a.T @ g and the optimizer's update of w (D, M); ``gw`` is all zero
-    before and after (rows no input feeds are never written)."""
+    """The weight gradient a.T @ g and the optimizer's update of w (D, M): BLAS, or row by row
+    from the non-zeros of a (``row`` holds one gradient row)."""
     par = par and w.size >= _PARALLEL_MIN_UPDATE
     if not sparse:  # BLAS
         gw_dense = np.dot(a.T, g)
@@ -419,21 +419,11 @@ def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, gw, rows, star
     if opt_kind == OPT_SGD and a.shape[0] == 1:
         _sgd_one_sample(idx, val, cnt, g, w, lr)
         return
-    count = _by_feature(idx, val, cnt, rows, start, fill, csc_r, csc_v)
+    _by_feature(idx, val, cnt, start, fill, csc_r, csc_v)
     if par:
-        _weight_grad_par(count, rows, start, csc_r, csc_v, g, gw)
+        _grad_update_rows_par(_FEATURE_PARTS, opt_kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper)
     else:
-        _weight_grad(count, rows, start, csc_r, csc_v, g, gw)
-    if opt_kind == OPT_SGD:  # a zero gradient row changes nothing: only the rows written
-        for q in range(count):
-            r = rows[q]
-            _update(opt_kind, w[r], gw[r], s1[r], s2[r], lr, ss, bc2, hyper)
-    elif par:  # momentum, AdaGrad, Adam move every parameter: the rows not written are zero
-        _update_par(opt_kind, w.ravel(), gw.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
-    else:
-        _update(opt_kind, w.ravel(), gw.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
-    for q in range(count):  # back to all zero for the next step
-        gw[rows[q], :] = 0
+        _grad_update_rows(0, w.shape[0], opt_kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row)
 
 
 lock_caches(globals(), depends=(_kernels_file, _tiles_file))  # one cache for several processes; numba_cache.py

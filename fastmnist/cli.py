@@ -384,7 +384,7 @@ def cmd_info(args) -> dict:
               f"auto selects: {info['auto_backend']}{_auto_exceptions(info)}")
         for name, b in info["backends"].items():
             print(f"  {name:8s} {'yes' if b['available'] else 'no '}  {b['reason']}")
-            details = _info_details(name, b)
+            details = _info_details(b)
             if details:
                 print(f"  {'':8s}      {details}")
         print("models:")
@@ -403,10 +403,10 @@ def _auto_exceptions(info: dict) -> str:
                    f"{config.AUTO_DEVICE_MIN_BATCH}, launch-bound on a GPU)" for backend, models in others.items())
 
 
-def _info_details(name: str, entry: dict) -> str:
+def _info_details(entry: dict) -> str:
     """The backend's facts that its reason line does not already say, each once."""
     facts = {k: v for k, v in entry.items() if k not in ("available", "reason")}
-    if name == "cupy-sim":  # a simulator: its "device" is host memory with a size limit, not a GPU
+    if entry.get("simulator"):  # its "device" is host memory with a size limit, not a GPU
         return (f"simulated device memory {facts['memory_total_gib']} GiB (FASTMNIST_CUDASIM_MEMORY)"
                 if "memory_total_gib" in facts else "")
     said = entry["reason"]

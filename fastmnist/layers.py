@@ -263,10 +263,8 @@ class ConvReLUPool:
 
 
 def fuse(layers: list, be) -> list:
-    """The execution plan: layers, with Conv2D+ReLU+MaxPool2D runs replaced by fused nodes where
-    the backend offers ``conv2d_relu_maxpool_forward``."""
-    if not hasattr(be, "conv2d_relu_maxpool_forward"):
-        return list(layers)
+    """The execution plan: layers, with Conv2D+ReLU+MaxPool2D runs replaced by fused nodes (every
+    backend has ``conv2d_relu_maxpool_forward``: contract.REQUIRED_OPS)."""
     plan, i = [], 0
     while i < len(layers):
         a, b, c = (layers[i:i + 3] + [None, None])[:3]

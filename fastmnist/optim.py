@@ -86,7 +86,7 @@ class Adam(Optimizer):
         lr = self.lr if lr is None else lr
         self.t += 1
         be = self.model.backend
-        fused = getattr(be, "adam_update_many", None)
+        fused = be.adam_update_many  # an optional op: None where the backend has none
         if fused is not None:  # one pass (one launch on a GPU) over every parameter
             fused(self.model.parameters(), self.model.gradients(), self.state, self.t, lr,
                   self.beta1, self.beta2, self.eps)

@@ -74,7 +74,7 @@ def program_for(model, optimizer) -> StepProgram | None:
     """The step program of ``model`` trained by ``optimizer``, or None where a compiled step does
     not cover it (other layer types, fusion turned off, a backend without ``dense_train_steps``)."""
     be = model.backend
-    if not model.fused or not hasattr(be, "dense_train_steps") or len(model.input_shape) != 1:
+    if not model.fused or be.dense_train_steps is None or len(model.input_shape) != 1:
         return None
     if type(optimizer) not in _OPTIMIZERS or not model.layers:
         return None

@@ -106,8 +106,8 @@ _MACHINE: dict = {}
 def _machine() -> dict:
     """Where a run ran: host, CPU model, process (cached: once per worker process)."""
     if not _MACHINE:
-        from .bench import _cpu_model
-        _MACHINE.update(host=socket.gethostname(), cpu=_cpu_model() or platform.processor(), gpu=None)
+        from .bench import cpu_model
+        _MACHINE.update(host=socket.gethostname(), cpu=cpu_model() or platform.processor(), gpu=None)
     return dict(_MACHINE, pid=os.getpid())
 
 
@@ -199,10 +199,10 @@ def append_record(fh, record: dict) -> None:
 def local_cluster(backend: str, workers: int | None, log):
     """An embedded cluster: one worker per GPU for cupy, else processes sharing the cores."""
     distributed = _distributed()
-    from .backends import get_backend, resolve_name
-    name = resolve_name(backend)
-    if name == "cupy":  # real GPUs (cupy-sim is a CPU process like the others)
-        gpus = get_backend(name).info()["gpus"]
+    from .backends import get_backend
+    be = get_backend(backend)
+    if be.is_device and not be.is_simulator:  # real GPUs (a simulator is a CPU process like the others)
+        gpus = be.info()["gpus"]
         try:
             from dask_cuda import LocalCUDACluster
             log(f"LocalCUDACluster: one worker per GPU ({gpus})")

@@ -131,7 +131,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 100, optimizer: Optim
         raise InvalidArgument("no training samples")
     if validation_data is not None:  # moved (and checked) once, not every epoch
         loop.validation_data = _to_backend(model, *validation_data)
-    with getattr(be, "training_context", contextlib.nullcontext)():
+    with (be.training_context or contextlib.nullcontext)():
         loop.run(xs, labels, targets, resume)
     return loop.history
 
@@ -294,7 +294,7 @@ class _Loop:
         return loss_sum, correct, lr_now
 
     def _compile_seconds(self) -> float:
-        timer = getattr(self.model.backend, "compile_seconds", None)
+        timer = self.model.backend.compile_seconds
         return timer() if timer is not None else 0.0
 
     def _end_epoch(self, epoch, n, loss_sum, correct, seconds, lr_now, compiling):

@@ -133,7 +133,9 @@ _checked: set = set()
 def declared(backend: Backend) -> Backend:
     """``backend`` (a module or an object) after checking it is one: every op of
     ``contract.REQUIRED_OPS`` with the reference's parameters, capability flags
-    (``contract.CAPABILITIES``, defaults filled in). One that is not raises TypeError listing every problem."""
+    (``contract.CAPABILITIES``, defaults filled in); an optional op it lacks
+    (``contract.OPTIONAL_OPS``) is set to None, so callers test ``be.op is None`` instead of probing.
+    One that is not a backend raises TypeError listing every problem."""
     if backend in _checked:
         return backend
     from . import contract
@@ -145,6 +147,9 @@ def declared(backend: Backend) -> Backend:
     for flag, default in contract.CAPABILITIES.items():
         if not hasattr(backend, flag):
             setattr(backend, flag, default)
+    for op in contract.OPTIONAL_OPS:
+        if not hasattr(backend, op):
+            setattr(backend, op, None)
     _checked.add(backend)
     return backend
 

@@ -72,8 +72,9 @@ REQUIRED_OPS = (
 #: trainer holds around its epochs, the seconds spent compiling kernels so far.
 OPTIONAL_OPS = ("dense_train_steps", "adam_update_many", "training_context", "compile_seconds")
 #: Declared flags and their defaults: data lives on a device (host reads are syncs); kernels are
-#: compiled at first use (the CLI times a warm-up step apart).
-CAPABILITIES = {"is_device": False, "compiles_kernels": False}
+#: compiled at first use (the CLI times a warm-up step apart); the device is simulated on the CPU
+#: (a test backend: never chosen by auto, timed as CPU work, no GPU workers in a sweep).
+CAPABILITIES = {"is_device": False, "compiles_kernels": False, "is_simulator": False}
 
 
 def backend_problems(module, reference) -> list[str]:

@@ -112,6 +112,7 @@ class CupyBackend:
 
     compiles_kernels = True  # JIT: `fastmnist train` times a warm-up step apart from the epochs
     is_device = True
+    is_simulator = False  # the instance on the simulator sets it
 
     def __init__(self, array_module, name: str = "cupy", requirement=None):
         self.name = name
@@ -155,11 +156,14 @@ class CupyBackend:
         cp = self._cupy()
         props = cp.cuda.runtime.getDeviceProperties(0)
         free, total = cp.cuda.runtime.memGetInfo()
-        return {"cupy": cp.__version__,
-                "gpu": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
-                "gpus": cp.cuda.runtime.getDeviceCount(),
-                "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(), "cuda_driver": cp.cuda.runtime.driverGetVersion(),
-                "memory_free_gib": round(free / 2**30, 2), "memory_total_gib": round(total / 2**30, 2)}
+        facts = {"cupy": cp.__version__,
+                 "gpu": props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
+                 "gpus": cp.cuda.runtime.getDeviceCount(),
+                 "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(), "cuda_driver": cp.cuda.runtime.driverGetVersion(),
+                 "memory_free_gib": round(free / 2**30, 2), "memory_total_gib": round(total / 2**30, 2)}
+        if self.is_simulator:
+            facts["simulator"] = True
+        return facts
 
     def _kernel(self, stem, dtype):
         """The compiled kernel, cached: RawModule.get_function costs host time on every call otherwise."""

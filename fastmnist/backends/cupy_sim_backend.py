@@ -16,4 +16,5 @@ from .cuda.simcupy import SimCupy
 from .cupy_backend import CupyBackend
 
 backend = CupyBackend(SimCupy(memory_bytes=config.CUDASIM_MEMORY_BYTES), name="cupy-sim", requirement=sim.available)
+backend.is_simulator = True
 device = backend.device  # the simulated device: .counters (see simcupy.py), .memory_bytes

@@ -28,8 +28,6 @@ from .report import fastest_lines, format_table, plot
 from .runner import run, run_backend, time_case
 from .targets import REFERENCES, TORCH_SETUPS, Target, backend_list, requested_targets, target
 
-_cpu_model = cpu_model  # the name fastmnist/sweep.py imports
-
 __all__ = ["Case", "DEFAULT_MODELS", "KERNELS", "REFERENCES", "TORCH_SETUPS", "Target", "VECTOR_FLAGS", "all_cases",
            "backend_list", "cpu_model", "cpu_vector_extensions", "environment", "epoch_case", "fastest_lines",
            "format_table", "kernel_cases", "measure_ceilings", "model_flops_per_sample", "parse_batch_sizes", "plot",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from .. import zoo
-from ..backends import NAMES, backend_status, get_backend
+from ..backends import AUTO_ORDER, NAMES, backend_status, get_backend
 from ..errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -82,10 +82,10 @@ class BackendTarget(Target):
 
     def context(self):
         # training_context is an optional op of the backend contract (contract.OPTIONAL_OPS): used where present
-        return getattr(self.module, "training_context", contextlib.nullcontext)()
+        return (self.module.training_context or contextlib.nullcontext)()
 
     def device(self):
-        return "gpu" if self.module.is_device and self.name not in SIMULATORS else "cpu"
+        return "gpu" if self.module.is_device and not self.module.is_simulator else "cpu"
 
     def sync(self):
         self.module.synchronize()
@@ -149,8 +149,6 @@ TORCH_SETUPS = {"torch": "eager", "torch-cl": "channels_last", "torch-compile": 
 _REFERENCE_TARGETS: dict[str, Callable[[str], Target]] = {
     **{name: _torch_target(setup) for name, setup in TORCH_SETUPS.items()}, "tutorial": lambda name: TutorialTarget()}
 REFERENCES = tuple(_REFERENCE_TARGETS)
-# Backends that run device code on the CPU: timed as CPU work, and only when asked for by name.
-SIMULATORS = ("cupy-sim",)
 
 
 def target(name: str | Target) -> Target:
@@ -165,8 +163,9 @@ def target(name: str | Target) -> Target:
 
 
 def requested_targets(requested: list[str] | None = None) -> list[Target]:
-    """The targets of ``requested`` names; by default every backend but the simulators, and every reference."""
-    names = requested or [*(n for n in NAMES if n not in SIMULATORS), *REFERENCES]
+    """The targets of ``requested`` names; by default every backend auto may choose (not the
+    simulator, which runs device code on the CPU: only when asked for by name), and every reference."""
+    names = requested or [*(n for n in NAMES if n in AUTO_ORDER), *REFERENCES]
     return [target(name) for name in names]
 
 

@@ -175,48 +175,8 @@ one_hot = _ref.one_hot
 
 if numba is not None:
     from . import numba_conv as _tiled
+    from . import numba_kernels as K
     from . import numba_steps as _numba_steps
-    from .numba_kernels import (  # noqa: F401  (the tests reach some kernels through this module)
-        _accumulate_taps,
-        _adagrad_kernel,
-        _adam_kernel,
-        _adam_many_kernel,
-        _adam_range,
-        _affine_warp_kernel,
-        _bias_add_kernel,
-        _col2im_kernel,
-        _conv_block_pool_dw_kernel,
-        _conv_block_pool_dx_kernel,
-        _conv_block_pool_kernel,
-        _conv_direct_dw_kernel,
-        _conv_direct_kernel,
-        _conv_direct_pool_dw_kernel,
-        _conv_direct_pool_dx_kernel,
-        _conv_direct_pool_kernel,
-        _count_correct_kernel,
-        _dropout_kernel,
-        _im2col_kernel,
-        _maxpool_backward_kernel,
-        _maxpool_kernel,
-        _momentum_kernel,
-        _mse_kernel,
-        _mul_kernel,
-        _nchw_to_rows_kernel,
-        _pad_kernel,
-        _pool22_plane,
-        _pool_plane,
-        _pool_to_rows_kernel,
-        _relu_backward_kernel,
-        _relu_kernel,
-        _rows_pool_kernel,
-        _rows_to_nchw_kernel,
-        _sgd_kernel,
-        _sigmoid_backward_kernel,
-        _sigmoid_kernel,
-        _softmax_ce_kernel,
-        _softmax_kernel,
-        _to_channels_first_kernel,
-    )
 
 
 def _c(a):
@@ -236,14 +196,14 @@ def im2col(x, kh, kw, stride=1, pad=0):
     """(N, C, H, W) -> (N*OH*OW, C*KH*KW); rows (n, oh, ow), columns (c, kh, kw)."""
     n, c, h, w, oh, ow = C.check_im2col(x, kh, kw, stride, pad)
     out = np.empty((n * oh * ow, c * kh * kw), x.dtype)
-    _im2col_kernel(_c(x), kh, kw, stride, pad, oh, ow, out)
+    K._im2col_kernel(_c(x), kh, kw, stride, pad, oh, ow, out)
     return out
 
 
 def col2im(col, x_shape, kh, kw, stride=1, pad=0):
     n, c, h, w, oh, ow = C.check_col2im(col, x_shape, kh, kw, stride, pad)
     out = np.zeros((n, c, h, w), col.dtype)
-    _col2im_kernel(_c(col), kh, kw, stride, pad, oh, ow, out)
+    K._col2im_kernel(_c(col), kh, kw, stride, pad, oh, ow, out)
     return out
 
 
@@ -264,13 +224,13 @@ def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
         xp = _padded(x, pad)
         xf = xp.reshape(n, c, -1)
         y = np.empty((n, f, oh, ow), x.dtype)
-        _conv_direct_kernel(xf, xp.shape[3], w, b, relu, y)
+        K._conv_direct_kernel(xf, xp.shape[3], w, b, relu, y)
         return y, ("direct", xf, x.shape, xp.shape[3], pad)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
-    _im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
+    K._im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
     rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS: (N*OH*OW, CKK) @ (CKK, F)
     y = np.empty((n, f, oh, ow), x.dtype)
-    _rows_to_nchw_kernel(rows, b, relu, y.reshape(n, f, oh * ow))
+    K._rows_to_nchw_kernel(rows, b, relu, y.reshape(n, f, oh * ow))
     return y, ("im2col", cols, x.shape, stride, pad)
 
 
@@ -287,7 +247,7 @@ def _padded(x, pad):
         return x
     n, c, h, w = x.shape
     out = np.zeros((n, c, h + 2 * pad, w + 2 * pad), x.dtype)
-    _pad_kernel(x, pad, out)
+    K._pad_kernel(x, pad, out)
     return out
 
 
@@ -305,22 +265,22 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
     dy, w = _c(dy), _c(w)
     if kind == "direct":  # stride 1; the cache holds the padded width where others hold the stride
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
-        _conv_direct_dw_kernel(dy, saved, stride, dw, db)
+        K._conv_direct_dw_kernel(dy, saved, stride, dw, db)
         stride = 1
         rows = None
     else:
         rows = np.empty((n * oh * ow, f), dy.dtype)
-        _nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
+        K._nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
         dw = _matmul(rows.T, saved).reshape(w.shape)  # BLAS
         db = rows.sum(axis=0)
     if not need_dx:
         return None, dw, db
     if rows is None:
         rows = np.empty((n * oh * ow, f), dy.dtype)
-        _nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
+        K._nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
     dcols = _matmul(rows, w.reshape(f, -1))  # BLAS
     dx = np.zeros(x_shape, dy.dtype)
-    _col2im_kernel(dcols, kh, kw, stride, pad, oh, ow, dx)
+    K._col2im_kernel(dcols, kh, kw, stride, pad, oh, ow, dx)
     return dx, dw, db
 
 
@@ -341,18 +301,18 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
     if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K and hp * wp > config.CONV_BLOCK_MAX_PLANE:
         xp = _padded(x, pad)  # large planes: one plane per saxpy already runs long enough
         xf = xp.reshape(n, c, -1)
-        _conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pool_stride, y, arg)
+        K._conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pool_stride, y, arg)
         return y, ("direct", xf, wp, x.shape, stride, pad, oh, ow, y, arg)
     if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K:
         xt = (np.zeros if pad else np.empty)((c, n, hp, wp), x.dtype)
-        _to_channels_first_kernel(x, pad, xt)
+        K._to_channels_first_kernel(x, pad, xt)
         xflat, plane, nb = xt.reshape(-1), hp * wp, _samples_per_block(n, hp * wp)
-        _conv_block_pool_kernel(xflat, n, c, plane, wp, w, b, oh, ow, size, pool_stride, nb, y, arg)
+        K._conv_block_pool_kernel(xflat, n, c, plane, wp, w, b, oh, ow, size, pool_stride, nb, y, arg)
         return y, ("block", (xflat, plane, nb), wp, x.shape, stride, pad, oh, ow, y, arg)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
-    _im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
+    K._im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
     rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS
-    _rows_pool_kernel(rows, b, oh, ow, size, pool_stride, y, arg)
+    K._rows_pool_kernel(rows, b, oh, ow, size, pool_stride, y, arg)
     return y, ("im2col", cols, 0, x.shape, stride, pad, oh, ow, y, arg)
 
 
@@ -409,30 +369,30 @@ def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
         return _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx)
     if kind == "direct":
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
-        _conv_direct_pool_dw_kernel(dy, y, arg, saved, wp, oh, ow, dw, db)
+        K._conv_direct_pool_dw_kernel(dy, y, arg, saved, wp, oh, ow, dw, db)
         if not need_dx:
             return None, dw, db
         dx = np.empty(x_shape, dy.dtype)
-        _conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx)
+        K._conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx)
         return dx, dw, db
     if kind == "block":
         xflat, plane, nb = saved
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
-        _conv_block_pool_dw_kernel(dy, y, arg, xflat, c, plane, wp, oh, ow, nb, dw, db)
+        K._conv_block_pool_dw_kernel(dy, y, arg, xflat, c, plane, wp, oh, ow, nb, dw, db)
         if not need_dx:
             return None, dw, db
         dx = np.empty(x_shape, dy.dtype)
         wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1])  # dx as a forward pass: see the kernel
-        _conv_block_pool_dx_kernel(dy, y, arg, wflip, plane, wp, oh, ow, pad, nb, dx)
+        K._conv_block_pool_dx_kernel(dy, y, arg, wflip, plane, wp, oh, ow, pad, nb, dx)
         return dx, dw, db
     rows = np.zeros((n * oh * ow, f), dy.dtype)
-    _pool_to_rows_kernel(dy, y, arg, oh, ow, rows)
+    K._pool_to_rows_kernel(dy, y, arg, oh, ow, rows)
     dw = _matmul(rows.T, saved).reshape(w.shape)  # BLAS
     db = rows.sum(axis=0)
     if not need_dx:
         return None, dw, db
     dx = np.zeros(x_shape, dy.dtype)
-    _col2im_kernel(_matmul(rows, w.reshape(f, -1)), kh, kw, stride, pad, oh, ow, dx)
+    K._col2im_kernel(_matmul(rows, w.reshape(f, -1)), kh, kw, stride, pad, oh, ow, dx)
     return dx, dw, db
 
 
@@ -443,14 +403,14 @@ def maxpool2d_forward(x, size=2, stride=2):
     n, c, h, w, oh, ow = C.check_maxpool2d_forward(x, size, stride)
     y = np.empty((n, c, oh, ow), x.dtype)
     arg = np.empty((n, c, oh, ow), np.int64)
-    _maxpool_kernel(_c(x), size, stride, oh, ow, y, arg)
+    K._maxpool_kernel(_c(x), size, stride, oh, ow, y, arg)
     return y, arg
 
 
 def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
     n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
     dx = np.zeros((n, c, h * w), dy.dtype)
-    bad = _maxpool_backward_kernel(_c(dy), _c(argmax).astype(np.int64, copy=False), dx)
+    bad = K._maxpool_backward_kernel(_c(dy), _c(argmax).astype(np.int64, copy=False), dx)
     if bad:
         C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
     return dx.reshape(n, c, h, w)
@@ -462,7 +422,7 @@ def affine_forward(x, w, b, relu=False):
     """x (N, D), w (D, M), b (M,) -> (N, M); ``relu`` fuses a following ReLU."""
     C.check_affine_forward(x, w, b)
     y = _matmul(_c(x), _c(w))  # BLAS
-    _small(_bias_add_kernel, y.size, y, _c(b), relu)
+    _small(K._bias_add_kernel, y.size, y, _c(b), relu)
     return y
 
 
@@ -500,22 +460,22 @@ def _binary(kernel, a, b):
 
 def relu_forward(x):
     C.check_unary("relu_forward", x)
-    return _unary(_relu_kernel, x)
+    return _unary(K._relu_kernel, x)
 
 
 def relu_backward(dy, x):
     C.check_unary_backward("relu_backward", dy, x)
-    return _binary(_relu_backward_kernel, dy, x)
+    return _binary(K._relu_backward_kernel, dy, x)
 
 
 def sigmoid_forward(x):
     C.check_unary("sigmoid_forward", x)
-    return _unary(_sigmoid_kernel, x)
+    return _unary(K._sigmoid_kernel, x)
 
 
 def sigmoid_backward(dy, y):
     C.check_unary_backward("sigmoid_backward", dy, y, "y")
-    return _binary(_sigmoid_backward_kernel, dy, y)
+    return _binary(K._sigmoid_backward_kernel, dy, y)
 
 
 # ---- losses ----
@@ -524,7 +484,7 @@ def softmax(x):
     C.check_softmax(x)
     x = _c(x)
     out = np.empty_like(x)
-    _small(_softmax_kernel, x.size, x, out)
+    _small(K._softmax_kernel, x.size, x, out)
     return out
 
 
@@ -537,7 +497,7 @@ def softmax_cross_entropy(logits, labels, check=True):
     labels = _c(labels).astype(np.int64, copy=False)
     d = np.empty_like(x)
     row_loss = np.zeros(x.shape[0], np.float64)
-    if _small(_softmax_ce_kernel, x.size, x, labels, d, row_loss):
+    if _small(K._softmax_ce_kernel, x.size, x, labels, d, row_loss):
         C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), x.shape[1])
     return np.asarray(row_loss.sum() / x.shape[0], x.dtype), d
 
@@ -546,7 +506,7 @@ def mse_loss(y, t):
     C.check_mse(y, t)
     y = _c(y)
     d = np.empty_like(y)
-    s = _small(_mse_kernel, y.size, y, _c(t), d)
+    s = _small(K._mse_kernel, y.size, y, _c(t), d)
     return np.asarray(0.5 * s / y.shape[0], y.dtype), d
 
 
@@ -557,7 +517,7 @@ def affine_warp(x, theta):
     C.check_affine_warp(x, theta)
     x = _c(x)
     out = np.empty_like(x)
-    _affine_warp_kernel(x, np.ascontiguousarray(theta, np.float64), out)
+    K._affine_warp_kernel(x, np.ascontiguousarray(theta, np.float64), out)
     return out
 
 
@@ -565,34 +525,34 @@ def dropout_forward(x, p, seed):
     C.check_dropout(x, p, seed)
     x = _c(x)
     y, mask = np.empty_like(x), np.empty_like(x)
-    _small(_dropout_kernel, x.size, x.reshape(-1), float(p), 1.0 / (1.0 - p), int(seed), y.reshape(-1),
+    _small(K._dropout_kernel, x.size, x.reshape(-1), float(p), 1.0 / (1.0 - p), int(seed), y.reshape(-1),
            mask.reshape(-1))
     return y, mask
 
 
 def dropout_backward(dy, mask):
     C.check_unary_backward("dropout_backward", dy, mask, "mask")
-    return _binary(_mul_kernel, dy, mask)
+    return _binary(K._mul_kernel, dy, mask)
 
 
 # ---- optimizer updates, in place ----
 
 def sgd_update(param, grad, lr):
     C.check_update("sgd_update", param, grad, lr)
-    _small(_sgd_kernel, param.size, _flat(param, "sgd_update", "param"), _c(grad).reshape(-1), param.dtype.type(lr))
+    _small(K._sgd_kernel, param.size, _flat(param, "sgd_update", "param"), _c(grad).reshape(-1), param.dtype.type(lr))
 
 
 def momentum_update(param, grad, velocity, lr, momentum=0.9):
     C.check_update("momentum_update", param, grad, lr, velocity=velocity)
     f = param.dtype.type
-    _small(_momentum_kernel, param.size, _flat(param, "momentum_update", "param"), _c(grad).reshape(-1),
+    _small(K._momentum_kernel, param.size, _flat(param, "momentum_update", "param"), _c(grad).reshape(-1),
            _flat(velocity, "momentum_update", "velocity"), f(lr), f(momentum))
 
 
 def adagrad_update(param, grad, h, lr, eps=1e-7):
     C.check_update("adagrad_update", param, grad, lr, h=h)
     f = param.dtype.type
-    _small(_adagrad_kernel, param.size, _flat(param, "adagrad_update", "param"), _c(grad).reshape(-1),
+    _small(K._adagrad_kernel, param.size, _flat(param, "adagrad_update", "param"), _c(grad).reshape(-1),
            _flat(h, "adagrad_update", "h"), f(lr), f(eps))
 
 
@@ -603,7 +563,7 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     f = param.dtype.type
     op = "adam_update"
     step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
-    _small(_adam_kernel, param.size, _flat(param, op, "param"), _c(grad).reshape(-1), _flat(m, op, "m"),
+    _small(K._adam_kernel, param.size, _flat(param, op, "param"), _c(grad).reshape(-1), _flat(m, op, "m"),
            _flat(v, op, "v"), f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(step_size), f(sqrt_bc2), f(eps))
 
 
@@ -624,12 +584,12 @@ def adam_update_many(params, grads, states, t, lr, beta1=0.9, beta2=0.999, eps=1
     hyper = (f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(step_size), f(sqrt_bc2), f(eps))
     if sum(p.size for p in ps) < config.PARALLEL_MIN_ELEMENTS:
         for p, g, m, v in zip(ps, gs, ms, vs):
-            _adam_range(p, g, m, v, 0, p.size, *hyper)
+            K._adam_range(p, g, m, v, 0, p.size, *hyper)
         return
     block = config.ADAM_BLOCK
     starts = np.zeros(len(ps) + 1, np.int64)  # array j's blocks: starts[j] .. starts[j + 1] - 1
     np.cumsum([-(-p.size // block) for p in ps], out=starts[1:])
-    _adam_many_kernel(ps, gs, ms, vs, starts, block, *hyper)
+    K._adam_many_kernel(ps, gs, ms, vs, starts, block, *hyper)
 
 
 # ---- whole training steps of a dense network ----
@@ -669,4 +629,4 @@ def _flat_check(arrays):
 def count_correct(logits, labels):
     C.check_count_correct(logits, labels)
     labels = _c(labels).astype(np.int64, copy=False)
-    return np.asarray(_small(_count_correct_kernel, logits.size, _c(logits), labels))
+    return np.asarray(_small(K._count_correct_kernel, logits.size, _c(logits), labels))

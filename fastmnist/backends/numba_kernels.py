@@ -361,17 +361,10 @@ def _rows_pool_kernel(rows, b, oh, ow, size, pstride, y, arg):  # rows (N*OH*OW,
     for n in prange(n_):
         base = n * oh * ow
         for f in range(f_):
+            column = rows[:, f]
             for i in range(ph):
                 for j in range(pw):
-                    h0, w0 = i * pstride, j * pstride
-                    best = rows[base + h0 * ow + w0, f]
-                    where = h0 * ow + w0
-                    for a in range(size):
-                        for bb in range(size):
-                            v = rows[base + (h0 + a) * ow + w0 + bb, f]
-                            k = (h0 + a) * ow + w0 + bb
-                            where = k if v > best else where  # selects, not branches: random
-                            best = v if v > best else best    # data would mispredict half of them
+                    best, where = _window_argmax(column, base, ow, ow, i * pstride, j * pstride, size)
                     best += b[f]
                     y[n, f, i, j] = best if best > 0 else 0
                     arg[n, f, i, j] = where
@@ -474,22 +467,32 @@ def _conv_block_pool_dx_kernel(dy, y, arg, wflip, plane, wp, oh, ow, pad, nb, dx
 
 # ---------------- pooling: max-pool, and the pooling of the fused conv's planes ----------------
 
+@njit(inline="always")  # inlined in Numba's IR: each caller compiles to its own loop nest, as if written out
+def _window_argmax(src, at, stride, width, h0, w0, size):
+    """The maximum of the size x size window at (h0, w0) of a plane stored in src from index
+    ``at``, rows ``stride`` apart, and its index h * width + w in a plane ``width`` wide. Strict >:
+    the first maximum (row-major) wins ties, as in the numpy reference; selects, not branches, which
+    random data would mispredict half the time."""
+    best = src[at + h0 * stride + w0]
+    where = h0 * width + w0
+    for a in range(size):
+        for b in range(size):
+            v = src[at + (h0 + a) * stride + w0 + b]
+            k = (h0 + a) * width + w0 + b
+            where = k if v > best else where
+            best = v if v > best else best
+    return best, where
+
+
 @njit(**_pjit)
-def _maxpool_kernel(x, size, stride, oh, ow, y, arg):
+def _maxpool_kernel(x, size, stride, oh, ow, y, arg):  # x C-contiguous: its planes ravel to views
     n_, c_, h_, w_ = x.shape
     for n in prange(n_):
         for c in range(c_):
+            plane = x[n, c].ravel()
             for i in range(oh):
                 for j in range(ow):
-                    h0, w0 = i * stride, j * stride
-                    best = x[n, c, h0, w0]
-                    where = h0 * w_ + w0
-                    for a in range(size):
-                        for b in range(size):
-                            v = x[n, c, h0 + a, w0 + b]
-                            k = (h0 + a) * w_ + w0 + b  # strict >: the first maximum wins ties;
-                            where = k if v > best else where  # selects, not branches
-                            best = v if v > best else best
+                    best, where = _window_argmax(plane, 0, w_, w_, i * stride, j * stride, size)
                     y[n, c, i, j] = best
                     arg[n, c, i, j] = where
 
@@ -530,15 +533,7 @@ def _pool22_plane(acc, wp, ow, y, arg):  # 2x2/2 window over a wide plane, ReLU 
 def _pool_plane(acc, wp, ow, size, pstride, y, arg):  # any window over a wide plane
     for i in range(y.shape[0]):
         for j in range(y.shape[1]):
-            h0, w0 = i * pstride, j * pstride
-            best = acc[h0 * wp + w0]
-            where = h0 * ow + w0
-            for a in range(size):
-                for bb in range(size):
-                    v = acc[(h0 + a) * wp + w0 + bb]
-                    k = (h0 + a) * ow + w0 + bb
-                    where = k if v > best else where  # selects, not branches: random data
-                    best = v if v > best else best    # would mispredict half of them
+            best, where = _window_argmax(acc, 0, wp, ow, i * pstride, j * pstride, size)
             y[i, j] = best if best > 0 else 0
             arg[i, j] = where
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,7 +36,7 @@ except ImportError as exc:  # reported by available(); the registry never return
 else:
     _IMPORT_ERROR = ""
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, WrongType
 from . import contract as C
 from . import numpy_backend as _ref
 
@@ -191,6 +192,69 @@ def _flat(a, op, name):
 
 
 # ---- convolution ----
+# What a forward pass keeps for its backward pass: one type per path, which the backward
+# dispatches on. Internal to this backend: the layers only hand them back.
+
+class DirectConvCache(NamedTuple):  # conv2d_forward_cached, direct convolution (stride 1)
+    xf: np.ndarray   # the padded input, (N, C, Hp*Wp)
+    wp: int          # its padded width Wp: the row stride of xf's planes
+    x_shape: tuple
+    pad: int
+
+
+class Im2colConvCache(NamedTuple):  # conv2d_forward_cached, im2col + BLAS
+    cols: np.ndarray  # im2col(x), (N*OH*OW, C*KH*KW)
+    x_shape: tuple
+    stride: int
+    pad: int
+
+
+class TiledPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward on numba_conv's register tiles
+    xh: np.ndarray    # the padded input, channels last (N, Hp, Wp, C)
+    roff: np.ndarray  # the taps' offsets into a row of xh
+    size: int
+    pool_stride: int
+    x_shape: tuple
+    pad: int
+    oh: int
+    ow: int
+    arg: np.ndarray   # (N, PH, PW, padded F) int32, -1 where the ReLU stopped the gradient
+
+
+class DirectPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward, one sample's plane per saxpy
+    xf: np.ndarray   # the padded input, (N, C, Hp*Wp)
+    wp: int
+    x_shape: tuple
+    pad: int
+    oh: int
+    ow: int
+    y: np.ndarray    # the pooled output: > 0 where the ReLU passes the gradient
+    arg: np.ndarray  # (N, F, PH, PW) int32 index into the OH*OW conv plane
+
+
+class BlockPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward, blocks of nb samples per saxpy
+    xflat: np.ndarray  # the padded input, channels first (C, N, Hp, Wp), flat
+    plane: int         # Hp*Wp
+    nb: int            # samples per block
+    wp: int
+    x_shape: tuple
+    pad: int
+    oh: int
+    ow: int
+    y: np.ndarray
+    arg: np.ndarray
+
+
+class Im2colPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward, im2col + BLAS (any stride)
+    cols: np.ndarray
+    x_shape: tuple
+    stride: int
+    pad: int
+    oh: int
+    ow: int
+    y: np.ndarray
+    arg: np.ndarray
+
 
 def im2col(x, kh, kw, stride=1, pad=0):
     """(N, C, H, W) -> (N*OH*OW, C*KH*KW); rows (n, oh, ow), columns (c, kh, kw)."""
@@ -225,13 +289,13 @@ def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
         xf = xp.reshape(n, c, -1)
         y = np.empty((n, f, oh, ow), x.dtype)
         K._conv_direct_kernel(xf, xp.shape[3], w, b, relu, y)
-        return y, ("direct", xf, x.shape, xp.shape[3], pad)
+        return y, DirectConvCache(xf, xp.shape[3], x.shape, pad)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
     K._im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
     rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS: (N*OH*OW, CKK) @ (CKK, F)
     y = np.empty((n, f, oh, ow), x.dtype)
     K._rows_to_nchw_kernel(rows, b, relu, y.reshape(n, f, oh * ow))
-    return y, ("im2col", cols, x.shape, stride, pad)
+    return y, Im2colConvCache(cols, x.shape, stride, pad)
 
 
 def _samples_per_block(n, plane):
@@ -255,33 +319,41 @@ def conv2d_backward(dy, x, w, stride=1, pad=0):
     """dy (N, F, OH, OW) -> (dx (N, C, H, W), dw (F, C, KH, KW), db (F,))."""
     C.check_conv2d_backward(dy, x, w, stride, pad)
     cols = im2col(x, w.shape[2], w.shape[3], stride, pad)
-    return conv2d_backward_cached(dy, ("im2col", cols, x.shape, stride, pad), w)
+    return conv2d_backward_cached(dy, Im2colConvCache(cols, x.shape, stride, pad), w)
 
 
 def conv2d_backward_cached(dy, cache, w, need_dx=True):
-    kind, saved, x_shape, stride, pad = cache
-    f, c, kh, kw = w.shape
+    f, _, kh, kw = w.shape
     n, _, oh, ow = dy.shape
     dy, w = _c(dy), _c(w)
-    if kind == "direct":  # stride 1; the cache holds the padded width where others hold the stride
+    rows = None
+    if isinstance(cache, DirectConvCache):
         dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
-        K._conv_direct_dw_kernel(dy, saved, stride, dw, db)
+        K._conv_direct_dw_kernel(dy, cache.xf, cache.wp, dw, db)
         stride = 1
-        rows = None
-    else:
-        rows = np.empty((n * oh * ow, f), dy.dtype)
-        K._nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
-        dw = _matmul(rows.T, saved).reshape(w.shape)  # BLAS
+    elif isinstance(cache, Im2colConvCache):
+        rows = _as_rows(dy)
+        dw = _matmul(rows.T, cache.cols).reshape(w.shape)  # BLAS
         db = rows.sum(axis=0)
+        stride = cache.stride
+    else:
+        raise WrongType(f"conv2d_backward_cached: a {type(cache).__name__} is not a cache of numba's conv2d_forward_cached")
     if not need_dx:
         return None, dw, db
     if rows is None:
-        rows = np.empty((n * oh * ow, f), dy.dtype)
-        K._nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
+        rows = _as_rows(dy)
     dcols = _matmul(rows, w.reshape(f, -1))  # BLAS
-    dx = np.zeros(x_shape, dy.dtype)
-    K._col2im_kernel(dcols, kh, kw, stride, pad, oh, ow, dx)
+    dx = np.zeros(cache.x_shape, dy.dtype)
+    K._col2im_kernel(dcols, kh, kw, stride, cache.pad, oh, ow, dx)
     return dx, dw, db
+
+
+def _as_rows(dy):
+    """dy (N, F, OH, OW) -> (N*OH*OW, F): the layout of the im2col product."""
+    n, f, oh, ow = dy.shape
+    rows = np.empty((n * oh * ow, f), dy.dtype)
+    K._nchw_to_rows_kernel(dy.reshape(n, f, oh * ow), rows)
+    return rows
 
 
 def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2):
@@ -302,18 +374,18 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2)
         xp = _padded(x, pad)  # large planes: one plane per saxpy already runs long enough
         xf = xp.reshape(n, c, -1)
         K._conv_direct_pool_kernel(xf, wp, w, b, oh, ow, size, pool_stride, y, arg)
-        return y, ("direct", xf, wp, x.shape, stride, pad, oh, ow, y, arg)
+        return y, DirectPoolCache(xf, wp, x.shape, pad, oh, ow, y, arg)
     if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K:
         xt = (np.zeros if pad else np.empty)((c, n, hp, wp), x.dtype)
         K._to_channels_first_kernel(x, pad, xt)
         xflat, plane, nb = xt.reshape(-1), hp * wp, _samples_per_block(n, hp * wp)
         K._conv_block_pool_kernel(xflat, n, c, plane, wp, w, b, oh, ow, size, pool_stride, nb, y, arg)
-        return y, ("block", (xflat, plane, nb), wp, x.shape, stride, pad, oh, ow, y, arg)
+        return y, BlockPoolCache(xflat, plane, nb, wp, x.shape, pad, oh, ow, y, arg)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
     K._im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
     rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS
     K._rows_pool_kernel(rows, b, oh, ow, size, pool_stride, y, arg)
-    return y, ("im2col", cols, 0, x.shape, stride, pad, oh, ow, y, arg)
+    return y, Im2colPoolCache(cols, x.shape, stride, pad, oh, ow, y, arg)
 
 
 def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
@@ -333,12 +405,11 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     bp[:f] = b
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
     _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, y, arg)
-    return "tiled", (xh, roff, size, pool_stride), wp, x.shape, 1, pad, oh, ow, y, arg
+    return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg)
 
 
-def _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx):
+def _tiled_pool_backward(dy, cache, w, need_dx):
     """The tiled kernel's backward pass: per-chunk partials summed in chunk order (numba_conv.py)."""
-    xh, roff, size, pool_stride = saved
     f, c, kh, kw = w.shape
     dtype, itemsize = dy.dtype, dy.dtype.itemsize
     chunk = config.CONV_TILE_CHUNK
@@ -348,12 +419,12 @@ def _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx):
     if need_dx:
         wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
         roffc = np.arange(f, dtype=np.int64)
-        dx = np.empty(x_shape, dtype)
+        dx = np.empty(cache.x_shape, dtype)
     else:  # same argument types as with dx: one compiled kernel
         wcol, roffc = np.zeros((0, fp), dtype), np.zeros(0, np.int64)
-        dx = np.empty((0,) + tuple(x_shape[1:]), dtype)
-    _tiled.conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pool_stride, chunk, dwp, dbp,
-                                     wcol, roffc, pad, dx)
+        dx = np.empty((0,) + tuple(cache.x_shape[1:]), dtype)
+    _tiled.conv_pool_backward_kernel(dy, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
+                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, dx)
     dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
     db = dbp.sum(axis=0, dtype=np.float64)[:f]
     return (dx if need_dx else None), np.ascontiguousarray(dw, dtype), db.astype(dtype)
@@ -361,38 +432,54 @@ def _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx):
 
 def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
     """Backward of the fused path: pooled dy (N, F, PH, PW) -> (dx or None, dw, db)."""
-    kind, saved, wp, x_shape, stride, pad, oh, ow, y, arg = cache
-    f, c, kh, kw = w.shape
-    n = dy.shape[0]
     dy, w = _c(dy), _c(w)
-    if kind == "tiled":
-        return _tiled_pool_backward(dy, saved, w, x_shape, pad, oh, ow, arg, need_dx)
-    if kind == "direct":
-        dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
-        K._conv_direct_pool_dw_kernel(dy, y, arg, saved, wp, oh, ow, dw, db)
-        if not need_dx:
-            return None, dw, db
-        dx = np.empty(x_shape, dy.dtype)
-        K._conv_direct_pool_dx_kernel(dy, y, arg, w, wp, oh, ow, pad, dx)
-        return dx, dw, db
-    if kind == "block":
-        xflat, plane, nb = saved
-        dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
-        K._conv_block_pool_dw_kernel(dy, y, arg, xflat, c, plane, wp, oh, ow, nb, dw, db)
-        if not need_dx:
-            return None, dw, db
-        dx = np.empty(x_shape, dy.dtype)
-        wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1])  # dx as a forward pass: see the kernel
-        K._conv_block_pool_dx_kernel(dy, y, arg, wflip, plane, wp, oh, ow, pad, nb, dx)
-        return dx, dw, db
-    rows = np.zeros((n * oh * ow, f), dy.dtype)
-    K._pool_to_rows_kernel(dy, y, arg, oh, ow, rows)
-    dw = _matmul(rows.T, saved).reshape(w.shape)  # BLAS
+    if isinstance(cache, TiledPoolCache):
+        return _tiled_pool_backward(dy, cache, w, need_dx)
+    if isinstance(cache, DirectPoolCache):
+        return _direct_pool_backward(dy, cache, w, need_dx)
+    if isinstance(cache, BlockPoolCache):
+        return _block_pool_backward(dy, cache, w, need_dx)
+    if isinstance(cache, Im2colPoolCache):
+        return _im2col_pool_backward(dy, cache, w, need_dx)
+    raise WrongType(f"conv2d_relu_maxpool_backward: a {type(cache).__name__} is not a cache of numba's "
+                    "conv2d_relu_maxpool_forward")
+
+
+def _direct_pool_backward(dy, cache, w, need_dx):
+    dw, db = np.empty(w.shape, dy.dtype), np.empty(w.shape[0], dy.dtype)
+    K._conv_direct_pool_dw_kernel(dy, cache.y, cache.arg, cache.xf, cache.wp, cache.oh, cache.ow, dw, db)
+    if not need_dx:
+        return None, dw, db
+    dx = np.empty(cache.x_shape, dy.dtype)
+    K._conv_direct_pool_dx_kernel(dy, cache.y, cache.arg, w, cache.wp, cache.oh, cache.ow, cache.pad, dx)
+    return dx, dw, db
+
+
+def _block_pool_backward(dy, cache, w, need_dx):
+    f, c = w.shape[:2]
+    dw, db = np.empty(w.shape, dy.dtype), np.empty(f, dy.dtype)
+    K._conv_block_pool_dw_kernel(dy, cache.y, cache.arg, cache.xflat, c, cache.plane, cache.wp, cache.oh, cache.ow,
+                                 cache.nb, dw, db)
+    if not need_dx:
+        return None, dw, db
+    dx = np.empty(cache.x_shape, dy.dtype)
+    wflip = np.ascontiguousarray(w[:, :, ::-1, ::-1])  # dx as a forward pass: see the kernel
+    K._conv_block_pool_dx_kernel(dy, cache.y, cache.arg, wflip, cache.plane, cache.wp, cache.oh, cache.ow, cache.pad,
+                                 cache.nb, dx)
+    return dx, dw, db
+
+
+def _im2col_pool_backward(dy, cache, w, need_dx):
+    f, _, kh, kw = w.shape
+    oh, ow = cache.oh, cache.ow
+    rows = np.zeros((dy.shape[0] * oh * ow, f), dy.dtype)
+    K._pool_to_rows_kernel(dy, cache.y, cache.arg, oh, ow, rows)
+    dw = _matmul(rows.T, cache.cols).reshape(w.shape)  # BLAS
     db = rows.sum(axis=0)
     if not need_dx:
         return None, dw, db
-    dx = np.zeros(x_shape, dy.dtype)
-    K._col2im_kernel(_matmul(rows, w.reshape(f, -1)), kh, kw, stride, pad, oh, ow, dx)
+    dx = np.zeros(cache.x_shape, dy.dtype)
+    K._col2im_kernel(_matmul(rows, w.reshape(f, -1)), kh, kw, cache.stride, cache.pad, oh, ow, dx)
     return dx, dw, db
 
 

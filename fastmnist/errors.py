@@ -26,6 +26,15 @@ class ModelFileError(FastMnistError, ValueError):
     """A saved model or checkpoint file is malformed, tampered with or incompatible."""
 
 
+class ImageError(FastMnistError, ValueError):
+    """An image could not be read or holds no digit (empty, no ink); the message names the image."""
+
+
+class NoInk(ImageError):
+    """No digit found: the picture is paper (and light) only. Raised where the picture's name is
+    not known (``photos.inkmask``): a caller that has the name says which picture it was."""
+
+
 class BackendUnavailable(FastMnistError, RuntimeError):
     """A named backend cannot run on this machine (the message says why and how to fix it)."""
 

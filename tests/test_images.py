@@ -125,3 +125,14 @@ def test_predict_cli_json_and_show(trained, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(model_path), str(tmp_path / "seven.png")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "seven.png: " in proc.stdout
+
+
+def test_image_errors_are_fastmnist_errors_importable_where_raised():
+    """ImageError and NoInk live in fastmnist.errors (the CLI prints every FastMnistError as one line)
+    and stay importable from the modules that raise them."""
+    from fastmnist import errors
+    from fastmnist.photos import images, inkmask
+    assert images.ImageError is errors.ImageError and inkmask.NoInk is errors.NoInk
+    for cls in (errors.ImageError, errors.NoInk):
+        assert issubclass(cls, errors.FastMnistError) and issubclass(cls, ValueError)
+    assert issubclass(errors.NoInk, errors.ImageError)

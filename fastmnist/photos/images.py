@@ -12,12 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FastMnistError
-from .inkmask import NoInk, group_digits, ink_map, main_digit, resize
-
-
-class ImageError(FastMnistError, ValueError):
-    """An image could not be read or holds no digit (empty, no ink)."""
+from ..errors import ImageError, NoInk
+from .inkmask import group_digits, ink_map, main_digit, resize
 
 
 def _pillow():

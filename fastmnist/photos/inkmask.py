@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ImageError, NoInk
+
 #: The ink map is computed at most this many pixels on the longer side (boxes are scaled back).
 WORK_SIDE = 800
 #: ... and at least this many on the shorter side (tiny images are enlarged first).
@@ -45,16 +47,11 @@ PEN_FAINT_MIN = 0.30
 PEN_PEAK_MIN = 0.55
 
 
-class NoInk(ValueError):
-    """No digit found: the picture is paper (and light) only."""
-
-
 def _skimage():
     try:
         from scipy import ndimage
         from skimage import filters, measure
     except ImportError:
-        from .images import ImageError
         raise ImageError("preparing photos needs scikit-image: pip install 'fastmnist[image]'") from None
     return ndimage, filters, measure
 

@@ -7,7 +7,7 @@ regions, never inside them, so Numba's threads and BLAS's threads take turns on 
 of fighting over them. Kernels are compiled on first use and cached on disk (``cache=True``; set
 ``NUMBA_CACHE_DIR`` where the package directory is read-only).
 
-Fused paths the layers use: conv bias + NCHW layout in one pass (and + ReLU), pool + argmax,
+Fused paths the layers use: conv bias + NCHW layout in one pass, pool + argmax,
 softmax + cross-entropy + gradient, one Adam pass per parameter.
 """
 from __future__ import annotations
@@ -42,7 +42,6 @@ from . import numpy_backend as _ref
 
 name = "numba"
 compiles_kernels = True  # JIT: `fastmnist train` times a warm-up step apart from the epochs
-xp = np
 is_device = False
 
 
@@ -276,8 +275,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return conv2d_forward_cached(x, w, b, stride, pad)[0]
 
 
-def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
-    """Forward returning what the backward needs; ``relu`` fuses a following ReLU.
+def conv2d_forward_cached(x, w, b, stride=1, pad=0):
+    """Forward returning what the backward needs.
 
     Direct convolution where stride is 1 and ``C*KH*KW <= config.DIRECT_CONV_MAX_K``, else im2col + BLAS.
     """
@@ -288,13 +287,13 @@ def conv2d_forward_cached(x, w, b, stride=1, pad=0, relu=False):
         xp = _padded(x, pad)
         xf = xp.reshape(n, c, -1)
         y = np.empty((n, f, oh, ow), x.dtype)
-        K._conv_direct_kernel(xf, xp.shape[3], w, b, relu, y)
+        K._conv_direct_kernel(xf, xp.shape[3], w, b, y)
         return y, DirectConvCache(xf, xp.shape[3], x.shape, pad)
     cols = np.empty((n * oh * ow, c * kh * kw), x.dtype)
     K._im2col_kernel(x, kh, kw, stride, pad, oh, ow, cols)
     rows = _matmul(cols, w.reshape(f, -1).T)  # BLAS: (N*OH*OW, CKK) @ (CKK, F)
     y = np.empty((n, f, oh, ow), x.dtype)
-    K._rows_to_nchw_kernel(rows, b, relu, y.reshape(n, f, oh * ow))
+    K._rows_to_nchw_kernel(rows, b, y.reshape(n, f, oh * ow))
     return y, Im2colConvCache(cols, x.shape, stride, pad)
 
 
@@ -505,11 +504,11 @@ def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
 
 # ---- affine ----
 
-def affine_forward(x, w, b, relu=False):
-    """x (N, D), w (D, M), b (M,) -> (N, M); ``relu`` fuses a following ReLU."""
+def affine_forward(x, w, b):
+    """x (N, D), w (D, M), b (M,) -> (N, M)."""
     C.check_affine_forward(x, w, b)
     y = _matmul(_c(x), _c(w))  # BLAS
-    _small(K._bias_add_kernel, y.size, y, _c(b), relu)
+    _small(K._bias_add_kernel, y.size, y, _c(b))
     return y
 
 

@@ -60,14 +60,13 @@ def _col2im_kernel(col, kh, kw, stride, pad, oh, ow, out):  # out (N,C,H,W) zero
 
 
 @njit(**_pjit)
-def _rows_to_nchw_kernel(rows, b, relu, out):  # rows (N*P, F) + b -> out (N, F, P), optionally ReLU
+def _rows_to_nchw_kernel(rows, b, out):  # rows (N*P, F) + b -> out (N, F, P)
     n_, f_, p_ = out.shape
     for n in prange(n_):
         for p in range(p_):
             r = n * p_ + p
             for f in range(f_):
-                v = rows[r, f] + b[f]
-                out[n, f, p] = v if (not relu or v > 0) else 0
+                out[n, f, p] = rows[r, f] + b[f]
 
 
 @njit(**_pjit)
@@ -229,7 +228,7 @@ def _accumulate_taps_1d(g, src, c, wp, span, kh, kw, acc):
 
 
 @njit(**_pjit, fastmath=_FM)
-def _conv_direct_kernel(xf, wp, w, b, relu, y):  # xf padded (N, C, Hp*Wp) -> y (N, F, OH, OW), stride 1
+def _conv_direct_kernel(xf, wp, w, b, y):  # xf padded (N, C, Hp*Wp) -> y (N, F, OH, OW), stride 1
     n_, c_, _ = xf.shape
     f_, _, kh, kw = w.shape
     oh, ow = y.shape[2], y.shape[3]
@@ -244,8 +243,7 @@ def _conv_direct_kernel(xf, wp, w, b, relu, y):  # xf padded (N, C, Hp*Wp) -> y 
                 row = acc[i * wp: i * wp + ow]
                 out = y[n, f, i]
                 for j in range(ow):
-                    v = row[j]
-                    out[j] = v if (not relu or v > 0) else 0
+                    out[j] = row[j]
 
 
 @njit(**_pjit, fastmath=_FM)
@@ -541,12 +539,11 @@ def _pool_plane(acc, wp, ow, size, pstride, y, arg):  # any window over a wide p
 # ---------------- affine and activations ----------------
 
 @njit(**_pjit)
-def _bias_add_kernel(y, b, relu):  # y (N, M) += b, optionally ReLU, in place
+def _bias_add_kernel(y, b):  # y (N, M) += b, in place
     n_, m_ = y.shape
     for n in prange(n_):
         for m in range(m_):
-            v = y[n, m] + b[m]
-            y[n, m] = v if (not relu or v > 0) else 0
+            y[n, m] += b[m]
 
 
 @njit(**_pjit)

@@ -121,17 +121,13 @@ def worst_errors(x, y_true, probabilities, path, count: int = 20) -> Path:
 def photo_preparation(image, path, title: str = "preparing a photo for the network") -> Path:
     """Before and after, side by side: the photo (upright), the ink once the light is divided out,
     the pieces kept (grey: found but dropped as specks, lines or faint shading), the 28x28 input."""
-    from .photos.images import as_grey, place
-    from .photos.inkmask import ink_map, main_digit
-    grey = as_grey(image, str(image))
-    inks = ink_map(grey)
-    kept = np.isin(inks.labels, [p.label for p in inks.pieces])
-    pieces = np.where(kept, 1.0, np.where(inks.labels > 0, 0.35, 0.0))
-    x = place(inks.crop(main_digit(inks.pieces)))
+    from .photos.images import as_grey, prepare
+    stages = prepare(as_grey(image, str(image)), str(image))
     plt = _plt()
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4), dpi=100)
-    panels = [(grey, "the photo", "gray"), (inks.ink, "ink: light divided out", "gray_r"),
-              (pieces, "pieces kept (grey: dropped)", "gray"), (x, "28x28 input, MNIST-style", "gray")]
+    panels = [(stages.grey, "the photo", "gray"), (stages.inks.ink, "ink: light divided out", "gray_r"),
+              (stages.pieces_image, "pieces kept (grey: dropped)", "gray"),
+              (stages.input, "28x28 input, MNIST-style", "gray")]
     for ax, (img, name, cmap) in zip(axes, panels):
         ax.imshow(img, cmap=cmap, vmin=0, vmax=1, interpolation="nearest" if img.shape == (28, 28) else "antialiased")
         ax.set_title(name, fontsize=9)

@@ -73,3 +73,16 @@ def test_one_epoch_history_has_a_curve_within_the_epoch(name, backend, n, tmp_pa
     edges = np.diff([0.0] + at)
     assert np.average(h["curve_loss"], weights=edges) == pytest.approx(h["loss"][0], rel=1e-4)
     check_png(plots.training_curves(h, tmp_path / "c.png", name))
+
+
+def test_photo_preparation_draws_the_stages_mnistify_goes_through(tmp_path):
+    pytest.importorskip("skimage", reason="photo preparation needs scikit-image (the [image] extra)")
+    from conftest import REPO
+    from fastmnist.photos.images import as_grey, mnistify, prepare
+    photo = REPO / "docs" / "img" / "photo-example.jpg"
+    check_png(plots.photo_preparation(photo, tmp_path / "p.png"))
+    grey = as_grey(photo, "p")
+    stages = prepare(grey, "p")
+    np.testing.assert_array_equal(stages.input, mnistify(grey, "p"))
+    assert stages.grey is grey and stages.pieces_image.shape == stages.inks.ink.shape
+    assert set(np.unique(stages.pieces_image)) <= {0.0, 0.35, 1.0} and stages.pieces_image.max() == 1.0

@@ -8,12 +8,13 @@ Images are turned upright by their EXIF orientation before anything else.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ImageError, NoInk
-from .inkmask import group_digits, ink_map, main_digit, resize
+from .inkmask import InkMap, group_digits, ink_map, main_digit, resize
 
 
 def _pillow():
@@ -79,15 +80,54 @@ def to_grey(img) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float64) / 255.0
 
 
-def mnistify(grey: np.ndarray, where: str = "image") -> np.ndarray:
-    """Grey levels (H, W) in [0, 1] of one digit -> float32 (28, 28), white ink on black, MNIST-style."""
+@dataclass
+class Preparation:
+    """One digit's photo at each stage of :func:`prepare` (``plots.photo_preparation`` draws them)."""
+
+    grey: np.ndarray   #: the photo's grey levels (H, W) in [0, 1], upright
+    inks: InkMap       #: the ink once the light is divided out (``inks.ink``) and the pieces found in it
+    input: np.ndarray  #: float32 (28, 28), white ink on black: what the network reads
+
+    @property
+    def pieces_image(self) -> np.ndarray:
+        """The ink map's pieces: 1 where kept, 0.35 where found but dropped (specks, ruled lines,
+        faint shading), 0 on paper. Drawn only, so made on demand, not by every ``mnistify``."""
+        kept = np.isin(self.inks.labels, [p.label for p in self.inks.pieces])
+        return np.where(kept, 1.0, np.where(self.inks.labels > 0, 0.35, 0.0))
+
+
+def prepare(grey: np.ndarray, where: str = "image") -> Preparation:
+    """Prepare one digit's photo the way MNIST was made, keeping every stage.
+
+    Parameters
+    ----------
+    grey : ndarray
+        Grey levels (H, W) in [0, 1], either polarity (:func:`as_grey` makes them from any picture).
+    where : str
+        The picture's name, for error messages.
+
+    Returns
+    -------
+    Preparation
+        The grey photo, its ink map and pieces, and the 28x28 input (:func:`mnistify`'s result).
+
+    Raises
+    ------
+    ImageError
+        The image is empty or holds no digit (the message starts with ``where``).
+    """
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError(f"{where}: empty image (shape {grey.shape})")
     try:
         inks = ink_map(grey)
-    except NoInk as exc:
+    except NoInk as exc:  # the ink mask does not know the picture's name
         raise ImageError(f"{where}: {exc}") from None
-    return place(inks.crop(main_digit(inks.pieces)), where)
+    return Preparation(grey, inks, place(inks.crop(main_digit(inks.pieces)), where))
+
+
+def mnistify(grey: np.ndarray, where: str = "image") -> np.ndarray:
+    """Grey levels (H, W) in [0, 1] of one digit -> float32 (28, 28), white ink on black, MNIST-style."""
+    return prepare(grey, where).input
 
 
 def place(ink: np.ndarray, where: str = "image") -> np.ndarray:
@@ -208,5 +248,5 @@ def save_input_png(x: np.ndarray, path) -> Path:
     return Path(path)
 
 
-__all__ = ["ImageError", "as_grey", "load_grey", "mnistify", "place", "predict_images", "read_numbers",
-           "save_input_png", "save_number_png", "to_grey"]
+__all__ = ["ImageError", "Preparation", "as_grey", "load_grey", "mnistify", "place", "predict_images", "prepare",
+           "read_numbers", "save_input_png", "save_number_png", "to_grey"]

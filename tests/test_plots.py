@@ -78,6 +78,7 @@ def test_one_epoch_history_has_a_curve_within_the_epoch(name, backend, n, tmp_pa
 def test_photo_preparation_draws_the_stages_mnistify_goes_through(tmp_path):
     pytest.importorskip("skimage", reason="photo preparation needs scikit-image (the [image] extra)")
     from conftest import REPO
+
     from fastmnist.photos.images import as_grey, mnistify, prepare
     photo = REPO / "docs" / "img" / "photo-example.jpg"
     check_png(plots.photo_preparation(photo, tmp_path / "p.png"))

@@ -1,9 +1,12 @@
-"""Augmentation: each training batch warped by a random affine map per sample, on the backend.
+"""Augmentation: each training batch warped by a random affine map per sample, on the backend,
+and where asked its strokes made thicker or thinner and blurred.
 
-The maps are drawn on the host from the training loop's own generator (so a seed gives the same
-warps on every backend, and a resumed run draws what the uninterrupted one drew); the warp itself
-is the backend kernel ``affine_warp`` (contract: bilinear, zero outside, about the image centre;
-numpy, numba, cupy, checked against a loop oracle on each).
+The maps, stroke amounts and blur widths are drawn on the host from the training loop's own
+generator (so a seed gives the same batches on every backend, and a resumed run draws what the
+uninterrupted one drew); the work is done by backend kernels: ``affine_warp`` (bilinear, zero
+outside, about the image centre), ``stroke_width`` (toward the 3x3 grey dilation or erosion) and
+``gaussian_blur`` (the contract's taps), on numpy, numba and cupy, each checked against a loop
+oracle.
 
 Used through ``fit(..., augment=Augment())`` or ``fastmnist train --augment``.
 """
@@ -14,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .backends.contract import MAX_BLUR_SIGMA
 from .errors import InvalidArgument
 
 
@@ -31,16 +35,24 @@ class Augment:
         Degrees of horizontal shear, in [-shear, shear].
     shift : float
         Pixels, each axis in [-shift, shift].
+    thickness : float
+        Stroke width change, in [-thickness, thickness]: the share of the way toward the 3x3 grey
+        dilation (> 0, a thicker pen) or erosion (< 0, a thinner one). 0 draws nothing.
+    blur : float
+        Gaussian blur, sigma in [0, blur] pixels. 0 draws nothing.
     """
 
     rotation: float = 12.0
     scale: float = 0.1
     shear: float = 8.0
     shift: float = 2.0
+    thickness: float = 0.0
+    blur: float = 0.0
 
     def __post_init__(self):
         for name, value, top in (("rotation", self.rotation, 90.0), ("scale", self.scale, 0.5),
-                                 ("shear", self.shear, 45.0), ("shift", self.shift, 14.0)):
+                                 ("shear", self.shear, 45.0), ("shift", self.shift, 14.0),
+                                 ("thickness", self.thickness, 1.0), ("blur", self.blur, MAX_BLUR_SIGMA)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
                 raise InvalidArgument(f"Augment: {name} must be a number in [0, {top}], got {value!r}")
 
@@ -66,11 +78,20 @@ class Augment:
 
 
 def warp_batch(be, xb, augment: Augment, rng: np.random.Generator):
-    """``xb`` (N, C, H, W) or flat (N, side*side) warped on backend ``be``; the same shape back."""
-    theta = augment.thetas(rng, xb.shape[0])
+    """``xb`` (N, C, H, W) or flat (N, side*side) warped on backend ``be`` (then its strokes
+    changed and blurred, where ``augment`` asks); the same shape back. A range of 0 draws nothing
+    from ``rng``, so runs without strokes or blur draw what they drew before those existed."""
+    n = xb.shape[0]
+    theta = augment.thetas(rng, n)
+    images = xb
     if xb.ndim == 2:
         side = math.isqrt(xb.shape[1])
         if side * side != xb.shape[1]:
             raise InvalidArgument(f"augment needs square images; flat inputs of {xb.shape[1]} values are not")
-        return be.affine_warp(xb.reshape(xb.shape[0], 1, side, side), theta).reshape(xb.shape)
-    return be.affine_warp(xb, theta)
+        images = xb.reshape(n, 1, side, side)
+    out = be.affine_warp(images, theta)
+    if augment.thickness > 0:
+        out = be.stroke_width(out, rng.uniform(-augment.thickness, augment.thickness, n))
+    if augment.blur > 0:
+        out = be.gaussian_blur(out, rng.uniform(0.0, augment.blur, n))
+    return out.reshape(xb.shape)

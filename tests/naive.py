@@ -253,3 +253,35 @@ def affine_warp(x, theta):
                             acc += wy * wx * float(padded_get(x, n, c, y0 + dy, x0 + dx))
                     out[n, c, r, col] = acc
     return out
+
+
+def stroke_width(x, amount):
+    """Per pixel: toward the max (amount > 0) or min (< 0) of its 3x3 neighbours inside the image."""
+    n_, c_, h_, w_ = x.shape
+    out = np.zeros(x.shape, np.float64)
+    for n in range(n_):
+        a = float(amount[n])
+        for c in range(c_):
+            for r in range(h_):
+                for col in range(w_):
+                    near = [float(x[n, c, i, j]) for i in range(r - 1, r + 2) for j in range(col - 1, col + 2)
+                            if 0 <= i < h_ and 0 <= j < w_]
+                    target = max(near) if a > 0 else min(near)
+                    out[n, c, r, col] = float(x[n, c, r, col]) + abs(a) * (target - float(x[n, c, r, col]))
+    return out
+
+
+def gaussian_blur(x, sigma, radius=3):
+    """Per pixel: the sum over a (2R+1)^2 window of g(i) g(j) x, g the normalised Gaussian, zero outside."""
+    n_, c_, h_, w_ = x.shape
+    out = np.zeros(x.shape, np.float64)
+    for n in range(n_):
+        s = float(sigma[n])
+        g = [math.exp(-k * k / (2 * s * s)) if s > 0 else float(k == 0) for k in range(-radius, radius + 1)]
+        g = [v / sum(g) for v in g]
+        for c in range(c_):
+            for r in range(h_):
+                for col in range(w_):
+                    out[n, c, r, col] = sum(g[i + radius] * g[j + radius] * float(padded_get(x, n, c, r + i, col + j))
+                                            for i in range(-radius, radius + 1) for j in range(-radius, radius + 1))
+    return out

@@ -53,6 +53,40 @@ def test_bad_ranges_and_inputs_are_named():
         model.fit(np.zeros((4, 784), np.float32), np.zeros(4, np.int64), augment="yes", verbose=0)
 
 
+def test_strokes_and_blur_draw_nothing_unless_asked():
+    """A run without thickness or blur draws from the generator exactly what it drew before those
+    existed (resumed and old runs stay the same); with them, the strokes change and blur."""
+    be = fastmnist.get_backend("numpy")
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    x[:, 0, 10:18, 13:15] = 1.0  # a 2-pixel-wide bar
+    plain, before = np.random.default_rng(7), np.random.default_rng(7)
+    still = Augment(rotation=0, scale=0, shear=0, shift=0)
+    np.testing.assert_array_equal(warp_batch(be, x, still, plain), x)
+    still.thetas(before, 3)
+    assert plain.random() == before.random()
+    thick = warp_batch(be, x, Augment(rotation=0, scale=0, shear=0, shift=0, thickness=1.0), np.random.default_rng(1))
+    assert not np.array_equal(thick, x) and np.all(thick.sum(axis=(1, 2, 3)) != x.sum(axis=(1, 2, 3)))
+    blurred = warp_batch(be, x, Augment(rotation=0, scale=0, shear=0, shift=0, blur=2.0), np.random.default_rng(1))
+    np.testing.assert_allclose(blurred.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=1e-5)  # blur keeps the ink
+    assert blurred.max() < 1.0
+    with pytest.raises(ValueError, match=r"thickness must be a number in \[0, 1.0\], got 1.5"):
+        Augment(thickness=1.5)
+    with pytest.raises(ValueError, match=r"blur must be a number in \[0, 2.0\], got 3"):
+        Augment(blur=3)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cupy-sim"])
+def test_one_seed_one_augmented_batch_on_every_backend(backend):
+    if not backend_status(backend)[0]:
+        pytest.skip(f"{backend} unavailable")
+    x = np.random.default_rng(2).random((5, 784))
+    augment = Augment(thickness=0.8, blur=1.5)
+    want = warp_batch(fastmnist.get_backend("numpy"), x, augment, np.random.default_rng(4))
+    be = fastmnist.get_backend(backend)
+    got = be.to_numpy(warp_batch(be, be.asarray(x), augment, np.random.default_rng(4)))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["simple-cnn", "relu-mlp"])
 def test_one_seed_one_warped_run_on_every_backend(name):
     """float64, three steps with augmentation: numba's weights are numpy's to rounding (the maps are

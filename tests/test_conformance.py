@@ -176,6 +176,40 @@ def test_affine_warp(be, rng, dtype, shape):
         be.affine_warp(be.asarray(x), theta.astype(np.float32))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 1, 7, 9), (4, 2, 6, 5), (4, 1, 28, 28), (4, 1, 1, 3)], ids=str)
+def test_stroke_width(be, rng, dtype, shape):
+    x = rand(rng, shape, dtype)
+    amount = np.array([0.0, 1.0, -1.0, rng.uniform(-1, 1)])
+    ref = naive.stroke_width(x, amount)
+    got = be.to_numpy(be.stroke_width(be.asarray(x), amount))
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    assert_close(got, ref, dtype, "stroke_width")
+    np.testing.assert_array_equal(got[0], x[0])  # amount 0 leaves a sample as it is
+    with pytest.raises(ValueError, match=r"amount must be \(4,\)"):
+        be.stroke_width(be.asarray(x), amount[:2])
+    with pytest.raises(ValueError, match=r"every amount must be in \[-1.0, 1.0\]"):
+        be.stroke_width(be.asarray(x), np.array([0.0, 1.5, 0.0, 0.0]))
+    with pytest.raises(TypeError, match="float64"):
+        be.stroke_width(be.asarray(x), amount.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 1, 7, 9), (4, 2, 6, 5), (4, 1, 28, 28), (4, 1, 2, 3)], ids=str)
+def test_gaussian_blur(be, rng, dtype, shape):
+    x = rand(rng, shape, dtype)
+    sigma = np.array([0.0, 0.5, 2.0, rng.uniform(0, 2)])
+    ref = naive.gaussian_blur(x, sigma)
+    got = be.to_numpy(be.gaussian_blur(be.asarray(x), sigma))
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    assert_close(got, ref, dtype, "gaussian_blur")
+    np.testing.assert_array_equal(got[0], x[0])  # sigma 0 leaves a sample as it is
+    with pytest.raises(ValueError, match=r"every sigma must be in \[0.0, 2.0\]"):
+        be.gaussian_blur(be.asarray(x), np.array([0.0, -0.1, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="every sigma"):
+        be.gaussian_blur(be.asarray(x), np.array([0.0, np.nan, 0.0, 0.0]))
+
+
 def test_dropout_rate_and_seed(be):
     x = be.asarray(np.ones((200, 500), np.float32))
     _, m1 = be.dropout_forward(x, 0.3, 1)

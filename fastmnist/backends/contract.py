@@ -30,6 +30,8 @@ function                                               shapes
 ``adagrad_update(param, grad, h, lr, eps)``            in place
 ``adam_update(param, grad, m, v, t, lr, beta1, beta2, eps)``  in place; t counts from 1
 ``affine_warp(x, theta)``                              ``x (N,C,H,W)``, ``theta`` float64 ``(N,2,3)`` -> ``(N,C,H,W)``
+``stroke_width(x, amount)``                            ``x (N,C,H,W)``, ``amount`` float64 ``(N,)`` -> ``(N,C,H,W)``
+``gaussian_blur(x, sigma)``                            ``x (N,C,H,W)``, ``sigma`` float64 ``(N,)`` -> ``(N,C,H,W)``
 ``dense_train_steps(program, xs, targets, labels,``    whole training steps of a dense network, in
 ``perm, first, batch_size, lrs, step_size, sqrt_bc2,``  place; ``xs (N, D)``, ``labels`` int64 ``(N,)``,
 ``seeds)``                                             ``targets (N, M)`` (mse) -> ``(loss_sum, correct,
@@ -42,6 +44,12 @@ function                                               shapes
 ``affine_warp`` (augmentation) samples, for output pixel ``(r, c)``, the input at
 ``(sx, sy) = theta[n] @ (c - cx, r - cy, 1) + (cx, cy)`` with ``cx = (W-1)/2``, ``cy = (H-1)/2``,
 bilinearly, zero outside the image; coordinates in float64 on every backend.
+``stroke_width`` moves each sample toward its 3x3 grey dilation (``amount > 0``: the maximum over
+the pixel's neighbours inside the image, thicker strokes) or erosion (``amount < 0``: the minimum,
+thinner), ``y = x + |amount| * (target - x)`` in the array's dtype, ``amount`` in [-1, 1].
+``gaussian_blur`` blurs each sample separably (rows, then columns) with the taps of
+:func:`blur_taps` (``2*BLUR_RADIUS + 1`` of them, from ``sigma`` in [0, MAX_BLUR_SIGMA] pixels),
+zero outside the image; ``sigma = 0`` leaves the image as it is.
 Dropout is inverted dropout: ``mask`` is 0 or ``1/(1-p)`` and ``y = x * mask``; element ``i`` is
 dropped when ``uniform(seed, i) < p``, where ``uniform`` is the counter-based hash in
 :func:`dropout_uniform_reference`, identical on every backend, so one seed gives one mask everywhere.
@@ -65,7 +73,7 @@ REQUIRED_OPS = (
     "conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward", "maxpool2d_forward", "maxpool2d_backward",
     "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "softmax", "softmax_cross_entropy", "count_correct", "mse_loss", "dropout_forward", "dropout_backward",
-    "affine_warp", "sgd_update", "momentum_update", "adagrad_update", "adam_update",
+    "affine_warp", "stroke_width", "gaussian_blur", "sgd_update", "momentum_update", "adagrad_update", "adam_update",
     "asarray", "to_numpy", "one_hot", "synchronize", "available", "info",
 )
 #: Used where present: whole compiled steps, Adam over every parameter in one launch, a context the
@@ -443,6 +451,40 @@ def check_affine_warp(x, theta, op="affine_warp"):
     if np.dtype(theta.dtype) != np.float64:
         raise WrongType(f"{op}: theta has dtype {theta.dtype}; expected float64 (coordinates are float64 everywhere)")
     return x.shape
+
+
+def check_per_sample(op, x, values, name, low, high):
+    """x (N, C, H, W) float, ``values`` (N,) float64 (host or backend array) in [low, high]; the
+    range is checked where the values are on the host (a device array is not read back)."""
+    require_array(op, "x", x, 4)
+    require_float(op, x=x)
+    require_nonempty(op, "x", x)
+    require_array(op, name, values, 1)
+    if tuple(values.shape) != (x.shape[0],):
+        raise InvalidArgument(f"{op}: {name} must be ({x.shape[0]},) for {x.shape[0]} samples, got {_shape(values)}")
+    if np.dtype(values.dtype) != np.float64:
+        raise WrongType(f"{op}: {name} has dtype {values.dtype}; expected float64")
+    if isinstance(values, np.ndarray) and not (np.all(values >= low) and np.all(values <= high)):
+        bad = values[~((values >= low) & (values <= high))][0]
+        raise InvalidArgument(f"{op}: every {name} must be in [{low}, {high}], got {bad!r}")
+    return x.shape
+
+
+#: gaussian_blur's taps reach this many pixels each side; sigma at most MAX_BLUR_SIGMA, where the
+#: cut tails hold under 3% of the weight (a stroke blurred by 1.5 px, the widest the photos show)
+BLUR_RADIUS = 3
+MAX_BLUR_SIGMA = 2.0
+
+
+def blur_taps(sigma, xp=np):
+    """sigma (N,) float64 -> (N, 2*BLUR_RADIUS + 1) float64: exp(-k^2 / (2 sigma^2)) for k in
+    -R..R, normalised to sum 1; sigma 0 gives the identity tap. Every backend blurs with these
+    (``xp``: the array module sigma lives in, so a device array stays on its device)."""
+    sigma = xp.asarray(sigma, dtype=xp.float64)
+    k = xp.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=xp.float64)
+    safe = xp.where(sigma > 0, sigma, 1.0)[:, None]
+    taps = xp.where(sigma[:, None] > 0, xp.exp(-k * k / (2.0 * safe * safe)), (k == 0).astype(xp.float64))
+    return taps / taps.sum(axis=1, keepdims=True)
 
 
 # ---- the counter-based RNG shared by every backend's dropout ----

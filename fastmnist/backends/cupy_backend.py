@@ -415,10 +415,34 @@ class CupyBackend:
         cp = self._cupy()
         n, c, h, w = C.check_affine_warp(x, theta)
         x = self._c(x)
-        theta = cp.ascontiguousarray(theta if isinstance(theta, cp.ndarray) else cp.asarray(theta, dtype=np.float64))
+        theta = self._device_f64(theta)
         out = cp.empty_like(x)
         self._launch("affine_warp", x.dtype, n * h * w, (x, theta, _i(n), _i(c), _i(h), _i(w), out))
         return out
+
+    def stroke_width(self, x, amount):
+        """x (N, C, H, W), amount float64 (N,) in [-1, 1] -> (N, C, H, W); see the contract."""
+        n, c, h, w = C.check_per_sample("stroke_width", x, amount, "amount", -1.0, 1.0)
+        x, amount = self._c(x), self._device_f64(amount)
+        out = self._cupy().empty_like(x)
+        self._launch("stroke_width", x.dtype, x.size, (x, amount, _i(n), _i(c), _i(h), _i(w), out))
+        return out
+
+    def gaussian_blur(self, x, sigma):
+        """x (N, C, H, W), sigma float64 (N,) in [0, MAX_BLUR_SIGMA] -> (N, C, H, W); see the contract."""
+        cp = self._cupy()
+        n, c, h, w = C.check_per_sample("gaussian_blur", x, sigma, "sigma", 0.0, C.MAX_BLUR_SIGMA)
+        x = self._c(x)
+        taps = self._device_f64(C.blur_taps(sigma, xp=cp if isinstance(sigma, cp.ndarray) else np))  # no host read
+        out = cp.empty_like(x)
+        self._launch("gaussian_blur", x.dtype, x.size, (x, taps, _i(C.BLUR_RADIUS), _i(n), _i(c), _i(h), _i(w), out))
+        return out
+
+    def _device_f64(self, values):
+        """A float64 host or device array (augmentation's per-sample maps, amounts, taps) on the device
+        and contiguous: one small upload from the host, nothing for a device array."""
+        cp = self._cupy()
+        return cp.ascontiguousarray(values if isinstance(values, cp.ndarray) else cp.asarray(values, dtype=np.float64))
 
     def dropout_forward(self, x, p, seed):
         cp = self._cupy()

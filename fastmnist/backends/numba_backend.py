@@ -607,6 +607,24 @@ def affine_warp(x, theta):
     return out
 
 
+def stroke_width(x, amount):
+    """x (N, C, H, W), amount float64 (N,) in [-1, 1] -> (N, C, H, W); see the contract."""
+    C.check_per_sample("stroke_width", x, amount, "amount", -1.0, 1.0)
+    x = _c(x)
+    out = np.empty_like(x)
+    _small(K._stroke_width_kernel, x.size, x, np.ascontiguousarray(amount, np.float64), out)
+    return out
+
+
+def gaussian_blur(x, sigma):
+    """x (N, C, H, W), sigma float64 (N,) in [0, MAX_BLUR_SIGMA] -> (N, C, H, W); see the contract."""
+    C.check_per_sample("gaussian_blur", x, sigma, "sigma", 0.0, C.MAX_BLUR_SIGMA)
+    x = _c(x)
+    out = np.empty_like(x)
+    _small(K._gaussian_blur_kernel, x.size, x, C.blur_taps(sigma).astype(x.dtype), out)
+    return out
+
+
 def dropout_forward(x, p, seed):
     C.check_dropout(x, p, seed)
     x = _c(x)

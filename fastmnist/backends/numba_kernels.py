@@ -651,7 +651,7 @@ def _count_correct_kernel(x, labels):
     return hits
 
 
-# ---------------- augmentation: per-sample affine warp, bilinear ----------------
+# ---------------- augmentation: per-sample affine warp (bilinear), stroke width, blur ----------------
 
 @njit(**_pjit)
 def _affine_warp_kernel(x, theta, out):  # x, out (N, C, H, W); theta float64 (N, 2, 3)
@@ -687,6 +687,68 @@ def _affine_warp_kernel(x, theta, out):  # x, out (N, C, H, W); theta float64 (N
                                     if 0 <= xx < w_:
                                         acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
                     out[n, c, r, col] = acc
+
+
+@njit(**_pjit)
+def _stroke_width_kernel(x, amount, out):
+    """Per plane: out = x + |a| * (s * max3x3(s * x) - x), s the sign of a (s = -1 makes the max a
+    min: erosion), the 3x3 max over pixels inside the image taken as a row pass then a column pass."""
+    n_, c_, h_, w_ = x.shape
+    for p in prange(n_ * c_):
+        n, c = p // c_, p % c_
+        a = amount[n]
+        s = x.dtype.type(1 if a > 0 else -1)
+        t = x.dtype.type(abs(a))
+        src, dst = x[n, c], out[n, c]
+        across = np.empty((h_, w_), x.dtype)  # s * the max of s*x over each pixel's row neighbours
+        for r in range(h_):
+            row, acr = src[r], across[r]
+            for col in range(w_):
+                acr[col] = s * row[col]
+            for col in range(w_ - 1):
+                v = s * row[col + 1]
+                acr[col] = v if v > acr[col] else acr[col]
+            for col in range(w_ - 1, 0, -1):
+                v = s * row[col - 1]
+                acr[col] = v if v > acr[col] else acr[col]
+        for r in range(h_):
+            r0, r1 = max(r - 1, 0), min(r + 2, h_)
+            row, drow = src[r], dst[r]
+            for col in range(w_):
+                best = across[r0, col]
+                for i in range(r0 + 1, r1):
+                    v = across[i, col]
+                    best = v if v > best else best
+                drow[col] = row[col] + t * (s * best - row[col])
+
+
+@njit(**_pjit)
+def _gaussian_blur_kernel(x, taps, out):
+    """Per plane: out = x blurred by its sample's taps (N, 2R+1), rows then columns, zero outside;
+    each sum adds k = 0..2R in order, as the numpy reference does."""
+    n_, c_, h_, w_ = x.shape
+    r_ = (taps.shape[1] - 1) // 2
+    for p in prange(n_ * c_):
+        n, c = p // c_, p % c_
+        g = taps[n]
+        src, dst = x[n, c], out[n, c]
+        rows = np.zeros((h_, w_), x.dtype)
+        for r in range(h_):
+            row, acc = src[r], rows[r]
+            for k in range(2 * r_ + 1):
+                lo, hi = max(0, r_ - k), min(w_, w_ + r_ - k)  # columns whose tap k falls inside
+                gk = g[k]
+                for col in range(lo, hi):
+                    acc[col] += gk * row[col + k - r_]
+        for r in range(h_):
+            acc = dst[r]
+            acc[:] = 0
+            for k in range(2 * r_ + 1):
+                i = r + k - r_
+                if 0 <= i < h_:
+                    gk, src_row = g[k], rows[i]
+                    for col in range(w_):
+                        acc[col] += gk * src_row[col]
 
 
 # ---------------- dropout: the contract's splitmix64 counter-based uniform ----------------

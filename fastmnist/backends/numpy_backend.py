@@ -247,6 +247,32 @@ def affine_warp(x, theta):
     return out.astype(x.dtype)
 
 
+def stroke_width(x, amount):
+    """x (N, C, H, W), amount float64 (N,) in [-1, 1] -> (N, C, H, W): each sample moved toward its
+    3x3 grey dilation (amount > 0, thicker strokes) or erosion (< 0, thinner) by |amount|."""
+    C.check_per_sample("stroke_width", x, amount, "amount", -1.0, 1.0)
+    h, w = x.shape[2], x.shape[3]
+    edge = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")  # a window's max/min over pixels inside
+    windows = [edge[:, :, a:a + h, b:b + w] for a in range(3) for b in range(3)]
+    amount = np.asarray(amount)
+    target = np.where((amount > 0)[:, None, None, None], np.max(windows, axis=0), np.min(windows, axis=0))
+    t = np.abs(amount).astype(x.dtype)[:, None, None, None]
+    return x + t * (target - x)
+
+
+def gaussian_blur(x, sigma):
+    """x (N, C, H, W), sigma float64 (N,) in [0, MAX_BLUR_SIGMA] px -> (N, C, H, W): each sample blurred
+    by the contract's taps (blur_taps), rows then columns, zero outside."""
+    C.check_per_sample("gaussian_blur", x, sigma, "sigma", 0.0, C.MAX_BLUR_SIGMA)
+    r = C.BLUR_RADIUS
+    taps = C.blur_taps(sigma).astype(x.dtype)[:, None, None, None, :]  # (N, 1, 1, 1, 2R+1)
+    h, w = x.shape[2], x.shape[3]
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 0), (r, r)))
+    rows = sum(taps[..., k] * padded[:, :, :, k:k + w] for k in range(2 * r + 1))
+    padded = np.pad(rows, ((0, 0), (0, 0), (r, r), (0, 0)))
+    return sum(taps[..., k] * padded[:, :, k:k + h, :] for k in range(2 * r + 1)).astype(x.dtype)
+
+
 def dropout_forward(x, p, seed):
     """Inverted dropout -> (y, mask); mask is 0 or 1/(1-p); same mask on every backend for a seed."""
     C.check_dropout(x, p, seed)

@@ -245,6 +245,54 @@ __device__ void affine_warp_impl(const T* x, const double* theta, int N, int C, 
     }
 }
 
+// ---- stroke width: toward each sample's 3x3 grey dilation (amount > 0) or erosion (< 0) -------
+// s * (the max of s * x over the pixels of the window inside the image), s the sign: a min for s = -1.
+template <typename T>
+__device__ void stroke_width_impl(const T* x, const double* amount, int N, int C, int H, int W, T* out) {
+    const i64 total = (i64)N * C * H * W;
+    GRID_STRIDE(idx, total) {
+        const int col = (int)(idx % W), r = (int)((idx / W) % H);
+        const i64 plane = idx / ((i64)W * H);
+        const double a = amount[plane / C];
+        const T s = a > 0 ? (T)1 : (T)-1, t = (T)fabs(a);
+        const T* p = x + plane * H * W;
+        T best = s * p[(i64)r * W + col];
+        const int i0 = r > 0 ? r - 1 : 0, i1 = r + 2 < H ? r + 2 : H;  // the window's rows and columns
+        const int j0 = col > 0 ? col - 1 : 0, j1 = col + 2 < W ? col + 2 : W;  // inside the image
+        for (int i = i0; i < i1; ++i)
+            for (int j = j0; j < j1; ++j) {
+                const T v = s * p[(i64)i * W + j];
+                best = v > best ? v : best;
+            }
+        const T v = p[(i64)r * W + col];
+        out[idx] = v + t * (s * best - v);
+    }
+}
+
+// ---- gaussian blur: each sample's taps (N, 2R+1) along the rows, then the columns, zero outside --
+template <typename T>
+__device__ void gaussian_blur_impl(const T* x, const double* taps, int R, int N, int C, int H, int W, T* out) {
+    const i64 total = (i64)N * C * H * W;
+    GRID_STRIDE(idx, total) {
+        const int col = (int)(idx % W), r = (int)((idx / W) % H);
+        const i64 plane = idx / ((i64)W * H);
+        const double* g = taps + (plane / C) * (2 * R + 1);
+        const T* p = x + plane * H * W;
+        T acc = 0;
+        for (int k = 0; k <= 2 * R; ++k) {  // the column pass over the row pass's sums, k in order
+            const int i = r + k - R;
+            if (i < 0 || i >= H) continue;
+            T across = 0;
+            for (int m = 0; m <= 2 * R; ++m) {
+                const int j = col + m - R;
+                if (j >= 0 && j < W) across += (T)g[m] * p[(i64)i * W + j];
+            }
+            acc += (T)g[k] * across;
+        }
+        out[idx] = acc;
+    }
+}
+
 // ---- losses: one block, rows over threads, a shared-memory sum; no host round trip -------------
 
 template <typename T>
@@ -447,6 +495,10 @@ extern "C" __global__ void sigmoid_backward_##S(const T* dy, const T* y, i64 n, 
     { sigmoid_backward_impl<T>(dy, y, n, o); }                                                                      \
 extern "C" __global__ void affine_warp_##S(const T* x, const double* theta, int N, int C, int H, int W, T* o)     \
     { affine_warp_impl<T>(x, theta, N, C, H, W, o); }                                                               \
+extern "C" __global__ void stroke_width_##S(const T* x, const double* a, int N, int C, int H, int W, T* o)         \
+    { stroke_width_impl<T>(x, a, N, C, H, W, o); }                                                                  \
+extern "C" __global__ void gaussian_blur_##S(const T* x, const double* g, int R, int N, int C, int H, int W, T* o) \
+    { gaussian_blur_impl<T>(x, g, R, N, C, H, W, o); }                                                              \
 extern "C" __global__ void mul_##S(const T* a, const T* b, i64 n, T* o) { mul_impl<T>(a, b, n, o); }                \
 extern "C" __global__ void dropout_##S(const T* x, i64 n, double p, double scale, u64 seed, T* y, T* m)             \
     { dropout_impl<T>(x, n, p, scale, seed, y, m); }                                                                \

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .inkmask import resize
+
 PAPERS = [(246, 243, 235), (240, 232, 208), (228, 236, 244), (236, 242, 226), (246, 232, 232), (215, 215, 210)]
 INKS = [(25, 25, 30), (45, 40, 50), (25, 40, 140), (20, 30, 100), (40, 60, 170)]
 ORIENTATIONS = {3: 180, 6: 90, 8: 270}  # EXIF tag -> degrees the stored picture is rotated counter-clockwise
@@ -35,15 +37,14 @@ class Photo:
 
 def _ink_alpha(digit28: np.ndarray, height: int):
     """An MNIST digit as pen ink: its ink box scaled to ``height`` pixels, alpha in [0, 1]."""
-    from PIL import Image
     a = np.asarray(digit28, np.float64)
     a = (a if a.ndim == 2 else a.reshape(28, 28)) / max(a.max(), 1e-9)  # 2-D: a turned digit is larger
     rows, cols = np.flatnonzero(a.max(1) > 0.05), np.flatnonzero(a.max(0) > 0.05)
     a = a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h = max(8, int(height))
     w = max(2, int(round(a.shape[1] * h / a.shape[0])))
-    big = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC), np.float64)
-    return np.clip(big / 255.0 * 1.3, 0.0, 1.0)  # pen strokes are solid in the middle
+    big = resize(a, h, w, "bicubic")  # bicubic either way: the pictures the measured tables were drawn with
+    return np.clip(big * 1.3, 0.0, 1.0)  # pen strokes are solid in the middle (and bicubic's overshoot is cut)
 
 
 def _lighting(h, w, rng, cond):

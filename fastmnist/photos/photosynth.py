@@ -43,7 +43,7 @@ def _ink_alpha(digit28: np.ndarray, height: int):
     a = a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h = max(8, int(height))
     w = max(2, int(round(a.shape[1] * h / a.shape[0])))
-    big = resize(a, h, w, "bicubic")  # bicubic either way: the pictures the measured tables were drawn with
+    big = resize(a, h, w, "bicubic")  # shrinking too ("auto" would average boxes): as the photos were always drawn
     return np.clip(big * 1.3, 0.0, 1.0)  # pen strokes are solid in the middle (and bicubic's overshoot is cut)
 
 

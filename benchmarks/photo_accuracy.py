@@ -53,6 +53,10 @@ def main():
         report["same_digits_as_mnist_images_accuracy"] = float(np.mean(
             np.argmax(model.predict(xt[same]), axis=1) == yt[same]))
         report["digit_accuracy"] = float(np.mean(right))
+        # a miss is the ink mask's (no digit found) or the network's (a digit read, the wrong one)
+        found = [g.get("digit") is not None for g in got]
+        report["digit_misses_no_digit_found"] = int(sum(not f for f in found))
+        report["digit_misses_wrong_digit"] = int(sum(f and not ok for f, ok in zip(found, right)))
         per = defaultdict(list)
         for ok, p in zip(right, photos):
             c = p.conditions

@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+from .errors import FastMnistError
 from .model import json_entry, load_optimizer_state, load_with_state, read_npz_file
 from .npzfile import refuse
 
@@ -29,9 +30,12 @@ class Checkpointer:
         self.run = dict(run)
 
     def save(self, model, optimizer, state) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temp_files()
-        path = model.save(self.path, optimizer=optimizer, extra={"run": self.run, "trainer": dict(state)})
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temp_files()
+            path = model.save(self.path, optimizer=optimizer, extra={"run": self.run, "trainer": dict(state)})
+        except OSError as exc:  # the disk filled or the directory went away mid-run (it was checked before)
+            raise FastMnistError(f"{self.path}: could not write the checkpoint ({exc})") from None
         _fsync_dir(self.dir)
         return path
 

@@ -242,14 +242,19 @@ def cmd_train(args) -> dict:
 
 def _check_outputs(args) -> None:
     """Every path the run will write, checked before the first epoch."""
-    from .model import npz_path
     if args.out:
-        O.check_output_file(args.out, "--out")  # a directory given as --out is refused, not renamed
-        O.check_output_file(npz_path(args.out), "--out")
+        _check_model_output(args.out)
     if args.plot:
         O.check_output_file(args.plot, "--plot")
     if args.checkpoint_dir:
         O.check_output_dir(args.checkpoint_dir, "--checkpoint-dir")
+
+
+def _check_model_output(out) -> None:
+    """``--out``: a model file that can be written (a directory given as --out is refused, not renamed)."""
+    from .model import npz_path
+    O.check_output_file(out, "--out")
+    O.check_output_file(npz_path(out), "--out")
 
 
 def _check_resume_matches(args, saved_run, path) -> None:
@@ -363,13 +368,13 @@ def gather_info() -> dict:
 
 def _env_backend_problem(resolve_name) -> str | None:
     """What is wrong with $FASTMNIST_BACKEND, if anything (every command but info would fail on it)."""
-    from .errors import BackendUnavailable
+    from .errors import FastMnistError
     value = os.environ.get("FASTMNIST_BACKEND", "").strip()
     if not value:
         return None
     try:
         resolve_name(value.lower())
-    except (ValueError, BackendUnavailable) as exc:
+    except FastMnistError as exc:  # an unknown name (InvalidArgument) or one that cannot run here (BackendUnavailable)
         return f"FASTMNIST_BACKEND={value!r} cannot be used: {exc}"
     return None
 
@@ -433,19 +438,31 @@ def cmd_bench(args) -> dict:
     unknown = set(kernels) - set(bench.KERNELS)
     if unknown:
         raise InvalidArgument(f"unknown kernel(s) {sorted(unknown)}; valid: {', '.join(bench.KERNELS)}")
+    for path, option in ((args.json_file, "--json"), (args.plot, "--plot")):
+        if path:  # before anything is timed: no finished benchmark is lost to an output
+            O.check_output_file(path, option)
     if args.data is not None:  # the per-backend worker processes read it from the environment
         os.environ["FASTMNIST_DATA"] = str(args.data)
     report = bench.run(split(args.backends), models, kernels, bench.parse_batch_sizes(args.batch_sizes, models),
                        args.kernels_only, args.epochs_only, args.quick, log=lambda s: print(s, file=sys.stderr))
     print(bench.format_table(report))
     if args.json_file:
-        with open(args.json_file, "w") as fh:
-            json.dump(report, fh, indent=1)
+        _write_text(args.json_file, json.dumps(report, indent=1), "--json")
         print(f"wrote {args.json_file}", file=sys.stderr)
     if args.plot:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return {"results": len(report["results"])}
+
+
+def _write_text(path, text: str, option: str) -> None:
+    """Write an output the user named; one that cannot be written (checked before, but a disk can
+    fill) is their error, named with its option."""
+    from .errors import FastMnistError
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise FastMnistError(f"{option} {path}: could not write ({exc})") from None
 
 
 def cmd_predict(args) -> dict:
@@ -527,6 +544,8 @@ def _plot(args) -> dict:
 def cmd_reproduce(args) -> dict:
     from .reproduce import reproduce
 
+    if args.out:  # before the schedule runs: no finished training is lost to an output
+        _check_model_output(args.out)
     result = reproduce(args.name, backend=args.backend, data=args.data, seed=args.seed, out=args.out,
                        verbose=0 if args.quiet else 2)
     print(f"{args.name}: test accuracy {result['test_accuracy']:.4f} (reported {result['reported']}) in "
@@ -554,7 +573,7 @@ def main(argv=None) -> int:
     except Interrupted as exc:
         print(f"fastmnist {args.command}: {exc}", file=sys.stderr)
         return exc.status
-    except (FastMnistError, ValueError, TypeError, OSError) as exc:
+    except FastMnistError as exc:  # the user's to fix; anything else is a bug and shows its traceback
         if os.environ.get("FASTMNIST_DEBUG"):
             raise
         print(f"fastmnist {args.command}: error: {exc}", file=sys.stderr)

@@ -43,12 +43,15 @@ def download_mnist(root: str | os.PathLike | None = None, mirrors: list[str] | N
         The directory holding the verified files.
     """
     root = find_data_root(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a directory should be, no permission
+        raise DataError(f"MNIST data directory {root}: cannot create it ({exc})") from None
     mirrors = list(mirrors or config.MNIST_MIRRORS)
     for stem in FILES.values():
         target = root / (stem + ".gz")
         want = SHA256_UNCOMPRESSED[stem]
-        if target.is_file() and not force and _sha_of_gz(target.read_bytes()) == want:
+        if target.is_file() and not force and _sha_of_gz(_read(target)) == want:
             log(f"{target}: present and verified")
             continue
         problems = []
@@ -63,14 +66,29 @@ def download_mnist(root: str | os.PathLike | None = None, mirrors: list[str] | N
             if got != want:
                 problems.append(f"{url}: SHA-256 of the decompressed file is {got or 'unreadable gzip'}, expected {want}")
                 continue
-            tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(blob)
-            os.replace(tmp, target)
+            _write_atomically(target, blob)
             log(f"{target}: downloaded from {mirror} and verified")
             break
         else:
             raise DataError(f"could not download {stem}.gz from any mirror: " + "; ".join(problems))
     return root
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+
+
+def _write_atomically(target: Path, blob: bytes) -> None:
+    """A temporary name, then a rename: an interrupted download never leaves a half file as ``target``."""
+    tmp = target.with_name(target.name + ".part")
+    try:
+        tmp.write_bytes(blob)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise DataError(f"{target}: cannot write the downloaded file ({exc})") from None
 
 
 def _sha_of_gz(blob: bytes) -> str | None:

@@ -21,9 +21,13 @@ def _plt():
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    _plt().close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    except OSError as exc:  # a file where a directory should be, no permission, a full disk
+        raise FastMnistError(f"{path}: could not write the picture ({exc})") from None
+    finally:
+        _plt().close(fig)
     return path
 
 

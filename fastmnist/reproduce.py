@@ -5,7 +5,7 @@ import time
 
 from . import zoo
 from .data import load_mnist
-from .errors import InvalidArgument
+from .errors import FastMnistError, InvalidArgument
 
 # name -> (epochs, validation fraction, what the source reports, the schedule in words)
 CLASSIC = {
@@ -37,7 +37,10 @@ def reproduce(name: str, backend=None, data=None, seed: int = 0, out=None, verbo
     seconds = time.perf_counter() - t0
     result = model.evaluate(xt, yt)
     if out:
-        model.save(out, optimizer=optimizer, extra={"history": history})
+        try:
+            model.save(out, optimizer=optimizer, extra={"history": history})
+        except OSError as exc:
+            raise FastMnistError(f"{out}: could not save the trained model ({exc})") from None
     return {"model": name, "schedule": schedule, "reported": reported, "test_accuracy": result["accuracy"],
             "test_loss": result["loss"], "val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else None,
             "seconds": seconds, "backend": model.backend.name, "seed": seed,

@@ -169,7 +169,10 @@ def read_done(path: Path) -> dict[str, dict]:
         return done
     if not path.is_file():
         raise FastMnistError(f"--out {path}: not a regular file")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FastMnistError(f"--out {path}: cannot read it ({exc})") from None
     complete = raw[: raw.rfind(b"\n") + 1]
     for lineno, line in enumerate(complete.decode(errors="replace").splitlines(), 1):
         if not line.strip():
@@ -186,6 +189,15 @@ def read_done(path: Path) -> dict[str, dict]:
         with open(path, "r+b") as fh:
             fh.truncate(len(complete))
     return done
+
+
+def _appending(out: Path):
+    """The result file opened to append, or a FastMnistError naming it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return open(out, "a")
+    except OSError as exc:
+        raise FastMnistError(f"--out {out}: could not open it to append ({exc})") from None
 
 
 def append_record(fh, record: dict) -> None:
@@ -275,8 +287,7 @@ def _collect(client, todo, out, data_root, threads, progress, done):
             bar = tqdm(total=len(futures), desc="runs", unit="run", file=sys.stderr)
         except ImportError:
             pass
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as fh:
+    with _appending(out) as fh:
         for future in as_completed(futures):
             try:
                 record = future.result()
@@ -321,6 +332,9 @@ def add_parser(sub) -> None:
 def command(args) -> dict:
     from . import sweep_report as report
     log = lambda s: print(s, file=sys.stderr)
+    for path, option in ((args.out, "--out"), (args.plot, "--plot")):
+        if path:  # before any run: no finished sweep is lost to an output
+            O.check_output_file(path, option)
     if args.bench is not None:
         return _bench_command(args, log)
     batch_sizes = parse_ints(args.batch_size, "batch-size", lo=1) if args.batch_size else None
@@ -347,10 +361,17 @@ def _bench_command(args, log) -> dict:
     import shlex
 
     from . import sweep_report as report
+    try:
+        bench_args = shlex.split(args.bench)
+    except ValueError as exc:  # an unclosed quote
+        raise InvalidArgument(f"--bench {args.bench!r}: {exc}") from None
     local = lambda: (_distributed().LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None), None)
     with _connected(args.scheduler, local, log) as (client, _):
-        reports = report.bench_every_machine(client, shlex.split(args.bench), log)
+        reports = report.bench_every_machine(client, bench_args, log)
     print(report.merge_bench(reports))
-    Path(args.out).write_text(json.dumps(reports, indent=1))
+    try:
+        Path(args.out).write_text(json.dumps(reports, indent=1))
+    except OSError as exc:
+        raise FastMnistError(f"--out {args.out}: could not write ({exc})") from None
     log(f"wrote {args.out}")
     return {"machines": list(reports)}

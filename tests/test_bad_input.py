@@ -334,3 +334,52 @@ def test_an_unreachable_scheduler_is_reported_within_seconds(capsys, tmp_path):
                      str(tmp_path / "s.jsonl"), "--limit-train", "100", "--quiet")
     assert "--scheduler tcp://127.0.0.1:9: no Dask scheduler answered within 5 s" in line
     assert time.perf_counter() - started < 20
+
+
+# ---- only FastMnistErrors are the user's: every output is named, a bug is a traceback ----
+
+@pytest.mark.parametrize("argv, message", [
+    (["plot", "samples", "--out", "{f}/x.png"], "{f}/x.png: could not write the picture"),
+    (["download", "--data", "{f}/mnist", "--mirror", "http://127.0.0.1:9/"], "MNIST data directory {f}/mnist: cannot create it"),
+    (["reproduce", "two-layer", "--out", "{f}/m.npz"], "--out {f}/m.npz: {f} is a file, not a directory"),
+    (["bench", "--models", "relu-mlp", "--kernels-only", "--json", "{f}/b.json"], "--json {f}/b.json: {f} is a file"),
+    (["bench", "--models", "relu-mlp", "--kernels-only", "--plot", "{f}/b.png"], "--plot {f}/b.png: {f} is a file"),
+    (["sweep", "--out", "{f}/s.jsonl"], "--out {f}/s.jsonl: {f} is a file, not a directory"),
+    (["sweep", "--plot", "{f}/s.png"], "--plot {f}/s.png: {f} is a file, not a directory"),
+    (["sweep", "--bench", "'unclosed", "--out", "{d}/b.json"], "--bench \"'unclosed\": No closing quotation"),
+])
+def test_outputs_that_cannot_be_written_are_named_before_any_work(capsys, tmp_path, mnist_dir, argv, message):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    fill = lambda s: s.format(f=a_file, d=tmp_path)  # noqa: E731
+    line = cli_error(capsys, *map(fill, argv), *(["--data", str(mnist_dir)] if argv[0] == "plot" else []))
+    assert fill(message) in line
+
+
+def test_a_checkpoint_that_cannot_be_written_names_it(tmp_path, good_model):
+    from fastmnist.checkpoint import Checkpointer
+    from fastmnist.optim import make_optimizer
+    (tmp_path / "file").write_text("x")
+    model, _ = good_model
+    with pytest.raises(FastMnistError, match="checkpoint.npz: could not write the checkpoint"):
+        Checkpointer(tmp_path / "file" / "ck", {}).save(model, make_optimizer("sgd", 0.1), {"epoch": 0})
+
+
+def test_a_downloaded_file_that_cannot_be_written_names_it(tmp_path):
+    from fastmnist.download import _write_atomically
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="t.gz: cannot write the downloaded file"):
+        _write_atomically(tmp_path / "file" / "t.gz", b"data")
+
+
+def test_a_bug_is_a_traceback_not_the_users_mistake(monkeypatch):
+    """Only FastMnistError is printed as the user's error; a ValueError from fastmnist's own code
+    (a bug) propagates with its traceback."""
+    from fastmnist import cli
+
+    def broken(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["info"])

@@ -1,7 +1,10 @@
 """Every backend is a declared object of one contract: each has every required op with the
 reference's (numpy's) parameters and the declared capability flags; a module or object that is not
 a backend is refused with the list of what is wrong."""
+import inspect
+import re
 import types
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,27 @@ def test_a_backend_object_is_checked_by_its_bound_methods():
         declared(Renamed(LazyCupy(), name="fake-gpu"))
     with pytest.raises(TypeError, match=r"im2col\(self, x, kh, kw, stride=1, pad=0\) does not take im2col\(x, kh"):
         declared(CupyBackend)
+
+
+def _documented_ops() -> dict:
+    """docs/kernels.md's table rows: op name -> the parameter list its first cell shows."""
+    rows = {}
+    for line in (Path(__file__).resolve().parents[1] / "docs" / "kernels.md").read_text().splitlines():
+        if line.startswith("| `"):
+            first_cell = line.split("|")[1]
+            for name, params in re.findall(r"`(\w+)\(([^)]*)\)`", first_cell):
+                rows[name] = [p.split("=")[0].strip() for p in params.split(",") if p.strip()]
+    return rows
+
+
+def test_docs_kernels_md_lists_exactly_the_contracts_ops_with_their_parameters():
+    """The written contract and the code cannot drift: every required and optional op has a row,
+    no row names an op the contract lacks, and each row shows the reference's parameters."""
+    documented = _documented_ops()
+    ops = set(contract.REQUIRED_OPS) | set(contract.OPTIONAL_OPS)
+    assert set(documented) == ops, (sorted(ops - set(documented)), sorted(set(documented) - ops))
+    for op, params in documented.items():
+        source = getattr(reference, op, None) or getattr(get_backend("numba") if backend_status("numba")[0] else None,
+                                                        op, None)
+        if source is not None:
+            assert params == list(inspect.signature(source).parameters), op

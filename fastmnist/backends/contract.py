@@ -1,58 +1,16 @@
-"""The kernel contract, written down once, and the argument checks every backend runs first.
+"""The kernel contract: which ops a backend has, and the argument checks every backend runs first.
 
-Every backend module (``numpy_backend``, ``numba_backend``, ``cupy_backend``) exports the same
-public, stateless functions; this module holds their checks so that a wrong ndim, shape, dtype or
-parameter raises ``ValueError``/``TypeError`` naming the shapes *before* any kernel runs (in a JIT
-or CUDA kernel a bad shape would be an out-of-bounds access, not an error).
+docs/kernels.md is the contract's written source: one row per op of :data:`REQUIRED_OPS` and
+:data:`OPTIONAL_OPS` with its shapes and meaning (tests/test_backend_contract.py keeps the two
+lists and the page in step). This module holds what code needs: the lists, the capability flags,
+:func:`backend_problems` (is a module or object a backend?), and the checks, so that a wrong ndim,
+shape, dtype or parameter raises a FastMnistError (also ``ValueError``/``TypeError``) naming the
+shapes *before* any kernel runs (in a JIT or CUDA kernel a bad shape would be an out-of-bounds
+access, not an error). Layout is NCHW; float32 is the default dtype and float64 is accepted; all
+float operands of one call share one dtype.
 
-Layout is NCHW; float32 is the default dtype and float64 is accepted; all float operands of one
-call share one dtype. Shapes, with ``OH = (H + 2*pad - KH) // stride + 1``:
-
-=====================================================  ==========================================
-function                                               shapes
-=====================================================  ==========================================
-``im2col(x, kh, kw, stride=1, pad=0)``                 ``(N, C, H, W)`` -> ``(N*OH*OW, C*KH*KW)``
-``col2im(col, x_shape, kh, kw, stride=1, pad=0)``      adjoint of im2col, overlaps summed
-``conv2d_forward(x, w, b, stride=1, pad=0)``           ``x (N,C,H,W), w (F,C,KH,KW), b (F,)`` -> ``(N,F,OH,OW)``
-``conv2d_backward(dy, x, w, stride=1, pad=0)``         -> ``(dx, dw, db)``
-``maxpool2d_forward(x, size=2, stride=2)``             -> ``(y (N,C,OH,OW), argmax int64 (N,C,OH,OW))``
-``maxpool2d_backward(dy, argmax, x_shape, size, s)``   -> ``dx (N,C,H,W)``
-``affine_forward(x, w, b)``                            ``x (N,D), w (D,M), b (M,)`` -> ``(N,M)``
-``affine_backward(dy, x, w)``                          -> ``(dx (N,D), dw (D,M), db (M,))``
-``relu_forward(x)`` / ``relu_backward(dy, x)``         any shape
-``sigmoid_forward(x)`` / ``sigmoid_backward(dy, y)``   any shape; backward takes the *output* y
-``softmax(x)``                                         ``(N, M)``, rows sum to 1
-``softmax_cross_entropy(logits, labels)``              ``(N,M), int (N,)`` -> ``(loss 0-d, dlogits (N,M))``
-``mse_loss(y, t)``                                     ``(N,M), (N,M)`` -> ``(loss 0-d, dy (N,M))``
-``dropout_forward(x, p, seed)``                        -> ``(y, mask)``; ``dropout_backward(dy, mask)``
-``sgd_update(param, grad, lr)``                        in place
-``momentum_update(param, grad, velocity, lr, momentum)``  in place
-``adagrad_update(param, grad, h, lr, eps)``            in place
-``adam_update(param, grad, m, v, t, lr, beta1, beta2, eps)``  in place; t counts from 1
-``affine_warp(x, theta)``                              ``x (N,C,H,W)``, ``theta`` float64 ``(N,2,3)`` -> ``(N,C,H,W)``
-``stroke_width(x, amount)``                            ``x (N,C,H,W)``, ``amount`` float64 ``(N,)`` -> ``(N,C,H,W)``
-``gaussian_blur(x, sigma)``                            ``x (N,C,H,W)``, ``sigma`` float64 ``(N,)`` -> ``(N,C,H,W)``
-``dense_train_steps(program, xs, targets, labels,``    whole training steps of a dense network, in
-``perm, first, batch_size, lrs, step_size, sqrt_bc2,``  place; ``xs (N, D)``, ``labels`` int64 ``(N,)``,
-``seeds)``                                             ``targets (N, M)`` (mse) -> ``(loss_sum, correct,
-                                                       done, bad_loss)``; see :func:`check_dense_train_steps`
-=====================================================  ==========================================
-
-``argmax`` holds, for each output, the flat index ``h * W + w`` of the chosen input inside its
-``(H, W)`` plane (ties: the first in row-major window order). ``mse_loss`` is the quadratic cost
-``sum((y - t)**2) / (2N)``. ``softmax_cross_entropy`` is the mean over the batch.
-``affine_warp`` (augmentation) samples, for output pixel ``(r, c)``, the input at
-``(sx, sy) = theta[n] @ (c - cx, r - cy, 1) + (cx, cy)`` with ``cx = (W-1)/2``, ``cy = (H-1)/2``,
-bilinearly, zero outside the image; coordinates in float64 on every backend.
-``stroke_width`` moves each sample toward its 3x3 grey dilation (``amount > 0``: the maximum over
-the pixel's neighbours inside the image, thicker strokes) or erosion (``amount < 0``: the minimum,
-thinner), ``y = x + |amount| * (target - x)`` in the array's dtype, ``amount`` in [-1, 1].
-``gaussian_blur`` blurs each sample separably (rows, then columns) with the taps of
-:func:`blur_taps` (``2*BLUR_RADIUS + 1`` of them, from ``sigma`` in [0, MAX_BLUR_SIGMA] pixels),
-zero outside the image; ``sigma = 0`` leaves the image as it is.
-Dropout is inverted dropout: ``mask`` is 0 or ``1/(1-p)`` and ``y = x * mask``; element ``i`` is
-dropped when ``uniform(seed, i) < p``, where ``uniform`` is the counter-based hash in
-:func:`dropout_uniform_reference`, identical on every backend, so one seed gives one mask everywhere.
+Two definitions every backend computes with live here too: the counter-based uniform of dropout
+(:func:`dropout_uniform_reference`) and the blur's taps (:func:`blur_taps`).
 """
 from __future__ import annotations
 

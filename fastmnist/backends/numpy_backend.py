@@ -11,7 +11,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import contract as C
 
 name = "numpy"
-xp = np
 is_device = False
 compiles_kernels = False
 

@@ -12,7 +12,7 @@ from fastmnist.optim import make_optimizer
 from fastmnist.steps import program_for
 from fastmnist.trainer import TrainingInterrupted
 
-STEP_BACKENDS = [n for n in available_backends() if hasattr(get_backend(n), "dense_train_steps")]
+STEP_BACKENDS = [n for n in available_backends() if get_backend(n).dense_train_steps is not None]
 MLPS = ["sigmoid-mlp", "two-layer", "small-mlp", "relu-mlp"]
 
 

@@ -217,10 +217,12 @@ def test_own_gemm_matches_the_reference_in_every_layout(dtype, monkeypatch):
     for n, d, m in [(1, 1, 1), (33, 17, 40), (64, 50, 10), (7, 70, 33)]:
         x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((n, d), (d, m), (m,)))
         dy = rng.standard_normal((n, m)).astype(dtype)
-        for relu in (False, True):
-            got = be.to_numpy(be.affine_forward(be.asarray(x), be.asarray(w), be.asarray(b), relu=relu))
+        for relu in (False, True):  # the product's own epilogue: bias, then ReLU where asked
+            got = be.to_numpy(be._product(be.asarray(x), be.asarray(w), bias=be.asarray(b), relu=relu))
             want = x @ w + b
             np.testing.assert_allclose(got, np.maximum(want, 0) if relu else want, **tol)
+        got = be.to_numpy(be.affine_forward(be.asarray(x), be.asarray(w), be.asarray(b)))
+        np.testing.assert_allclose(got, x @ w + b, **tol)
         got = be.affine_backward(be.asarray(dy), be.asarray(x), be.asarray(w))
         for g, r, name in zip(got, ref.affine_backward(dy, x, w), ("dx", "dw", "db")):
             np.testing.assert_allclose(be.to_numpy(g), r, **tol, err_msg=f"{(n, d, m)} {name}")

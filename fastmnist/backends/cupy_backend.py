@@ -287,14 +287,14 @@ class CupyBackend:
     def conv2d_forward(self, x, w, b, stride=1, pad=0):
         return self.conv2d_forward_cached(x, w, b, stride, pad)[0]
 
-    def conv2d_forward_cached(self, x, w, b, stride=1, pad=0, relu=False):
+    def conv2d_forward_cached(self, x, w, b, stride=1, pad=0):
         cp = self._cupy()
         n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
         f, _, kh, kw = w.shape
         cols = self.im2col(x, kh, kw, stride, pad)
         rows = self._product(cols, self._c(w).reshape(f, -1), trans_b=True)
         y = cp.empty((n, f, oh, ow), x.dtype)
-        self._launch("rows_to_nchw", x.dtype, y.size, (rows, self._c(b), _i(relu), _l(n), _i(f), _l(oh * ow), y))
+        self._launch("rows_to_nchw", x.dtype, y.size, (rows, self._c(b), _l(n), _i(f), _l(oh * ow), y))
         return y, (cols, x.shape, stride, pad)
 
     def conv2d_backward(self, dy, x, w, stride=1, pad=0):
@@ -371,9 +371,9 @@ class CupyBackend:
 
     # ---- affine ----
 
-    def affine_forward(self, x, w, b, relu=False):
+    def affine_forward(self, x, w, b):
         C.check_affine_forward(x, w, b)
-        return self._product(x, w, bias=b, relu=relu)
+        return self._product(x, w, bias=b)
 
     def affine_backward(self, dy, x, w, need_dx=True):
         C.check_affine_backward(dy, x, w)

@@ -65,15 +65,14 @@ __device__ void col2im_impl(const T* col, int N, int C, int H, int W, int KH, in
     }
 }
 
-// rows (N*P, F) + b -> out (N, F, P), optional ReLU (conv output back to NCHW).
+// rows (N*P, F) + b -> out (N, F, P) (conv output back to NCHW).
 template <typename T>
-__device__ void rows_to_nchw_impl(const T* rows, const T* bias, int relu, i64 N, int F, i64 P, T* out) {
+__device__ void rows_to_nchw_impl(const T* rows, const T* bias, i64 N, int F, i64 P, T* out) {
     GRID_STRIDE(idx, N * F * P) {
         i64 p = idx % P;
         int f = (int)((idx / P) % F);
         i64 n = idx / (P * F);
-        T v = rows[(n * P + p) * F + f] + bias[f];
-        out[idx] = (relu && v < (T)0) ? (T)0 : v;
+        out[idx] = rows[(n * P + p) * F + f] + bias[f];
     }
 }
 
@@ -475,8 +474,8 @@ extern "C" __global__ void im2col_##S(const T* x, int N, int C, int H, int W, in
     int OH, int OW, T* col) { im2col_impl<T>(x, N, C, H, W, KH, KW, s, p, OH, OW, col); }                         \
 extern "C" __global__ void col2im_##S(const T* col, int N, int C, int H, int W, int KH, int KW, int s, int p,       \
     int OH, int OW, T* x) { col2im_impl<T>(col, N, C, H, W, KH, KW, s, p, OH, OW, x); }                           \
-extern "C" __global__ void rows_to_nchw_##S(const T* r, const T* b, int relu, i64 N, int F, i64 P, T* o)            \
-    { rows_to_nchw_impl<T>(r, b, relu, N, F, P, o); }                                                               \
+extern "C" __global__ void rows_to_nchw_##S(const T* r, const T* b, i64 N, int F, i64 P, T* o)                      \
+    { rows_to_nchw_impl<T>(r, b, N, F, P, o); }                                                                     \
 extern "C" __global__ void nchw_to_rows_##S(const T* dy, i64 N, int F, i64 P, T* r)                                 \
     { nchw_to_rows_impl<T>(dy, N, F, P, r); }                                                                       \
 extern "C" __global__ void maxpool_##S(const T* x, i64 NC, int H, int W, int size, int s, int OH, int OW, T* y,     \

@@ -6,6 +6,7 @@ import pytest
 from conftest import assert_close
 
 from fastmnist import config
+from fastmnist.backends import get_backend
 
 DTYPES = ["float32", "float64"]
 # (N, C, H, W, F, K, stride, pad): batch 1, 3 channels, stride 2, pad 1-2, 3x3 and 5x5, non-square
@@ -185,7 +186,11 @@ def test_stroke_width(be, rng, dtype, shape):
     got = be.to_numpy(be.stroke_width(be.asarray(x), amount))
     assert got.dtype == np.dtype(dtype) and got.shape == shape
     assert_close(got, ref, dtype, "stroke_width")
-    np.testing.assert_array_equal(got[0], x[0])  # amount 0 leaves a sample as it is
+    np.testing.assert_array_equal(got[0], x[0])  # amount 0 leaves a (finite) sample as it is
+    x[1:3, 0, 0, shape[3] // 2] = np.nan  # a NaN spreads over its 3x3 window, as numpy's max and min do
+    got = be.to_numpy(be.stroke_width(be.asarray(x), amount))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(get_backend("numpy").stroke_width(x, amount)))
+    assert np.isnan(got[1:3]).sum() >= 2 * min(3, shape[3]) * min(2, shape[2])
     with pytest.raises(ValueError, match=r"amount must be \(4,\)"):
         be.stroke_width(be.asarray(x), amount[:2])
     with pytest.raises(ValueError, match=r"every amount must be in \[-1.0, 1.0\]"):

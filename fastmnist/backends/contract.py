@@ -441,7 +441,7 @@ def blur_taps(sigma, xp=np):
     sigma = xp.asarray(sigma, dtype=xp.float64)
     k = xp.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=xp.float64)
     safe = xp.where(sigma > 0, sigma, 1.0)[:, None]
-    taps = xp.where(sigma[:, None] > 0, xp.exp(-k * k / (2.0 * safe * safe)), (k == 0).astype(xp.float64))
+    taps = xp.where(sigma[:, None] > 0, xp.exp(-0.5 * (k / safe) ** 2), (k == 0).astype(xp.float64))  # no underflow to 0/0
     return taps / taps.sum(axis=1, keepdims=True)
 
 

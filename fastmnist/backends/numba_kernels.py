@@ -705,12 +705,12 @@ def _stroke_width_kernel(x, amount, out):
             row, acr = src[r], across[r]
             for col in range(w_):
                 acr[col] = s * row[col]
-            for col in range(w_ - 1):
+            for col in range(w_ - 1):  # a NaN wins, as in np.max: it spreads over its window
                 v = s * row[col + 1]
-                acr[col] = v if v > acr[col] else acr[col]
+                acr[col] = v if (v > acr[col] or v != v) else acr[col]
             for col in range(w_ - 1, 0, -1):
                 v = s * row[col - 1]
-                acr[col] = v if v > acr[col] else acr[col]
+                acr[col] = v if (v > acr[col] or v != v) else acr[col]
         for r in range(h_):
             r0, r1 = max(r - 1, 0), min(r + 2, h_)
             row, drow = src[r], dst[r]
@@ -718,7 +718,7 @@ def _stroke_width_kernel(x, amount, out):
                 best = across[r0, col]
                 for i in range(r0 + 1, r1):
                     v = across[i, col]
-                    best = v if v > best else best
+                    best = v if (v > best or v != v) else best
                 drow[col] = row[col] + t * (s * best - row[col])
 
 

@@ -261,7 +261,7 @@ __device__ void stroke_width_impl(const T* x, const double* amount, int N, int C
         for (int i = i0; i < i1; ++i)
             for (int j = j0; j < j1; ++j) {
                 const T v = s * p[(i64)i * W + j];
-                best = v > best ? v : best;
+                best = (v > best || v != v) ? v : best;  // a NaN wins, as in np.max
             }
         const T v = p[(i64)r * W + col];
         out[idx] = v + t * (s * best - v);

@@ -450,7 +450,7 @@ def cmd_bench(args) -> dict:
         _write_text(args.json_file, json.dumps(report, indent=1), "--json")
         print(f"wrote {args.json_file}", file=sys.stderr)
     if args.plot:
-        bench.plot(report, args.plot)
+        O.write_output(args.plot, lambda p: bench.plot(report, p), "--plot")
         print(f"wrote {args.plot}", file=sys.stderr)
     return {"results": len(report["results"])}
 
@@ -458,11 +458,7 @@ def cmd_bench(args) -> dict:
 def _write_text(path, text: str, option: str) -> None:
     """Write an output the user named; one that cannot be written (checked before, but a disk can
     fill) is their error, named with its option."""
-    from .errors import FastMnistError
-    try:
-        Path(path).write_text(text)
-    except OSError as exc:
-        raise FastMnistError(f"{option} {path}: could not write ({exc})") from None
+    O.write_output(path, lambda p: p.write_text(text), option)
 
 
 def cmd_predict(args) -> dict:

@@ -64,6 +64,19 @@ def _writable_ancestor(path: Path, option: str) -> None:
             return
 
 
+def write_output(path, write, option: str) -> Path:
+    """``write(path)`` for an output the user named, its folders made first (the checks before the
+    work accept a folder that does not exist yet); an OSError (a full disk, a file where a folder
+    should be) is their error, named with ``option``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as exc:
+        raise FastMnistError(f"{option} {path}: could not write ({exc})") from None
+    return path
+
+
 def check_output_file(path, option: str) -> None:
     """``path`` can be written as a file (checked before training, so none is lost to it)."""
     path = Path(path)

@@ -349,7 +349,7 @@ def command(args) -> dict:
     for r in failed:
         log(f"failed: {_short(r['config'])}: {r.get('error')}")
     if args.plot:
-        log(f"wrote {report.plot(records, args.plot)}")
+        log(f"wrote {O.write_output(args.plot, lambda p: report.plot(records, p), '--plot')}")
     return {"runs": len(records), "errors": len(failed), "summary": rows, "out": args.out}
 
 
@@ -369,9 +369,6 @@ def _bench_command(args, log) -> dict:
     with _connected(args.scheduler, local, log) as (client, _):
         reports = report.bench_every_machine(client, bench_args, log)
     print(report.merge_bench(reports))
-    try:
-        Path(args.out).write_text(json.dumps(reports, indent=1))
-    except OSError as exc:
-        raise FastMnistError(f"--out {args.out}: could not write ({exc})") from None
+    O.write_output(args.out, lambda p: p.write_text(json.dumps(reports, indent=1)), "--out")
     log(f"wrote {args.out}")
     return {"machines": list(reports)}

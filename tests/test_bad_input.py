@@ -356,6 +356,17 @@ def test_outputs_that_cannot_be_written_are_named_before_any_work(capsys, tmp_pa
     assert fill(message) in line
 
 
+def test_an_output_in_a_folder_not_made_yet_is_written(tmp_path):
+    """The checks before the work accept a folder that does not exist yet; the writers (bench
+    --json/--plot, sweep --out/--plot) make it, and a failed write names the option and file."""
+    from fastmnist.options import write_output
+    path = write_output(tmp_path / "new" / "deeper" / "r.json", lambda p: p.write_text("{}"), "--json")
+    assert path.read_text() == "{}"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FastMnistError, match=r"--plot .*file/x\.png: could not write"):
+        write_output(tmp_path / "file" / "x.png", lambda p: p.write_text(""), "--plot")
+
+
 def test_a_checkpoint_that_cannot_be_written_names_it(tmp_path, good_model):
     from fastmnist.checkpoint import Checkpointer
     from fastmnist.optim import make_optimizer

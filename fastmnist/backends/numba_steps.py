@@ -9,9 +9,10 @@ layer and step from its input:
 * loops over the non-zero inputs, when the batch has at most ``config.STEP_SMALL_BATCH`` rows, or
   when at most ``config.STEP_SPARSE_DENSITY`` of the inputs are non-zero (an MNIST image is ~19%
   ink) and the layer has at least ``config.STEP_SPARSE_MIN_OUTPUTS`` outputs. A zero input skips
-  its weight row in the forward product and writes no gradient row; under plain SGD (where a zero
-  gradient changes nothing) the update touches only the rows written, and a batch of one fuses its
-  gradient into the update without storing it;
+  its weight row in the forward product (``sparse_rows``, numba_tiles.py: a block of output
+  columns in registers); each weight-gradient row is made from the samples that feature feeds and
+  goes straight into the optimizer's update of that row, so no (D, M) gradient is ever stored;
+  under plain SGD (where a zero gradient changes nothing) only the rows with a non-zero input move;
 * BLAS products otherwise.
 
 Batches of ``config.STEP_PARALLEL_BATCH`` rows or more spread the products, dropout and the
@@ -303,7 +304,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
             if kind == OP_DENSE:
                 w, b = weights[slot[j]], biases[slot[j]]
                 # Loops over the non-zeros for small batches, or for sparse inputs feeding many outputs
-                # (the loops are L2-bound: BLAS is faster on narrower layers whatever their zeros).
+                # (a 50-wide layer ran about as fast either way: docs/benchmarks.md, "Sparse rows").
                 if nb <= small_batch or w.shape[1] >= sparse_min_outputs:
                     if j == 0:
                         nonzero = _nonzeros_gathered(xs, perm, lo, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], par)

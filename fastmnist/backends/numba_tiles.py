@@ -249,10 +249,13 @@ def _masked(builder, vty):
     """llvm.masked.load / llvm.masked.store for vectors of type vty (AVX-512 mask registers,
     AVX2 vmaskmov): a block's last vector reads and writes only its columns."""
     mty = ir.VectorType(ir.IntType(1), vty.count)
+    # the pointer's part of the name: "p0" since LLVM 17 (opaque pointers only, llvmlite 0.50's
+    # LLVM 22 here); a typed pointer's "p0v16f32" before (LLVM 14-16: not run here)
+    ptr = "p0" if llvm.llvm_version_info[0] >= 17 else f"p0{_vname(vty)}"
     load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-        vty, [vty.as_pointer(), ir.IntType(32), mty, vty]), f"llvm.masked.load.{_vname(vty)}.p0")
+        vty, [vty.as_pointer(), ir.IntType(32), mty, vty]), f"llvm.masked.load.{_vname(vty)}.{ptr}")
     store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-        ir.VoidType(), [vty, vty.as_pointer(), ir.IntType(32), mty]), f"llvm.masked.store.{_vname(vty)}.p0")
+        ir.VoidType(), [vty, vty.as_pointer(), ir.IntType(32), mty]), f"llvm.masked.store.{_vname(vty)}.{ptr}")
     return load, store
 
 

@@ -197,7 +197,7 @@ def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v):
     """a's non-zeros regrouped by input feature (the rows of a.T @ g they write): feature f has
     samples csc_r[start[f]:start[f + 1]] in ascending order, with values csc_v. A counting sort
     over the D features (an earlier version kept them in first-seen order through a slot map:
-    1.5-1.9x slower)."""
+    1.5x slower, benchmarks/sparse_loops.py)."""
     d = fill.shape[0]
     for f in range(d + 1):
         start[f] = 0

@@ -4,9 +4,10 @@ and where asked its strokes made thicker or thinner and blurred.
 The maps, stroke amounts and blur widths are drawn on the host from the training loop's own
 generator (so a seed gives the same batches on every backend, and a resumed run draws what the
 uninterrupted one drew); the work is done by backend kernels: ``affine_warp`` (bilinear, zero
-outside, about the image centre), ``stroke_width`` (toward the 3x3 grey dilation or erosion) and
-``gaussian_blur`` (the contract's taps), on numpy, numba and cupy, each checked against a loop
-oracle.
+outside, about the image centre), ``elastic_warp`` (a smooth distortion from a small grid of
+random displacements, bilinear between them), ``stroke_width`` (toward the 3x3 grey dilation or
+erosion) and ``gaussian_blur`` (the contract's taps), on numpy, numba and cupy, each checked
+against a loop oracle.
 
 Used through ``fit(..., augment=Augment())`` or ``fastmnist train --augment``.
 """
@@ -19,6 +20,10 @@ import numpy as np
 
 from .backends.contract import MAX_BLUR_SIGMA
 from .errors import InvalidArgument
+
+#: the elastic distortion's grid of random displacements (corners on the image's): 4 x 4 points
+#: bend a 28-pixel digit's strokes over about 9 pixels, the scale of Simard et al.'s smoothed fields
+ELASTIC_GRID = 4
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class Augment:
         dilation (> 0, a thicker pen) or erosion (< 0, a thinner one). 0 draws nothing.
     blur : float
         Gaussian blur, sigma in [0, blur] pixels. 0 draws nothing.
+    elastic : float
+        Elastic distortion: displacements in [-elastic, elastic] pixels on an ELASTIC_GRID x
+        ELASTIC_GRID grid over the image, bilinear between its points. 0 draws nothing.
     """
 
     rotation: float = 12.0
@@ -48,11 +56,13 @@ class Augment:
     shift: float = 2.0
     thickness: float = 0.0
     blur: float = 0.0
+    elastic: float = 0.0
 
     def __post_init__(self):
         for name, value, top in (("rotation", self.rotation, 90.0), ("scale", self.scale, 0.5),
                                  ("shear", self.shear, 45.0), ("shift", self.shift, 14.0),
-                                 ("thickness", self.thickness, 1.0), ("blur", self.blur, MAX_BLUR_SIGMA)):
+                                 ("thickness", self.thickness, 1.0), ("blur", self.blur, MAX_BLUR_SIGMA),
+                                 ("elastic", self.elastic, 5.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
                 raise InvalidArgument(f"Augment: {name} must be a number in [0, {top}], got {value!r}")
 
@@ -90,6 +100,8 @@ def warp_batch(be, xb, augment: Augment, rng: np.random.Generator):
             raise InvalidArgument(f"augment needs square images; flat inputs of {xb.shape[1]} values are not")
         images = xb.reshape(n, 1, side, side)
     out = be.affine_warp(images, theta)
+    if augment.elastic > 0:
+        out = be.elastic_warp(out, rng.uniform(-augment.elastic, augment.elastic, (n, 2, ELASTIC_GRID, ELASTIC_GRID)))
     if augment.thickness > 0:
         out = be.stroke_width(out, rng.uniform(-augment.thickness, augment.thickness, n))
     if augment.blur > 0:

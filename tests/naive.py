@@ -285,3 +285,31 @@ def gaussian_blur(x, sigma, radius=3):
                     out[n, c, r, col] = sum(g[i + radius] * g[j + radius] * float(padded_get(x, n, c, r + i, col + j))
                                             for i in range(-radius, radius + 1) for j in range(-radius, radius + 1))
     return out
+
+
+def elastic_warp(x, grid):
+    """Per output pixel: the displacement bilinear on the grid (corners on the image's corners), then
+    the input there, bilinear, zero outside."""
+    n_, c_, h_, w_ = x.shape
+    gh, gw = grid.shape[2], grid.shape[3]
+
+    def bilinear(plane, sx, sy):
+        x0, y0 = math.floor(sx), math.floor(sy)
+        fx, fy = sx - x0, sy - y0
+        total = 0.0
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            for dx, wx in ((0, 1 - fx), (1, fx)):
+                yy, xx = y0 + dy, x0 + dx
+                if 0 <= yy < plane.shape[0] and 0 <= xx < plane.shape[1]:
+                    total += wy * wx * float(plane[yy, xx])
+        return total
+
+    out = np.zeros(x.shape, np.float64)
+    for n in range(n_):
+        for r in range(h_):
+            for col in range(w_):
+                gy, gx = r * (gh - 1) / max(h_ - 1, 1), col * (gw - 1) / max(w_ - 1, 1)
+                dx, dy = bilinear(grid[n, 0], gx, gy), bilinear(grid[n, 1], gx, gy)
+                for c in range(c_):
+                    out[n, c, r, col] = bilinear(x[n, c], col + dx, r + dy)
+    return out

@@ -69,6 +69,10 @@ def test_strokes_and_blur_draw_nothing_unless_asked():
     blurred = warp_batch(be, x, Augment(rotation=0, scale=0, shear=0, shift=0, blur=2.0), np.random.default_rng(1))
     np.testing.assert_allclose(blurred.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=1e-5)  # blur keeps the ink
     assert blurred.max() < 1.0
+    bent = warp_batch(be, x, Augment(rotation=0, scale=0, shear=0, shift=0, elastic=2.0), np.random.default_rng(1))
+    assert not np.array_equal(bent, x) and bent.shape == x.shape
+    with pytest.raises(ValueError, match=r"elastic must be a number in \[0, 5.0\], got 6"):
+        Augment(elastic=6)
     with pytest.raises(ValueError, match=r"thickness must be a number in \[0, 1.0\], got 1.5"):
         Augment(thickness=1.5)
     with pytest.raises(ValueError, match=r"blur must be a number in \[0, 2.0\], got 3"):
@@ -80,7 +84,7 @@ def test_one_seed_one_augmented_batch_on_every_backend(backend):
     if not backend_status(backend)[0]:
         pytest.skip(f"{backend} unavailable")
     x = np.random.default_rng(2).random((5, 784))
-    augment = Augment(thickness=0.8, blur=1.5)
+    augment = Augment(thickness=0.8, blur=1.5, elastic=2.0)
     want = warp_batch(fastmnist.get_backend("numpy"), x, augment, np.random.default_rng(4))
     be = fastmnist.get_backend(backend)
     got = be.to_numpy(warp_batch(be, be.asarray(x), augment, np.random.default_rng(4)))

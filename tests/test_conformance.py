@@ -178,6 +178,23 @@ def test_affine_warp(be, rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 1, 7, 9), (2, 2, 6, 5), (3, 1, 28, 28), (2, 1, 1, 3)], ids=str)
+def test_elastic_warp(be, rng, dtype, shape):
+    x = rand(rng, shape, dtype)
+    grid = rng.uniform(-2.5, 2.5, (shape[0], 2, 4, 3))
+    grid[0] = 0.0  # no displacement: the image as it is
+    ref = naive.elastic_warp(x, grid)
+    got = be.to_numpy(be.elastic_warp(be.asarray(x), grid))
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    assert_close(got, ref, dtype, "elastic_warp")
+    np.testing.assert_array_equal(got[0], x[0])
+    with pytest.raises(ValueError, match=r"grid must be \(\d+, 2, GH, GW\) with GH, GW >= 2"):
+        be.elastic_warp(be.asarray(x), grid[:, :, :1])
+    with pytest.raises(TypeError, match="float64"):
+        be.elastic_warp(be.asarray(x), grid.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(4, 1, 7, 9), (4, 2, 6, 5), (4, 1, 28, 28), (4, 1, 1, 3)], ids=str)
 def test_stroke_width(be, rng, dtype, shape):
     x = rand(rng, shape, dtype)

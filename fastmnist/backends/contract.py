@@ -31,7 +31,8 @@ REQUIRED_OPS = (
     "conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward", "maxpool2d_forward", "maxpool2d_backward",
     "affine_forward", "affine_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "softmax", "softmax_cross_entropy", "count_correct", "mse_loss", "dropout_forward", "dropout_backward",
-    "affine_warp", "stroke_width", "gaussian_blur", "sgd_update", "momentum_update", "adagrad_update", "adam_update",
+    "affine_warp", "elastic_warp", "stroke_width", "gaussian_blur",
+    "sgd_update", "momentum_update", "adagrad_update", "adam_update",
     "asarray", "to_numpy", "one_hot", "synchronize", "available", "info",
 )
 #: Used where present: whole compiled steps, Adam over every parameter in one launch, a context the
@@ -408,6 +409,20 @@ def check_affine_warp(x, theta, op="affine_warp"):
         raise InvalidArgument(f"{op}: theta must be ({x.shape[0]}, 2, 3) for {x.shape[0]} samples, got {_shape(theta)}")
     if np.dtype(theta.dtype) != np.float64:
         raise WrongType(f"{op}: theta has dtype {theta.dtype}; expected float64 (coordinates are float64 everywhere)")
+    return x.shape
+
+
+def check_elastic_warp(x, grid, op="elastic_warp"):
+    """x (N, C, H, W) float, grid (N, 2, GH, GW) float64 with GH, GW >= 2 (host or backend array)."""
+    require_array(op, "x", x, 4)
+    require_float(op, x=x)
+    require_nonempty(op, "x", x)
+    require_array(op, "grid", grid, 4)
+    if tuple(grid.shape[:2]) != (x.shape[0], 2) or min(grid.shape[2:]) < 2:
+        raise InvalidArgument(f"{op}: grid must be ({x.shape[0]}, 2, GH, GW) with GH, GW >= 2 for "
+                              f"{x.shape[0]} samples, got {_shape(grid)}")
+    if np.dtype(grid.dtype) != np.float64:
+        raise WrongType(f"{op}: grid has dtype {grid.dtype}; expected float64 (coordinates are float64 everywhere)")
     return x.shape
 
 

@@ -420,6 +420,15 @@ class CupyBackend:
         self._launch("affine_warp", x.dtype, n * h * w, (x, theta, _i(n), _i(c), _i(h), _i(w), out))
         return out
 
+    def elastic_warp(self, x, grid):
+        """x (N, C, H, W), grid float64 (N, 2, GH, GW) -> (N, C, H, W); see the contract."""
+        n, c, h, w = C.check_elastic_warp(x, grid)
+        x, grid = self._c(x), self._device_f64(grid)
+        out = self._cupy().empty_like(x)
+        self._launch("elastic_warp", x.dtype, n * h * w, (x, grid, _i(grid.shape[2]), _i(grid.shape[3]), _i(n), _i(c),
+                                                          _i(h), _i(w), out))
+        return out
+
     def stroke_width(self, x, amount):
         """x (N, C, H, W), amount float64 (N,) in [-1, 1] -> (N, C, H, W); see the contract."""
         n, c, h, w = C.check_per_sample("stroke_width", x, amount, "amount", -1.0, 1.0)

@@ -607,6 +607,15 @@ def affine_warp(x, theta):
     return out
 
 
+def elastic_warp(x, grid):
+    """x (N, C, H, W), grid float64 (N, 2, GH, GW) -> (N, C, H, W); see the contract."""
+    C.check_elastic_warp(x, grid)
+    x = _c(x)
+    out = np.empty_like(x)
+    _small(K._elastic_warp_kernel, x.size, x, np.ascontiguousarray(grid, np.float64), out)
+    return out
+
+
 def stroke_width(x, amount):
     """x (N, C, H, W), amount float64 (N,) in [-1, 1] -> (N, C, H, W); see the contract."""
     C.check_per_sample("stroke_width", x, amount, "amount", -1.0, 1.0)

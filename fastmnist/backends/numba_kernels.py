@@ -689,6 +689,42 @@ def _affine_warp_kernel(x, theta, out):  # x, out (N, C, H, W); theta float64 (N
                     out[n, c, r, col] = acc
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bilinear(x, n, c, sx, sy):
+    """x[n, c] sampled bilinearly at (sx, sy), zero outside, float64 weights (as _affine_warp_kernel
+    does inline)."""
+    h_, w_ = x.shape[2], x.shape[3]
+    fx0, fy0 = math.floor(sx), math.floor(sy)
+    fx, fy = sx - fx0, sy - fy0
+    x0, y0 = int(fx0), int(fy0)
+    acc = 0.0
+    for dy in range(2):
+        yy = y0 + dy
+        if 0 <= yy < h_:
+            wy = fy if dy else 1.0 - fy
+            for dx in range(2):
+                xx = x0 + dx
+                if 0 <= xx < w_:
+                    acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
+    return acc
+
+
+@njit(**_pjit)
+def _elastic_warp_kernel(x, grid, out):  # x, out (N, C, H, W); grid float64 (N, 2, GH, GW)
+    """Per output pixel: the displacement bilinear on the sample's grid (corners on the image's),
+    then the input there, bilinear, zero outside."""
+    n_, c_, h_, w_ = x.shape
+    sy_, sx_ = (grid.shape[2] - 1) / max(h_ - 1, 1), (grid.shape[3] - 1) / max(w_ - 1, 1)
+    for n in prange(n_):
+        for r in range(h_):
+            for col in range(w_):
+                gy, gx = r * sy_, col * sx_
+                sx = col + _bilinear(grid, n, 0, gx, gy)
+                sy = r + _bilinear(grid, n, 1, gx, gy)
+                for c in range(c_):
+                    out[n, c, r, col] = _bilinear(x, n, c, sx, sy)
+
+
 @njit(**_pjit)
 def _stroke_width_kernel(x, amount, out):
     """Per plane: out = x + |a| * (s * max3x3(s * x) - x), s the sign of a (s = -1 makes the max a

@@ -232,18 +232,37 @@ def affine_warp(x, theta):
     v, u = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")  # (H, W) each
     sx = theta[:, 0, 0, None, None] * u + theta[:, 0, 1, None, None] * v + theta[:, 0, 2, None, None] + cx
     sy = theta[:, 1, 0, None, None] * u + theta[:, 1, 1, None, None] * v + theta[:, 1, 2, None, None] + cy
+    return _sample(x, sx, sy).astype(x.dtype)
+
+
+def elastic_warp(x, grid):
+    """x (N, C, H, W), grid float64 (N, 2, GH, GW) -> (N, C, H, W): each output pixel (r, c) samples
+    the input at (c, r) plus the displacement the grid gives there (its corners on the image's,
+    bilinear between its points): a smooth random distortion from a few numbers a sample."""
+    n, c, h, w = C.check_elastic_warp(x, grid)
+    grid = np.asarray(grid)
+    gh, gw = grid.shape[2], grid.shape[3]
+    r, col = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    gy, gx = r * ((gh - 1) / max(h - 1, 1)), col * ((gw - 1) / max(w - 1, 1))  # (H, W) on the grid
+    shift = _sample(grid, np.broadcast_to(gx, (n, h, w)), np.broadcast_to(gy, (n, h, w)))  # (N, 2, H, W)
+    return _sample(x, col + shift[:, 0], r + shift[:, 1]).astype(x.dtype)
+
+
+def _sample(x, sx, sy):
+    """x (N, C, H, W) sampled bilinearly at (sx, sy) (N, OH, OW), zero outside -> float64 (N, C, OH, OW)."""
+    n, h, w = x.shape[0], x.shape[2], x.shape[3]
     x0, y0 = np.floor(sx), np.floor(sy)
     fx, fy = sx - x0, sy - y0
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    out = np.zeros(x.shape, np.float64)
+    out = np.zeros((n, x.shape[1]) + sx.shape[1:], np.float64)
     rows = np.arange(n)[:, None, None]
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
             yy, xx = y0 + dy, x0 + dx
             inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            taken = x[rows, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (N, H, W, C)
+            taken = x[rows, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (N, OH, OW, C)
             out += np.moveaxis(taken, -1, 1) * (wy * wx * inside)[:, None]
-    return out.astype(x.dtype)
+    return out
 
 
 def stroke_width(x, amount):

@@ -244,6 +244,41 @@ __device__ void affine_warp_impl(const T* x, const double* theta, int N, int C, 
     }
 }
 
+// ---- elastic warp: a displacement bilinear on each sample's grid (N, 2, GH, GW), corners on the
+// image's, then the input there, bilinear, zero outside; coordinates in double as on every backend.
+template <typename T>
+__device__ double bilinear_at(const T* plane, int H, int W, double sx, double sy) {
+    const double fx0 = floor(sx), fy0 = floor(sy), fx = sx - fx0, fy = sy - fy0;
+    const int x0 = (int)fx0, y0 = (int)fy0;
+    double acc = 0;
+    for (int dy = 0; dy < 2; ++dy) {
+        const int yy = y0 + dy;
+        if (yy < 0 || yy >= H) continue;
+        const double wy = dy ? fy : 1.0 - fy;
+        for (int dx = 0; dx < 2; ++dx) {
+            const int xx = x0 + dx;
+            if (xx >= 0 && xx < W) acc += wy * (dx ? fx : 1.0 - fx) * (double)plane[(i64)yy * W + xx];
+        }
+    }
+    return acc;
+}
+
+template <typename T>
+__device__ void elastic_warp_impl(const T* x, const double* grid, int GH, int GW, int N, int C, int H, int W, T* out) {
+    const i64 total = (i64)N * H * W;
+    const double sy_ = (GH - 1) / (double)(H > 1 ? H - 1 : 1), sx_ = (GW - 1) / (double)(W > 1 ? W - 1 : 1);
+    GRID_STRIDE(idx, total) {
+        const int col = (int)(idx % W), r = (int)((idx / W) % H), n = (int)(idx / ((i64)W * H));
+        const double* g = grid + (i64)n * 2 * GH * GW;
+        const double gy = r * sy_, gx = col * sx_;
+        const double sx = col + bilinear_at<double>(g, GH, GW, gx, gy);
+        const double sy = r + bilinear_at<double>(g + (i64)GH * GW, GH, GW, gx, gy);
+        for (int c = 0; c < C; ++c)
+            out[((i64)n * C + c) * H * W + (i64)r * W + col] =
+                (T)bilinear_at<T>(x + ((i64)n * C + c) * H * W, H, W, sx, sy);
+    }
+}
+
 // ---- stroke width: toward each sample's 3x3 grey dilation (amount > 0) or erosion (< 0) -------
 // s * (the max of s * x over the pixels of the window inside the image), s the sign: a min for s = -1.
 template <typename T>
@@ -494,6 +529,8 @@ extern "C" __global__ void sigmoid_backward_##S(const T* dy, const T* y, i64 n, 
     { sigmoid_backward_impl<T>(dy, y, n, o); }                                                                      \
 extern "C" __global__ void affine_warp_##S(const T* x, const double* theta, int N, int C, int H, int W, T* o)     \
     { affine_warp_impl<T>(x, theta, N, C, H, W, o); }                                                               \
+extern "C" __global__ void elastic_warp_##S(const T* x, const double* g, int GH, int GW, int N, int C, int H,   \
+    int W, T* o) { elastic_warp_impl<T>(x, g, GH, GW, N, C, H, W, o); }                                             \
 extern "C" __global__ void stroke_width_##S(const T* x, const double* a, int N, int C, int H, int W, T* o)         \
     { stroke_width_impl<T>(x, a, N, C, H, W, o); }                                                                  \
 extern "C" __global__ void gaussian_blur_##S(const T* x, const double* g, int R, int N, int C, int H, int W, T* o) \

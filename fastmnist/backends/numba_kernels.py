@@ -653,6 +653,26 @@ def _count_correct_kernel(x, labels):
 
 # ---------------- augmentation: per-sample affine warp (bilinear), stroke width, blur ----------------
 
+@njit(cache=True, nogil=True, inline="always")
+def _bilinear(x, n, c, sx, sy):
+    """x[n, c] sampled bilinearly at (sx, sy), zero outside, float64 weights: the elastic warp, and
+    the affine warp's pixels whose window straddles the image's edge."""
+    h_, w_ = x.shape[2], x.shape[3]
+    fx0, fy0 = math.floor(sx), math.floor(sy)
+    fx, fy = sx - fx0, sy - fy0
+    x0, y0 = int(fx0), int(fy0)
+    acc = 0.0
+    for dy in range(2):
+        yy = y0 + dy
+        if 0 <= yy < h_:
+            wy = fy if dy else 1.0 - fy
+            for dx in range(2):
+                xx = x0 + dx
+                if 0 <= xx < w_:
+                    acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
+    return acc
+
+
 @njit(**_pjit)
 def _affine_warp_kernel(x, theta, out):  # x, out (N, C, H, W); theta float64 (N, 2, 3)
     """Bilinear, zero outside, float64 weights as the contract says. Indexing x[n, c, y, x] inline:
@@ -678,35 +698,8 @@ def _affine_warp_kernel(x, theta, out):  # x, out (N, C, H, W); theta float64 (N
                         bottom = (1.0 - fx) * x[n, c, y0 + 1, x0] + fx * x[n, c, y0 + 1, x0 + 1]
                         acc = (1.0 - fy) * top + fy * bottom
                     elif not (x0 + 1 < 0 or x0 >= w_ or y0 + 1 < 0 or y0 >= h_):  # straddling the edge
-                        for dy in range(2):
-                            yy = y0 + dy
-                            if 0 <= yy < h_:
-                                wy = fy if dy else 1.0 - fy
-                                for dx in range(2):
-                                    xx = x0 + dx
-                                    if 0 <= xx < w_:
-                                        acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
+                        acc = _bilinear(x, n, c, sx, sy)
                     out[n, c, r, col] = acc
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _bilinear(x, n, c, sx, sy):
-    """x[n, c] sampled bilinearly at (sx, sy), zero outside, float64 weights (as _affine_warp_kernel
-    does inline)."""
-    h_, w_ = x.shape[2], x.shape[3]
-    fx0, fy0 = math.floor(sx), math.floor(sy)
-    fx, fy = sx - fx0, sy - fy0
-    x0, y0 = int(fx0), int(fy0)
-    acc = 0.0
-    for dy in range(2):
-        yy = y0 + dy
-        if 0 <= yy < h_:
-            wy = fy if dy else 1.0 - fy
-            for dx in range(2):
-                xx = x0 + dx
-                if 0 <= xx < w_:
-                    acc += wy * (fx if dx else 1.0 - fx) * x[n, c, yy, xx]
-    return acc
 
 
 @njit(**_pjit)

@@ -215,37 +215,7 @@ __device__ void dropout_impl(const T* x, i64 n, double p, double scale, u64 seed
 }
 
 // ---- augmentation: each output pixel samples its sample's affine map, bilinear, zero outside ----
-// theta: (N, 2, 3) float64, about the image centre; coordinates in double as on every backend.
-template <typename T>
-__device__ void affine_warp_impl(const T* x, const double* theta, int N, int C, int H, int W, T* out) {
-    const i64 total = (i64)N * H * W;
-    const double cy = (H - 1) / 2.0, cx = (W - 1) / 2.0;
-    GRID_STRIDE(idx, total) {
-        const int col = (int)(idx % W), r = (int)((idx / W) % H), n = (int)(idx / ((i64)W * H));
-        const double* t = theta + (i64)n * 6;
-        const double u = col - cx, v = r - cy;
-        const double sx = t[0] * u + t[1] * v + t[2] + cx, sy = t[3] * u + t[4] * v + t[5] + cy;
-        const double fx0 = floor(sx), fy0 = floor(sy), fx = sx - fx0, fy = sy - fy0;
-        const int x0 = (int)fx0, y0 = (int)fy0;
-        for (int c = 0; c < C; ++c) {
-            const T* plane = x + ((i64)n * C + c) * H * W;
-            double acc = 0;
-            for (int dy = 0; dy < 2; ++dy) {
-                const int yy = y0 + dy;
-                if (yy < 0 || yy >= H) continue;
-                const double wy = dy ? fy : 1.0 - fy;
-                for (int dx = 0; dx < 2; ++dx) {
-                    const int xx = x0 + dx;
-                    if (xx >= 0 && xx < W) acc += wy * (dx ? fx : 1.0 - fx) * (double)plane[(i64)yy * W + xx];
-                }
-            }
-            out[((i64)n * C + c) * H * W + (i64)r * W + col] = (T)acc;
-        }
-    }
-}
-
-// ---- elastic warp: a displacement bilinear on each sample's grid (N, 2, GH, GW), corners on the
-// image's, then the input there, bilinear, zero outside; coordinates in double as on every backend.
+// bilinear_at: one plane sampled at (sx, sy), zero outside, double weights (affine and elastic warps).
 template <typename T>
 __device__ double bilinear_at(const T* plane, int H, int W, double sx, double sy) {
     const double fx0 = floor(sx), fy0 = floor(sy), fx = sx - fx0, fy = sy - fy0;
@@ -263,6 +233,24 @@ __device__ double bilinear_at(const T* plane, int H, int W, double sx, double sy
     return acc;
 }
 
+// theta: (N, 2, 3) float64, about the image centre; coordinates in double as on every backend.
+template <typename T>
+__device__ void affine_warp_impl(const T* x, const double* theta, int N, int C, int H, int W, T* out) {
+    const i64 total = (i64)N * H * W;
+    const double cy = (H - 1) / 2.0, cx = (W - 1) / 2.0;
+    GRID_STRIDE(idx, total) {
+        const int col = (int)(idx % W), r = (int)((idx / W) % H), n = (int)(idx / ((i64)W * H));
+        const double* t = theta + (i64)n * 6;
+        const double u = col - cx, v = r - cy;
+        const double sx = t[0] * u + t[1] * v + t[2] + cx, sy = t[3] * u + t[4] * v + t[5] + cy;
+        for (int c = 0; c < C; ++c)
+            out[((i64)n * C + c) * H * W + (i64)r * W + col] =
+                (T)bilinear_at<T>(x + ((i64)n * C + c) * H * W, H, W, sx, sy);
+    }
+}
+
+// ---- elastic warp: a displacement bilinear on each sample's grid (N, 2, GH, GW), corners on the
+// image's, then the input there, bilinear, zero outside; coordinates in double as on every backend.
 template <typename T>
 __device__ void elastic_warp_impl(const T* x, const double* grid, int GH, int GW, int N, int C, int H, int W, T* out) {
     const i64 total = (i64)N * H * W;

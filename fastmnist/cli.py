@@ -561,6 +561,13 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "info": cmd_info, "dow
 def main(argv=None) -> int:
     from .errors import FastMnistError
 
+    try:  # a FASTMNIST_* variable that is not a number in its range stops every command, --help too
+        config.check_environment()
+    except FastMnistError as exc:
+        if os.environ.get("FASTMNIST_DEBUG"):
+            raise
+        print(f"fastmnist: error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     import warnings  # one line per warning, as the errors below, not Python's two with a source line
     warnings.formatwarning = lambda message, *rest, **kw: f"fastmnist {args.command}: warning: {message}\n"

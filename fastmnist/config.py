@@ -1,9 +1,49 @@
 """Tunables in one place, so tests and users can patch them.
 
 Change them at run time (``fastmnist.config.PROGRESS_EVERY = 50``) or, where noted, through an
-environment variable read at import.
+environment variable read at import. A variable that does not hold a number in its range never
+stops the import: the setting it feeds raises :class:`~fastmnist.errors.InvalidArgument` (naming
+the variable, its value and what it takes) when read, and :func:`check_environment` raises it at
+once (the command line calls it before anything else).
 """
+import math
 import os
+
+from .errors import InvalidArgument
+
+_BAD_ENVIRONMENT: dict[str, str] = {}  # setting -> why the variable that feeds it was refused
+
+
+def env_number(name: str, default, *, integer: bool = False, minimum: float = 0, above: bool = False,
+               maximum: float | None = None):
+    """The number in environment variable ``name``, or ``default`` where it is unset or blank.
+
+    It must be finite (an integer where ``integer``), at least ``minimum`` (above it where
+    ``above``) and at most ``maximum`` where given; anything else raises InvalidArgument.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if (value is None or not math.isfinite(value) or value < minimum or (above and value == minimum)
+            or (maximum is not None and value > maximum)):
+        kind = "an integer" if integer else "a finite number"
+        limits = f"{'>' if above else '>='} {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
+        raise InvalidArgument(f"environment variable {name}={raw!r}: must be {kind} {limits} (unset: {default})")
+    return value
+
+
+def _from_env(setting: str, name: str, default, **rules):
+    """env_number(name, default, **rules) for config.<setting>; a refused value is kept in
+    _BAD_ENVIRONMENT, and <setting> removed at the end of this module, until a program reads it."""
+    try:
+        return env_number(name, default, **rules)
+    except InvalidArgument as exc:
+        _BAD_ENVIRONMENT[setting] = str(exc)
+        return default
 
 #: Default float dtype of data, weights and kernels.
 DEFAULT_DTYPE = "float32"
@@ -19,14 +59,14 @@ MNIST_MIRRORS = [
 ]
 
 #: Seconds before a download attempt from one mirror is abandoned.
-DOWNLOAD_TIMEOUT = float(os.environ.get("FASTMNIST_DOWNLOAD_TIMEOUT", "30"))
+DOWNLOAD_TIMEOUT = _from_env("DOWNLOAD_TIMEOUT", "FASTMNIST_DOWNLOAD_TIMEOUT", 30.0, above=True)
 
 #: The training loop reads the loss back from the backend every this many steps (progress bar);
 #: never per step, since on a GPU every read is a host synchronisation.
 PROGRESS_EVERY = 100
 
 #: The progress bar is redrawn at most this often (seconds); on the CPU it is updated every step.
-PROGRESS_SECONDS = float(os.environ.get("FASTMNIST_PROGRESS_SECONDS", "0.5"))
+PROGRESS_SECONDS = _from_env("PROGRESS_SECONDS", "FASTMNIST_PROGRESS_SECONDS", 0.5)
 
 #: The training history's within-epoch curve gets a point about every this many steps
 #: (fastmnist.trainer.CURVE_KEYS).
@@ -89,11 +129,11 @@ CUDA_THREADS = 256
 #: cupy backend: matrix products on kernels.cu's own gemm (and colsum for bias gradients) instead
 #: of cuBLAS and CuPy's sum. A CUDA graph can capture those (CuPy cannot capture cuBLAS: issue 19);
 #: False until a GPU has timed the two side by side. FASTMNIST_CUPY_OWN_GEMM=1 turns it on.
-CUPY_OWN_GEMM = os.environ.get("FASTMNIST_CUPY_OWN_GEMM", "0") == "1"
+CUPY_OWN_GEMM = _from_env("CUPY_OWN_GEMM", "FASTMNIST_CUPY_OWN_GEMM", 0, integer=True, maximum=1) == 1
 
 #: cupy-sim backend: the simulated device's memory in bytes (an allocation beyond it raises
 #: CuPy's OutOfMemoryError, so the out-of-memory path is testable without a GPU).
-CUDASIM_MEMORY_BYTES = int(os.environ.get("FASTMNIST_CUDASIM_MEMORY", str(8 * 2**30)))
+CUDASIM_MEMORY_BYTES = _from_env("CUDASIM_MEMORY_BYTES", "FASTMNIST_CUDASIM_MEMORY", 8 * 2**30, integer=True, above=True)
 
 #: Compiled training steps (fastmnist.steps): samples per compiled call. Progress, ``stop`` (Ctrl-C,
 #: checkpoints) and the divergence message run between calls; results never depend on it.
@@ -119,4 +159,22 @@ SWEEP_CONNECT_TIMEOUT_S = 5
 
 #: fastmnist predict without a model trains the reader on the first this many MNIST training
 #: images (0: all of them); tests set it small through FASTMNIST_READER_TRAIN_LIMIT.
-READER_TRAIN_LIMIT = int(os.environ.get("FASTMNIST_READER_TRAIN_LIMIT", "0"))
+READER_TRAIN_LIMIT = _from_env("READER_TRAIN_LIMIT", "FASTMNIST_READER_TRAIN_LIMIT", 0, integer=True)
+
+
+for _setting in _BAD_ENVIRONMENT:  # read, they raise (__getattr__); assigned again, they work
+    del globals()[_setting]
+
+
+def __getattr__(name: str):
+    if name in _BAD_ENVIRONMENT:
+        raise InvalidArgument(_BAD_ENVIRONMENT[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def check_environment() -> None:
+    """Raise InvalidArgument for the first FASTMNIST_* variable refused at import whose setting has
+    not been assigned since."""
+    for setting, message in _BAD_ENVIRONMENT.items():
+        if setting not in globals():
+            raise InvalidArgument(message)

@@ -309,6 +309,51 @@ def test_numba_threads_zero_info_lives_auto_falls_back_numba_is_named(tmp_path, 
     assert "NUMBA_NUM_THREADS='0'" in named.stderr and "pip install" not in named.stderr
 
 
+@pytest.mark.parametrize("value", ["abc", "-1"])
+def test_a_bad_numeric_variable_is_one_line_even_for_help(value):
+    env = dict(os.environ, FASTMNIST_DOWNLOAD_TIMEOUT=value)
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "--help"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr == (f"fastmnist: error: environment variable FASTMNIST_DOWNLOAD_TIMEOUT={value!r}: "
+                           "must be a finite number > 0 (unset: 30.0)\n")
+
+
+def test_env_number_names_the_variable_the_value_and_the_range(monkeypatch):
+    from fastmnist.config import env_number
+    from fastmnist.errors import InvalidArgument
+    monkeypatch.delenv("FASTMNIST_X", raising=False)
+    assert env_number("FASTMNIST_X", 30.0, above=True) == 30.0
+    for raw, rules, value in ((" 2.5 ", {"above": True}, 2.5), ("", {}, 7), ("0", {}, 0.0),
+                              ("12", {"integer": True, "above": True}, 12), ("1", {"integer": True, "maximum": 1}, 1)):
+        monkeypatch.setenv("FASTMNIST_X", raw)
+        assert env_number("FASTMNIST_X", 7, **rules) == value
+    for raw, rules, expected in (("abc", {"above": True}, "a finite number > 0"),
+                                 ("-1", {}, "a finite number >= 0"), ("0", {"above": True}, "a finite number > 0"),
+                                 ("nan", {}, "a finite number >= 0"), ("inf", {}, "a finite number >= 0"),
+                                 ("1e9", {"integer": True}, "an integer >= 0"),
+                                 ("2", {"integer": True, "maximum": 1}, "an integer >= 0 and <= 1")):
+        monkeypatch.setenv("FASTMNIST_X", raw)
+        with pytest.raises(InvalidArgument) as info:
+            env_number("FASTMNIST_X", 7, **rules)
+        assert str(info.value) == f"environment variable FASTMNIST_X={raw!r}: must be {expected} (unset: 7)"
+
+
+def test_a_bad_variable_does_not_stop_the_import_only_its_setting():
+    # the package must import (the command line's error handler is in it); the refused setting
+    # raises when read, and works again once a program assigns it
+    code = ("import fastmnist; from fastmnist import config\n"
+            "for read in (lambda: config.CUDASIM_MEMORY_BYTES, config.check_environment):\n"
+            "    try: read(); print('no error')\n"
+            "    except fastmnist.errors.InvalidArgument as exc: print(exc)\n"
+            "config.CUDASIM_MEMORY_BYTES = 5; config.check_environment(); print(config.CUDASIM_MEMORY_BYTES)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, FASTMNIST_CUDASIM_MEMORY="8G"))
+    assert proc.returncode == 0, proc.stderr
+    message = "environment variable FASTMNIST_CUDASIM_MEMORY='8G': must be an integer > 0 (unset: 8589934592)"
+    assert proc.stdout.splitlines() == [message, message, "5"]
+
+
 def test_library_errors_are_fastmnist_errors():
     assert issubclass(ModelFileError, FastMnistError) and issubclass(DataError, FastMnistError)
     assert issubclass(fastmnist.OutOfMemory, MemoryError)

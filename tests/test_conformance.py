@@ -309,10 +309,11 @@ def test_count_correct(be):
 # (N, C, H, W, F, K, pad, pool size, pool stride, conv stride): small planes (blocked path), large
 # planes (per-sample path), odd pools, padding; a strided convolution takes numba's im2col + BLAS
 # fallback, and so does, untiled, one with C*K*K above config.DIRECT_CONV_MAX_K; 40 filters take
-# two column tiles, and an odd 9 x 8 output leaves a row outside every 2x2 window
+# two column tiles, and an odd 9 x 8 output leaves a row outside every 2x2 window; 9 channels into
+# 3x3 filters with an even output take numba's Winograd forward pass (numba_winograd.py)
 FUSED_CASES = [(3, 2, 8, 8, 4, 3, 0, 2, 2, 1), (2, 1, 28, 28, 3, 5, 0, 2, 2, 1), (2, 1, 24, 26, 2, 5, 2, 2, 2, 1),
                (3, 3, 9, 7, 2, 3, 1, 3, 2, 1), (1, 4, 12, 12, 5, 3, 0, 2, 2, 1), (2, 2, 11, 13, 3, 3, 1, 2, 2, 2),
-               (2, 48, 8, 8, 3, 5, 2, 2, 2, 1), (2, 3, 11, 10, 40, 3, 0, 2, 2, 1)]
+               (2, 48, 8, 8, 3, 5, 2, 2, 2, 1), (2, 3, 11, 10, 40, 3, 0, 2, 2, 1), (2, 9, 12, 10, 20, 3, 1, 2, 2, 1)]
 
 
 @pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "untiled"])

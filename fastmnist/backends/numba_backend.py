@@ -177,6 +177,7 @@ if numba is not None:
     from . import numba_conv as _tiled
     from . import numba_kernels as K
     from . import numba_steps as _numba_steps
+    from . import numba_winograd as _winograd
 
 
 def _c(a):
@@ -399,11 +400,16 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
         _tiled.to_channels_last_kernel(x, pad, xh)
     roff = _tiled.row_offsets(kh, kw, c, wp, c)
     fp = _tiled.padded_width(f, x.dtype.itemsize)
-    wpk = _tiled.pack_rows(w, fp)
     bp = np.zeros(fp, x.dtype)
     bp[:f] = b
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
-    _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, y, arg)
+    if config.CONV_WINOGRAD and c >= config.CONV_WINOGRAD_MIN_CHANNELS and \
+            _winograd.applies(kh, kw, 1, oh, ow, size, pool_stride):
+        u = _winograd.transform_filters(w, fp)
+        _winograd.conv_pool_forward_kernel(xh, u, bp, oh, ow, config.CONV_TILE_CHUNK, y, arg)
+    else:
+        wpk = _tiled.pack_rows(w, fp)
+        _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, y, arg)
     return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg)
 
 

@@ -364,6 +364,22 @@ def _windows(builder, ph, pw, nvec, body):
                 body(li.index, lj.index, lv.index)
 
 
+def pool_window(builder, vals, kv, bias):
+    """One 2x2 window's four vectors ``vals`` (row-major) and their pixel indices ``kv`` (int32
+    vectors) -> (ReLU(max + bias), the maximum's index or -1 where the ReLU stopped it); the
+    first maximum in row-major order wins ties (the numpy reference's rule)."""
+    c01 = builder.fcmp_ordered(">=", vals[0], vals[1])
+    c23 = builder.fcmp_ordered(">=", vals[2], vals[3])
+    m01, m23 = builder.select(c01, vals[0], vals[1]), builder.select(c23, vals[2], vals[3])
+    k01, k23 = builder.select(c01, kv[0], kv[1]), builder.select(c23, kv[2], kv[3])
+    c = builder.fcmp_ordered(">=", m01, m23)
+    m = builder.fadd(builder.select(c, m01, m23), bias)
+    zero = ir.Constant(m.type, None)
+    live = builder.fcmp_ordered(">", m, zero)
+    stopped = ir.Constant(kv[0].type, [-1] * kv[0].type.count)
+    return builder.select(live, m, zero), builder.select(live, builder.select(c, k01, k23), stopped)
+
+
 @intrinsic
 def pool22_relu(typingctx, acc, fp, ow, ph, pw, bp, pooled, arg, abase):
     """pooled[(pi*PW + pj)*Fp + f] = ReLU(max of acc (OH, OW, Fp) over the 2x2 window (pi, pj),
@@ -380,22 +396,12 @@ def pool22_relu(typingctx, acc, fp, ow, ph, pw, bp, pooled, arg, abase):
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
         ity = ir.VectorType(ir.IntType(32), lanes)
         lanes_c = ir.Constant(ir.IntType(64), lanes)
-        zero = ir.Constant(vty, None)
-        stopped = ir.Constant(ity, [-1] * lanes)
 
         def body(pi, pj, v):
             ks, lane0, out = _window(builder, pi, pj, v, ow, pw, fp, lanes_c)
             vals = [vload(accp, builder.add(builder.mul(k, fp), lane0)) for k in ks]
-            c01 = builder.fcmp_ordered(">=", vals[0], vals[1])
-            c23 = builder.fcmp_ordered(">=", vals[2], vals[3])
-            m01, m23 = builder.select(c01, vals[0], vals[1]), builder.select(c23, vals[2], vals[3])
-            kv = [_int_splat(builder, k, lanes) for k in ks]
-            k01, k23 = builder.select(c01, kv[0], kv[1]), builder.select(c23, kv[2], kv[3])
-            c = builder.fcmp_ordered(">=", m01, m23)
-            m = builder.fadd(builder.select(c, m01, m23), vload(bpp, lane0))
-            live = builder.fcmp_ordered(">", m, zero)
-            vstore(builder.select(live, m, zero), pp, out)
-            where = builder.select(live, builder.select(c, k01, k23), stopped)
+            best, where = pool_window(builder, vals, [_int_splat(builder, k, lanes) for k in ks], vload(bpp, lane0))
+            vstore(best, pp, out)
             builder.store(where, builder.bitcast(at(gp, builder.add(abase, out)), ity.as_pointer()), align=4)
 
         _windows(builder, ph, pw, builder.udiv(fp, lanes_c), body)

@@ -1,0 +1,225 @@
+"""A 3x3 stride-1 convolution fused with ReLU and 2x2 max-pooling by Winograd's minimal filtering
+F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): the
+numba backend's forward pass for layers like fast-cnn's conv2 (24 -> 32 channels, 12x12 -> 10x10).
+
+Each 2x2 block of output pixels is one 4x4 block of input transformed, 16 products with
+transformed filters, and a transform back: 16 multiplications per channel pair where the direct
+convolution needs 36, 2.25x fewer. The 2x2 block of outputs it makes is exactly one 2x2 pooling
+window, so the pooling, the bias and the ReLU run on it at once and the convolution's output is
+never stored.
+
+Per image (N, Hp, Wp, C) channels last, as numba_conv.py keeps it:
+
+1. ``V (16, T, C)``: each tile t (of T = OH/2 * OW/2) of input, ``B^T d B`` per channel;
+2. ``M (16, T, Fp) = V[xi] (T, C) @ U[xi] (C, Fp)`` for each of the 16 points xi, on the same
+   register-tiled micro-kernel as the direct convolution (``numba_conv._row_product``);
+3. ``A^T M A``: the tile's 2x2 outputs, + bias, their maximum, ReLU; ``arg`` records the winner as
+   the direct kernels do (pixel i*OW + j, -1 where the ReLU let nothing through; the first maximum
+   in row-major window order wins ties).
+
+The filters' transform ``U = G g G^T`` (16, C, Fp) is made once per call by :func:`transform_filters`.
+Rounding differs from the direct convolution's by a few units in the last place (the transforms
+add and subtract up to 9 inputs); the backward pass is the direct one, reading the same ``arg``.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import numba_conv, numba_tiles
+from .numba_cache import lock_caches
+from .numba_conv import _row_product, _to_planes
+from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, pool_window
+
+_pjit = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
+
+# F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A, with
+#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+#   G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+
+def applies(kh: int, kw: int, stride: int, oh: int, ow: int, size: int, pool_stride: int) -> bool:
+    """Whether a fused conv -> ReLU -> pool layer has the shape this kernel computes: 3x3 filters
+    at stride 1, 2x2 pooling at stride 2, and an even output (each pooling window one tile)."""
+    return (kh, kw, stride, size, pool_stride) == (3, 3, 1, 2, 2) and oh % 2 == 0 and ow % 2 == 0
+
+
+def transform_filters(w: np.ndarray, width: int) -> np.ndarray:
+    """Filters (F, C, 3, 3) -> U (16, C, width): point (a*4 + b) of G g G^T for each channel pair,
+    output channels padded with zeros to ``width``; computed in float64, rounded once."""
+    out = np.zeros((16, w.shape[1], width), w.dtype)
+    _transform_filters_kernel(w, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _transform_filters_kernel(w, u):
+    """u[a*4 + b, c, f] = (G g G^T)[a, b] for g = w[f, c] (numpy's matmuls over the 768 small
+    matrices of fast-cnn's conv2 took 97 us a call, this 1/20 of it)."""
+    f_, c_ = w.shape[0], w.shape[1]
+    gg = np.empty((4, 3))
+    for f in range(f_):
+        for c in range(c_):
+            for b in range(3):  # G g, column b
+                g0, g1, g2 = np.float64(w[f, c, 0, b]), np.float64(w[f, c, 1, b]), np.float64(w[f, c, 2, b])
+                gg[0, b] = g0
+                gg[1, b] = 0.5 * (g0 + g1 + g2)
+                gg[2, b] = 0.5 * (g0 - g1 + g2)
+                gg[3, b] = g2
+            for a in range(4):  # (G g) G^T, row a
+                u[4 * a, c, f] = gg[a, 0]
+                u[4 * a + 1, c, f] = 0.5 * (gg[a, 0] + gg[a, 1] + gg[a, 2])
+                u[4 * a + 2, c, f] = 0.5 * (gg[a, 0] - gg[a, 1] + gg[a, 2])
+                u[4 * a + 3, c, f] = gg[a, 2]
+
+
+def _bt(b, a0, a1, a2, a3):  # B^T times a column of 4 vectors
+    return b.fsub(a0, a2), b.fadd(a1, a2), b.fsub(a2, a1), b.fsub(a1, a3)
+
+
+def _at(b, a0, a1, a2, a3):  # A^T times a column of 4 vectors
+    return b.fadd(b.fadd(a0, a1), a2), b.fsub(b.fsub(a1, a2), a3)
+
+
+def _channel_vectors(builder, count, lanes, emit):
+    """emit(c0, masked) for each vector of ``count`` channels: whole vectors, then the last part
+    vector under a mask (fast-cnn's 24 channels on AVX-512: 16, then 8 of 16 lanes)."""
+    i64 = ir.IntType(64)
+    lanes_c = ir.Constant(i64, lanes)
+    whole = builder.udiv(count, lanes_c)
+    with cgutils.for_range(builder, whole) as loop:
+        emit(builder.mul(loop.index, lanes_c), None)
+    left = builder.urem(count, lanes_c)
+    with builder.if_then(builder.icmp_unsigned(">", left, ir.Constant(i64, 0))):
+        lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        left_v = builder.insert_element(ir.Constant(lane_ids.type, ir.Undefined), left, ir.Constant(ir.IntType(32), 0))
+        mask = builder.icmp_signed("<", lane_ids, builder.shuffle_vector(
+            left_v, ir.Constant(lane_ids.type, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)))
+        emit(builder.mul(whole, lanes_c), mask)
+
+
+@intrinsic
+def input_tile(typingctx, x, xbase, row, cs, channels, v, vbase, vstep):
+    """v[vbase + (4*i + j)*vstep + c] = (B^T d B)[i, j] for c < channels, where d[a, b] =
+    x[xbase + a*row + b*cs + c]: one 4x4 block of a channels-last image, transformed, the
+    channels in vectors. (Numba's own loop over the channels needed a run-time alias check per
+    pair of its 16 loads and 16 stores and stayed scalar: 4.6x slower, measured.)"""
+    dtype = _check_arrays("input_tile", x, v)
+    i64 = types.int64
+    sig = types.void(x, i64, i64, i64, i64, v, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        xa, xbase, row, cs, channels, va, vbase, vstep = args
+        xp, vp = _data(context, builder, x, xa), _data(context, builder, v, va)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        masked_load, masked_store = _masked(builder, vty)
+        align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
+
+        def emit(c0, mask):
+            def load(idx):
+                if mask is None:
+                    return vload(xp, idx)
+                return builder.call(masked_load, [builder.bitcast(at(xp, idx), vty.as_pointer()), align, mask,
+                                                  ir.Constant(vty, None)])
+
+            def store(val, idx):
+                if mask is None:
+                    vstore(val, vp, idx)
+                else:
+                    builder.call(masked_store, [val, builder.bitcast(at(vp, idx), vty.as_pointer()), align, mask])
+
+            base = builder.add(xbase, c0)
+            d = [[load(builder.add(base, builder.add(builder.mul(row, ir.Constant(row.type, a)),
+                                                     builder.mul(cs, ir.Constant(cs.type, b)))))
+                  for b in range(4)] for a in range(4)]
+            cols = [_bt(builder, d[0][b], d[1][b], d[2][b], d[3][b]) for b in range(4)]  # B^T d, by column
+            out = builder.add(vbase, c0)
+            for i in range(4):
+                q = _bt(builder, cols[0][i], cols[1][i], cols[2][i], cols[3][i])  # row i of (B^T d) B
+                for j in range(4):
+                    store(q[j], builder.add(out, builder.mul(vstep, ir.Constant(vstep.type, 4 * i + j))))
+
+        _channel_vectors(builder, channels, lanes, emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def output_pool_tile(typingctx, m, mbase, mstep, fp, bp, first, ow, pooled, pbase, arg, abase):
+    """One tile back: Y = A^T M A with M[i, j] = m[mbase + (4*i + j)*mstep + f], its 2x2 outputs
+    (pixels first, first + 1, first + ow, first + ow + 1) pooled as pool22_relu pools a window
+    (numba_tiles.pool_window): pooled[pbase + f] = ReLU(max + bp[f]), arg[abase + f] the winner
+    or -1, for f < fp (a whole number of vectors)."""
+    dtype = _check_arrays("output_pool_tile", m, bp, pooled)
+    i64 = types.int64
+    sig = types.void(m, i64, i64, i64, bp, i64, i64, pooled, i64, arg, i64)
+
+    def codegen(context, builder, signature, args):
+        ma, mbase, mstep, fp, ba, first, ow, pa, pbase, ga, abase = args
+        mp, bpp = _data(context, builder, m, ma), _data(context, builder, bp, ba)
+        pp, gp = _data(context, builder, pooled, pa), _data(context, builder, arg, ga)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        ity = ir.VectorType(ir.IntType(32), lanes)
+        kv = [_int_splat(builder, k, lanes) for k in
+              (first, builder.add(first, ir.Constant(first.type, 1)), builder.add(first, ow),
+               builder.add(builder.add(first, ow), ir.Constant(first.type, 1)))]
+        lanes_c = ir.Constant(ir.IntType(64), lanes)
+
+        with cgutils.for_range(builder, builder.udiv(fp, lanes_c)) as loop:
+            f0 = builder.mul(loop.index, lanes_c)
+            base = builder.add(mbase, f0)
+            q = [vload(mp, builder.add(base, builder.mul(mstep, ir.Constant(mstep.type, k)))) for k in range(16)]
+            rows = [_at(builder, q[j], q[4 + j], q[8 + j], q[12 + j]) for j in range(4)]  # A^T M, by column
+            y0 = _at(builder, rows[0][0], rows[1][0], rows[2][0], rows[3][0])
+            y1 = _at(builder, rows[0][1], rows[1][1], rows[2][1], rows[3][1])
+            best, where = pool_window(builder, [y0[0], y0[1], y1[0], y1[1]], kv, vload(bpp, f0))
+            vstore(best, pp, builder.add(pbase, f0))
+            builder.store(where, builder.bitcast(at(gp, builder.add(abase, f0)), ity.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def _input_tiles(xflat, xbase, wp, c_, tw, tiles, v, row0, rows):
+    """v (16, rows, C), rows row0.. row0 + T - 1 = B^T d B for each 4x4 input block d at (2*ti, 2*tj)."""
+    for t in range(tiles):
+        base = xbase + (2 * (t // tw) * wp + 2 * (t % tw)) * c_
+        input_tile(xflat, base, wp * c_, c_, c_, v, (row0 + t) * c_, rows * c_)
+
+
+@njit(cache=True, nogil=True)
+def _output_tiles(m, row0, rows, tiles, tw, ow, fp, bp, pooled, argflat, abase):
+    """A^T M A for rows row0.. row0 + T - 1 of m (16, rows, Fp), pooled: pooled (T, Fp),
+    argflat[abase + t*Fp + f]."""
+    for t in range(tiles):
+        first = 2 * (t // tw) * ow + 2 * (t % tw)
+        output_pool_tile(m, (row0 + t) * fp, rows * fp, fp, bp, first, ow, pooled, t * fp, argflat, abase + t * fp)
+
+
+@njit(**_pjit)
+def conv_pool_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg):
+    """y (N, F, OH/2, OW/2) = max-pool 2x2(ReLU(conv3x3(x) + b)) and arg (N, OH/2, OW/2, Fp), as
+    numba_conv.conv_pool_forward_kernel computes them, from xh (N, OH+2, OW+2, C) and U (16, C, Fp)."""
+    n_, hp, wp, c_ = xh.shape
+    fp = u.shape[2]
+    th, tw = oh // 2, ow // 2
+    tiles = th * tw
+    xflat, uflat, argflat = xh.reshape(-1), u.reshape(-1), arg.reshape(-1)
+    roff = np.arange(c_)
+    for ci in prange((n_ + chunk - 1) // chunk):
+        v = np.empty(16 * tiles * c_, y.dtype)
+        m = np.empty(16 * tiles * fp, y.dtype)
+        pooled = np.empty(tiles * fp, y.dtype)
+        for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
+            _input_tiles(xflat, n * hp * wp * c_, wp, c_, tw, tiles, v, 0, tiles)
+            for xi in range(16):  # one image's tiles as the rows (several images' at once: 2% faster)
+                _row_product(v, xi * tiles * c_, c_, roff, uflat[xi * c_ * fp:(xi + 1) * c_ * fp], fp,
+                             m, xi * tiles * fp, fp, tiles)
+            _output_tiles(m, 0, tiles, tiles, tw, ow, fp, bp, pooled, argflat, n * tiles * fp)
+            _to_planes(pooled, fp, y[n])
+
+
+lock_caches(globals(), depends=(numba_tiles.__file__, numba_conv.__file__))

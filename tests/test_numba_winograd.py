@@ -1,0 +1,116 @@
+"""The numba backend's Winograd F(2x2, 3x3) forward pass of a fused conv -> ReLU -> 2x2 pool
+(numba_winograd.py) against the loop oracles of tests/naive.py, and the direct backward pass
+reading its argmax."""
+import numpy as np
+import pytest
+
+from fastmnist import config
+from fastmnist.backends import backend_status
+from tests import naive
+from tests.conftest import assert_close
+
+pytestmark = pytest.mark.skipif(not backend_status("numba")[0], reason="numba backend unavailable")
+
+
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    """Counts the Winograd kernel's calls, with the channel floor at 1 so small cases take it."""
+    from fastmnist.backends import numba_winograd
+    calls = []
+    kernel = numba_winograd.conv_pool_forward_kernel
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return kernel(*args)
+
+    monkeypatch.setattr(numba_winograd, "conv_pool_forward_kernel", counted)
+    monkeypatch.setattr(config, "CONV_WINOGRAD", True)
+    monkeypatch.setattr(config, "CONV_WINOGRAD_MIN_CHANNELS", 1)
+    return calls
+
+
+def _oracle(x, w, b, pad):
+    """ReLU(max-pool 2x2 of the convolution), the pooled pixel's index i*OW + j, -1 where ReLU stopped it."""
+    conv = naive.conv2d_forward(x, w, b, 1, pad)
+    pooled, arg = naive.maxpool2d_forward(conv)
+    return np.maximum(pooled, 0), np.where(pooled > 0, arg, -1)
+
+
+# (N, C, H, W, F, pad): one channel; an odd count of channels (a masked last vector); fast-cnn's
+# conv2 (24 -> 32); padding and a non-square plane; one tile; filters over two vectors and a part
+CASES = [(2, 1, 6, 8, 3, 0), (2, 9, 10, 12, 5, 1), (2, 24, 12, 12, 32, 0), (1, 17, 4, 4, 40, 0), (3, 3, 8, 6, 17, 1)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_winograd_forward_against_loops(winograd_calls, rng, case, dtype):
+    from fastmnist.backends import numba_backend as nb
+    n, c, h, wd, f, pad = case
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(dtype)
+    b = (0.1 * rng.standard_normal(f)).astype(dtype)
+    y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, pad)
+    assert winograd_calls == [(n, h + 2 * pad, wd + 2 * pad, c)]
+    want, want_arg = _oracle(x, w, b, pad)
+    assert_close(y, want, dtype, "winograd forward")
+    # the argmax, channels last: the same pixel (or -1) wherever rounding cannot decide it
+    arg = cache.arg[..., :f].transpose(0, 3, 1, 2)
+    conv = naive.conv2d_forward(x, w, b, 1, pad)
+    windows = conv.reshape(n, f, conv.shape[2] // 2, 2, conv.shape[3] // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+    top2 = np.sort(windows.reshape(*windows.shape[:4], 4), axis=-1)[..., -2:]
+    clear = (top2[..., 1] - top2[..., 0] > 1e-4) & (np.abs(top2[..., 1]) > 1e-4)  # no tie, not at ReLU's edge
+    assert clear.mean() > 0.7
+    np.testing.assert_array_equal(arg[clear], want_arg[clear])
+    assert (cache.arg[..., f:] == -1).all()  # padded channels: zero filters and bias, stopped
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng, dtype):
+    from fastmnist.backends import numba_backend as nb
+    x = rng.standard_normal((2, 9, 10, 8)).astype(dtype)
+    w = (rng.standard_normal((11, 9, 3, 3)) / 9).astype(dtype)
+    b = (0.1 * rng.standard_normal(11)).astype(dtype)
+    y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, 1)
+    assert len(winograd_calls) == 1
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
+    conv = naive.conv2d_forward(x, w, b, 1, 1)
+    pooled, arg = naive.maxpool2d_forward(conv)
+    dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
+    for got, want, name in zip((dx, dw, db), naive.conv2d_backward(dconv, x, w, 1, 1), ("dx", "dw", "db")):
+        assert_close(got, want, dtype, name)
+
+
+def test_ties_go_to_the_first_pixel_and_a_stopped_window_reads_minus_one(winograd_calls):
+    from fastmnist.backends import numba_backend as nb
+    x = np.random.default_rng(0).standard_normal((1, 4, 6, 6))
+    w = np.zeros((2, 4, 3, 3))
+    y, cache = nb.conv2d_relu_maxpool_forward(x, w, np.array([0.5, -0.5]), 1, 1)
+    assert len(winograd_calls) == 1
+    np.testing.assert_array_equal(y[0, 0], 0.5)
+    first = (2 * np.arange(3)[:, None]) * 6 + 2 * np.arange(3)[None, :]  # each window's top-left pixel
+    np.testing.assert_array_equal(cache.arg[0, :, :, 0], first)
+    np.testing.assert_array_equal(y[0, 1], 0)
+    np.testing.assert_array_equal(cache.arg[0, :, :, 1], -1)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 9, 9), (1, 8, 10, 10)], ids=["odd output", "5x5 filters"])
+def test_other_shapes_take_the_direct_kernel(winograd_calls, rng, shape):
+    from fastmnist.backends import numba_backend as nb
+    from fastmnist.backends import numpy_backend as ref
+    k = 3 if shape[2] == 9 else 5
+    x, w, b = rng.standard_normal(shape), rng.standard_normal((4, 8, k, k)), rng.standard_normal(4)
+    y, _ = nb.conv2d_relu_maxpool_forward(x, w, b, 1, 1)
+    assert winograd_calls == []
+    assert_close(y, ref.conv2d_relu_maxpool_forward(x, w, b, 1, 1)[0], "float64", "direct forward")
+
+
+def test_filter_transform_against_the_matrices():
+    from fastmnist.backends.numba_winograd import transform_filters
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    w = np.random.default_rng(1).standard_normal((3, 2, 3, 3))
+    u = transform_filters(w, 5)
+    assert u.shape == (16, 2, 5) and (u[:, :, 3:] == 0).all()
+    for f in range(3):
+        for c in range(2):
+            np.testing.assert_allclose(u[:, c, f], (g @ w[f, c] @ g.T).reshape(16), rtol=1e-15, atol=1e-15)

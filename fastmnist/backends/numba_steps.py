@@ -29,7 +29,7 @@ from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_A
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
 from .numba_kernels import _softmax_ce_row
-from .numba_tiles import HAS_COMPRESS, nonzeros, sparse_rows, sparse_width
+from .numba_tiles import HAS_COMPRESS, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
 from .numba_tiles import __file__ as _tiles_file
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
@@ -141,36 +141,45 @@ def _nonzeros_par(xs, perm, lo, idx, val, cnt):
 
 
 @njit(**_jit)
-def _sparse_forward_row(idx, val, cnt, w, b, out, r):
-    """out[r] = a[r] @ w + b from row r's non-zeros, a register block of columns at a time."""
-    m = out.shape[1]
-    o = out[r]
+def _sparse_forward_row(idx, val, cnt, wflat, b, oflat, r):
+    """out[r] = a[r] @ w + b from row r's non-zeros, a register block of columns at a time;
+    w (D, M) and out (nb, M) flat."""
+    m = b.shape[0]
     for j in range(m):
-        o[j] = b[j]
-    _sparse_times_dense(idx[r], val[r], 0, cnt[r], w, out.reshape(-1), r * m)
+        oflat[r * m + j] = b[j]
+    _sparse_times_dense(idx[r], val[r], 0, cnt[r], wflat, m, oflat, r * m)
 
 
 @njit(**_jit)
-def _sparse_times_dense(ix, v, lo, hi, b, out, obase):
-    """out[obase + c] += sum over k in [lo, hi) of v[k] * b[ix[k], c] for every column c of b (M),
-    in blocks of the columns sparse_rows holds in registers."""
-    m = b.shape[1]
-    block = sparse_width(b)
-    bflat = b.reshape(-1)
+def _sparse_times_dense(ix, v, lo, hi, bflat, m, out, obase):
+    """out[obase + c] += sum over k in [lo, hi) of v[k] * b[ix[k], c] for every column c of
+    b (., M), flat, in blocks of the columns sparse_rows holds in registers. (Flat arrays: a
+    reshape per call cost a library call per row or feature, ~1 us a step.)"""
+    block = sparse_width(bflat)
     for c0 in range(0, m, block):
         sparse_rows(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0))
 
 
 @njit(**_jit)
+def _sgd_row(ix, v, lo, hi, gflat, m, wflat, wbase, neg_lr):
+    """wflat[wbase + c] -= lr * (sum over k in [lo, hi) of v[k] * g[ix[k], c]) for c < m."""
+    block = sparse_width(gflat)
+    for c0 in range(0, m, block):
+        sparse_rows_scaled(ix, v, lo, hi, gflat, c0, m, wflat, wbase + c0, min(block, m - c0), neg_lr)
+
+
+@njit(**_jit)
 def _sparse_forward(idx, val, cnt, w, b, out):
+    wflat, oflat = w.reshape(-1), out.reshape(-1)
     for r in range(out.shape[0]):
-        _sparse_forward_row(idx, val, cnt, w, b, out, r)
+        _sparse_forward_row(idx, val, cnt, wflat, b, oflat, r)
 
 
 @njit(**_pjit)
 def _sparse_forward_par(idx, val, cnt, w, b, out):
+    wflat, oflat = w.reshape(-1), out.reshape(-1)
     for r in prange(out.shape[0]):
-        _sparse_forward_row(idx, val, cnt, w, b, out, r)
+        _sparse_forward_row(idx, val, cnt, wflat, b, oflat, r)
 
 
 @njit(**_jitfm)
@@ -228,14 +237,18 @@ def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v):
 def _grad_update_rows(f0, f1, kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row):
     """For features f0 <= f < f1: row (M,) = row f of a.T @ g (the samples that feature feeds),
     then the optimizer's update of w[f] from it while it is in cache (the whole (D, M) gradient
-    was written, read and zeroed again every step). A feature no sample feeds has a zero
-    gradient: plain SGD skips it, momentum, AdaGrad and Adam still move it."""
+    was written, read and zeroed again every step). Under plain SGD the row stays in registers
+    and goes into w[f] at once (no row buffer, no update pass). A feature no sample feeds has a
+    zero gradient: plain SGD skips it, momentum, AdaGrad and Adam still move it."""
+    gflat, wflat, m = g.reshape(-1), w.reshape(-1), g.shape[1]
     for f in range(f0, f1):
         lo, hi = start[f], start[f + 1]
-        if hi == lo and kind == OPT_SGD:
+        if kind == OPT_SGD:  # w[f] -= lr * (its row of a.T @ g), the row in registers
+            if hi > lo:
+                _sgd_row(csc_r, csc_v, lo, hi, gflat, m, wflat, f * m, -lr)
             continue
         row[:] = 0
-        _sparse_times_dense(csc_r, csc_v, lo, hi, g, row, 0)
+        _sparse_times_dense(csc_r, csc_v, lo, hi, gflat, m, row, 0)
         _update(kind, w[f], row, s1[f], s2[f], lr, ss, bc2, hyper)
 
 

@@ -270,14 +270,25 @@ def sparse_rows(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
     out's block of columns held in vector registers across every non-zero; each non-zero costs one
     vector load and one FMA per vector (the auto-vectorised loop loaded and stored the output row
     every few non-zeros, and ran a 50-wide row in scalar code). The caller keeps every index in bounds."""
+    return _sparse_rows(ix, v, b, out, scaled=False)
+
+
+@intrinsic
+def sparse_rows_scaled(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols, scale):
+    """sparse_rows's sum, started from zero, then out[obase + c] += scale * sum: plain SGD's
+    ``w[f] -= lr * row`` with the row in registers, rounded as the reference rounds it."""
+    return _sparse_rows(ix, v, b, out, scaled=True)
+
+
+def _sparse_rows(ix, v, b, out, scaled):
     dtype = _check_arrays("sparse_rows", v, b, out)
     if not isinstance(ix.dtype, types.Integer):
         raise numba.core.errors.TypingError(f"sparse_rows: integer column indices expected, got {ix}")
     i64 = types.int64
-    sig = types.void(ix, v, i64, i64, b, i64, i64, out, i64, i64)
+    sig = types.void(ix, v, i64, i64, b, i64, i64, out, i64, i64, *((dtype,) if scaled else ()))
 
     def codegen(context, builder, signature, args):
-        xa, va, lo, hi, ba, bbase, ldb, oa, obase, cols = args
+        xa, va, lo, hi, ba, bbase, ldb, oa, obase, cols = args[:10]
         xp, vp = _data(context, builder, ix, xa), _data(context, builder, v, va)
         bp, op = _data(context, builder, b, ba), _data(context, builder, out, oa)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
@@ -300,7 +311,8 @@ def sparse_rows(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
 
         def emit(nv):
             offs = [ir.Constant(i64t, j * lanes) for j in range(nv)]
-            acc = [cgutils.alloca_once_value(builder, load(op, builder.add(obase, o), j == nv - 1))
+            acc = [cgutils.alloca_once_value(builder, ir.Constant(vty, None) if scaled else
+                                             load(op, builder.add(obase, o), j == nv - 1))
                    for j, o in enumerate(offs)]
             with cgutils.for_range(builder, builder.sub(hi, lo)) as loop:
                 k = builder.add(lo, loop.index)
@@ -311,6 +323,10 @@ def sparse_rows(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
                 s = splat(builder.load(at(vp, k)))
                 for j, o in enumerate(offs):
                     builder.store(fma(s, load(bp, builder.add(row, o), j == nv - 1), builder.load(acc[j])), acc[j])
+            if scaled:  # out += scale * sum
+                for j, o in enumerate(offs):
+                    builder.store(fma(splat(args[10]), builder.load(acc[j]),
+                                      load(op, builder.add(obase, o), j == nv - 1)), acc[j])
             for j, o in enumerate(offs[:-1]):
                 vstore(builder.load(acc[j]), op, builder.add(obase, o))
             builder.call(masked_store, [builder.load(acc[-1]), builder.bitcast(at(op, builder.add(obase, offs[-1])),

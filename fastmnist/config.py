@@ -150,11 +150,13 @@ STEP_CHUNK_SAMPLES = 4096
 #: numba's compiled steps: a dense layer whose batch has at most STEP_SMALL_BATCH rows, or whose
 #: input has at most STEP_SPARSE_DENSITY non-zeros (MNIST images: ~19%) and which has at least
 #: STEP_SPARSE_MIN_OUTPUTS outputs, runs its products as loops over the non-zero inputs; others call
-#: BLAS. Measured (2-core EPYC, MNIST): relu-mlp's 784->256 at batch 200 0.34 s an epoch on the
-#: loops against 0.65 s on BLAS; two-layer's 784->50 at batch 100 0.23 s against 0.19 s.
+#: BLAS. Measured (2-core EPYC Zen 4, MNIST): relu-mlp's 784->256 at batch 200 0.34 s an epoch on
+#: the loops against 0.65 s on BLAS; two-layer's 784->50 at batch 100 0.137-0.139 s against
+#: 0.206-0.223 s (since the non-zeros are found by compresses and SGD's rows stay in registers;
+#: before that the loops only tied BLAS at 50 outputs, and the floor was 128).
 STEP_SMALL_BATCH = 16
 STEP_SPARSE_DENSITY = 0.5
-STEP_SPARSE_MIN_OUTPUTS = 128
+STEP_SPARSE_MIN_OUTPUTS = 32
 
 #: numba's compiled steps: batches of at least this many rows spread the products, dropout and the
 #: optimizer over the threads. Each parallel region wakes a sleeping thread (tens of microseconds

@@ -23,7 +23,7 @@ from fastmnist.photos.images import predict_images, read_numbers  # noqa: E402
 
 def test_single_digit_photos_at_least_97_percent(photo_model, tmp_path):
     model, _, xt, yt = photo_model
-    photos = photosynth.digit_photos(xt, yt, 400, seed=7)
+    photos = photosynth.digit_photos(xt, yt, 200, seed=7)  # drawing them is most of the test's time
     seen = Counter()
     for p in photos:  # the sample covers every condition the goal lists
         c = p.conditions
@@ -36,10 +36,11 @@ def test_single_digit_photos_at_least_97_percent(photo_model, tmp_path):
     got = predict_images(model, paths)
     right = sum(g.get("digit") == p.labels[0] for g, p in zip(got, photos))
     # The model is trained in this session and differs in its last bits from one CPU to another.
-    # Measured over 10 fast-cnn models (seeds 0-4, numba on the host CPU and as haswell) and numpy
-    # (benchmarks/test_margins.py, results/test-margins.json): 389-394 of 400. The goal, 97% (388),
-    # is measured by benchmarks/photo_accuracy.py; here the threshold sits below the spread.
-    assert right >= 382, f"{right}/{len(photos)}"
+    # Measured over fast-cnn models (seeds 0-4, numba on the host CPU, as photo_model trains them):
+    # 198-199 of these 200 (the earlier 400 photos, seed 7: 390-394, as results/test-margins.json
+    # has them over 10+ models: 389-394). The goal, 97% (194 of 200), is measured on more photos by
+    # benchmarks/photo_accuracy.py; here the threshold sits 4 photos below the worst model.
+    assert right >= 194, f"{right}/{len(photos)}"
 
 
 # size -> (photos, fewest read right). Measured over the same 10+ models: 28 px 59/60 every time,

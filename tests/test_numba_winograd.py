@@ -1,6 +1,6 @@
-"""The numba backend's Winograd F(2x2, 3x3) forward pass of a fused conv -> ReLU -> 2x2 pool
-(numba_winograd.py) against the loop oracles of tests/naive.py, and the direct backward pass
-reading its argmax."""
+"""The numba backend's Winograd F(2x2, 3x3) passes of a fused conv -> ReLU -> 2x2 pool
+(numba_winograd.py, numba_conv.py): the forward pass and the input gradient against the loop
+oracles of tests/naive.py, with the direct weight gradient reading the forward's argmax."""
 import numpy as np
 import pytest
 
@@ -15,15 +15,15 @@ pytestmark = pytest.mark.skipif(not backend_status("numba")[0], reason="numba ba
 @pytest.fixture
 def winograd_calls(monkeypatch):
     """Counts the Winograd kernel's calls, with the channel floor at 1 so small cases take it."""
-    from fastmnist.backends import numba_winograd
+    from fastmnist.backends import numba_conv
     calls = []
-    kernel = numba_winograd.conv_pool_forward_kernel
+    kernel = numba_conv.winograd_forward_kernel
 
     def counted(*args):
         calls.append(args[0].shape)
         return kernel(*args)
 
-    monkeypatch.setattr(numba_winograd, "conv_pool_forward_kernel", counted)
+    monkeypatch.setattr(numba_conv, "winograd_forward_kernel", counted)
     monkeypatch.setattr(config, "CONV_WINOGRAD", True)
     monkeypatch.setattr(config, "CONV_WINOGRAD_MIN_CHANNELS", 1)
     return calls
@@ -65,19 +65,27 @@ def test_winograd_forward_against_loops(winograd_calls, rng, case, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng, dtype):
+@pytest.mark.parametrize("case", [(2, 9, 10, 8, 11, 1), (2, 24, 12, 12, 32, 0), (1, 3, 6, 6, 17, 0)], ids=str)
+def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng, dtype, case, monkeypatch):
+    """dx by Winograd too (the rotated filters' transform reaches the kernel), dw and db direct."""
     from fastmnist.backends import numba_backend as nb
-    x = rng.standard_normal((2, 9, 10, 8)).astype(dtype)
-    w = (rng.standard_normal((11, 9, 3, 3)) / 9).astype(dtype)
-    b = (0.1 * rng.standard_normal(11)).astype(dtype)
-    y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, 1)
+    from fastmnist.backends import numba_conv
+    n, c, h, wd, f, pad = case
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(dtype)
+    b = (0.1 * rng.standard_normal(f)).astype(dtype)
+    y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, pad)
     assert len(winograd_calls) == 1
     dy = rng.standard_normal(y.shape).astype(dtype)
+    backward, transforms = numba_conv.conv_pool_backward_kernel, []
+    monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
+                        lambda *args: transforms.append(args[-2].shape) or backward(*args))
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
-    conv = naive.conv2d_forward(x, w, b, 1, 1)
+    assert transforms[0][:2] == (16, f)
+    conv = naive.conv2d_forward(x, w, b, 1, pad)
     pooled, arg = naive.maxpool2d_forward(conv)
     dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
-    for got, want, name in zip((dx, dw, db), naive.conv2d_backward(dconv, x, w, 1, 1), ("dx", "dw", "db")):
+    for got, want, name in zip((dx, dw, db), naive.conv2d_backward(dconv, x, w, 1, pad), ("dx", "dw", "db")):
         assert_close(got, want, dtype, name)
 
 

@@ -403,14 +403,20 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     bp = np.zeros(fp, x.dtype)
     bp[:f] = b
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
-    if config.CONV_WINOGRAD and c >= config.CONV_WINOGRAD_MIN_CHANNELS and \
-            _winograd.applies(kh, kw, 1, oh, ow, size, pool_stride):
+    if _use_winograd(c, kh, kw, oh, ow) and (size, pool_stride) == (2, 2):
         u = _winograd.transform_filters(w, fp)
-        _winograd.conv_pool_forward_kernel(xh, u, bp, oh, ow, config.CONV_TILE_CHUNK, y, arg)
+        _tiled.winograd_forward_kernel(xh, u, bp, oh, ow, config.CONV_TILE_CHUNK, y, arg)
     else:
         wpk = _tiled.pack_rows(w, fp)
         _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, y, arg)
     return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg)
+
+
+def _use_winograd(reduced_channels, kh, kw, oh, ow):
+    """Winograd's F(2x2, 3x3) for a pass whose products reduce over ``reduced_channels``: the
+    input's channels forward, the filters for the input gradient (config.CONV_WINOGRAD)."""
+    return config.CONV_WINOGRAD and reduced_channels >= config.CONV_WINOGRAD_MIN_CHANNELS and \
+        _winograd.applies(kh, kw, 1, oh, ow)
 
 
 def _tiled_pool_backward(dy, cache, w, need_dx):
@@ -421,15 +427,19 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     chunks = -(-dy.shape[0] // chunk)
     fp = _tiled.padded_width(f, itemsize)
     dwp, dbp = np.zeros((chunks, kh * kw * c, fp), dtype), np.zeros((chunks, fp), dtype)
-    if need_dx:
-        wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
-        roffc = np.arange(f, dtype=np.int64)
-        dx = np.empty(cache.x_shape, dtype)
-    else:  # same argument types as with dx: one compiled kernel
-        wcol, roffc = np.zeros((0, fp), dtype), np.zeros(0, np.int64)
+    # the unused arguments empty, of the same types: one compiled kernel
+    wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((16, 0, fp), dtype)
+    if not need_dx:
         dx = np.empty((0,) + tuple(cache.x_shape[1:]), dtype)
+    else:
+        dx = np.empty(cache.x_shape, dtype)
+        if _use_winograd(f, kh, kw, cache.oh, cache.ow):  # the filters, rotated, as the forward's
+            udx = _winograd.transform_filters(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]),
+                                              _tiled.padded_width(c, itemsize))
+        else:
+            wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
     _tiled.conv_pool_backward_kernel(dy, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
-                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, dx)
+                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx)
     dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
     db = dbp.sum(axis=0, dtype=np.float64)[:f]
     return (dx if need_dx else None), np.ascontiguousarray(dw, dtype), db.astype(dtype)

@@ -1,48 +1,50 @@
-"""A 3x3 stride-1 convolution fused with ReLU and 2x2 max-pooling by Winograd's minimal filtering
-F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016): the
-numba backend's forward pass for layers like fast-cnn's conv2 (24 -> 32 channels, 12x12 -> 10x10).
+"""Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
+Neural Networks", 2016) for the numba backend's 3x3 stride-1 convolutions, such as fast-cnn's
+conv2 (24 -> 32 channels, 12x12 -> 10x10): the transforms, as LLVM vector intrinsics over the
+channels; the kernels that use them are in numba_conv.py.
 
 Each 2x2 block of output pixels is one 4x4 block of input transformed, 16 products with
 transformed filters, and a transform back: 16 multiplications per channel pair where the direct
-convolution needs 36, 2.25x fewer. The 2x2 block of outputs it makes is exactly one 2x2 pooling
-window, so the pooling, the bias and the ReLU run on it at once and the convolution's output is
-never stored.
+convolution needs 36, 2.25x fewer.
 
-Per image (N, Hp, Wp, C) channels last, as numba_conv.py keeps it:
+Forward (``numba_conv.winograd_forward_kernel``), per image (Hp, Wp, C) channels last:
 
-1. ``V (16, T, C)``: each tile t (of T = OH/2 * OW/2) of input, ``B^T d B`` per channel;
+1. ``V (16, T, C)``: each tile t (of T = OH/2 * OW/2) of input, ``B^T d B`` per channel (``input_tiles``);
 2. ``M (16, T, Fp) = V[xi] (T, C) @ U[xi] (C, Fp)`` for each of the 16 points xi, on the same
    register-tiled micro-kernel as the direct convolution (``numba_conv._row_product``);
-3. ``A^T M A``: the tile's 2x2 outputs, + bias, their maximum, ReLU; ``arg`` records the winner as
-   the direct kernels do (pixel i*OW + j, -1 where the ReLU let nothing through; the first maximum
-   in row-major window order wins ties).
+3. ``A^T M A``: the tile's 2x2 outputs are exactly one 2x2 pooling window, so + bias, their
+   maximum and ReLU run on them in registers (``output_pool_tiles``) and the convolution's output
+   is never stored; ``arg`` records the winner as the direct kernels do (pixel i*OW + j, -1 where
+   the ReLU let nothing through; the first maximum in row-major window order wins ties).
 
-The filters' transform ``U = G g G^T`` (16, C, Fp) is made once per call by :func:`transform_filters`.
+Input gradient (``numba_conv._winograd_input_gradient``): the same three steps over the gradient
+before pooling, bordered by two zeros, with the filters rotated (``output_tile`` writes each 2x2
+block of the padded input's gradient). The weight gradient stays direct, reading ``arg``.
+
+The filters' transform ``U = G g G^T`` is made once per call by :func:`transform_filters`.
 Rounding differs from the direct convolution's by a few units in the last place (the transforms
-add and subtract up to 9 inputs); the backward pass is the direct one, reading the same ``arg``.
+add and subtract up to 9 inputs).
 """
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import numba_conv, numba_tiles
+from . import numba_tiles
 from .numba_cache import lock_caches
-from .numba_conv import _row_product, _to_planes
 from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, pool_window
-
-_pjit = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
 
 # F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A, with
 #   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
 #   G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
 
 
-def applies(kh: int, kw: int, stride: int, oh: int, ow: int, size: int, pool_stride: int) -> bool:
-    """Whether a fused conv -> ReLU -> pool layer has the shape this kernel computes: 3x3 filters
-    at stride 1, 2x2 pooling at stride 2, and an even output (each pooling window one tile)."""
-    return (kh, kw, stride, size, pool_stride) == (3, 3, 1, 2, 2) and oh % 2 == 0 and ow % 2 == 0
+def applies(kh: int, kw: int, stride: int, oh: int, ow: int) -> bool:
+    """Whether a convolution's output can be cut into this module's 2x2 tiles: 3x3 filters at
+    stride 1 and an even output. (The forward pass also needs 2x2 pooling at stride 2, each window
+    one tile; the input gradient, whose output is the padded input, only this.)"""
+    return (kh, kw, stride) == (3, 3, 1) and oh % 2 == 0 and ow % 2 == 0
 
 
 def transform_filters(w: np.ndarray, width: int) -> np.ndarray:
@@ -169,11 +171,7 @@ def output_pool_tile(typingctx, m, mbase, mstep, fp, bp, first, ow, pooled, pbas
 
         with cgutils.for_range(builder, builder.udiv(fp, lanes_c)) as loop:
             f0 = builder.mul(loop.index, lanes_c)
-            base = builder.add(mbase, f0)
-            q = [vload(mp, builder.add(base, builder.mul(mstep, ir.Constant(mstep.type, k)))) for k in range(16)]
-            rows = [_at(builder, q[j], q[4 + j], q[8 + j], q[12 + j]) for j in range(4)]  # A^T M, by column
-            y0 = _at(builder, rows[0][0], rows[1][0], rows[2][0], rows[3][0])
-            y1 = _at(builder, rows[0][1], rows[1][1], rows[2][1], rows[3][1])
+            y0, y1 = _tile_back(builder, vload, mp, builder.add(mbase, f0), mstep)
             best, where = pool_window(builder, [y0[0], y0[1], y1[0], y1[1]], kv, vload(bpp, f0))
             vstore(best, pp, builder.add(pbase, f0))
             builder.store(where, builder.bitcast(at(gp, builder.add(abase, f0)), ity.as_pointer()), align=4)
@@ -182,8 +180,42 @@ def output_pool_tile(typingctx, m, mbase, mstep, fp, bp, first, ow, pooled, pbas
     return sig, codegen
 
 
+@intrinsic
+def output_tile(typingctx, m, mbase, mstep, cp, out, obase, orow, ocs):
+    """One tile back: out[obase + i*orow + j*ocs + c] = (A^T M A)[i, j] for i, j < 2 and c < cp (a
+    whole number of vectors), M[a, b] = m[mbase + (4*a + b)*mstep + c]."""
+    dtype = _check_arrays("output_tile", m, out)
+    i64 = types.int64
+    sig = types.void(m, i64, i64, i64, out, i64, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        ma, mbase, mstep, cp, oa, obase, orow, ocs = args
+        mp, op = _data(context, builder, m, ma), _data(context, builder, out, oa)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        lanes_c = ir.Constant(ir.IntType(64), lanes)
+        with cgutils.for_range(builder, builder.udiv(cp, lanes_c)) as loop:
+            c0 = builder.mul(loop.index, lanes_c)
+            y = _tile_back(builder, vload, mp, builder.add(mbase, c0), mstep)
+            base = builder.add(obase, c0)
+            for i, j, val in ((0, 0, y[0][0]), (0, 1, y[0][1]), (1, 0, y[1][0]), (1, 1, y[1][1])):
+                at_ij = builder.add(base, builder.add(builder.mul(orow, ir.Constant(orow.type, i)),
+                                                      builder.mul(ocs, ir.Constant(ocs.type, j))))
+                vstore(val, op, at_ij)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _tile_back(builder, vload, mp, base, mstep):
+    """A^T M A of the 16 vectors m[base + k*mstep]: ((y00, y01), (y10, y11))."""
+    q = [vload(mp, builder.add(base, builder.mul(mstep, ir.Constant(mstep.type, k)))) for k in range(16)]
+    rows = [_at(builder, q[j], q[4 + j], q[8 + j], q[12 + j]) for j in range(4)]  # A^T M, by column
+    return (_at(builder, rows[0][0], rows[1][0], rows[2][0], rows[3][0]),
+            _at(builder, rows[0][1], rows[1][1], rows[2][1], rows[3][1]))
+
+
 @njit(cache=True, nogil=True)
-def _input_tiles(xflat, xbase, wp, c_, tw, tiles, v, row0, rows):
+def input_tiles(xflat, xbase, wp, c_, tw, tiles, v, row0, rows):
     """v (16, rows, C), rows row0.. row0 + T - 1 = B^T d B for each 4x4 input block d at (2*ti, 2*tj)."""
     for t in range(tiles):
         base = xbase + (2 * (t // tw) * wp + 2 * (t % tw)) * c_
@@ -191,7 +223,7 @@ def _input_tiles(xflat, xbase, wp, c_, tw, tiles, v, row0, rows):
 
 
 @njit(cache=True, nogil=True)
-def _output_tiles(m, row0, rows, tiles, tw, ow, fp, bp, pooled, argflat, abase):
+def output_pool_tiles(m, row0, rows, tiles, tw, ow, fp, bp, pooled, argflat, abase):
     """A^T M A for rows row0.. row0 + T - 1 of m (16, rows, Fp), pooled: pooled (T, Fp),
     argflat[abase + t*Fp + f]."""
     for t in range(tiles):
@@ -199,27 +231,4 @@ def _output_tiles(m, row0, rows, tiles, tw, ow, fp, bp, pooled, argflat, abase):
         output_pool_tile(m, (row0 + t) * fp, rows * fp, fp, bp, first, ow, pooled, t * fp, argflat, abase + t * fp)
 
 
-@njit(**_pjit)
-def conv_pool_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg):
-    """y (N, F, OH/2, OW/2) = max-pool 2x2(ReLU(conv3x3(x) + b)) and arg (N, OH/2, OW/2, Fp), as
-    numba_conv.conv_pool_forward_kernel computes them, from xh (N, OH+2, OW+2, C) and U (16, C, Fp)."""
-    n_, hp, wp, c_ = xh.shape
-    fp = u.shape[2]
-    th, tw = oh // 2, ow // 2
-    tiles = th * tw
-    xflat, uflat, argflat = xh.reshape(-1), u.reshape(-1), arg.reshape(-1)
-    roff = np.arange(c_)
-    for ci in prange((n_ + chunk - 1) // chunk):
-        v = np.empty(16 * tiles * c_, y.dtype)
-        m = np.empty(16 * tiles * fp, y.dtype)
-        pooled = np.empty(tiles * fp, y.dtype)
-        for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
-            _input_tiles(xflat, n * hp * wp * c_, wp, c_, tw, tiles, v, 0, tiles)
-            for xi in range(16):  # one image's tiles as the rows (several images' at once: 2% faster)
-                _row_product(v, xi * tiles * c_, c_, roff, uflat[xi * c_ * fp:(xi + 1) * c_ * fp], fp,
-                             m, xi * tiles * fp, fp, tiles)
-            _output_tiles(m, 0, tiles, tiles, tw, ow, fp, bp, pooled, argflat, n * tiles * fp)
-            _to_planes(pooled, fp, y[n])
-
-
-lock_caches(globals(), depends=(numba_tiles.__file__, numba_conv.__file__))
+lock_caches(globals(), depends=(numba_tiles.__file__,))

@@ -108,11 +108,13 @@ SPLIT_GEMM_MIN_FLOPS = 20_000_000
 #: micro-kernels of numba_tiles.py (False: the older saxpy kernels of numba_kernels.py).
 NUMBA_TILED_CONV = True
 
-#: numba backend: a fused 3x3 stride-1 convolution -> ReLU -> 2x2 max-pool with an even output and
-#: at least CONV_WINOGRAD_MIN_CHANNELS input channels runs its forward pass by Winograd's F(2x2, 3x3)
-#: (numba_winograd.py: 2.25x fewer multiplications, results within a few float32 ulps of the direct
-#: kernel's); False keeps the direct tiled kernel. Few input channels leave the transforms too
-#: large a share of the work.
+#: numba backend: a fused 3x3 stride-1 convolution -> ReLU -> max-pool with an even output runs its
+#: input gradient, and (when the pooling is 2x2 at stride 2) its forward pass, by Winograd's
+#: F(2x2, 3x3) (numba_winograd.py: 2.25x fewer multiplications; results within a few float32 ulps
+#: of the direct kernels', so an exact tie between two pixels of a pooling window may resolve the
+#: other way, and an infinite input gives NaN where the direct kernel gives +-inf). Only from
+#: CONV_WINOGRAD_MIN_CHANNELS input channels (and filters, for the input gradient): with fewer,
+#: the transforms are too large a share of the work. False keeps the direct kernels.
 CONV_WINOGRAD = True
 CONV_WINOGRAD_MIN_CHANNELS = 8
 

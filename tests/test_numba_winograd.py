@@ -89,6 +89,31 @@ def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng,
         assert_close(got, want, dtype, name)
 
 
+@pytest.mark.parametrize("channels", [(9, 11), (3, 11)], ids=["input gradient by Winograd", "too few channels"])
+def test_a_direct_forward_pass_then_the_input_gradient(winograd_calls, rng, channels, monkeypatch):
+    """3x3 pooling at stride 2 keeps the forward pass direct; the input gradient still takes
+    Winograd where the fewer of channels and filters reaches the floor, and matches the oracle."""
+    from fastmnist.backends import numba_backend as nb
+    from fastmnist.backends import numba_conv
+    monkeypatch.setattr(config, "CONV_WINOGRAD_MIN_CHANNELS", 8)
+    c, f = channels
+    x = rng.standard_normal((2, c, 10, 12))
+    w, b = rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c), 0.1 * rng.standard_normal(f)
+    y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, 1, 3, 2)
+    assert winograd_calls == []
+    backward, transforms = numba_conv.conv_pool_backward_kernel, []
+    monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
+                        lambda *args: transforms.append(args[-2].shape) or backward(*args))
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
+    assert (transforms[0][1] > 0) == (min(c, f) >= 8)
+    conv = naive.conv2d_forward(x, w, b, 1, 1)
+    pooled, arg = naive.maxpool2d_forward(conv, 3, 2)
+    dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
+    for got, want, name in zip((dx, dw, db), naive.conv2d_backward(dconv, x, w, 1, 1), ("dx", "dw", "db")):
+        assert_close(got, want, "float64", name)
+
+
 def test_ties_go_to_the_first_pixel_and_a_stopped_window_reads_minus_one(winograd_calls):
     from fastmnist.backends import numba_backend as nb
     x = np.random.default_rng(0).standard_normal((1, 4, 6, 6))

@@ -412,10 +412,10 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg)
 
 
-def _use_winograd(reduced_channels, kh, kw, oh, ow):
-    """Winograd's F(2x2, 3x3) for a pass whose products reduce over ``reduced_channels``: the
-    input's channels forward, the filters for the input gradient (config.CONV_WINOGRAD)."""
-    return config.CONV_WINOGRAD and reduced_channels >= config.CONV_WINOGRAD_MIN_CHANNELS and \
+def _use_winograd(channels, kh, kw, oh, ow):
+    """Winograd's F(2x2, 3x3) for a pass over ``channels`` (the input's forward; the fewer of input
+    channels and filters for the input gradient): config.CONV_WINOGRAD and its channel floor."""
+    return config.CONV_WINOGRAD and channels >= config.CONV_WINOGRAD_MIN_CHANNELS and \
         _winograd.applies(kh, kw, 1, oh, ow)
 
 
@@ -433,7 +433,9 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
         dx = np.empty((0,) + tuple(cache.x_shape[1:]), dtype)
     else:
         dx = np.empty(cache.x_shape, dtype)
-        if _use_winograd(f, kh, kw, cache.oh, cache.ow):  # the filters, rotated, as the forward's
+        # the filters, rotated, as the forward's; the products reduce over F and make Cp columns,
+        # so few channels either way leave the transforms too large a share
+        if _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow):
             udx = _winograd.transform_filters(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]),
                                               _tiled.padded_width(c, itemsize))
         else:

@@ -23,8 +23,12 @@ Backward. Per image: dy goes channels last, through the argmax (``unpool22``) in
 Fp)``, the gradient before pooling; g feeds the weight gradient and, when asked, the input
 gradient: the product ``g (OH*OW, F) @ W (F, KH*KW*C)`` on the same micro-kernel, each pixel's
 row then added into the KH x KW input pixels it came from (col2im). The other way, the forward
-pass of a zero-bordered ``g`` with rotated filters, multiplies the border's zeros too: 1.9x the
-work for fast-cnn's conv2 (4.9 against 2.4 ms a batch, measured). Images go in chunks of
+pass of a zero-bordered ``g`` with rotated filters, multiplies the border's zeros too: as a
+direct convolution, 1.9x the work for fast-cnn's conv2 (4.9 against 2.4 ms a batch, measured);
+by Winograd's F(2x2, 3x3) (numba_winograd.py), whose 2.25x fewer multiplications pay for the
+border, it is how a 3x3 layer with an even output gets its input gradient
+(``_winograd_input_gradient``), and how its forward pass runs when 2x2 pooling follows
+(``winograd_forward_kernel``). Images go in chunks of
 ``config.CONV_TILE_CHUNK``; each chunk writes its own weight- and bias-gradient partial, summed
 in chunk order afterwards: the result does not depend on the number of threads.
 """
@@ -203,11 +207,12 @@ def winograd_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg):
         m = np.empty(16 * tiles * fp, y.dtype)
         pooled = np.empty(tiles * fp, y.dtype)
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
-            wino.input_tiles(xflat, n * hp * wp * c_, wp, c_, tw, tiles, v, 0, tiles)
-            for xi in range(16):  # one image's tiles as the rows (several images' at once: 2% faster)
+            wino.input_tiles(xflat, n * hp * wp * c_, wp, c_, tw, tiles, v)
+            # one image's tiles as the rows (several images' at once measured 2% faster: not worth the bookkeeping)
+            for xi in range(16):
                 _row_product(v, xi * tiles * c_, c_, roff, uflat[xi * c_ * fp:(xi + 1) * c_ * fp], fp,
                              m, xi * tiles * fp, fp, tiles)
-            wino.output_pool_tiles(m, 0, tiles, tiles, tw, ow, fp, bp, pooled, argflat, n * tiles * fp)
+            wino.output_pool_tiles(m, tiles, tw, ow, fp, bp, pooled, argflat, n * tiles * fp)
             _to_planes(pooled, fp, y[n])
 
 
@@ -303,7 +308,7 @@ def _winograd_buffers(udx, oh, ow, fp, dtype):
     """Per chunk, for _winograd_input_gradient: the zero-bordered gradient gpad (OH+4, OW+4, Fp),
     the transformed tiles v (16, T, Fp) and their products m (16, T, Cp); empty when unused."""
     if udx.shape[1] == 0:
-        oh, ow = -4, -4
+        return np.zeros(0, dtype), np.empty(0, dtype), np.empty(0, dtype)
     tiles = (oh + 2) // 2 * ((ow + 2) // 2)
     return np.zeros((oh + 4) * (ow + 4) * fp, dtype), np.empty(16 * tiles * fp, dtype), \
         np.empty(16 * tiles * udx.shape[2], dtype)
@@ -322,13 +327,13 @@ def _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, bufs, dxp, dx):
         gpad[((i + 2) * gw + 2) * fp: ((i + 2) * gw + 2 + ow) * fp] = g[i * ow * fp: (i + 1) * ow * fp]
     tw = wp // 2
     tiles = hp // 2 * tw
-    wino.input_tiles(gpad, 0, gw, fp, tw, tiles, v, 0, tiles)
+    wino.input_tiles(gpad, 0, gw, fp, tw, tiles, v)
     uflat, nf = udx.reshape(-1), udx.shape[1]
     for xi in range(16):
         _row_product(v, xi * tiles * fp, fp, roffc, uflat[xi * nf * cp:(xi + 1) * nf * cp], cp, m, xi * tiles * cp, cp,
                      tiles)
     for t in range(tiles):
-        wino.output_tile(m, t * cp, tiles * cp, cp, dxp, (2 * (t // tw) * wp + 2 * (t % tw)) * cp, wp * cp, cp)
+        wino.output_tile(m, t * cp, tiles * cp, cp, dxp, wino.tile_origin(t, tw, wp) * cp, wp * cp, cp)
     dxflat = dx.reshape(-1)
     for i in range(h_):  # (Hp, Wp, Cp) -> (C, H, W), one row of pixels at a time
         _transpose(dxp, ((i + pad) * wp + pad) * cp, cp, w_, c_, dxflat, i * w_, h_ * w_)

@@ -29,7 +29,7 @@ from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_A
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
 from .numba_kernels import _softmax_ce_row
-from .numba_tiles import HAS_COMPRESS, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
+from .numba_tiles import HAS_COMPRESS, VECTOR_BYTES, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
 from .numba_tiles import __file__ as _tiles_file
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
@@ -46,8 +46,9 @@ _PARALLEL_MIN_UPDATE = 1 << 16
 # thread count read inside a kernel would keep it out of numba's cache); several per thread even
 # out the ranges whose pixels carry more ink.
 _FEATURE_PARTS = 16
-# room past a row's entries for numba_tiles.nonzeros, which stores whole vectors (16 float32 lanes)
-_ROW_SLACK = 16
+# room past a row's entries for numba_tiles.nonzeros, which stores whole vectors (float32 lanes:
+# the most of any dtype)
+_ROW_SLACK = VECTOR_BYTES // 4
 
 
 @njit(**_jitfm)

@@ -276,7 +276,8 @@ def sparse_rows(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
 @intrinsic
 def sparse_rows_scaled(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols, scale):
     """sparse_rows's sum, started from zero, then out[obase + c] += scale * sum: plain SGD's
-    ``w[f] -= lr * row`` with the row in registers, rounded as the reference rounds it."""
+    ``w[f] -= lr * row`` with the row in registers, the product and the sum rounded apart as in
+    the reference (no FMA contraction there)."""
     return _sparse_rows(ix, v, b, out, scaled=True)
 
 
@@ -295,13 +296,10 @@ def _sparse_rows(ix, v, b, out, scaled):
         masked_load, masked_store = _masked(builder, vty)
         align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
         i64t = ir.IntType(64)
-        lane_ids = ir.Constant(ir.VectorType(i64t, lanes), list(range(lanes)))
         lanes_c = ir.Constant(i64t, lanes)
         nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
         left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
-        left_v = builder.insert_element(ir.Constant(lane_ids.type, ir.Undefined), left, ir.Constant(ir.IntType(32), 0))
-        mask = builder.icmp_signed("<", lane_ids, builder.shuffle_vector(
-            left_v, ir.Constant(lane_ids.type, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)))
+        mask = lane_mask(builder, left, lanes)
 
         def load(ptr, idx, last):
             if not last:
@@ -323,10 +321,10 @@ def _sparse_rows(ix, v, b, out, scaled):
                 s = splat(builder.load(at(vp, k)))
                 for j, o in enumerate(offs):
                     builder.store(fma(s, load(bp, builder.add(row, o), j == nv - 1), builder.load(acc[j])), acc[j])
-            if scaled:  # out += scale * sum
+            if scaled:  # out += scale * sum, two roundings (no 'contract'), as the reference's w -= lr * row
                 for j, o in enumerate(offs):
-                    builder.store(fma(splat(args[10]), builder.load(acc[j]),
-                                      load(op, builder.add(obase, o), j == nv - 1)), acc[j])
+                    builder.store(builder.fadd(load(op, builder.add(obase, o), j == nv - 1),
+                                               builder.fmul(splat(args[10]), builder.load(acc[j]))), acc[j])
             for j, o in enumerate(offs[:-1]):
                 vstore(builder.load(acc[j]), op, builder.add(obase, o))
             builder.call(masked_store, [builder.load(acc[-1]), builder.bitcast(at(op, builder.add(obase, offs[-1])),
@@ -351,7 +349,8 @@ def sparse_width(typingctx, a):
 
 #: whether ``nonzeros`` packs with AVX-512's compress stores (vcompressps); AVX2 has none, and
 #: LLVM's expansion of one there is a branch per lane: slower than the plain loop it replaces
-HAS_COMPRESS = VECTOR_BYTES == 64
+#: (llvm.experimental.vector.compress came with LLVM 19: llvmlite 0.44)
+HAS_COMPRESS = VECTOR_BYTES == 64 and llvm.llvm_version_info[0] >= 19
 
 
 @intrinsic
@@ -384,7 +383,6 @@ def nonzeros(typingctx, a, abase, n, idx, val):
         popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
             ir.IntType(lanes), [ir.IntType(lanes)]), f"llvm.ctpop.i{lanes}")
         lane_ids = ir.Constant(ity, list(range(lanes)))
-        lane_ids64 = ir.Constant(ir.VectorType(i64t, lanes), list(range(lanes)))
         zero = ir.Constant(vty, None)
         count = cgutils.alloca_once_value(builder, ir.Constant(i64t, 0))
         lanes_c = ir.Constant(i64t, lanes)
@@ -407,7 +405,7 @@ def nonzeros(typingctx, a, abase, n, idx, val):
         left = builder.urem(n, lanes_c)
         with builder.if_then(builder.icmp_unsigned(">", left, ir.Constant(i64t, 0))):
             i0 = builder.mul(whole, lanes_c)
-            mask = builder.icmp_signed("<", lane_ids64, _splat64(builder, left, lanes))
+            mask = lane_mask(builder, left, lanes)
             align = ir.Constant(i32, dtype.bitwidth // 8)
             value = builder.call(masked_load, [builder.bitcast(at(ap, builder.add(abase, i0)), vty.as_pointer()),
                                                align, mask, zero])
@@ -417,11 +415,13 @@ def nonzeros(typingctx, a, abase, n, idx, val):
     return sig, codegen
 
 
-def _splat64(builder, value, lanes):
+def lane_mask(builder, count, lanes):
+    """The mask of a vector's first ``count`` (an i64, 1..lanes) lanes: a part vector's lanes."""
     vty = ir.VectorType(ir.IntType(64), lanes)
-    one = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    one = builder.insert_element(ir.Constant(vty, ir.Undefined), count, ir.Constant(ir.IntType(32), 0))
+    splat = builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    return builder.icmp_signed("<", ir.Constant(vty, list(range(lanes))), splat)
 
 
 # ---- the 2x2 max-pooling around the tiles, channels last, in the same vectors ----

@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from . import numba_tiles
 from .numba_cache import lock_caches
-from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, pool_window
+from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, lane_mask, pool_window
 
 # F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A, with
 #   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
@@ -94,11 +94,7 @@ def _channel_vectors(builder, count, lanes, emit):
         emit(builder.mul(loop.index, lanes_c), None)
     left = builder.urem(count, lanes_c)
     with builder.if_then(builder.icmp_unsigned(">", left, ir.Constant(i64, 0))):
-        lane_ids = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-        left_v = builder.insert_element(ir.Constant(lane_ids.type, ir.Undefined), left, ir.Constant(ir.IntType(32), 0))
-        mask = builder.icmp_signed("<", lane_ids, builder.shuffle_vector(
-            left_v, ir.Constant(lane_ids.type, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)))
-        emit(builder.mul(whole, lanes_c), mask)
+        emit(builder.mul(whole, lanes_c), lane_mask(builder, left, lanes))
 
 
 @intrinsic
@@ -214,21 +210,27 @@ def _tile_back(builder, vload, mp, base, mstep):
             _at(builder, rows[0][1], rows[1][1], rows[2][1], rows[3][1]))
 
 
-@njit(cache=True, nogil=True)
-def input_tiles(xflat, xbase, wp, c_, tw, tiles, v, row0, rows):
-    """v (16, rows, C), rows row0.. row0 + T - 1 = B^T d B for each 4x4 input block d at (2*ti, 2*tj)."""
-    for t in range(tiles):
-        base = xbase + (2 * (t // tw) * wp + 2 * (t % tw)) * c_
-        input_tile(xflat, base, wp * c_, c_, c_, v, (row0 + t) * c_, rows * c_)
+@njit(cache=True, nogil=True, inline="always")
+def tile_origin(t, tw, width):
+    """Tile t's top-left pixel, (2*ti)*width + 2*tj, in a plane ``width`` pixels wide, the tiles
+    numbered row by row, ``tw`` to a row."""
+    return 2 * (t // tw) * width + 2 * (t % tw)
 
 
 @njit(cache=True, nogil=True)
-def output_pool_tiles(m, row0, rows, tiles, tw, ow, fp, bp, pooled, argflat, abase):
-    """A^T M A for rows row0.. row0 + T - 1 of m (16, rows, Fp), pooled: pooled (T, Fp),
-    argflat[abase + t*Fp + f]."""
+def input_tiles(xflat, xbase, wp, c_, tw, tiles, v):
+    """v (16, T, C) = B^T d B for each 4x4 block d of the (., Wp, C) image at xflat[xbase:] whose
+    top-left pixel is tile t's origin."""
     for t in range(tiles):
-        first = 2 * (t // tw) * ow + 2 * (t % tw)
-        output_pool_tile(m, (row0 + t) * fp, rows * fp, fp, bp, first, ow, pooled, t * fp, argflat, abase + t * fp)
+        input_tile(xflat, xbase + tile_origin(t, tw, wp) * c_, wp * c_, c_, c_, v, t * c_, tiles * c_)
+
+
+@njit(cache=True, nogil=True)
+def output_pool_tiles(m, tiles, tw, ow, fp, bp, pooled, argflat, abase):
+    """A^T M A for each tile of m (16, T, Fp), pooled: pooled (T, Fp), argflat[abase + t*Fp + f]."""
+    for t in range(tiles):
+        output_pool_tile(m, t * fp, tiles * fp, fp, bp, tile_origin(t, tw, ow), ow, pooled, t * fp, argflat,
+                         abase + t * fp)
 
 
 lock_caches(globals(), depends=(numba_tiles.__file__,))

@@ -15,20 +15,16 @@ from numba import njit
 
 from fastmnist.backends import numba_steps as S
 from fastmnist.backends.contract import OPT_SGD
+from fastmnist.backends.numba_kernels import sigmoid_value
 from fastmnist.bench import environment
 from fastmnist.data import load_mnist
 
 
-@njit(fastmath=True)
+@njit(error_model="numpy")
 def _sigmoid(a, y):  # the step's sigmoid loop
     for r in range(a.shape[0]):
         for c in range(a.shape[1]):
-            v = a[r, c]
-            if v >= 0:
-                y[r, c] = 1 / (1 + np.exp(-v))
-            else:
-                e = np.exp(v)
-                y[r, c] = e / (1 + e)
+            y[r, c] = sigmoid_value(a[r, c])
 
 
 def main():

@@ -28,7 +28,7 @@ from numba import njit, prange
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
-from .numba_kernels import _softmax_ce_row
+from .numba_kernels import _softmax_ce_row, sigmoid_value
 from .numba_tiles import HAS_COMPRESS, VECTOR_BYTES, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
 from .numba_tiles import __file__ as _tiles_file
 
@@ -349,12 +349,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
             elif kind == OP_SIGMOID:
                 for r in range(nb):
                     for c in range(y.shape[1]):
-                        v = a[r, c]
-                        if v >= 0:
-                            y[r, c] = 1 / (1 + math.exp(-v))
-                        else:
-                            e = math.exp(v)
-                            y[r, c] = e / (1 + e)
+                        y[r, c] = sigmoid_value(a[r, c])
             elif kind == OP_RELU:
                 for r in range(nb):
                     for c in range(y.shape[1]):

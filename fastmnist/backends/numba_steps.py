@@ -152,21 +152,17 @@ def _sparse_forward_row(idx, val, cnt, wflat, b, oflat, r):
 
 
 @njit(**_jit)
-def _sparse_times_dense(ix, v, lo, hi, bflat, m, out, obase):
+def _sparse_times_dense(ix, v, lo, hi, bflat, m, out, obase, scale=None):
     """out[obase + c] += sum over k in [lo, hi) of v[k] * b[ix[k], c] for every column c of
-    b (., M), flat, in blocks of the columns sparse_rows holds in registers. (Flat arrays: a
-    reshape per call cost a library call per row or feature, ~1 us a step.)"""
+    b (., M), flat, in blocks of the columns sparse_rows holds in registers; with ``scale``,
+    out[obase + c] += scale * that sum (sparse_rows_scaled: plain SGD's w -= lr * row). (Flat
+    arrays: a reshape per call cost a library call per row or feature, ~1 us a step.)"""
     block = sparse_width(bflat)
     for c0 in range(0, m, block):
-        sparse_rows(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0))
-
-
-@njit(**_jit)
-def _sgd_row(ix, v, lo, hi, gflat, m, wflat, wbase, neg_lr):
-    """wflat[wbase + c] -= lr * (sum over k in [lo, hi) of v[k] * g[ix[k], c]) for c < m."""
-    block = sparse_width(gflat)
-    for c0 in range(0, m, block):
-        sparse_rows_scaled(ix, v, lo, hi, gflat, c0, m, wflat, wbase + c0, min(block, m - c0), neg_lr)
+        if scale is None:
+            sparse_rows(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0))
+        else:
+            sparse_rows_scaled(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0), scale)
 
 
 @njit(**_jit)
@@ -246,7 +242,7 @@ def _grad_update_rows(f0, f1, kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, b
         lo, hi = start[f], start[f + 1]
         if kind == OPT_SGD:  # w[f] -= lr * (its row of a.T @ g), the row in registers
             if hi > lo:
-                _sgd_row(csc_r, csc_v, lo, hi, gflat, m, wflat, f * m, -lr)
+                _sparse_times_dense(csc_r, csc_v, lo, hi, gflat, m, wflat, f * m, -lr)
             continue
         row[:] = 0
         _sparse_times_dense(csc_r, csc_v, lo, hi, gflat, m, row, 0)

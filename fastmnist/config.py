@@ -109,14 +109,17 @@ SPLIT_GEMM_MIN_FLOPS = 20_000_000
 NUMBA_TILED_CONV = True
 
 #: numba backend: a fused 3x3 stride-1 convolution -> ReLU -> max-pool with an even output runs its
-#: input gradient, and (when the pooling is 2x2 at stride 2) its forward pass, by Winograd's
+#: input and weight gradients, and (when the pooling is 2x2 at stride 2) its forward pass, by Winograd's
 #: F(2x2, 3x3) (numba_winograd.py: 2.25x fewer multiplications; results within a few float32 ulps
 #: of the direct kernels', so an exact tie between two pixels of a pooling window may resolve the
 #: other way, and an infinite input gives NaN where the direct kernel gives +-inf). Only from
-#: CONV_WINOGRAD_MIN_CHANNELS input channels (and filters, for the input gradient): with fewer,
-#: the transforms are too large a share of the work. False keeps the direct kernels.
+#: CONV_WINOGRAD_MIN_CHANNELS input channels (and filters, for the gradients): with fewer,
+#: the transforms are too large a share of the work. False keeps the direct kernels;
+#: CONV_WINOGRAD_WEIGHT_GRADIENT = False only the weight gradient's (fast-cnn's conv2: 1.34 against
+#: 1.80 ms a batch by Winograd, benchmarks/conv_passes.py).
 CONV_WINOGRAD = True
 CONV_WINOGRAD_MIN_CHANNELS = 8
+CONV_WINOGRAD_WEIGHT_GRADIENT = True
 
 #: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
 #: own weight-gradient partial, summed in task order, so the result does not depend on the number

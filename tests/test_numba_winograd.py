@@ -1,6 +1,6 @@
-"""The numba backend's Winograd F(2x2, 3x3) passes of a fused conv -> ReLU -> 2x2 pool
-(numba_winograd.py, numba_conv.py): the forward pass and the input gradient against the loop
-oracles of tests/naive.py, with the direct weight gradient reading the forward's argmax."""
+"""The numba backend's Winograd passes of a fused conv -> ReLU -> 2x2 pool (numba_winograd.py,
+numba_conv.py): the forward pass and the weight gradient by F(2x2, 3x3), the input gradient by
+F(4x4, 3x3), against the loop oracles of tests/naive.py, and the transforms against their matrices."""
 import numpy as np
 import pytest
 
@@ -67,7 +67,8 @@ def test_winograd_forward_against_loops(winograd_calls, rng, case, dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", [(2, 9, 10, 8, 11, 1), (2, 24, 12, 12, 32, 0), (1, 3, 6, 6, 17, 0)], ids=str)
 def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng, dtype, case, monkeypatch):
-    """dx by Winograd too (the rotated filters' transform reaches the kernel), dw and db direct."""
+    """dx by Winograd too (the rotated filters' transform reaches the kernel), and dw where the fewer of
+    channels and filters reaches the floor; db direct."""
     from fastmnist.backends import numba_backend as nb
     from fastmnist.backends import numba_conv
     n, c, h, wd, f, pad = case
@@ -79,9 +80,10 @@ def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng,
     dy = rng.standard_normal(y.shape).astype(dtype)
     backward, transforms = numba_conv.conv_pool_backward_kernel, []
     monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
-                        lambda *args: transforms.append(args[-2].shape) or backward(*args))
+                        lambda *args: transforms.append((args[-3].shape, args[-1])) or backward(*args))
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
-    assert transforms[0][:2] == (16, f)
+    assert transforms[0][0][:2] == (36, f)  # the input gradient's rotated filters, F(4x4, 3x3)
+    assert transforms[0][1] == (min(c, f) >= config.CONV_WINOGRAD_MIN_CHANNELS)  # the weight gradient's
     conv = naive.conv2d_forward(x, w, b, 1, pad)
     pooled, arg = naive.maxpool2d_forward(conv)
     dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
@@ -103,10 +105,11 @@ def test_a_direct_forward_pass_then_the_input_gradient(winograd_calls, rng, chan
     assert winograd_calls == []
     backward, transforms = numba_conv.conv_pool_backward_kernel, []
     monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
-                        lambda *args: transforms.append(args[-2].shape) or backward(*args))
+                        lambda *args: transforms.append((args[-3].shape, args[-1])) or backward(*args))
     dy = rng.standard_normal(y.shape)
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
-    assert (transforms[0][1] > 0) == (min(c, f) >= 8)
+    assert (transforms[0][0][1] > 0) == (min(c, f) >= 8)
+    assert transforms[0][1] == (min(c, f) >= 8)  # the weight gradient takes Winograd under the same floor
     conv = naive.conv2d_forward(x, w, b, 1, 1)
     pooled, arg = naive.maxpool2d_forward(conv, 3, 2)
     dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
@@ -138,12 +141,29 @@ def test_other_shapes_take_the_direct_kernel(winograd_calls, rng, shape):
     assert_close(y, ref.conv2d_relu_maxpool_forward(x, w, b, 1, 1)[0], "float64", "direct forward")
 
 
-def test_filter_transform_against_the_matrices():
-    from fastmnist.backends.numba_winograd import transform_filters
-    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+@pytest.mark.parametrize("points", [2, 4], ids=["F(2x2, 3x3)", "F(4x4, 3x3)"])
+def test_filter_transform_against_the_matrices(points):
+    from fastmnist.backends import numba_winograd as wino
+    g = np.array(wino.G2 if points == 2 else wino.G4)
     w = np.random.default_rng(1).standard_normal((3, 2, 3, 3))
-    u = transform_filters(w, 5)
-    assert u.shape == (16, 2, 5) and (u[:, :, 3:] == 0).all()
+    u = wino.transform_filters(w, 5, wino.G2 if points == 2 else wino.G4)
+    n = len(g)
+    assert u.shape == (n * n, 2, 5) and (u[:, :, 3:] == 0).all()
     for f in range(3):
         for c in range(2):
-            np.testing.assert_allclose(u[:, c, f], (g @ w[f, c] @ g.T).reshape(16), rtol=1e-15, atol=1e-15)
+            np.testing.assert_allclose(u[:, c, f], (g @ w[f, c] @ g.T).reshape(n * n), rtol=1e-14, atol=1e-15)
+
+
+def test_weight_gradient_takes_the_transform_back_by_the_matrices():
+    """dW = G^T dU G: the transposed map of U = G g G^T, so <dU, G g G^T> = <G^T dU G, g>."""
+    from fastmnist.backends import numba_winograd as wino
+    rng = np.random.default_rng(2)
+    du, g = rng.standard_normal((16, 3, 8)), np.array(wino.G2)
+    dw = wino.weight_gradient(du, 5)
+    assert dw.shape == (5, 3, 3, 3)
+    for f in range(5):
+        for c in range(3):
+            np.testing.assert_allclose(dw[f, c], g.T @ du[:, c, f].reshape(4, 4) @ g, rtol=1e-14, atol=1e-15)
+    w = rng.standard_normal((5, 3, 3, 3))
+    u = wino.transform_filters(w, 8)
+    np.testing.assert_allclose(np.sum(du[:, :, :5] * u[:, :, :5]), np.sum(dw * w), rtol=1e-12)

@@ -426,9 +426,12 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     chunk = config.CONV_TILE_CHUNK
     chunks = -(-dy.shape[0] // chunk)
     fp = _tiled.padded_width(f, itemsize)
-    dwp, dbp = np.zeros((chunks, kh * kw * c, fp), dtype), np.zeros((chunks, fp), dtype)
+    # the weight gradient by Winograd (its transform dU, taken back below) under the forward's conditions
+    wino_dw = config.CONV_WINOGRAD_WEIGHT_GRADIENT and _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow)
+    dwp = np.zeros((chunks, (16 if wino_dw else kh * kw) * c, fp), dtype)
+    dbp = np.zeros((chunks, fp), dtype)
     # the unused arguments empty, of the same types: one compiled kernel
-    wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((16, 0, fp), dtype)
+    wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((36, 0, fp), dtype)
     if not need_dx:
         dx = np.empty((0,) + tuple(cache.x_shape[1:]), dtype)
     else:
@@ -437,12 +440,15 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
         # so few channels either way leave the transforms too large a share
         if _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow):
             udx = _winograd.transform_filters(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]),
-                                              _tiled.padded_width(c, itemsize))
+                                              _tiled.padded_width(c, itemsize), _winograd.G4)
         else:
             wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
     _tiled.conv_pool_backward_kernel(dy, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
-                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx)
-    dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
+                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw)
+    if wino_dw:
+        dw = _winograd.weight_gradient(dwp.sum(axis=0, dtype=np.float64).reshape(16, c, fp), f)
+    else:
+        dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
     db = dbp.sum(axis=0, dtype=np.float64)[:f]
     return (dx if need_dx else None), np.ascontiguousarray(dw, dtype), db.astype(dtype)
 

@@ -1,4 +1,4 @@
-"""Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
+"""Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
 Neural Networks", 2016) for the numba backend's 3x3 stride-1 convolutions, such as fast-cnn's
 conv2 (24 -> 32 channels, 12x12 -> 10x10): the transforms, as LLVM vector intrinsics over the
 channels; the kernels that use them are in numba_conv.py.
@@ -17,13 +17,22 @@ Forward (``numba_conv.winograd_forward_kernel``), per image (Hp, Wp, C) channels
    is never stored; ``arg`` records the winner as the direct kernels do (pixel i*OW + j, -1 where
    the ReLU let nothing through; the first maximum in row-major window order wins ties).
 
-Input gradient (``numba_conv._winograd_input_gradient``): the same three steps over the gradient
-before pooling, bordered by two zeros, with the filters rotated (``output_tile`` writes each 2x2
-block of the padded input's gradient). The weight gradient stays direct, reading ``arg``.
+Weight gradient (``numba_conv._winograd_weight_gradient``): the gradient of U is
+``dU[xi] (C, Fp) = V[xi]^T (C, T) @ (A dY A^T)[xi] (T, Fp)`` summed over tiles and images, dY
+the 2x2 gradient before pooling of each tile (``gradient_tiles``; V as in the forward pass), and
+the filters' gradient ``G^T dU G`` (``weight_gradient``, once per call).
+
+Input gradient (``numba_conv._winograd_input_gradient``): by F(4x4, 3x3), 36 products for each
+4x4 block of the padded input's gradient (4x fewer multiplications than direct, where F(2x2, 3x3)
+gives 2.25x), over the gradient before pooling bordered by two zeros, with the filters rotated
+(``input_tile4``, ``output_tile4``). Its transforms hold constants up to 8 (and 1/24): float32
+results within about 1e-5 of the largest, against a few ulps for F(2x2, 3x3).
 
 The filters' transform ``U = G g G^T`` is made once per call by :func:`transform_filters`.
-Rounding differs from the direct convolution's by a few units in the last place (the transforms
-add and subtract up to 9 inputs).
+Every transform is one generic ``L X L^T`` of constant matrices (``_sandwich``), emitted as adds,
+subtracts and multiplications by the non-zero constants. Rounding of F(2x2, 3x3) differs from
+the direct convolution's by a few units in the last place (the transforms add and subtract up to
+9 inputs).
 """
 import numpy as np
 from llvmlite import ir
@@ -35,9 +44,18 @@ from . import numba_tiles
 from .numba_cache import lock_caches
 from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, lane_mask, pool_window
 
-# F(2x2, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A, with
-#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
-#   G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],  A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+# Y = A^T [(G g G^T) * (B^T d B)] A. F(2x2, 3x3) (Lavin and Gray's):
+BT2 = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+G2 = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
+AT2 = ((1, 1, 1, 0), (0, 1, -1, -1))
+A2 = tuple(zip(*AT2))  # the weight gradient takes the output's gradient back through A: A dY A^T
+# F(4x4, 3x3), points 0, +-1, +-2 and infinity: 36 products for 16 outputs where F(2x2, 3x3) needs
+# 64, but coefficients up to 8 (and 1/24) round a few times more; only the input gradient takes it
+BT4 = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+       (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))
+G4 = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+      (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
+AT4 = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
 
 
 def applies(kh: int, kw: int, stride: int, oh: int, ow: int) -> bool:
@@ -47,41 +65,84 @@ def applies(kh: int, kw: int, stride: int, oh: int, ow: int) -> bool:
     return (kh, kw, stride) == (3, 3, 1) and oh % 2 == 0 and ow % 2 == 0
 
 
-def transform_filters(w: np.ndarray, width: int) -> np.ndarray:
-    """Filters (F, C, 3, 3) -> U (16, C, width): point (a*4 + b) of G g G^T for each channel pair,
-    output channels padded with zeros to ``width``; computed in float64, rounded once."""
-    out = np.zeros((16, w.shape[1], width), w.dtype)
-    _transform_filters_kernel(w, out)
+def transform_filters(w: np.ndarray, width: int, g=G2) -> np.ndarray:
+    """Filters (F, C, 3, 3) -> U (n*n, C, width): point (a*n + b) of G g G^T for each channel pair,
+    for G = ``g`` (n x 3: G2, n = 4, or G4, n = 6), output channels padded with zeros to
+    ``width``; computed in float64, rounded once."""
+    gm = np.array(g, np.float64)
+    out = np.zeros((len(gm) ** 2, w.shape[1], width), w.dtype)
+    _transform_filters_kernel(w, gm, out)
     return out
 
 
 @njit(cache=True, nogil=True)
-def _transform_filters_kernel(w, u):
-    """u[a*4 + b, c, f] = (G g G^T)[a, b] for g = w[f, c] (numpy's matmuls over the 768 small
+def _transform_filters_kernel(w, gm, u):
+    """u[a*n + b, c, f] = (G g G^T)[a, b] for g = w[f, c] (numpy's matmuls over the 768 small
     matrices of fast-cnn's conv2 took 97 us a call, this 1/20 of it)."""
-    f_, c_ = w.shape[0], w.shape[1]
-    gg = np.empty((4, 3))
+    f_, c_, n = w.shape[0], w.shape[1], gm.shape[0]
+    gg = np.empty((n, 3))
     for f in range(f_):
         for c in range(c_):
-            for b in range(3):  # G g, column b
-                g0, g1, g2 = np.float64(w[f, c, 0, b]), np.float64(w[f, c, 1, b]), np.float64(w[f, c, 2, b])
-                gg[0, b] = g0
-                gg[1, b] = 0.5 * (g0 + g1 + g2)
-                gg[2, b] = 0.5 * (g0 - g1 + g2)
-                gg[3, b] = g2
-            for a in range(4):  # (G g) G^T, row a
-                u[4 * a, c, f] = gg[a, 0]
-                u[4 * a + 1, c, f] = 0.5 * (gg[a, 0] + gg[a, 1] + gg[a, 2])
-                u[4 * a + 2, c, f] = 0.5 * (gg[a, 0] - gg[a, 1] + gg[a, 2])
-                u[4 * a + 3, c, f] = gg[a, 2]
+            for a in range(n):  # G g
+                for b in range(3):
+                    gg[a, b] = gm[a, 0] * w[f, c, 0, b] + gm[a, 1] * w[f, c, 1, b] + gm[a, 2] * w[f, c, 2, b]
+            for a in range(n):  # (G g) G^T
+                for b in range(n):
+                    u[a * n + b, c, f] = gg[a, 0] * gm[b, 0] + gg[a, 1] * gm[b, 1] + gg[a, 2] * gm[b, 2]
 
 
-def _bt(b, a0, a1, a2, a3):  # B^T times a column of 4 vectors
-    return b.fsub(a0, a2), b.fadd(a1, a2), b.fsub(a2, a1), b.fsub(a1, a3)
+def weight_gradient(du: np.ndarray, filters: int) -> np.ndarray:
+    """The weight gradient (F, C, 3, 3) from the transformed one dU (16, C, Fp) of F(2x2, 3x3):
+    G^T dU G for each channel pair (the forward's U = G g G^T, taken back), F = ``filters`` of the
+    Fp columns; float64 in, float64 out."""
+    out = np.empty((filters, du.shape[1], 3, 3), np.float64)
+    _weight_gradient_kernel(du, np.array(G2, np.float64), out)
+    return out
 
 
-def _at(b, a0, a1, a2, a3):  # A^T times a column of 4 vectors
-    return b.fadd(b.fadd(a0, a1), a2), b.fsub(b.fsub(a1, a2), a3)
+@njit(cache=True, nogil=True)
+def _weight_gradient_kernel(du, gm, dw):
+    """dw[f, c] = G^T D G for D[a, b] = du[a*n + b, c, f]."""
+    f_, c_, n = dw.shape[0], dw.shape[1], gm.shape[0]
+    gd = np.empty((3, n))
+    for f in range(f_):
+        for c in range(c_):
+            for a in range(3):  # G^T D
+                for b in range(n):
+                    acc = 0.0
+                    for i in range(n):
+                        acc += gm[i, a] * du[i * n + b, c, f]
+                    gd[a, b] = acc
+            for a in range(3):  # (G^T D) G
+                for b in range(3):
+                    acc = 0.0
+                    for j in range(n):
+                        acc += gd[a, j] * gm[j, b]
+                    dw[f, c, a, b] = acc
+
+
+def _combine(builder, row, vecs):
+    """sum of row[k] * vecs[k] over the non-zero constants row[k]: +-1 as adds and subtracts."""
+    out = None
+    for coeff, vec in zip(row, vecs):
+        if coeff == 0:
+            continue
+        if coeff in (1, -1):
+            term = vec
+        else:
+            term = builder.fmul(vec, ir.Constant(vec.type, [float(abs(coeff))] * vec.type.count))
+        if out is None:
+            out = term if coeff > 0 else builder.fneg(term)
+        else:
+            out = builder.fadd(out, term) if coeff > 0 else builder.fsub(out, term)
+    return out
+
+
+def _sandwich(builder, left, x):
+    """L X L^T of a square block of vectors X (rows of vectors) and a constant matrix L."""
+    cols = [[_combine(builder, row, [x[a][b] for a in range(len(x))]) for row in left]
+            for b in range(len(x[0]))]  # cols[b][i] = (L X)[i, b]
+    return [[_combine(builder, row, cols_i) for row in left] for cols_i in zip(*cols)]
 
 
 def _channel_vectors(builder, count, lanes, emit):
@@ -97,51 +158,114 @@ def _channel_vectors(builder, count, lanes, emit):
         emit(builder.mul(whole, lanes_c), lane_mask(builder, left, lanes))
 
 
-@intrinsic
-def input_tile(typingctx, x, xbase, row, cs, channels, v, vbase, vstep):
-    """v[vbase + (4*i + j)*vstep + c] = (B^T d B)[i, j] for c < channels, where d[a, b] =
-    x[xbase + a*row + b*cs + c]: one 4x4 block of a channels-last image, transformed, the
-    channels in vectors. (Numba's own loop over the channels needed a run-time alias check per
-    pair of its 16 loads and 16 stores and stayed scalar: 4.6x slower, measured.)"""
-    dtype = _check_arrays("input_tile", x, v)
-    i64 = types.int64
-    sig = types.void(x, i64, i64, i64, i64, v, i64, i64)
+def _block_offset(builder, base, row, cs, a, b):  # base + a*row + b*cs, a and b Python ints
+    return builder.add(base, builder.add(builder.mul(row, ir.Constant(row.type, a)),
+                                         builder.mul(cs, ir.Constant(cs.type, b))))
 
-    def codegen(context, builder, signature, args):
-        xa, xbase, row, cs, channels, va, vbase, vstep = args
-        xp, vp = _data(context, builder, x, xa), _data(context, builder, v, va)
-        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
-        masked_load, masked_store = _masked(builder, vty)
-        align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
 
-        def emit(c0, mask):
-            def load(idx):
-                if mask is None:
-                    return vload(xp, idx)
-                return builder.call(masked_load, [builder.bitcast(at(xp, idx), vty.as_pointer()), align, mask,
-                                                  ir.Constant(vty, None)])
+def _tile_transform(name, left, masked):
+    """An intrinsic f(src, sbase, row, cs, channels, dst, dbase, dstep): for c < channels,
+    dst[dbase + (m*i + j)*dstep + c] = (L S L^T)[i, j], S[a, b] = src[sbase + a*row + b*cs + c],
+    L = ``left`` (m x n), the channels in vectors: with ``masked`` the last part vector under a
+    mask, else ``channels`` must be a whole number of vectors. (Numba's own loop over the
+    channels needed a run-time alias check per pair of its loads and stores and stayed scalar:
+    4.6x slower, measured.)"""
+    size, outs = len(left[0]), len(left)
 
-            def store(val, idx):
-                if mask is None:
-                    vstore(val, vp, idx)
-                else:
-                    builder.call(masked_store, [val, builder.bitcast(at(vp, idx), vty.as_pointer()), align, mask])
+    def typer(typingctx, src, sbase, row, cs, channels, dst, dbase, dstep):
+        dtype = _check_arrays(name, src, dst)
+        i64 = types.int64
+        sig = types.void(src, i64, i64, i64, i64, dst, i64, i64)
 
-            base = builder.add(xbase, c0)
-            d = [[load(builder.add(base, builder.add(builder.mul(row, ir.Constant(row.type, a)),
-                                                     builder.mul(cs, ir.Constant(cs.type, b)))))
-                  for b in range(4)] for a in range(4)]
-            cols = [_bt(builder, d[0][b], d[1][b], d[2][b], d[3][b]) for b in range(4)]  # B^T d, by column
-            out = builder.add(vbase, c0)
-            for i in range(4):
-                q = _bt(builder, cols[0][i], cols[1][i], cols[2][i], cols[3][i])  # row i of (B^T d) B
-                for j in range(4):
-                    store(q[j], builder.add(out, builder.mul(vstep, ir.Constant(vstep.type, 4 * i + j))))
+        def codegen(context, builder, signature, args):
+            sa, sbase, row, cs, channels, da, dbase, dstep = args
+            sp, dp = _data(context, builder, src, sa), _data(context, builder, dst, da)
+            vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+            masked_load, masked_store = _masked(builder, vty)
+            align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
 
-        _channel_vectors(builder, channels, lanes, emit)
-        return context.get_dummy_value()
+            def emit(c0, mask):
+                def load(idx):
+                    if mask is None:
+                        return vload(sp, idx)
+                    return builder.call(masked_load, [builder.bitcast(at(sp, idx), vty.as_pointer()), align, mask,
+                                                      ir.Constant(vty, None)])
 
-    return sig, codegen
+                def store(val, idx):
+                    if mask is None:
+                        vstore(val, dp, idx)
+                    else:
+                        builder.call(masked_store, [val, builder.bitcast(at(dp, idx), vty.as_pointer()), align, mask])
+
+                base = builder.add(sbase, c0)
+                block = [[load(_block_offset(builder, base, row, cs, a, b)) for b in range(size)] for a in range(size)]
+                out = builder.add(dbase, c0)
+                for i, vals in enumerate(_sandwich(builder, left, block)):
+                    for j, val in enumerate(vals):
+                        store(val, builder.add(out, builder.mul(dstep, ir.Constant(dstep.type, outs * i + j))))
+
+            if masked:
+                _channel_vectors(builder, channels, lanes, emit)
+            else:
+                lanes_c = ir.Constant(ir.IntType(64), lanes)
+                with cgutils.for_range(builder, builder.udiv(channels, lanes_c)) as loop:
+                    emit(builder.mul(loop.index, lanes_c), None)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+#: one 4x4 block of a channels-last image, B^T d B, for F(2x2, 3x3): (src, sbase, row, cs,
+#: channels, v, vbase, vstep), any number of channels
+input_tile = _tile_transform("input_tile", BT2, masked=True)
+#: one 6x6 block, B^T d B of F(4x4, 3x3); channels a whole number of vectors
+input_tile4 = _tile_transform("input_tile4", BT4, masked=False)
+#: one 2x2 block of the gradient before pooling, A dY A^T, for the weight gradient by F(2x2, 3x3)
+gradient_tile = _tile_transform("gradient_tile", A2, masked=False)
+
+
+def _tile_untransform(name, left):
+    """An intrinsic f(m, mbase, mstep, cp, out, obase, orow, ocs): out[obase + i*orow + j*ocs + c]
+    = (L M L^T)[i, j], M[a, b] = m[mbase + (n*a + b)*mstep + c], L = ``left`` (k x n), for c < cp
+    (a whole number of vectors): one tile back from the products."""
+    size = len(left[0])
+
+    def typer(typingctx, m, mbase, mstep, cp, out, obase, orow, ocs):
+        dtype = _check_arrays(name, m, out)
+        i64 = types.int64
+        sig = types.void(m, i64, i64, i64, out, i64, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            ma, mbase, mstep, cp, oa, obase, orow, ocs = args
+            mp, op = _data(context, builder, m, ma), _data(context, builder, out, oa)
+            vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+            lanes_c = ir.Constant(ir.IntType(64), lanes)
+            with cgutils.for_range(builder, builder.udiv(cp, lanes_c)) as loop:
+                c0 = builder.mul(loop.index, lanes_c)
+                y = _sandwich(builder, left, _products(builder, vload, mp, builder.add(mbase, c0), mstep, size))
+                base = builder.add(obase, c0)
+                for i, vals in enumerate(y):
+                    for j, val in enumerate(vals):
+                        vstore(val, op, _block_offset(builder, base, orow, ocs, i, j))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+#: one 4x4 block of output back from the 36 products of F(4x4, 3x3), A^T M A
+output_tile4 = _tile_untransform("output_tile4", AT4)
+
+
+def _products(builder, vload, mp, base, mstep, size):
+    """The size x size block of vectors m[base + (size*a + b)*mstep]."""
+    return [[vload(mp, builder.add(base, builder.mul(mstep, ir.Constant(mstep.type, size * a + b))))
+             for b in range(size)] for a in range(size)]
 
 
 @intrinsic
@@ -167,8 +291,8 @@ def output_pool_tile(typingctx, m, mbase, mstep, fp, bp, first, ow, pooled, pbas
 
         with cgutils.for_range(builder, builder.udiv(fp, lanes_c)) as loop:
             f0 = builder.mul(loop.index, lanes_c)
-            y0, y1 = _tile_back(builder, vload, mp, builder.add(mbase, f0), mstep)
-            best, where = pool_window(builder, [y0[0], y0[1], y1[0], y1[1]], kv, vload(bpp, f0))
+            y = _sandwich(builder, AT2, _products(builder, vload, mp, builder.add(mbase, f0), mstep, 4))
+            best, where = pool_window(builder, [y[0][0], y[0][1], y[1][0], y[1][1]], kv, vload(bpp, f0))
             vstore(best, pp, builder.add(pbase, f0))
             builder.store(where, builder.bitcast(at(gp, builder.add(abase, f0)), ity.as_pointer()), align=4)
         return context.get_dummy_value()
@@ -176,45 +300,11 @@ def output_pool_tile(typingctx, m, mbase, mstep, fp, bp, first, ow, pooled, pbas
     return sig, codegen
 
 
-@intrinsic
-def output_tile(typingctx, m, mbase, mstep, cp, out, obase, orow, ocs):
-    """One tile back: out[obase + i*orow + j*ocs + c] = (A^T M A)[i, j] for i, j < 2 and c < cp (a
-    whole number of vectors), M[a, b] = m[mbase + (4*a + b)*mstep + c]."""
-    dtype = _check_arrays("output_tile", m, out)
-    i64 = types.int64
-    sig = types.void(m, i64, i64, i64, out, i64, i64, i64)
-
-    def codegen(context, builder, signature, args):
-        ma, mbase, mstep, cp, oa, obase, orow, ocs = args
-        mp, op = _data(context, builder, m, ma), _data(context, builder, out, oa)
-        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
-        lanes_c = ir.Constant(ir.IntType(64), lanes)
-        with cgutils.for_range(builder, builder.udiv(cp, lanes_c)) as loop:
-            c0 = builder.mul(loop.index, lanes_c)
-            y = _tile_back(builder, vload, mp, builder.add(mbase, c0), mstep)
-            base = builder.add(obase, c0)
-            for i, j, val in ((0, 0, y[0][0]), (0, 1, y[0][1]), (1, 0, y[1][0]), (1, 1, y[1][1])):
-                at_ij = builder.add(base, builder.add(builder.mul(orow, ir.Constant(orow.type, i)),
-                                                      builder.mul(ocs, ir.Constant(ocs.type, j))))
-                vstore(val, op, at_ij)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-def _tile_back(builder, vload, mp, base, mstep):
-    """A^T M A of the 16 vectors m[base + k*mstep]: ((y00, y01), (y10, y11))."""
-    q = [vload(mp, builder.add(base, builder.mul(mstep, ir.Constant(mstep.type, k)))) for k in range(16)]
-    rows = [_at(builder, q[j], q[4 + j], q[8 + j], q[12 + j]) for j in range(4)]  # A^T M, by column
-    return (_at(builder, rows[0][0], rows[1][0], rows[2][0], rows[3][0]),
-            _at(builder, rows[0][1], rows[1][1], rows[2][1], rows[3][1]))
-
-
 @njit(cache=True, nogil=True, inline="always")
-def tile_origin(t, tw, width):
-    """Tile t's top-left pixel, (2*ti)*width + 2*tj, in a plane ``width`` pixels wide, the tiles
-    numbered row by row, ``tw`` to a row."""
-    return 2 * (t // tw) * width + 2 * (t % tw)
+def tile_origin(t, tw, width, step=2):
+    """Tile t's top-left pixel, (step*ti)*width + step*tj, in a plane ``width`` pixels wide, the
+    tiles numbered row by row, ``tw`` to a row, each ``step`` pixels apart."""
+    return step * (t // tw) * width + step * (t % tw)
 
 
 @njit(cache=True, nogil=True)
@@ -231,6 +321,14 @@ def output_pool_tiles(m, tiles, tw, ow, fp, bp, pooled, argflat, abase):
     for t in range(tiles):
         output_pool_tile(m, t * fp, tiles * fp, fp, bp, tile_origin(t, tw, ow), ow, pooled, t * fp, argflat,
                          abase + t * fp)
+
+
+@njit(cache=True, nogil=True)
+def gradient_tiles(gflat, gbase, ow, fp, tw, tiles, m):
+    """m (16, T, Fp) = A dY A^T for each 2x2 block dY of the (OH, OW, Fp) gradient at gflat[gbase:]
+    whose top-left pixel is tile t's origin."""
+    for t in range(tiles):
+        gradient_tile(gflat, gbase + tile_origin(t, tw, ow) * fp, ow * fp, fp, fp, m, t * fp, tiles * fp)
 
 
 lock_caches(globals(), depends=(numba_tiles.__file__,))

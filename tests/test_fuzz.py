@@ -7,18 +7,18 @@ CI runs FASTMNIST_FUZZ_EXAMPLES (default 150) examples per property; set it high
 import gzip
 import io
 import json
-import os
 import struct
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fastmnist.config import env_number
 from fastmnist.data import parse_idx, read_csv, read_idx_images, read_idx_labels, read_npz
 from fastmnist.errors import DataError, ModelFileError
 from fastmnist.model import load
 
-EXAMPLES = int(os.environ.get("FASTMNIST_FUZZ_EXAMPLES", "150"))
+EXAMPLES = env_number("FASTMNIST_FUZZ_EXAMPLES", 150, integer=True, minimum=1)  # a bad value: one clear error
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -15,6 +15,7 @@ argmax ranges), which the layers' paths avoid.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -123,6 +124,7 @@ class CupyBackend:
         self._kernels: dict = {}  # (stem, dtype, threads) -> compiled kernel: get_function once, not per launch
         self._compile_total = 0.0
         self._tables: dict = {}  # (dtype, (ptr, size) of every param/m/v) -> adam_update_many's pointer tables
+        self._arena = None  # a cupy_graphs.StepArena while a step is recorded or captured
 
     def __repr__(self):
         return f"<CupyBackend {self.name!r}>"
@@ -191,6 +193,46 @@ class CupyBackend:
         blocks = max(1, min(int(math.ceil(n / threads)), 65535))
         self._kernel(stem, dtype)((blocks,), (threads,), args)
 
+    # ---- outputs: fresh arrays, or a captured step's own (cupy_graphs.py) ----
+
+    @contextlib.contextmanager
+    def _using_arena(self, arena):
+        if self._arena is not None:
+            raise InvalidArgument("a step is already being recorded or captured on this backend")
+        self._arena = arena
+        try:
+            yield
+        finally:
+            self._arena = None
+
+    def _empty(self, shape, dtype):
+        """An uninitialised device array: from the step arena while a step is recorded or captured."""
+        if self._arena is not None:
+            return self._arena.take(shape, dtype)
+        return self._cupy().empty(shape, dtype)
+
+    def _zeros(self, shape, dtype):
+        """A zeroed device array, by kernels.cu's zero_bytes (a launch a graph can capture)."""
+        a = self._empty(shape, dtype)
+        if a.nbytes:
+            self._launch("zero_bytes", np.float32, a.nbytes, (a.reshape(-1).view(np.uint8), _l(a.nbytes)))
+        return a
+
+    def _own_gemm(self):
+        """kernels.cu's gemm and colsum rather than cuBLAS and CuPy's sum: where config says, and
+        always inside a captured step (CuPy cannot capture cuBLAS)."""
+        return config.CUPY_OWN_GEMM or self._arena is not None
+
+    def _int64(self, a):
+        """Labels as int64 on the device, without an operation where they already are."""
+        a = self._c(a)
+        return a if a.dtype == np.int64 else a.astype(np.int64)
+
+    def capture_step(self, step, shape=None):
+        """One training step as a CUDA graph: see :func:`fastmnist.backends.cupy_graphs.capture_step`."""
+        from .cupy_graphs import capture_step
+        return capture_step(self, step, shape)
+
     def _product(self, a, b, trans_a=False, trans_b=False, bias=None, relu=False):
         """op(a) @ op(b), op transposing where asked (a and b as stored, C-contiguous), then + bias[n]
         and ReLU where given. cuBLAS (cupy.matmul) unless config.CUPY_OWN_GEMM: then kernels.cu's own
@@ -201,17 +243,17 @@ class CupyBackend:
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
         n, kb = (b.shape[0], b.shape[1]) if trans_b else (b.shape[1], b.shape[0])
         assert k == kb and a.dtype == b.dtype and (bias is not None or not relu), "internal: _product's operands"
-        if not config.CUPY_OWN_GEMM:
+        if not self._own_gemm():
             y = cp.matmul(a.T if trans_a else a, b.T if trans_b else b)
             if bias is not None:
                 self._launch("bias_act", y.dtype, y.size, (y, self._c(bias), _l(m), _i(n), _i(relu)))
             return y
         if m == 0 or n == 0 or k == 0:  # no grid to launch (an empty sum is zero)
-            y = cp.zeros((m, n), a.dtype)
+            y = self._zeros((m, n), a.dtype)
             if bias is not None and y.size:
                 self._launch("bias_act", y.dtype, y.size, (y, self._c(bias), _l(m), _i(n), _i(relu)))
             return y
-        y = cp.empty((m, n), a.dtype)
+        y = self._empty((m, n), a.dtype)
         grid = ((m + GEMM_TILE - 1) // GEMM_TILE, (n + GEMM_TILE - 1) // GEMM_TILE)  # rows on x: no 65535 cap
         self._kernel("gemm", a.dtype)(grid, (16, 16), (a, b, self._c(bias) if bias is not None else y, y, _i(m), _i(n), _i(k),
                                                        _i(trans_a), _i(trans_b), _i(bias is not None), _i(relu), _i(0)))
@@ -219,9 +261,9 @@ class CupyBackend:
 
     def _column_sums(self, x):
         """x (M, N) -> (N,): CuPy's sum, or kernels.cu's colsum under config.CUPY_OWN_GEMM (capturable)."""
-        if not config.CUPY_OWN_GEMM:
+        if not self._own_gemm():
             return x.sum(axis=0)
-        out = self._cupy().empty(x.shape[1], x.dtype)
+        out = self._empty(x.shape[1], x.dtype)
         self._launch("colsum", x.dtype, x.shape[1], (self._c(x), _i(x.shape[0]), _i(x.shape[1]), out))
         return out
 
@@ -269,7 +311,7 @@ class CupyBackend:
 
     def im2col(self, x, kh, kw, stride=1, pad=0):
         n, c, h, w, oh, ow = C.check_im2col(x, kh, kw, stride, pad)
-        out = self._cupy().empty((n * oh * ow, c * kh * kw), x.dtype)
+        out = self._empty((n * oh * ow, c * kh * kw), x.dtype)
         self._launch("im2col", x.dtype, out.size, (self._c(x), _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(stride), _i(pad),
                                                    _i(oh), _i(ow), out))
         return out
@@ -279,7 +321,7 @@ class CupyBackend:
         return self._col2im(self._c(col), n, c, h, w, kh, kw, stride, pad, oh, ow)
 
     def _col2im(self, col, n, c, h, w, kh, kw, stride, pad, oh, ow):
-        x = self._cupy().empty((n, c, h, w), col.dtype)
+        x = self._empty((n, c, h, w), col.dtype)
         self._launch("col2im", col.dtype, x.size, (col, _i(n), _i(c), _i(h), _i(w), _i(kh), _i(kw), _i(stride), _i(pad),
                                                    _i(oh), _i(ow), x))
         return x
@@ -288,12 +330,11 @@ class CupyBackend:
         return self.conv2d_forward_cached(x, w, b, stride, pad)[0]
 
     def conv2d_forward_cached(self, x, w, b, stride=1, pad=0):
-        cp = self._cupy()
         n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
         f, _, kh, kw = w.shape
         cols = self.im2col(x, kh, kw, stride, pad)
         rows = self._product(cols, self._c(w).reshape(f, -1), trans_b=True)
-        y = cp.empty((n, f, oh, ow), x.dtype)
+        y = self._empty((n, f, oh, ow), x.dtype)
         self._launch("rows_to_nchw", x.dtype, y.size, (rows, self._c(b), _l(n), _i(f), _l(oh * ow), y))
         return y, (cols, x.shape, stride, pad)
 
@@ -303,11 +344,10 @@ class CupyBackend:
         return self.conv2d_backward_cached(dy, (cols, x.shape, stride, pad), w)
 
     def conv2d_backward_cached(self, dy, cache, w, need_dx=True):
-        cp = self._cupy()
         cols, x_shape, stride, pad = cache
         f, c, kh, kw = w.shape
         n, _, oh, ow = dy.shape
-        rows = cp.empty((n * oh * ow, f), dy.dtype)
+        rows = self._empty((n * oh * ow, f), dy.dtype)
         self._launch("nchw_to_rows", dy.dtype, rows.size, (self._c(dy), _l(n), _i(f), _l(oh * ow), rows))
         return self._conv_grads(rows, cols, w, x_shape, stride, pad, oh, ow, need_dx)
 
@@ -323,35 +363,32 @@ class CupyBackend:
 
     def conv2d_relu_maxpool_forward(self, x, w, b, stride=1, pad=0, size=2, pool_stride=2):
         """Fused conv -> ReLU -> max-pool: im2col, one cuBLAS product, one pooling kernel."""
-        cp = self._cupy()
         n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
         f, _, kh, kw = w.shape
         ph = C.conv_out("conv2d_relu_maxpool_forward", oh, size, pool_stride, 0, "height")
         pw = C.conv_out("conv2d_relu_maxpool_forward", ow, size, pool_stride, 0, "width")
         cols = self.im2col(x, kh, kw, stride, pad)
         rows = self._product(cols, self._c(w).reshape(f, -1), trans_b=True)
-        y = cp.empty((n, f, ph, pw), x.dtype)
-        arg = cp.empty((n, f, ph, pw), cp.int32)
+        y = self._empty((n, f, ph, pw), x.dtype)
+        arg = self._empty((n, f, ph, pw), np.int32)
         self._launch("rows_pool", x.dtype, y.size, (rows, self._c(b), _l(n), _i(f), _i(oh), _i(ow), _i(size), _i(pool_stride),
                                                     _i(ph), _i(pw), y, arg))
         return y, (cols, x.shape, stride, pad, oh, ow, y, arg)
 
     def conv2d_relu_maxpool_backward(self, dy, cache, w, need_dx=True):
-        cp = self._cupy()
         cols, x_shape, stride, pad, oh, ow, y, arg = cache
         f = w.shape[0]
         n, _, ph, pw = dy.shape
-        rows = cp.zeros((n * oh * ow, f), dy.dtype)
+        rows = self._zeros((n * oh * ow, f), dy.dtype)
         self._launch("pool_to_rows", dy.dtype, dy.size, (self._c(dy), y, arg, _l(n), _i(f), _i(ph), _i(pw), _i(oh * ow), rows))
         return self._conv_grads(rows, cols, w, x_shape, stride, pad, oh, ow, need_dx)
 
     # ---- pooling ----
 
     def maxpool2d_forward(self, x, size=2, stride=2):
-        cp = self._cupy()
         n, c, h, w, oh, ow = C.check_maxpool2d_forward(x, size, stride)
-        y = cp.empty((n, c, oh, ow), x.dtype)
-        arg = cp.empty((n, c, oh, ow), cp.int64)
+        y = self._empty((n, c, oh, ow), x.dtype)
+        arg = self._empty((n, c, oh, ow), np.int64)
         self._launch("maxpool", x.dtype, y.size, (self._c(x), _l(n * c), _i(h), _i(w), _i(size), _i(stride), _i(oh),
                                                   _i(ow), y, arg))
         return y, arg
@@ -359,11 +396,10 @@ class CupyBackend:
     def maxpool2d_backward(self, dy, argmax, x_shape, size=2, stride=2, check=True):
         """``check=False`` skips the host read that reports out-of-plane argmax values (the kernel
         skips them either way, never writing out of bounds); the layers pass it, so no step syncs."""
-        cp = self._cupy()
         n, c, h, w = C.check_maxpool2d_backward(dy, argmax, x_shape, size, stride)
-        dx = cp.zeros((n, c, h, w), dy.dtype)
-        bad = cp.zeros(1, cp.int32)
-        self._launch("maxpool_backward", dy.dtype, dy.size, (self._c(dy), self._c(argmax).astype(cp.int64, copy=False), _l(n * c),
+        dx = self._zeros((n, c, h, w), dy.dtype)
+        bad = self._zeros(1, np.int32)
+        self._launch("maxpool_backward", dy.dtype, dy.size, (self._c(dy), self._int64(argmax), _l(n * c),
                                                              _l(dy.shape[2] * dy.shape[3]), _l(h * w), dx, bad))
         if check and int(bad[0]):  # a host read
             C.check_argmax_range(argmax, h, w, int(argmax.min()), int(argmax.max()))
@@ -384,13 +420,13 @@ class CupyBackend:
 
     def _unary(self, stem, x):
         x = self._c(x)
-        out = self._cupy().empty_like(x)
+        out = self._empty(x.shape, x.dtype)
         self._launch(stem, x.dtype, x.size, (x, _l(x.size), out))
         return out
 
     def _binary(self, stem, a, b):
         a, b = self._c(a), self._c(b)
-        out = self._cupy().empty_like(a)
+        out = self._empty(a.shape, a.dtype)
         self._launch(stem, a.dtype, a.size, (a, b, _l(a.size), out))
         return out
 
@@ -412,11 +448,10 @@ class CupyBackend:
 
     def affine_warp(self, x, theta):
         """x (N, C, H, W), theta float64 (N, 2, 3) -> (N, C, H, W); see the contract."""
-        cp = self._cupy()
         n, c, h, w = C.check_affine_warp(x, theta)
         x = self._c(x)
         theta = self._device_f64(theta)
-        out = cp.empty_like(x)
+        out = self._empty(x.shape, x.dtype)
         self._launch("affine_warp", x.dtype, n * h * w, (x, theta, _i(n), _i(c), _i(h), _i(w), out))
         return out
 
@@ -424,7 +459,7 @@ class CupyBackend:
         """x (N, C, H, W), grid float64 (N, 2, GH, GW) -> (N, C, H, W); see the contract."""
         n, c, h, w = C.check_elastic_warp(x, grid)
         x, grid = self._c(x), self._device_f64(grid)
-        out = self._cupy().empty_like(x)
+        out = self._empty(x.shape, x.dtype)
         self._launch("elastic_warp", x.dtype, n * h * w, (x, grid, _i(grid.shape[2]), _i(grid.shape[3]), _i(n), _i(c),
                                                           _i(h), _i(w), out))
         return out
@@ -433,7 +468,7 @@ class CupyBackend:
         """x (N, C, H, W), amount float64 (N,) in [-1, 1] -> (N, C, H, W); see the contract."""
         n, c, h, w = C.check_per_sample("stroke_width", x, amount, "amount", -1.0, 1.0)
         x, amount = self._c(x), self._device_f64(amount)
-        out = self._cupy().empty_like(x)
+        out = self._empty(x.shape, x.dtype)
         self._launch("stroke_width", x.dtype, x.size, (x, amount, _i(n), _i(c), _i(h), _i(w), out))
         return out
 
@@ -443,7 +478,7 @@ class CupyBackend:
         n, c, h, w = C.check_per_sample("gaussian_blur", x, sigma, "sigma", 0.0, C.MAX_BLUR_SIGMA)
         x = self._c(x)
         taps = self._device_f64(C.blur_taps(sigma, xp=cp if isinstance(sigma, cp.ndarray) else np))  # no host read
-        out = cp.empty_like(x)
+        out = self._empty(x.shape, x.dtype)
         self._launch("gaussian_blur", x.dtype, x.size, (x, taps, _i(C.BLUR_RADIUS), _i(n), _i(c), _i(h), _i(w), out))
         return out
 
@@ -454,10 +489,9 @@ class CupyBackend:
         return cp.ascontiguousarray(values if isinstance(values, cp.ndarray) else cp.asarray(values, dtype=np.float64))
 
     def dropout_forward(self, x, p, seed):
-        cp = self._cupy()
         C.check_dropout(x, p, seed)
         x = self._c(x)
-        y, mask = cp.empty_like(x), cp.empty_like(x)
+        y, mask = self._empty(x.shape, x.dtype), self._empty(x.shape, x.dtype)
         self._launch("dropout", x.dtype, x.size, (x, _l(x.size), np.float64(p), np.float64(1.0 / (1.0 - p)), np.uint64(seed),
                                                   y, mask))
         return y, mask
@@ -471,39 +505,36 @@ class CupyBackend:
     def softmax(self, x):
         C.check_softmax(x)
         x = self._c(x)
-        out = self._cupy().empty_like(x)
+        out = self._empty(x.shape, x.dtype)
         self._launch("softmax", x.dtype, x.shape[0], (x, _i(x.shape[0]), _i(x.shape[1]), out))
         return out
 
     def softmax_cross_entropy(self, logits, labels, check=True):
         """Fused softmax + mean cross-entropy + gradient, one launch. ``check=False`` skips the host
         read that validates label ranges (the trainer validated them once, on the host)."""
-        cp = self._cupy()
         C.check_softmax_cross_entropy(logits, labels)
         x = self._c(logits)
-        d = cp.empty_like(x)
-        loss = cp.empty((), x.dtype)
-        bad = cp.zeros(1, cp.int32)
-        self._block("softmax_ce", x.dtype, (x, self._c(labels).astype(cp.int64, copy=False), _i(x.shape[0]), _i(x.shape[1]), d,
+        d = self._empty(x.shape, x.dtype)
+        loss = self._empty((), x.dtype)
+        bad = self._zeros(1, np.int32)
+        self._block("softmax_ce", x.dtype, (x, self._int64(labels), _i(x.shape[0]), _i(x.shape[1]), d,
                                             loss, bad))
         if check and int(bad[0]):
             C.check_label_range("softmax_cross_entropy", int(labels.min()), int(labels.max()), x.shape[1])
         return loss, d
 
     def mse_loss(self, y, t):
-        cp = self._cupy()
         C.check_mse(y, t)
         y = self._c(y)
-        d = cp.empty_like(y)
-        loss = cp.empty((), y.dtype)
+        d = self._empty(y.shape, y.dtype)
+        loss = self._empty((), y.dtype)
         self._block("mse", y.dtype, (y, self._c(t), _l(y.size), _i(y.shape[0]), d, loss))
         return loss, d
 
     def count_correct(self, logits, labels):
-        cp = self._cupy()
         C.check_count_correct(logits, labels)
-        count = cp.zeros((), cp.int64)
-        args = (self._c(logits), self._c(labels).astype(cp.int64, copy=False), _i(logits.shape[0]), _i(logits.shape[1]), count)
+        count = self._zeros((), np.int64)
+        args = (self._c(logits), self._int64(labels), _i(logits.shape[0]), _i(logits.shape[1]), count)
         self._launch("count_correct", logits.dtype, logits.shape[0], args)
         return count
 

@@ -490,6 +490,12 @@ __device__ void colsum_impl(const T* x, int M, int N, T* out) {
     }
 }
 
+// p[0:n] = 0, bytes: the zeros a CUDA graph can capture (CuPy's zeros is a fill kernel of its own,
+// which the simulator runs eagerly and so refuses during capture); any element type.
+__device__ void zero_bytes_impl(unsigned char* p, i64 n) {
+    GRID_STRIDE(i, n) p[i] = 0;
+}
+
 // ---- extern "C" entry points, float and double ----------------------------------------------
 
 #define INSTANTIATE(T, S)                                                                                         \
@@ -545,7 +551,8 @@ extern "C" __global__ void adam_many_##S(T** p, T** g, T** m, T** v, const i64* 
 extern "C" __global__ void gemm_##S(const T* A, const T* B, const T* bias, T* C, int M, int N, int K, int ta,      \
     int tb, int has_bias, int relu, int accumulate)                                                                 \
     { gemm_impl<T>(A, B, bias, C, M, N, K, ta, tb, has_bias, relu, accumulate); }                                 \
-extern "C" __global__ void colsum_##S(const T* x, int M, int N, T* out) { colsum_impl<T>(x, M, N, out); }
+extern "C" __global__ void colsum_##S(const T* x, int M, int N, T* out) { colsum_impl<T>(x, M, N, out); }      \
+extern "C" __global__ void zero_bytes_##S(unsigned char* p, i64 n) { zero_bytes_impl(p, n); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

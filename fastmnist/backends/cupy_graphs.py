@@ -1,0 +1,113 @@
+"""A training step as one CUDA graph (issue 19): the buffers it writes, and its capture.
+
+A graph replays the kernel launches of capture time with the pointers of capture time, so every
+array a step writes must be the same array at every replay, alive as long as the graph. The
+cupy backend's operations allocate their outputs through ``CupyBackend._empty``; inside
+:meth:`StepArena.recording` those allocations are kept in order, and inside
+:meth:`StepArena.replaying` the same sequence of requests gets the same arrays back (a request
+that differs in shape or dtype is an error naming both). So a step written for the eager path,
+with fresh outputs, is captured unchanged: :func:`capture_step` runs it once eagerly (recording;
+kernels load, pointer tables fill), then captures a second pass (replaying) on a non-blocking
+stream; :class:`StepGraph` holds the arena and the graph together.
+
+What the step must not do, as on a GPU (the simulator enforces it, simgraph.py): read device
+values on the host, copy from the host, use cuBLAS or cuRAND, or run CuPy's own array
+operations; and values passed from the host (a learning rate, Adam's step count, a dropout
+seed) are baked in at capture, so a step whose scalars change must read them from device memory
+(not built yet: issue 19's next piece). Inside the arena the backend uses its own gemm and
+colsum whatever ``config.CUPY_OWN_GEMM`` says, and zeros by its own kernel.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from ..errors import InvalidArgument
+
+
+class StepArena:
+    """The arrays one step allocates, in order: recorded once, handed out again at every pass."""
+
+    def __init__(self, cp):
+        self._cp = cp
+        self.arrays: list = []
+        self._next: int | None = None  # None: recording; else the index of the next array to hand out
+
+    def take(self, shape, dtype):
+        """A device array of ``shape`` and ``dtype``: new while recording, the recorded one after."""
+        shape, dtype = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,))), np.dtype(dtype)
+        if self._next is None:
+            a = self._cp.empty(shape, dtype)
+            self.arrays.append(a)
+            return a
+        k = self._next
+        if k >= len(self.arrays):
+            raise InvalidArgument(f"step arena: the step asked for a buffer #{k} {shape} {dtype}, beyond the "
+                                  f"{len(self.arrays)} of the recorded step: a captured step must allocate the same "
+                                  "buffers at every pass (same model, batch shape and dtype)")
+        a = self.arrays[k]
+        if a.shape != shape or a.dtype != dtype:
+            raise InvalidArgument(f"step arena: buffer #{k} was {a.shape} {a.dtype} when the step was recorded, "
+                                  f"now {shape} {dtype}: a captured step must allocate the same buffers at every "
+                                  "pass (same model, batch shape and dtype)")
+        self._next = k + 1
+        return a
+
+    @contextlib.contextmanager
+    def recording(self, backend):
+        with backend._using_arena(self):
+            self._next = None
+            yield self
+
+    @contextlib.contextmanager
+    def replaying(self, backend):
+        with backend._using_arena(self):
+            self._next = 0
+            yield self
+            if self._next != len(self.arrays):
+                raise InvalidArgument(f"step arena: the step used {self._next} of the {len(self.arrays)} buffers it "
+                                      "allocated when recorded: a captured step must allocate the same buffers at "
+                                      "every pass")
+
+
+class StepGraph:
+    """One captured step: :meth:`launch` runs it again (on the current stream); it keeps every
+    buffer the step writes alive, and the batch shape it was captured for in ``shape``."""
+
+    def __init__(self, graph, arena: StepArena, stream, shape=None):
+        self.graph, self.arena, self.stream, self.shape = graph, arena, stream, shape
+
+    def launch(self):
+        self.graph.launch()
+
+    @property
+    def nodes(self) -> int | None:
+        """Kernel launches in the graph where the array module says (the simulator does)."""
+        nodes = getattr(self.graph, "nodes", None)
+        return len(nodes) if nodes is not None else None
+
+
+def capture_step(backend, step, shape=None) -> StepGraph:
+    """Run ``step()`` once eagerly (it counts: the weights move once), then capture it as a graph.
+
+    ``step`` is a function of no arguments that runs one training step on ``backend`` (a
+    CupyBackend) through its public operations. ``shape`` is kept on the graph (the batch shape it
+    was made for). Raises the array module's capture error where the step does what a graph cannot
+    hold (see the module's docstring)."""
+    cp = backend.device
+    arena = StepArena(cp)
+    with arena.recording(backend):
+        step()
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        try:
+            with arena.replaying(backend):
+                step()
+        except BaseException:  # end the broken capture, but report what broke it
+            with contextlib.suppress(Exception):
+                stream.end_capture()
+            raise
+        graph = stream.end_capture()
+    return StepGraph(graph, arena, stream, shape)

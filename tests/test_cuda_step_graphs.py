@@ -1,0 +1,114 @@
+"""A whole training step captured as one CUDA graph on the simulator (cupy_graphs.py, issue 19):
+replays give the eager path's weights bit for bit, and a replay costs one graph launch with no
+allocation, no host-to-device copy and no host read. None of it is GPU evidence (docs/gpu.md)."""
+import numpy as np
+import pytest
+
+import fastmnist
+from fastmnist import config, optim, zoo
+from fastmnist.backends import backend_status
+from fastmnist.backends.cuda.simgraph import CaptureError
+from fastmnist.errors import InvalidArgument
+
+pytestmark = pytest.mark.skipif(not backend_status("cupy-sim")[0], reason=backend_status("cupy-sim")[1])
+
+BATCH = 8
+
+
+def _setup(name, dtype, optimizer):
+    """A model, its optimizer and one fixed batch on cupy-sim, and the step that trains on it."""
+    be = fastmnist.get_backend("cupy-sim")
+    model = zoo.create(name, backend="cupy-sim", seed=0, dtype=dtype)
+    rng = np.random.default_rng(1)
+    shape = (BATCH, 784) if zoo.recipe(name).flat_input else (BATCH, 1, 28, 28)
+    x = be.asarray(rng.random(shape).astype(dtype))
+    labels = rng.integers(0, 10, BATCH)
+    targets = be.asarray(np.eye(10, dtype=dtype)[labels] if model.loss == "mse" else labels.astype(np.int64))
+    opt = optimizer.attach(model)
+
+    def step():
+        out = model.forward(x, train=True)
+        _, d = model.loss_and_grad(out, targets)
+        model.backward(d)
+        opt.step()
+    return be, model, step, x
+
+
+def _weights(be, model):
+    return [be.to_numpy(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name, dtype", [("fast-cnn", "float32"), ("dropout-cnn", "float64"), ("sigmoid-mlp", "float64")])
+def test_graph_replays_match_eager_steps_bit_for_bit(name, dtype, monkeypatch):
+    """Eager steps on the same kernels (own gemm) against one eager step then its graph's replays:
+    the same arguments reach the same kernels, so the weights agree exactly (SGD: its learning rate
+    is constant, so baking it in at capture changes nothing; dropout keeps one seed here)."""
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    steps = 4
+    be, model, step, _ = _setup(name, dtype, optim.SGD(0.05))
+    for _ in range(steps):
+        step()
+    eager = _weights(be, model)
+    be, model, step, x = _setup(name, dtype, optim.SGD(0.05))
+    graph = be.capture_step(step, x.shape)
+    assert graph.shape == x.shape and graph.nodes > 10
+    for _ in range(steps - 1):
+        graph.launch()
+    for got, want in zip(_weights(be, model), eager):
+        np.testing.assert_array_equal(got, want)
+    assert any(np.abs(w - w0).max() > 0 for w, w0 in zip(eager, _weights(be, zoo.create(name, backend="numpy", seed=0,
+                                                                                          dtype=dtype)))), "trained"
+
+
+def test_a_replay_is_one_graph_launch_with_no_allocation_copy_or_host_read():
+    be, model, step, x = _setup("fast-cnn", "float32", optim.SGD(0.05))
+    graph = be.capture_step(step, x.shape)
+    counters = be.device.counters
+    before = dict(counters)
+    for _ in range(3):
+        graph.launch()
+    used = {k: counters[k] - before[k] for k in before}
+    assert used["graph_launches"] == 3 and used["graph_nodes"] == 3 * graph.nodes
+    for what in ("allocations", "capture_allocations", "h2d_copies", "host_reads", "kernel_launches", "array_ops"):
+        assert used[what] == 0, (what, used)
+
+
+def test_adam_with_its_step_count_from_the_host_is_baked_in_at_capture(monkeypatch):
+    """Rule 7 of the simulator at work: Adam's bias corrections come from the host's step count,
+    so replays repeat the captured step's corrections and drift from eager Adam. A graph step
+    needs them on the device (issue 19's next piece); until then this must show as wrong numbers."""
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    be, model, step, _ = _setup("sigmoid-mlp", "float64", optim.Adam(0.01))
+    for _ in range(4):
+        step()
+    eager = _weights(be, model)
+    be, model, step, x = _setup("sigmoid-mlp", "float64", optim.Adam(0.01))
+    graph = be.capture_step(step, x.shape)
+    for _ in range(3):
+        graph.launch()
+    assert max(np.abs(g - e).max() for g, e in zip(_weights(be, model), eager)) > 1e-9
+
+
+def test_a_step_that_reads_the_loss_on_the_host_cannot_be_captured():
+    be, model, step, x = _setup("sigmoid-mlp", "float32", optim.SGD(0.05))
+
+    def reading_step():
+        out = model.forward(x, train=True)
+        loss, d = model.loss_and_grad(out, model_targets)
+        float(loss)  # a host read: a GPU refuses it during capture
+        model.backward(d)
+
+    model_targets = be.asarray(np.eye(10, dtype=np.float32)[np.arange(BATCH) % 10])
+    with pytest.raises(CaptureError, match=r"host read \(float\(\)"):
+        be.capture_step(reading_step)
+    assert be._arena is None  # the backend is usable eagerly again
+    y = model.forward(x, train=False)
+    assert be.to_numpy(y).shape == (BATCH, 10)
+
+
+def test_a_step_whose_buffers_change_between_passes_is_refused():
+    be = fastmnist.get_backend("cupy-sim")
+    inputs = iter([be.asarray(np.ones((4, 3), np.float32)), be.asarray(np.ones((5, 3), np.float32))])
+    with pytest.raises(InvalidArgument, match=r"step arena: buffer #0 was \(4, 3\) float32 .* now \(5, 3\) float32"):
+        be.capture_step(lambda: be.relu_forward(next(inputs)))
+    assert be._arena is None

@@ -120,6 +120,11 @@ NUMBA_TILED_CONV = True
 CONV_WINOGRAD = True
 CONV_WINOGRAD_MIN_CHANNELS = 8
 CONV_WINOGRAD_WEIGHT_GRADIENT = True
+#: numba backend: a fused conv + ReLU + pool layer whose window rows are short (KH*ceil(KW*C/8)
+#: float32 vectors at most numba_window_grad.WINDOW_MAX_VECTORS: the first layers) takes its
+#: weight gradient from the pooled side, one window per pooled value (numba_window_grad.py), where
+#: the dense product multiplies the three zeros of every 2x2 window too. False keeps the dense one.
+CONV_WINDOW_WEIGHT_GRADIENT = True
 
 #: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
 #: own weight-gradient partial, summed in task order, so the result does not depend on the number

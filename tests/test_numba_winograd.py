@@ -80,7 +80,7 @@ def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng,
     dy = rng.standard_normal(y.shape).astype(dtype)
     backward, transforms = numba_conv.conv_pool_backward_kernel, []
     monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
-                        lambda *args: transforms.append((args[-3].shape, args[-1])) or backward(*args))
+                        lambda *args: transforms.append((args[-5].shape, args[-3])) or backward(*args))
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
     assert transforms[0][0][:2] == (36, f)  # the input gradient's rotated filters, F(4x4, 3x3)
     assert transforms[0][1] == (min(c, f) >= config.CONV_WINOGRAD_MIN_CHANNELS)  # the weight gradient's
@@ -105,7 +105,7 @@ def test_a_direct_forward_pass_then_the_input_gradient(winograd_calls, rng, chan
     assert winograd_calls == []
     backward, transforms = numba_conv.conv_pool_backward_kernel, []
     monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
-                        lambda *args: transforms.append((args[-3].shape, args[-1])) or backward(*args))
+                        lambda *args: transforms.append((args[-5].shape, args[-3])) or backward(*args))
     dy = rng.standard_normal(y.shape)
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
     assert (transforms[0][0][1] > 0) == (min(c, f) >= 8)

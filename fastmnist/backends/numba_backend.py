@@ -177,6 +177,7 @@ if numba is not None:
     from . import numba_conv as _tiled
     from . import numba_kernels as K
     from . import numba_steps as _numba_steps
+    from . import numba_window_grad as _window
     from . import numba_winograd as _winograd
 
 
@@ -419,6 +420,14 @@ def _use_winograd(channels, kh, kw, oh, ow):
         _winograd.applies(kh, kw, 1, oh, ow)
 
 
+def _window_offsets(cache):
+    """Where output pixel p = i*OW + j's window starts in an image of the channels-last input xh:
+    (i*Wp + j)*C, for numba_window_grad.window_grad (a pooling argmax names p)."""
+    _, _, wp, c = cache.xh.shape
+    i, j = np.divmod(np.arange(cache.oh * cache.ow, dtype=np.int64), cache.ow)
+    return (i * wp + j) * c
+
+
 def _tiled_pool_backward(dy, cache, w, need_dx):
     """The tiled kernel's backward pass: per-chunk partials summed in chunk order (numba_conv.py)."""
     f, c, kh, kw = w.shape
@@ -428,7 +437,13 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     fp = _tiled.padded_width(f, itemsize)
     # the weight gradient by Winograd (its transform dU, taken back below) under the forward's conditions
     wino_dw = config.CONV_WINOGRAD_WEIGHT_GRADIENT and _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow)
-    dwp = np.zeros((chunks, (16 if wino_dw else kh * kw) * c, fp), dtype)
+    # or from the pooled side, one window per pooled value (numba_window_grad.py): dwin's rows
+    by_window = config.CONV_WINDOW_WEIGHT_GRADIENT and not wino_dw and \
+        _window.window_grad_applies(kh, kw * c, itemsize)
+    wlen = kh * _window.window_vectors(kw * c, itemsize) * _window.window_lanes(itemsize) if by_window else 0
+    dwin = np.zeros((chunks, f * wlen), dtype)
+    poff = _window_offsets(cache) if by_window else np.zeros(0, np.int64)
+    dwp = np.zeros((chunks, 0 if by_window else (16 if wino_dw else kh * kw) * c, fp), dtype)
     dbp = np.zeros((chunks, fp), dtype)
     # the unused arguments empty, of the same types: one compiled kernel
     wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((36, 0, fp), dtype)
@@ -444,8 +459,12 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
         else:
             wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
     _tiled.conv_pool_backward_kernel(dy, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
-                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw)
-    if wino_dw:
+                                     cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw,
+                                     poff, dwin)
+    if by_window:  # (F, KH, nvec*L) -> (F, KH, KW, C) -> (F, C, KH, KW)
+        rows = dwin.sum(axis=0, dtype=np.float64).reshape(f, kh, -1)[:, :, :kw * c]
+        dw = rows.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
+    elif wino_dw:
         dw = _winograd.weight_gradient(dwp.sum(axis=0, dtype=np.float64).reshape(16, c, fp), f)
     else:
         dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)

@@ -28,7 +28,9 @@ direct convolution, 1.9x the work for fast-cnn's conv2 (4.9 against 2.4 ms a bat
 by Winograd's F(2x2, 3x3) (numba_winograd.py), whose 2.25x fewer multiplications pay for the
 border, it is how a 3x3 layer with an even output gets its input gradient
 (``_winograd_input_gradient``), and how its forward pass runs when 2x2 pooling follows
-(``winograd_forward_kernel``). Images go in chunks of
+(``winograd_forward_kernel``). A layer with short window rows (the first layers: one input
+channel, 5x5) takes its weight gradient from the pooled side instead, one window per pooled value
+(numba_window_grad.py), and builds g only when the input gradient needs it. Images go in chunks of
 ``config.CONV_TILE_CHUNK``; each chunk writes its own weight- and bias-gradient partial, summed
 in chunk order afterwards: the result does not depend on the number of threads.
 """
@@ -51,6 +53,7 @@ from .numba_tiles import (
     transpose8,
     unpool22,
 )
+from .numba_window_grad import window_grad
 
 _pjit = dict(cache=True, nogil=True, parallel=True, error_model="numpy")  # see numba_kernels._jit
 
@@ -254,14 +257,18 @@ def _to_planes(pooled, fp, y):  # pooled (PH, PW, Fp) -> y (F, PH, PW)
 
 @njit(**_pjit)
 def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, chunk, dwp, dbp,
-                              wcol, roffc, pad, udx, dx, wino_dw):
+                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin):
     """Per chunk of images: dwp[chunk] (K, Fp) and dbp[chunk] (Fp,) partials; dx (N, C, H, W)
     when it has any images (the input gradient), else skipped: by Winograd's F(2x2, 3x3) from the
     rotated filters' F(4x4, 3x3) transform ``udx`` (36, F, Cp) when it has any rows (_winograd_input_gradient),
     else row by row on the micro-kernel (_input_gradient). One image at a time, so that its
     gradient before pooling, g (OH, OW, Fp), is read by both products while it is in cache (and
     a chunk's buffers stay small enough for the allocator's heap: a 590 KB one came from mmap,
-    zeroed page by page, 0.6 ms a fast-cnn batch)."""
+    zeroed page by page, 0.6 ms a fast-cnn batch).
+
+    When ``poff`` has any entries, the weight gradient comes from the pooled side instead
+    (numba_window_grad.py): dwin[chunk] (F, KH*nvec*L) partials, db into dbp, and no gradient
+    before pooling unless dx needs it."""
     n_, f_, ph, pw = dy.shape
     _, hp, wp, c_ = xh.shape
     nk, fp = roff.shape[0], dwp.shape[2]
@@ -275,17 +282,26 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
         dxp = np.empty(hp * wp * c_ if udx.shape[1] == 0 else 0, dy.dtype)  # (Hp, Wp, C): the padded input's gradient
         wino_bufs = _winograd_buffers(udx, oh, ow, fp, dy.dtype)
         vw, mw = _winograd_dw_buffers(wino_dw, oh, ow, c_, fp, dy.dtype)
+        by_window = poff.shape[0] > 0
+        dbs = np.zeros(fp if by_window else 0, dy.dtype)  # unpool22's bias sum, unused beside window_grad's
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
+            if by_window:
+                wlen = dwin.shape[1] // f_
+                for f in range(f_):
+                    window_grad(xflat, n * xplane, wp * c_, kh, kw * c_, dyflat, (n * f_ + f) * ph * pw, ph * pw,
+                                argflat, n * pplane + f, fp, poff, dwin[ci], f * wlen, dbp[ci], f)
+                if dx.shape[0] == 0:
+                    continue
             _transpose(dyflat, n * f_ * ph * pw, ph * pw, f_, ph * pw, dyl, 0, fp)
             if size == 2 and pstride == 2:
                 if oh % 2 or ow % 2:  # a last row or column outside every window
                     g[:] = 0
-                unpool22(dyl, argflat, n * pplane, fp, ow, ph, pw, g, 0, dbp[ci])
+                unpool22(dyl, argflat, n * pplane, fp, ow, ph, pw, g, 0, dbs if by_window else dbp[ci])
             else:
-                _unpool(dyl, arg[n], fp, g, dbp[ci])
-            if wino_dw:
+                _unpool(dyl, arg[n], fp, g, dbs if by_window else dbp[ci])
+            if wino_dw and not by_window:
                 _winograd_weight_gradient(xflat, n * xplane, wp, c_, g, oh, ow, fp, vw, mw, dwflat, ci * 16 * c_ * fp)
-            else:
+            elif not by_window:
                 _grad_product(xflat, n * xplane, roff, g, 0, oh, ow, wp * c_, c_, ow * fp, fp, dwflat, ci * nk * fp, fp)
             if dx.shape[0] > 0 and udx.shape[1] > 0:
                 _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, wino_bufs, dx[n])

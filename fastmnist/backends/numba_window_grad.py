@@ -1,0 +1,166 @@
+"""The weight gradient of a fused convolution + ReLU + max-pooling layer taken from its pooled
+gradient, one pooled value at a time (the numba backend's first layers).
+
+Why. Behind a pooling window only its maximum gets a gradient, so the gradient before pooling,
+``g (OH, OW, F)``, is zero at three pixels of every four (2x2 windows), and more where the ReLU
+stopped the window. The dense weight gradient (``tile_grad``) multiplies all of it:
+OH*OW*K*Fp multiply-adds an image, K = KH*KW*C. Read from the pooled side instead::
+
+    dW[f, a, b, c] = sum over windows q of dy[q, f] * x[pixel(arg[q, f]) + (a, b), c]
+
+is PH*PW*F windows of one scaled window of input each. In the channels-last input ``xh (N, Hp,
+Wp, C)``, row ``a`` of a window, its KW*C values, is contiguous, so each window is KH rows of a
+few vectors: an axpy whose accumulators stay in registers for a whole (image, filter). For
+fast-cnn's first layer (1 -> 24 channels, 5x5, 24x24 -> 12x12) that is 144 windows x 5 vectors of
+8 a filter, against 576 pixels x 25 rows x (32 / 16) vectors, about 3x fewer vector
+multiply-adds, and no gradient before pooling to build.
+
+- ``window_grad(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out,
+  obase, db, dbi)``::
+
+      out[obase + (r*nvec + j)*L + v] += sum over q < count of d(q) * x[xbase + poff[arg(q)] + r*xrow + j*L + v]
+      db[dbi] += sum over q < count of d(q)
+
+  for r < kh and j*L + v < width, L = :data:`WINDOW_LANES` values (32 bytes), nvec = ceil(width /
+  L); arg(q) = arg[abase + q*astride] and d(q) = dy[dbase + q] where arg(q) >= 0, else 0 (the
+  ReLU stopped that window: nothing is read). Lanes past ``width`` are neither read nor changed
+  in value (they add 0). The caller keeps every index in bounds.
+
+Two sets of accumulators take alternate windows, so consecutive multiply-adds into one register do
+not wait on each other; ``kh * nvec`` is at most :data:`WINDOW_MAX_VECTORS`.
+"""
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .numba_tiles import _check_arrays, _data, _masked, lane_mask
+
+#: values in one vector of window_grad: 32 bytes (8 float32, 4 float64) on every x86 target; a
+#: window row of fast-cnn's first layer is 5 values
+WINDOW_BYTES = 32
+#: the most accumulator vectors (kh x nvec) of one set; two sets, with the row loads, fit AVX-512's
+#: 32 registers and spill a little on AVX2's 16 at the largest
+WINDOW_MAX_VECTORS = 10
+WINDOW_MAX_ROWS = 7
+
+
+def window_lanes(itemsize: int) -> int:
+    """Values of ``itemsize`` bytes in one window_grad vector."""
+    return WINDOW_BYTES // itemsize
+
+
+def window_vectors(width: int, itemsize: int) -> int:
+    """Vectors that cover a window row of ``width`` values."""
+    lanes = window_lanes(itemsize)
+    return -(-width // lanes)
+
+
+def window_grad_applies(kh: int, width: int, itemsize: int) -> bool:
+    """Whether window_grad has a body for windows of kh rows of ``width`` values."""
+    return 1 <= kh <= WINDOW_MAX_ROWS and width >= 1 and kh * window_vectors(width, itemsize) <= WINDOW_MAX_VECTORS
+
+
+def _bodies():  # every (kh, nvec) window_grad compiles a body for
+    return [(kh, nv) for kh in range(1, WINDOW_MAX_ROWS + 1) for nv in range(1, WINDOW_MAX_VECTORS + 1)
+            if kh * nv <= WINDOW_MAX_VECTORS]
+
+
+@intrinsic
+def window_grad(typingctx, x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase,
+                db, dbi):
+    """See the module's docstring."""
+    dtype = _check_arrays("window_grad", x, dy, out, db)
+    for name, a in (("arg", arg), ("poff", poff)):
+        if not isinstance(a.dtype, types.Integer):
+            raise numba.core.errors.TypingError(f"window_grad: integer {name} expected, got {a}")
+    i64 = types.int64
+    sig = types.void(x, i64, i64, i64, i64, dy, i64, i64, arg, i64, i64, poff, out, i64, db, i64)
+
+    def codegen(context, builder, signature, args):
+        (xa, xbase_, xrow_, kh_, width_, da, dbase_, count_, aa, abase_, astride_, pa, oa, obase_,
+         dba, dbi_) = args
+        xp, dp, ap = _data(context, builder, x, xa), _data(context, builder, dy, da), _data(context, builder, arg, aa)
+        pp, op, dbp = _data(context, builder, poff, pa), _data(context, builder, out, oa), _data(context, builder, db, dba)
+        fty = context.get_value_type(dtype)
+        lanes = WINDOW_BYTES // (dtype.bitwidth // 8)
+        vty = ir.VectorType(fty, lanes)
+        i64t = ir.IntType(64)
+        masked_load, _ = _masked(builder, vty)
+        align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
+        lanes_c = ir.Constant(i64t, lanes)
+        nvec = builder.udiv(builder.add(width_, ir.Constant(i64t, lanes - 1)), lanes_c)
+        last_mask = lane_mask(builder, builder.sub(width_, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)),
+                                                                        lanes_c)), lanes)
+        zero_v, zero_s = ir.Constant(vty, None), ir.Constant(fty, None)
+
+        def at(ptr, idx):
+            return builder.gep(ptr, [idx], inbounds=True)
+
+        def splat(s):
+            one = builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+        def window(q):
+            """(d, the window's first input offset) of pooled value q, d = 0 where the ReLU stopped it."""
+            a = builder.load(at(ap, builder.add(abase_, builder.mul(q, astride_))))
+            live = builder.icmp_signed(">=", a, ir.Constant(a.type, 0))
+            pix = builder.select(live, a, ir.Constant(a.type, 0))
+            pix = builder.sext(pix, i64t) if pix.type.width < 64 else pix
+            off = builder.load(at(pp, pix))
+            off = builder.sext(off, i64t) if off.type.width < 64 else off
+            d = builder.select(live, builder.load(at(dp, builder.add(dbase_, q))), zero_s)
+            return d, builder.add(xbase_, off)
+
+        def emit(rows, nv):
+            sets = [[[cgutils.alloca_once_value(builder, zero_v) for _ in range(nv)] for _ in range(rows)]
+                    for _ in range(2)]
+            bias = [cgutils.alloca_once_value(builder, zero_s) for _ in range(2)]
+            full = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * lanes)
+
+            def axpy(acc, bsum, q):
+                d, base = window(q)
+                ds = splat(d)
+                for r in range(rows):
+                    row = builder.add(base, builder.mul(xrow_, ir.Constant(i64t, r)))
+                    for j in range(nv):
+                        ptr = builder.bitcast(at(xp, builder.add(row, ir.Constant(i64t, j * lanes))), vty.as_pointer())
+                        xv = builder.call(masked_load, [ptr, align, last_mask if j == nv - 1 else full, zero_v])
+                        prod = builder.fmul(ds, xv, flags=("contract",))
+                        builder.store(builder.fadd(prod, builder.load(acc[r][j]), flags=("contract",)), acc[r][j])
+                builder.store(builder.fadd(builder.load(bsum), d), bsum)
+
+            pairs = builder.udiv(count_, ir.Constant(i64t, 2))
+            with cgutils.for_range(builder, pairs) as loop:
+                q = builder.mul(loop.index, ir.Constant(i64t, 2))
+                axpy(sets[0], bias[0], q)
+                axpy(sets[1], bias[1], builder.add(q, ir.Constant(i64t, 1)))
+            odd = builder.icmp_unsigned("!=", builder.urem(count_, ir.Constant(i64t, 2)), ir.Constant(i64t, 0))
+            with builder.if_then(odd):
+                axpy(sets[0], bias[0], builder.sub(count_, ir.Constant(i64t, 1)))
+            for r in range(rows):
+                for j in range(nv):
+                    idx = builder.add(obase_, ir.Constant(i64t, (r * nv + j) * lanes))
+                    ptr = builder.bitcast(at(op, idx), vty.as_pointer())
+                    total = builder.fadd(builder.load(sets[0][r][j]), builder.load(sets[1][r][j]))
+                    builder.store(builder.fadd(builder.load(ptr, align=dtype.bitwidth // 8), total), ptr,
+                                  align=dtype.bitwidth // 8)
+            dptr = at(dbp, dbi_)
+            builder.store(builder.fadd(builder.load(dptr), builder.fadd(builder.load(bias[0]), builder.load(bias[1]))),
+                          dptr)
+
+        end = builder.append_basic_block("window.end")
+        key = builder.add(builder.mul(kh_, ir.Constant(i64t, 16)), nvec)
+        switch = builder.switch(key, end)
+        for rows, nv in _bodies():
+            block = builder.append_basic_block(f"window.{rows}x{nv}")
+            switch.add_case(ir.Constant(i64t, rows * 16 + nv), block)
+            builder.position_at_end(block)
+            emit(rows, nv)
+            builder.branch(end)
+        builder.position_at_end(end)
+        return context.get_dummy_value()
+
+    return sig, codegen

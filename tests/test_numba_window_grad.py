@@ -1,0 +1,109 @@
+"""The pooled-side weight gradient (numba_window_grad.py): the intrinsic against a plain loop at
+every body it compiles, and the fused layer's backward pass through it against the loop oracles
+(tests/naive.py), including stopped windows, overlapping pooling and an input gradient beside it."""
+import numpy as np
+import pytest
+
+from fastmnist import config
+from fastmnist.backends import backend_status
+from tests import naive
+from tests.conftest import assert_close
+
+pytestmark = pytest.mark.skipif(not backend_status("numba")[0], reason="numba backend unavailable")
+
+if backend_status("numba")[0]:
+    from numba import njit
+
+    from fastmnist.backends import numba_window_grad as W
+
+    @njit
+    def _window(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi):
+        W.window_grad(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi)
+
+
+def window_oracle(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi,
+                  lanes):
+    out, db = out.copy(), db.copy()
+    nvec = -(-width // lanes)
+    for q in range(count):
+        a = arg[abase + q * astride]
+        if a < 0:
+            continue
+        d = dy[dbase + q]
+        db[dbi] += d
+        for r in range(kh):
+            for v in range(width):
+                out[obase + r * nvec * lanes + v] += d * x[xbase + poff[a] + r * xrow + v]
+    return out, db
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_body_against_a_loop(rng, dtype):
+    """Each (rows, vectors) body, with a width that leaves the last vector part full, an odd and an
+    even count of windows, stopped windows (arg -1) and offsets into the middle of the arrays."""
+    lanes = W.window_lanes(np.dtype(dtype).itemsize)
+    for kh, nvec in W._bodies():
+        for width in sorted({(nvec - 1) * lanes + 1, nvec * lanes}):
+            if W.window_vectors(width, np.dtype(dtype).itemsize) != nvec:
+                continue
+            xrow = width + 3
+            x = rng.standard_normal(40 * xrow + kh * xrow).astype(dtype)
+            poff = rng.integers(0, 30 * xrow, 12).astype(np.int64)
+            for count in (7, 8):
+                astride = 3
+                arg = rng.integers(-1, 12, 5 + count * astride).astype(np.int32)
+                dy = rng.standard_normal(count + 4).astype(dtype)
+                out = rng.standard_normal(3 + kh * nvec * lanes).astype(dtype)
+                db = rng.standard_normal(4).astype(dtype)
+                args = (x, 5, xrow, kh, width, dy, 2, count, arg, 4, astride, poff, out, 3, db, 1)
+                want_out, want_db = window_oracle(*args, lanes)
+                got_out, got_db = out.copy(), db.copy()
+                _window(*args[:12], got_out, 3, got_db, 1)
+                np.testing.assert_allclose(got_out, want_out, rtol=1e-5 if dtype == "float32" else 1e-12,
+                                           atol=1e-5 if dtype == "float32" else 1e-12, err_msg=f"{kh}x{nvec} w{width}")
+                np.testing.assert_allclose(got_db, want_db, rtol=1e-5, atol=1e-5)
+
+
+def test_which_layers_take_it():
+    assert W.window_grad_applies(5, 5, 4) and W.window_grad_applies(7, 7, 4)  # first layers, 5x5 and 7x7
+    assert not W.window_grad_applies(3, 72, 4)  # fast-cnn's conv2: 24 channels x 3 taps a row
+    assert not W.window_grad_applies(8, 1, 4)
+    assert W.window_grad_applies(5, 5, 8) and not W.window_grad_applies(5, 9, 8)  # float64: half the lanes
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", [
+    (3, 1, 28, 28, 24, 5, 0, 2, 2, False),   # fast-cnn's first layer
+    (2, 1, 13, 11, 5, 5, 2, 2, 2, False),    # padded, odd output (a last row and column outside every window)
+    (2, 2, 10, 10, 3, 3, 1, 3, 2, True),     # overlapping 3x3 windows, two channels, dx beside it
+    (2, 3, 9, 9, 4, 3, 0, 2, 2, True),       # three channels, dx by the dense path's gradient
+], ids=str)
+def test_the_layer_backward_against_the_oracle(rng, dtype, case, monkeypatch):
+    from fastmnist.backends import numba_backend as nb
+    from fastmnist.backends import numba_conv
+    n, c, h, wd, f, k, pad, size, stride, need_dx = case
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = (rng.standard_normal((f, c, k, k)) / k).astype(dtype)
+    b = (0.1 * rng.standard_normal(f)).astype(dtype)
+    y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, pad, size, stride)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    backward, offsets = numba_conv.conv_pool_backward_kernel, []
+    monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
+                        lambda *args: offsets.append(args[-2].shape[0]) or backward(*args))
+    dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w, need_dx=need_dx)
+    assert offsets == [cache.oh * cache.ow]  # the pooled side's path was taken
+    conv = naive.conv2d_forward(x, w, b, 1, pad)
+    pooled, arg = naive.maxpool2d_forward(conv, size, stride)
+    dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
+    want_dx, want_dw, want_db = naive.conv2d_backward(dconv, x, w, 1, pad)
+    assert_close(dw, want_dw, dtype, "dw")
+    assert_close(db, want_db, dtype, "db")
+    assert (dx is None) != need_dx
+    if need_dx:
+        assert_close(dx, want_dx, dtype, "dx")
+    monkeypatch.setattr(config, "CONV_WINDOW_WEIGHT_GRADIENT", False)
+    offsets.clear()
+    _, dw_dense, db_dense = nb.conv2d_relu_maxpool_backward(dy, cache, w, need_dx=need_dx)
+    assert offsets == [0]
+    assert_close(dw, dw_dense, dtype, "dw against the dense path")
+    assert_close(db, db_dense, dtype, "db against the dense path")

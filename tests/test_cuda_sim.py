@@ -36,6 +36,11 @@ extern "C" __global__ void block_sum(const double* x, int n, double* out) {
     reduce_block(part);
     if (threadIdx.x == 0) out[blockIdx.x] = part[0];
 }
+extern "C" __global__ void early_return(float* y) {  // a barrier half the block never reaches
+    if (threadIdx.x % 2) return;
+    __syncthreads();
+    y[threadIdx.x] = 1;
+}
 extern "C" __global__ void gather(float** tables, int k, float* out) { out[threadIdx.x] = tables[k][threadIdx.x]; }
 """
 
@@ -64,6 +69,14 @@ def test_kernels_run_and_barriers_hold(dev):
     y = cp.empty(1000, np.float32)
     module.get_function("scale")((2,), (256,), (cp.asarray(x.astype(np.float32)), np.int32(1000), np.float32(2), y))
     np.testing.assert_allclose(y.get(), 2 * x.astype(np.float32), rtol=1e-6)
+
+
+def test_a_barrier_some_threads_never_reach_is_an_error(dev):
+    """CUDA leaves it undefined (a GPU may hang); the simulator's fibers see it and say so."""
+    cp, module = dev
+    with pytest.raises(RuntimeError, match=r"early_return: __syncthreads\(\) reached by some threads of a block "
+                                           "after others had returned"):
+        module.get_function("early_return")((1,), (64,), (cp.empty(64, np.float32),))
 
 
 @pytest.mark.parametrize("args, message", [

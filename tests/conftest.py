@@ -43,6 +43,24 @@ def mnist_dir():
     return MNIST_DIR
 
 
+@pytest.fixture
+def backward_calls(monkeypatch):
+    """Each call of numba_conv.conv_pool_backward_kernel, as a dict of its arguments by name (which
+    paths the numba backend's fused backward pass took)."""
+    import inspect
+
+    from fastmnist.backends import numba_conv
+    kernel, calls = numba_conv.conv_pool_backward_kernel, []
+    names = list(inspect.signature(kernel.py_func).parameters)
+
+    def spied(*args):
+        calls.append(dict(zip(names, args)))
+        return kernel(*args)
+
+    monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel", spied)
+    return calls
+
+
 def assert_close(actual, expected, dtype, what=""):
     """Norm-wise relative error: float64 within 1e-10; float32 within 3e-5.
 

@@ -66,11 +66,11 @@ def test_winograd_forward_against_loops(winograd_calls, rng, case, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", [(2, 9, 10, 8, 11, 1), (2, 24, 12, 12, 32, 0), (1, 3, 6, 6, 17, 0)], ids=str)
-def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng, dtype, case, monkeypatch):
+def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, backward_calls, rng, dtype, case,
+                                                            monkeypatch):
     """dx by Winograd too (the rotated filters' transform reaches the kernel), and dw where the fewer of
     channels and filters reaches the floor; db direct."""
     from fastmnist.backends import numba_backend as nb
-    from fastmnist.backends import numba_conv
     n, c, h, wd, f, pad = case
     x = rng.standard_normal((n, c, h, wd)).astype(dtype)
     w = (rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c)).astype(dtype)
@@ -78,12 +78,9 @@ def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng,
     y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, pad)
     assert len(winograd_calls) == 1
     dy = rng.standard_normal(y.shape).astype(dtype)
-    backward, transforms = numba_conv.conv_pool_backward_kernel, []
-    monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
-                        lambda *args: transforms.append((args[-5].shape, args[-3])) or backward(*args))
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
-    assert transforms[0][0][:2] == (36, f)  # the input gradient's rotated filters, F(4x4, 3x3)
-    assert transforms[0][1] == (min(c, f) >= config.CONV_WINOGRAD_MIN_CHANNELS)  # the weight gradient's
+    assert backward_calls[0]["udx"].shape[:2] == (36, f)  # the input gradient's rotated filters, F(4x4, 3x3)
+    assert backward_calls[0]["wino_dw"] == (min(c, f) >= config.CONV_WINOGRAD_MIN_CHANNELS)  # the weight gradient's
     conv = naive.conv2d_forward(x, w, b, 1, pad)
     pooled, arg = naive.maxpool2d_forward(conv)
     dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)
@@ -92,24 +89,20 @@ def test_backward_through_the_winograd_argmax_against_loops(winograd_calls, rng,
 
 
 @pytest.mark.parametrize("channels", [(9, 11), (3, 11)], ids=["input gradient by Winograd", "too few channels"])
-def test_a_direct_forward_pass_then_the_input_gradient(winograd_calls, rng, channels, monkeypatch):
+def test_a_direct_forward_pass_then_the_input_gradient(winograd_calls, backward_calls, rng, channels, monkeypatch):
     """3x3 pooling at stride 2 keeps the forward pass direct; the input gradient still takes
     Winograd where the fewer of channels and filters reaches the floor, and matches the oracle."""
     from fastmnist.backends import numba_backend as nb
-    from fastmnist.backends import numba_conv
     monkeypatch.setattr(config, "CONV_WINOGRAD_MIN_CHANNELS", 8)
     c, f = channels
     x = rng.standard_normal((2, c, 10, 12))
     w, b = rng.standard_normal((f, c, 3, 3)) / np.sqrt(9 * c), 0.1 * rng.standard_normal(f)
     y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, 1, 3, 2)
     assert winograd_calls == []
-    backward, transforms = numba_conv.conv_pool_backward_kernel, []
-    monkeypatch.setattr(numba_conv, "conv_pool_backward_kernel",
-                        lambda *args: transforms.append((args[-5].shape, args[-3])) or backward(*args))
     dy = rng.standard_normal(y.shape)
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w)
-    assert (transforms[0][0][1] > 0) == (min(c, f) >= 8)
-    assert transforms[0][1] == (min(c, f) >= 8)  # the weight gradient takes Winograd under the same floor
+    assert (backward_calls[0]["udx"].shape[1] > 0) == (min(c, f) >= 8)
+    assert backward_calls[0]["wino_dw"] == (min(c, f) >= 8)  # the weight gradient takes Winograd under the same floor
     conv = naive.conv2d_forward(x, w, b, 1, 1)
     pooled, arg = naive.maxpool2d_forward(conv, 3, 2)
     dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)

@@ -37,7 +37,7 @@ in chunk order afterwards: the result does not depend on the number of threads.
 import numpy as np
 from numba import njit, prange
 
-from . import numba_tiles
+from . import numba_tiles, numba_window_grad
 from . import numba_winograd as wino
 from .numba_cache import lock_caches
 from .numba_tiles import (
@@ -419,4 +419,4 @@ def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx):
         _transpose(dxp, ((i + pad) * wp + pad) * c_, c_, w_, c_, dxflat, i * w_, h_ * w_)
 
 
-lock_caches(globals(), depends=(numba_tiles.__file__, wino.__file__))  # they inline these modules' IR
+lock_caches(globals(), depends=(numba_tiles.__file__, wino.__file__, numba_window_grad.__file__))  # they inline these modules' IR

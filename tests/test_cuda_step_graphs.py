@@ -75,8 +75,8 @@ def test_a_replay_is_one_graph_launch_with_no_allocation_copy_or_host_read():
 
 def test_adam_with_its_step_count_from_the_host_is_baked_in_at_capture(monkeypatch):
     """Rule 7 of the simulator at work: Adam's bias corrections come from the host's step count,
-    so replays repeat the captured step's corrections and drift from eager Adam. A graph step
-    needs them on the device (issue 19's next piece); until then this must show as wrong numbers."""
+    so replays repeat the captured step's corrections and drift from eager Adam: a graph step takes
+    them from the device (DeviceRates, below), and without it this must show as wrong numbers."""
     monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
     be, model, step, _ = _setup("sigmoid-mlp", "float64", optim.Adam(0.01))
     for _ in range(4):
@@ -87,6 +87,47 @@ def test_adam_with_its_step_count_from_the_host_is_baked_in_at_capture(monkeypat
     for _ in range(3):
         graph.launch()
     assert max(np.abs(g - e).max() for g, e in zip(_weights(be, model), eager)) > 1e-9
+
+
+@pytest.mark.parametrize("name, dtype", [("fast-cnn", "float32"), ("sigmoid-mlp", "float64")])
+def test_adam_with_its_rates_on_the_device_replays_eager_steps_bit_for_bit(name, dtype, monkeypatch):
+    """A learning rate that changes every step (as one-cycle's does) and Adam's bias corrections,
+    read by the graph from a DeviceRates table at the device's step counter: K replays give the
+    weights of K eager steps with those learning rates, bit for bit; the counter says K ran."""
+    from fastmnist.backends.contract import adam_corrections
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    steps, lrs = 5, [0.004, 0.01, 0.007, 0.002, 0.0005]
+    opt = optim.Adam(0.01)
+    be, model, step, _ = _setup(name, dtype, opt)
+    for lr in lrs:
+        opt.lr = lr
+        step()
+    eager = _weights(be, model)
+    be, model, step, x = _setup(name, dtype, optim.Adam(0.01))
+    rates = be.device_rates(8, dtype)
+    corrections = [adam_corrections(lr, t, 0.9, 0.999) for t, lr in enumerate(lrs, 1)]
+    rates.load([c[0] for c in corrections], [c[1] for c in corrections])
+    with be.using_rates(rates):
+        graph = be.capture_step(step, x.shape)  # its eager pass is step 1
+    for _ in range(steps - 1):
+        graph.launch()
+    assert rates.taken() == steps
+    for got, want in zip(_weights(be, model), eager):
+        np.testing.assert_array_equal(got, want)
+    graph.launch()  # a sixth step on a table of five: no update, and the host is told
+    for got, want in zip(_weights(be, model), eager):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InvalidArgument, match="6 steps ran on a table of 5: the last 1 updated no weights"):
+        rates.taken()
+
+
+def test_device_rates_refuse_a_table_that_does_not_fit():
+    be = fastmnist.get_backend("cupy-sim")
+    rates = be.device_rates(3, "float32")
+    with pytest.raises(InvalidArgument, match="1 to 3 steps; got shapes \\(4,\\) and \\(4,\\)"):
+        rates.load(np.ones(4), np.ones(4))
+    with pytest.raises(InvalidArgument, match="capacity must be at least 1 step"):
+        be.device_rates(0, "float32")
 
 
 def test_a_step_that_reads_the_loss_on_the_host_cannot_be_captured():

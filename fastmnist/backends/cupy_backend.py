@@ -125,6 +125,7 @@ class CupyBackend:
         self._compile_total = 0.0
         self._tables: dict = {}  # (dtype, (ptr, size) of every param/m/v) -> adam_update_many's pointer tables
         self._arena = None  # a cupy_graphs.StepArena while a step is recorded or captured
+        self._rates = None  # a cupy_graphs.DeviceRates that adam_update_many reads, inside using_rates
 
     def __repr__(self):
         return f"<CupyBackend {self.name!r}>"
@@ -227,6 +228,21 @@ class CupyBackend:
         """Labels as int64 on the device, without an operation where they already are."""
         a = self._c(a)
         return a if a.dtype == np.int64 else a.astype(np.int64)
+
+    def device_rates(self, capacity, dtype):
+        """Adam's per-step scalars on the device for ``capacity`` steps: see :class:`.cupy_graphs.DeviceRates`."""
+        from .cupy_graphs import DeviceRates
+        return DeviceRates(self, capacity, dtype)
+
+    @contextlib.contextmanager
+    def using_rates(self, rates):
+        """Inside, adam_update_many takes its step's scalars from ``rates`` (a DeviceRates) on the
+        device and moves its counter on, ignoring the ``t`` and ``lr`` it is given."""
+        previous, self._rates = self._rates, rates
+        try:
+            yield rates
+        finally:
+            self._rates = previous
 
     def capture_step(self, step, shape=None):
         """One training step as a CUDA graph: see :func:`fastmnist.backends.cupy_graphs.capture_step`."""
@@ -594,10 +610,17 @@ class CupyBackend:
         if [g.data.ptr for g in grads] != entry["grads"]:
             entry["g"].set(np.array([g.data.ptr for g in grads], np.uint64))
             entry["grads"] = [g.data.ptr for g in grads]
+        tables = (entry["p"], entry["g"], entry["m"], entry["v"], entry["offsets"], _i(len(params)), _s(f, beta1),
+                  _s(f, beta2))
+        rates = self._rates
+        if rates is not None:  # the scalars of the device's step counter, then the counter moved on
+            if rates.dtype != np.dtype(f):
+                raise InvalidArgument(f"adam_update_many: the device rates are {rates.dtype}, the parameters {np.dtype(f)}")
+            self._launch("adam_many_rates", f, entry["total"], tables + (rates.table, rates.counter, _s(f, eps)))
+            self._kernel("advance_step", f)((1,), (1,), (rates.counter,))
+            return
         step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
-        self._launch("adam_many", f, entry["total"], (entry["p"], entry["g"], entry["m"], entry["v"], entry["offsets"],
-                                                      _i(len(params)), _s(f, beta1), _s(f, beta2), _s(f, step_size),
-                                                      _s(f, sqrt_bc2), _s(f, eps)))
+        self._launch("adam_many", f, entry["total"], tables + (_s(f, step_size), _s(f, sqrt_bc2), _s(f, eps)))
 
 
 # ---- out of device memory: one clear OutOfMemory (a MemoryError) from every public method ----

@@ -13,8 +13,11 @@ stream; :class:`StepGraph` holds the arena and the graph together.
 What the step must not do, as on a GPU (the simulator enforces it, simgraph.py): read device
 values on the host, copy from the host, use cuBLAS or cuRAND, or run CuPy's own array
 operations; and values passed from the host (a learning rate, Adam's step count, a dropout
-seed) are baked in at capture, so a step whose scalars change must read them from device memory
-(not built yet: issue 19's next piece). Inside the arena the backend uses its own gemm and
+seed) are baked in at capture, so a step whose scalars change must read them from device memory.
+:class:`DeviceRates` does that for Adam: a table of each step's bias-corrected step size and
+``sqrt(1 - beta2**t)``, uploaded before the graph runs, and a step counter on the device that
+the step itself moves on (``CupyBackend.using_rates``). Dropout seeds and SGD's learning rate
+from the device are not built yet (issue 19). Inside the arena the backend uses its own gemm and
 colsum whatever ``config.CUPY_OWN_GEMM`` says, and zeros by its own kernel.
 """
 from __future__ import annotations
@@ -111,3 +114,47 @@ def capture_step(backend, step, shape=None) -> StepGraph:
             raise
         graph = stream.end_capture()
     return StepGraph(graph, arena, stream, shape)
+
+
+class DeviceRates:
+    """Adam's per-step scalars on the device, for steps run as a graph.
+
+    ``table`` (capacity, 2) holds each step's ``(lr / (1 - beta1**t), sqrt(1 - beta2**t))`` in the
+    parameters' dtype, as the eager path rounds them; ``counter`` holds ``[step, steps loaded]``.
+    Inside ``backend.using_rates(rates)`` the backend's ``adam_update_many`` reads the scalars of
+    step ``counter[0]`` and moves the counter on, whatever ``t`` and ``lr`` it is given; a step past
+    the loaded ones updates nothing, and :meth:`taken` reports it. The arrays keep their memory
+    for life (a graph holds their pointers): :meth:`load` writes into them."""
+
+    def __init__(self, backend, capacity: int, dtype):
+        if int(capacity) < 1:
+            raise InvalidArgument(f"DeviceRates: capacity must be at least 1 step, got {capacity!r}")
+        cp = backend.device
+        self.capacity, self.dtype = int(capacity), np.dtype(dtype)
+        self.table = cp.asarray(np.zeros((self.capacity, 2), self.dtype))
+        self.counter = cp.asarray(np.zeros(2, np.int64))
+        self.loaded = 0
+
+    def load(self, step_size, sqrt_bc2) -> None:
+        """Upload the scalars of the next ``len(step_size)`` steps and set the counter to 0 (a host
+        write: outside any capture, e.g. once per epoch). ``step_size``, ``sqrt_bc2``: float64, from
+        ``fastmnist.steps.step_rates``."""
+        step_size, sqrt_bc2 = np.asarray(step_size, np.float64), np.asarray(sqrt_bc2, np.float64)
+        n = len(step_size)
+        if step_size.shape != (n,) or sqrt_bc2.shape != (n,) or not 1 <= n <= self.capacity:
+            raise InvalidArgument(f"DeviceRates.load: step_size and sqrt_bc2 must be two vectors of the same length, "
+                                  f"1 to {self.capacity} steps; got shapes {step_size.shape} and {sqrt_bc2.shape}")
+        table = np.zeros((self.capacity, 2), self.dtype)
+        table[:n, 0], table[:n, 1] = step_size, sqrt_bc2
+        self.table.set(table)
+        self.counter.set(np.array([0, n], np.int64))
+        self.loaded = n
+
+    def taken(self) -> int:
+        """Steps run since :meth:`load` (a host read: outside any capture); an error if the steps
+        outran the table, whose extra steps updated nothing."""
+        done = int(self.counter.get()[0])
+        if done > self.loaded:
+            raise InvalidArgument(f"DeviceRates: {done} steps ran on a table of {self.loaded}: the last "
+                                  f"{done - self.loaded} updated no weights (load the next steps' rates first)")
+        return done

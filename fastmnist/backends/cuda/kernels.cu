@@ -427,6 +427,23 @@ __device__ void adam_many_impl(T** p, T** g, T** m, T** v, const i64* offsets, i
     }
 }
 
+// The same with Adam's per-step scalars read on the device (a CUDA graph replays the scalars of its
+// capture): step s = counter[0] takes rates[2s] (lr / (1 - beta1^t)) and rates[2s + 1]
+// (sqrt(1 - beta2^t)) from a table of counter[1] steps uploaded before the graph runs; past its
+// end nothing is updated (the host checks the counter against the table, never a read out of bounds).
+// advance_step moves the counter on, as a launch of its own after every reader of it.
+template <typename T>
+__device__ void adam_many_rates_impl(T** p, T** g, T** m, T** v, const i64* offsets, int count, T b1, T b2,
+                                     const T* rates, const i64* counter, T eps) {
+    const i64 s = counter[0];
+    if (s < 0 || s >= counter[1]) return;
+    adam_many_impl(p, g, m, v, offsets, count, b1, b2, rates[2 * s], rates[2 * s + 1], eps);
+}
+
+__device__ void advance_step_impl(i64* counter) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
+}
+
 // ---- matrix products without cuBLAS (capturable into a CUDA graph, no workspace) ------------
 // C (M, N) = op(A) @ op(B), op(A) (M, K) being A as stored (ta = 0: A is (M, K) row-major) or its
 // transpose (ta = 1: A is stored (K, M)); the same for B with (K, N) and tb. Epilogue: plus C when
@@ -552,7 +569,11 @@ extern "C" __global__ void gemm_##S(const T* A, const T* B, const T* bias, T* C,
     int tb, int has_bias, int relu, int accumulate)                                                                 \
     { gemm_impl<T>(A, B, bias, C, M, N, K, ta, tb, has_bias, relu, accumulate); }                                 \
 extern "C" __global__ void colsum_##S(const T* x, int M, int N, T* out) { colsum_impl<T>(x, M, N, out); }      \
-extern "C" __global__ void zero_bytes_##S(unsigned char* p, i64 n) { zero_bytes_impl(p, n); }
+extern "C" __global__ void zero_bytes_##S(unsigned char* p, i64 n) { zero_bytes_impl(p, n); }                   \
+extern "C" __global__ void adam_many_rates_##S(T** p, T** g, T** m, T** v, const i64* off, int count, T b1, T b2,  \
+    const T* rates, const i64* counter, T eps)                                                                      \
+    { adam_many_rates_impl<T>(p, g, m, v, off, count, b1, b2, rates, counter, eps); }                               \
+extern "C" __global__ void advance_step_##S(i64* counter) { advance_step_impl(counter); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

@@ -107,8 +107,12 @@ def test_adam_with_its_rates_on_the_device_replays_eager_steps_bit_for_bit(name,
     rates = be.device_rates(8, dtype)
     corrections = [adam_corrections(lr, t, 0.9, 0.999) for t, lr in enumerate(lrs, 1)]
     rates.load([c[0] for c in corrections], [c[1] for c in corrections])
+    def counted_step():
+        step()
+        be.advance_step(rates)
+
     with be.using_rates(rates):
-        graph = be.capture_step(step, x.shape)  # its eager pass is step 1
+        graph = be.capture_step(counted_step, x.shape)  # its eager pass is step 1
     for _ in range(steps - 1):
         graph.launch()
     assert rates.taken() == steps
@@ -119,6 +123,68 @@ def test_adam_with_its_rates_on_the_device_replays_eager_steps_bit_for_bit(name,
         np.testing.assert_array_equal(got, want)
     with pytest.raises(InvalidArgument, match="6 steps ran on a table of 5: the last 1 updated no weights"):
         rates.taken()
+
+
+def test_an_epoch_of_graph_steps_with_its_batches_and_sums_on_the_device(monkeypatch):
+    """fast-cnn, Adam at a changing learning rate, 29 images in batches of 8: three steps of one graph
+    (its capture's eager pass, then two replays) and the short last batch as a second graph, each
+    step gathering its batch through the epoch's permutation at the device's step counter and adding
+    its loss and accuracy into device totals. Against the same steps run eagerly from host-gathered
+    batches: the weights bit for bit, the summed loss to float32 rounding, the correct count exactly."""
+    from fastmnist.backends.contract import adam_corrections
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    n, batch, lrs = 29, 8, [0.004, 0.01, 0.007, 0.002]
+    be = fastmnist.get_backend("cupy-sim")
+    rng = np.random.default_rng(3)
+    xs_host = rng.random((n, 1, 28, 28)).astype(np.float32)
+    labels_host = rng.integers(0, 10, n).astype(np.int64)
+    perm_host = rng.permutation(n).astype(np.int64)
+    xs, labels = be.asarray(xs_host), be.asarray(labels_host)
+
+    model = zoo.create("fast-cnn", backend="cupy-sim", seed=0)
+    opt = optim.Adam(0.01).attach(model)
+    eager_loss = eager_correct = 0.0
+    for k, lr in enumerate(lrs):
+        idx = perm_host[k * batch:(k + 1) * batch]
+        xb, lb = be.asarray(xs_host[idx]), be.asarray(labels_host[idx])
+        out = model.forward(xb, train=True)
+        loss, d = model.loss_and_grad(out, lb)
+        model.backward(d)
+        opt.lr = lr
+        opt.step()
+        eager_loss += float(loss) * len(idx)
+        eager_correct += int(be.count_correct(out, lb))
+    eager = _weights(be, model)
+
+    model = zoo.create("fast-cnn", backend="cupy-sim", seed=0)
+    opt = optim.Adam(0.01).attach(model)
+    rates = be.device_rates(len(lrs), "float32")
+    corrections = [adam_corrections(lr, t, 0.9, 0.999) for t, lr in enumerate(lrs, 1)]
+    rates.load([c[0] for c in corrections], [c[1] for c in corrections])
+    perm = be.asarray(perm_host)
+    totals = be.asarray(np.zeros(2))
+
+    def step(rows):
+        xb = be.gather_batch(xs, perm, rates, batch, rows)
+        lb = be.gather_batch(labels, perm, rates, batch, rows)
+        out = model.forward(xb, train=True)
+        loss, d = model.loss_and_grad(out, lb)
+        model.backward(d)
+        opt.step()
+        be.accumulate_step(loss, be.count_correct(out, lb), rows, totals)
+        be.advance_step(rates)
+
+    with be.using_rates(rates):
+        full = be.capture_step(lambda: step(batch), (batch, 1, 28, 28))  # step 1
+        full.launch()  # step 2
+        full.launch()  # step 3
+        be.capture_step(lambda: step(n - 3 * batch), (n - 3 * batch, 1, 28, 28))  # step 4, the short batch
+    assert rates.taken() == len(lrs)
+    for got, want in zip(_weights(be, model), eager):
+        np.testing.assert_array_equal(got, want)
+    loss_sum, correct = totals.get()
+    np.testing.assert_allclose(loss_sum, eager_loss, rtol=1e-6)
+    assert correct == eager_correct
 
 
 def test_device_rates_refuse_a_table_that_does_not_fit():

@@ -236,13 +236,41 @@ class CupyBackend:
 
     @contextlib.contextmanager
     def using_rates(self, rates):
-        """Inside, adam_update_many takes its step's scalars from ``rates`` (a DeviceRates) on the
-        device and moves its counter on, ignoring the ``t`` and ``lr`` it is given."""
+        """Inside, adam_update_many takes its step's scalars from ``rates`` (a DeviceRates) at the
+        device's step counter, ignoring the ``t`` and ``lr`` it is given."""
         previous, self._rates = self._rates, rates
         try:
             yield rates
         finally:
             self._rates = previous
+
+    def advance_step(self, rates):
+        """Move ``rates``' device step counter on by one: the last launch of a captured step."""
+        self._kernel("advance_step", rates.dtype)((1,), (1,), (rates.counter,))
+
+    def gather_batch(self, src, perm, rates, batch_size, rows):
+        """(rows, ...) = src[perm[s*batch_size : s*batch_size + rows]] for the device's step s
+        (``rates.counter``): a captured step's batch, gathered on the device. ``src`` (N, ...) a
+        device array of 4- or 8-byte elements, ``perm`` int64 (a fixed buffer the host refills
+        each epoch, outside the graph)."""
+        src, perm = self._c(src), self._c(perm)
+        if src.dtype.itemsize not in (4, 8) or perm.dtype != np.int64 or perm.ndim != 1:
+            raise InvalidArgument(f"gather_batch: src of 4- or 8-byte elements and a 1-D int64 perm expected, "
+                                  f"got {src.dtype} and {perm.dtype} {perm.shape}")
+        if not 0 < rows <= batch_size:
+            raise InvalidArgument(f"gather_batch: rows must be 1..batch_size ({batch_size}), got {rows}")
+        out = self._empty((rows,) + src.shape[1:], src.dtype)
+        words = src[0].nbytes // 4 if src.shape[0] else 0
+        self._launch("gather_rows", rates.dtype, rows * words,
+                     (src.reshape(-1).view(np.uint32), perm, rates.counter, _l(perm.size), _l(batch_size), _l(rows),
+                      _l(words), out.reshape(-1).view(np.uint32)))
+        return out
+
+    def accumulate_step(self, loss, correct, rows, totals):
+        """totals (2,) float64 on the device += (loss * rows, correct): a captured step's loss and
+        accuracy summed where they are computed, read by the host once per epoch."""
+        loss = self._c(loss)
+        self._kernel("accumulate_step", loss.dtype)((1,), (1,), (loss, self._c(correct), _l(rows), totals))
 
     def capture_step(self, step, shape=None):
         """One training step as a CUDA graph: see :func:`fastmnist.backends.cupy_graphs.capture_step`."""
@@ -617,7 +645,6 @@ class CupyBackend:
             if rates.dtype != np.dtype(f):
                 raise InvalidArgument(f"adam_update_many: the device rates are {rates.dtype}, the parameters {np.dtype(f)}")
             self._launch("adam_many_rates", f, entry["total"], tables + (rates.table, rates.counter, _s(f, eps)))
-            self._kernel("advance_step", f)((1,), (1,), (rates.counter,))
             return
         step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
         self._launch("adam_many", f, entry["total"], tables + (_s(f, step_size), _s(f, sqrt_bc2), _s(f, eps)))

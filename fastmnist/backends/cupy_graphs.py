@@ -16,8 +16,10 @@ operations; and values passed from the host (a learning rate, Adam's step count,
 seed) are baked in at capture, so a step whose scalars change must read them from device memory.
 :class:`DeviceRates` does that for Adam: a table of each step's bias-corrected step size and
 ``sqrt(1 - beta2**t)``, uploaded before the graph runs, and a step counter on the device that
-the step itself moves on (``CupyBackend.using_rates``). Dropout seeds and SGD's learning rate
-from the device are not built yet (issue 19). Inside the arena the backend uses its own gemm and
+the step's last launch moves on (``CupyBackend.using_rates``, ``advance_step``). The batch comes
+from the device too (``gather_batch``: a permutation buffer the host refills each epoch, read at
+the counter), and the loss and accuracy are summed there (``accumulate_step``). Dropout seeds and
+SGD's learning rate from the device are not built yet (issue 19). Inside the arena the backend uses its own gemm and
 colsum whatever ``config.CUPY_OWN_GEMM`` says, and zeros by its own kernel.
 """
 from __future__ import annotations
@@ -122,8 +124,9 @@ class DeviceRates:
     ``table`` (capacity, 2) holds each step's ``(lr / (1 - beta1**t), sqrt(1 - beta2**t))`` in the
     parameters' dtype, as the eager path rounds them; ``counter`` holds ``[step, steps loaded]``.
     Inside ``backend.using_rates(rates)`` the backend's ``adam_update_many`` reads the scalars of
-    step ``counter[0]`` and moves the counter on, whatever ``t`` and ``lr`` it is given; a step past
-    the loaded ones updates nothing, and :meth:`taken` reports it. The arrays keep their memory
+    step ``counter[0]``, whatever ``t`` and ``lr`` it is given, and ``backend.advance_step(rates)``
+    moves the counter on (a step's last launch); a step past the loaded ones updates nothing, and
+    :meth:`taken` reports it. The arrays keep their memory
     for life (a graph holds their pointers): :meth:`load` writes into them."""
 
     def __init__(self, backend, capacity: int, dtype):

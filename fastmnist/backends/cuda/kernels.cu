@@ -444,6 +444,28 @@ __device__ void advance_step_impl(i64* counter) {
     if (blockIdx.x == 0 && threadIdx.x == 0) counter[0] += 1;
 }
 
+// A captured step's batch: out row r = src row perm[s*batch + r] for r < rows, s = counter[0],
+// rows of row_words 32-bit words (any dtype of 4 or 8 bytes); rows whose index passes n_perm are
+// left alone (the host keeps the counter within the epoch).
+__device__ void gather_rows_impl(const unsigned* src, const i64* perm, const i64* counter, i64 n_perm, i64 batch,
+                                 i64 rows, i64 row_words, unsigned* out) {
+    const i64 first = counter[0] * batch;
+    GRID_STRIDE(i, rows * row_words) {
+        const i64 r = i / row_words, k = first + r;
+        if (k >= 0 && k < n_perm) out[i] = src[perm[k] * row_words + i % row_words];
+    }
+}
+
+// totals[0] += loss[0] * rows, totals[1] += correct[0], in double: a captured step's loss and
+// accuracy summed on the device, read by the host once per epoch.
+template <typename T>
+__device__ void accumulate_step_impl(const T* loss, const i64* correct, i64 rows, double* totals) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        totals[0] += (double)loss[0] * (double)rows;
+        totals[1] += (double)correct[0];
+    }
+}
+
 // ---- matrix products without cuBLAS (capturable into a CUDA graph, no workspace) ------------
 // C (M, N) = op(A) @ op(B), op(A) (M, K) being A as stored (ta = 0: A is (M, K) row-major) or its
 // transpose (ta = 1: A is stored (K, M)); the same for B with (K, N) and tb. Epilogue: plus C when
@@ -573,7 +595,12 @@ extern "C" __global__ void zero_bytes_##S(unsigned char* p, i64 n) { zero_bytes_
 extern "C" __global__ void adam_many_rates_##S(T** p, T** g, T** m, T** v, const i64* off, int count, T b1, T b2,  \
     const T* rates, const i64* counter, T eps)                                                                      \
     { adam_many_rates_impl<T>(p, g, m, v, off, count, b1, b2, rates, counter, eps); }                               \
-extern "C" __global__ void advance_step_##S(i64* counter) { advance_step_impl(counter); }
+extern "C" __global__ void advance_step_##S(i64* counter) { advance_step_impl(counter); }                            \
+extern "C" __global__ void gather_rows_##S(const unsigned* src, const i64* perm, const i64* counter, i64 n_perm,  \
+    i64 batch, i64 rows, i64 row_words, unsigned* out)                                                              \
+    { gather_rows_impl(src, perm, counter, n_perm, batch, rows, row_words, out); }                                  \
+extern "C" __global__ void accumulate_step_##S(const T* loss, const i64* correct, i64 rows, double* totals)        \
+    { accumulate_step_impl<T>(loss, correct, rows, totals); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

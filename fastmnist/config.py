@@ -149,6 +149,11 @@ CUDA_THREADS = 256
 #: False until a GPU has timed the two side by side. FASTMNIST_CUPY_OWN_GEMM=1 turns it on.
 CUPY_OWN_GEMM = _from_env("CUPY_OWN_GEMM", "FASTMNIST_CUPY_OWN_GEMM", 0, integer=True, maximum=1) == 1
 
+#: cupy backend: fit() replays its steps as CUDA graphs where it can (Adam, no dropout, no
+#: augmentation: fastmnist/graph_steps.py), the products on the own gemm. Checked on cupy-sim
+#: only, so False until a GPU has timed it against the eager path. FASTMNIST_CUDA_GRAPHS=1 turns it on.
+CUDA_GRAPHS = _from_env("CUDA_GRAPHS", "FASTMNIST_CUDA_GRAPHS", 0, integer=True, maximum=1) == 1
+
 #: cupy-sim backend: the simulated device's memory in bytes (an allocation beyond it raises
 #: CuPy's OutOfMemoryError, so the out-of-memory path is testable without a GPU).
 CUDASIM_MEMORY_BYTES = _from_env("CUDASIM_MEMORY_BYTES", "FASTMNIST_CUDASIM_MEMORY", 8 * 2**30, integer=True, above=True)

@@ -18,6 +18,7 @@ from . import config
 from .augment import Augment, warp_batch
 from .data import validation_split as _split
 from .errors import FastMnistError, InvalidArgument, TrainingDiverged, WrongType
+from .graph_steps import GraphSteps
 from .layers import Dropout
 from .optim import Optimizer, make_optimizer, make_schedule
 from .steps import chunk_steps, dropout_seeds, program_for, step_rates
@@ -204,10 +205,14 @@ class _Loop:
             self.rng.bit_generator.state = resume["epoch_rng"]
         # whole steps in one backend call, where the backend has them (not with augmentation: its warp runs between)
         program = program_for(model, self.optimizer) if self.augment is None else None
+        # or whole steps as CUDA graphs, where the backend captures them (graph_steps.py)
+        graphs = GraphSteps(model, self.optimizer, xs, labels, targets, self.batch_size, steps) \
+            if program is None and GraphSteps.applies(model, self.optimizer, self.dropouts, self.augment) else None
         for epoch in range(first_epoch, self.epochs):
             epoch_rng = self.rng.bit_generator.state
             # Gathered batch by batch: a whole-set permuted copy would move 188 MB per epoch at once.
-            perm = be.asarray(self.rng.permutation(n)) if self.shuffle else None
+            perm_host = self.rng.permutation(n) if self.shuffle else None
+            perm = be.asarray(perm_host) if perm_host is not None and graphs is None else None
             loss_sum = correct = 0.0
             spent = 0.0
             start = first_step if epoch == first_epoch else 0
@@ -223,7 +228,10 @@ class _Loop:
             if program is not None:
                 loss_sum, correct, lr_now = self._compiled_steps(program, xs, labels, targets, perm, epoch, start, steps,
                                                                  bar, t0, spent, epoch_rng, loss_sum, correct, curve)
-            for step in range(start if program is None else steps, steps):
+            elif graphs is not None:
+                loss_sum, correct, lr_now = self._graph_steps(graphs, perm_host, epoch, start, steps, bar, t0, spent,
+                                                              epoch_rng, loss_sum, correct, curve)
+            for step in range(start if program is None and graphs is None else steps, steps):
                 if self.stop is not None and self.stop():
                     be.synchronize()
                     raise TrainingInterrupted(self.state(epoch, step, epoch_rng, loss_sum, correct,
@@ -292,6 +300,36 @@ class _Loop:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss_sum / min(n, step * self.batch_size):.4f}")
         return loss_sum, correct, lr_now
+
+    def _graph_steps(self, graphs, perm, epoch, start, steps, bar, t0, spent, epoch_rng, loss_sum, correct, curve):
+        """Steps ``start..steps-1`` of an epoch as CUDA graph replays (graph_steps.py): the learning
+        rates and Adam's corrections computed as the per-step loop computes them, uploaded once; the
+        loss read back every config.PROGRESS_EVERY steps, as the per-step loop on a GPU reads it."""
+        n, t_before = graphs.xs.shape[0], self.optimizer.t
+        lrs, step_size, sqrt_bc2 = step_rates(self.optimizer, self.schedule, epoch * steps + start, steps - start, steps,
+                                              steps * self.epochs)
+        graphs.start_epoch(perm, step_size, sqrt_bc2, start, loss_sum, correct)
+        checked_loss, checked_step = float(loss_sum), start
+        for step in range(start, steps):
+            if self.stop is not None and self.stop():
+                self.optimizer.t = t_before + step - start
+                raise TrainingInterrupted(self.state(epoch, step, epoch_rng, *graphs.sums(),
+                                                     spent + time.perf_counter() - t0))
+            graphs.step(step)
+            if (step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1:
+                loss_sum, correct = graphs.sums()  # the only host reads inside an epoch
+                if not math.isfinite(loss_sum):
+                    raise _diverged(loss_sum - checked_loss, epoch, f"steps {checked_step + 1}-{step + 1}", steps,
+                                    float(lrs[step - start]))
+                checked_loss, checked_step = loss_sum, step + 1
+                seen = min(n, (step + 1) * self.batch_size)
+                curve.add(step + 1, loss_sum, correct, seen)
+                if bar is not None:
+                    bar.update(step + 1 - bar.n)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
+        graphs.taken()  # the device ran every step on its table (an error otherwise)
+        self.optimizer.t = t_before + steps - start  # a capture runs the optimizer's host code twice
+        return loss_sum, correct, float(lrs[-1])
 
     def _compile_seconds(self) -> float:
         timer = self.model.backend.compile_seconds

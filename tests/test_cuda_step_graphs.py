@@ -190,7 +190,7 @@ def test_an_epoch_of_graph_steps_with_its_batches_and_sums_on_the_device(monkeyp
 def test_device_rates_refuse_a_table_that_does_not_fit():
     be = fastmnist.get_backend("cupy-sim")
     rates = be.device_rates(3, "float32")
-    with pytest.raises(InvalidArgument, match="1 to 3 steps; got shapes \\(4,\\) and \\(4,\\)"):
+    with pytest.raises(InvalidArgument, match="1 to 3 steps from step 0 on; got shapes \\(4,\\) and \\(4,\\)"):
         rates.load(np.ones(4), np.ones(4))
     with pytest.raises(InvalidArgument, match="capacity must be at least 1 step"):
         be.device_rates(0, "float32")
@@ -219,3 +219,63 @@ def test_a_step_whose_buffers_change_between_passes_is_refused():
     with pytest.raises(InvalidArgument, match=r"step arena: buffer #0 was \(4, 3\) float32 .* now \(5, 3\) float32"):
         be.capture_step(lambda: be.relu_forward(next(inputs)))
     assert be._arena is None
+
+
+def _fit_data(n=40):
+    rng = np.random.default_rng(7)
+    return rng.random((n, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def _fit(x, y, graphs, monkeypatch, name="fast-cnn", **fit):
+    """zoo's recipe (fast-cnn: one-cycle Adam) on cupy-sim at batch 16 (40 images: 16, 16 and a
+    short 8), with config.CUDA_GRAPHS as asked and the products on the own gemm either way."""
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    monkeypatch.setattr(config, "CUDA_GRAPHS", graphs)
+    model = zoo.create(name, backend="cupy-sim", seed=0)
+    args = {**zoo.fit_args(name, epochs=2, batch_size=16), **fit}
+    before = dict(model.backend.device.counters)
+    history = model.fit(x, y, verbose=0, seed=0, **args)
+    launches = model.backend.device.counters["graph_launches"] - before["graph_launches"]
+    return model, history, launches
+
+
+def test_fit_with_graphs_equals_fit_without(monkeypatch):
+    """fit() on graphs (config.CUDA_GRAPHS) against the step-by-step loop: the same weights bit for
+    bit after two epochs of one-cycle Adam with a short last batch, the same accuracy, the loss to
+    float32 rounding (the graphs sum it in float64 on the device); and the graphs were used: each of
+    the two batch shapes captured once in the run (its capture runs the step), the rest replayed."""
+    x, y = _fit_data()
+    eager, eager_history, eager_launches = _fit(x, y, False, monkeypatch)
+    graphed, history, launches = _fit(x, y, True, monkeypatch)
+    # epoch 1: capture (16 rows), replay, capture (8 rows); epoch 2: three replays
+    assert eager_launches == 0 and launches == 4
+    for got, want in zip(_weights(graphed.backend, graphed), _weights(eager.backend, eager)):
+        np.testing.assert_array_equal(got, want)
+    assert history["accuracy"] == eager_history["accuracy"]
+    np.testing.assert_allclose(history["loss"], eager_history["loss"], rtol=1e-5)
+    assert graphed.backend.to_numpy(graphed.parameters()[0]).dtype == np.float32
+
+
+def test_fit_falls_back_to_steps_where_graphs_do_not_apply(monkeypatch):
+    """dropout-cnn (seeds from the host) and SGD (a learning rate from the host) run step by step."""
+    x, y = _fit_data(24)
+    for name, extra in (("dropout-cnn", {}), ("fast-cnn", {"optimizer": optim.SGD(0.05)})):
+        _, _, launches = _fit(x, y, True, monkeypatch, name=name, **extra)
+        assert launches == 0, name
+
+
+def test_a_graph_run_stopped_mid_epoch_resumes_to_the_same_weights(monkeypatch):
+    from fastmnist.trainer import TrainingInterrupted
+    x, y = _fit_data()
+    full, full_history, _ = _fit(x, y, True, monkeypatch)
+    monkeypatch.setattr(config, "CUDA_GRAPHS", True)
+    model = zoo.create("fast-cnn", backend="cupy-sim", seed=0)
+    args = zoo.fit_args("fast-cnn", epochs=2, batch_size=16)
+    polls = iter(range(10**6))
+    with pytest.raises(TrainingInterrupted) as info:
+        model.fit(x, y, verbose=0, seed=0, stop=lambda: next(polls) == 4, **args)
+    state = info.value.state
+    assert (state["epoch"], state["step"]) == (1, 1)
+    model.fit(x, y, verbose=0, seed=0, history=state["history"], resume=state, **args)
+    for got, want in zip(_weights(model.backend, model), _weights(full.backend, full)):
+        np.testing.assert_array_equal(got, want)

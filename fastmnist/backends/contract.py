@@ -37,7 +37,7 @@ REQUIRED_OPS = (
 )
 #: Used where present: whole compiled steps, Adam over every parameter in one launch, a context the
 #: trainer holds around its epochs, the seconds spent compiling kernels so far.
-OPTIONAL_OPS = ("dense_train_steps", "adam_update_many", "training_context", "compile_seconds")
+OPTIONAL_OPS = ("dense_train_steps", "adam_update_many", "training_context", "compile_seconds", "capture_step")
 #: Declared flags and their defaults: data lives on a device (host reads are syncs); kernels are
 #: compiled at first use (the CLI times a warm-up step apart); the device is simulated on the CPU
 #: (a test backend: never chosen by auto, timed as CPU work, no GPU workers in a sweep).

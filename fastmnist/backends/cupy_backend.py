@@ -626,6 +626,10 @@ class CupyBackend:
         f = params[0].dtype
         ms, vs = [s["m"] for s in states], [s["v"] for s in states]
         key = (np.dtype(f).char,) + tuple((a.data.ptr, a.size) for group in (params, ms, vs) for a in group)
+        if self._arena is not None:
+            # a captured step's own tables: another graph of the model (another batch shape) has other
+            # gradient buffers, and rewriting a shared table would point this one's replays at them
+            key += tuple(g.data.ptr for g in grads)
         entry = self._tables.get(key)
         if entry is None:
             table = lambda arrays: cp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
@@ -635,6 +639,8 @@ class CupyBackend:
             entry = self._tables[key] = {"p": table(params), "m": table(ms), "v": table(vs), "g": table(grads),
                                          "offsets": cp.asarray(sizes), "total": int(sizes[-1]), "keep": (params, ms, vs),
                                          "grads": [g.data.ptr for g in grads]}
+            if self._arena is not None:
+                self._arena.keep.append(entry)  # alive as long as the graph that reads it
         if [g.data.ptr for g in grads] != entry["grads"]:
             entry["g"].set(np.array([g.data.ptr for g in grads], np.uint64))
             entry["grads"] = [g.data.ptr for g in grads]

@@ -37,6 +37,7 @@ class StepArena:
     def __init__(self, cp):
         self._cp = cp
         self.arrays: list = []
+        self.keep: list = []  # other device memory the step's launches point at (pointer tables)
         self._next: int | None = None  # None: recording; else the index of the next array to hand out
 
     def take(self, shape, dtype):
@@ -136,27 +137,28 @@ class DeviceRates:
         self.capacity, self.dtype = int(capacity), np.dtype(dtype)
         self.table = cp.asarray(np.zeros((self.capacity, 2), self.dtype))
         self.counter = cp.asarray(np.zeros(2, np.int64))
-        self.loaded = 0
+        self.first = self.loaded = 0
 
-    def load(self, step_size, sqrt_bc2) -> None:
-        """Upload the scalars of the next ``len(step_size)`` steps and set the counter to 0 (a host
-        write: outside any capture, e.g. once per epoch). ``step_size``, ``sqrt_bc2``: float64, from
-        ``fastmnist.steps.step_rates``."""
+    def load(self, step_size, sqrt_bc2, first: int = 0) -> None:
+        """Upload the scalars of steps ``first .. first + len(step_size) - 1`` and set the counter to
+        ``first`` (a host write: outside any capture, e.g. once per epoch; ``first`` > 0 resumes an
+        epoch mid-way). ``step_size``, ``sqrt_bc2``: float64, from ``fastmnist.steps.step_rates``."""
         step_size, sqrt_bc2 = np.asarray(step_size, np.float64), np.asarray(sqrt_bc2, np.float64)
-        n = len(step_size)
-        if step_size.shape != (n,) or sqrt_bc2.shape != (n,) or not 1 <= n <= self.capacity:
+        n, first = len(step_size), int(first)
+        if step_size.shape != (n,) or sqrt_bc2.shape != (n,) or not 1 <= n or first < 0 or first + n > self.capacity:
             raise InvalidArgument(f"DeviceRates.load: step_size and sqrt_bc2 must be two vectors of the same length, "
-                                  f"1 to {self.capacity} steps; got shapes {step_size.shape} and {sqrt_bc2.shape}")
+                                  f"1 to {self.capacity} steps from step {first} on; got shapes {step_size.shape} and "
+                                  f"{sqrt_bc2.shape}")
         table = np.zeros((self.capacity, 2), self.dtype)
-        table[:n, 0], table[:n, 1] = step_size, sqrt_bc2
+        table[first:first + n, 0], table[first:first + n, 1] = step_size, sqrt_bc2
         self.table.set(table)
-        self.counter.set(np.array([0, n], np.int64))
-        self.loaded = n
+        self.counter.set(np.array([first, first + n], np.int64))
+        self.first, self.loaded = first, n
 
     def taken(self) -> int:
         """Steps run since :meth:`load` (a host read: outside any capture); an error if the steps
         outran the table, whose extra steps updated nothing."""
-        done = int(self.counter.get()[0])
+        done = int(self.counter.get()[0]) - self.first
         if done > self.loaded:
             raise InvalidArgument(f"DeviceRates: {done} steps ran on a table of {self.loaded}: the last "
                                   f"{done - self.loaded} updated no weights (load the next steps' rates first)")

@@ -647,7 +647,7 @@ class CupyBackend:
         tables = (entry["p"], entry["g"], entry["m"], entry["v"], entry["offsets"], _i(len(params)), _s(f, beta1),
                   _s(f, beta2))
         rates = self._rates
-        if rates is not None:  # the scalars of the device's step counter, then the counter moved on
+        if rates is not None:  # the scalars at the device's step counter (advance_step moves it on)
             if rates.dtype != np.dtype(f):
                 raise InvalidArgument(f"adam_update_many: the device rates are {rates.dtype}, the parameters {np.dtype(f)}")
             self._launch("adam_many_rates", f, entry["total"], tables + (rates.table, rates.counter, _s(f, eps)))

@@ -125,6 +125,11 @@ CONV_WINOGRAD_WEIGHT_GRADIENT = True
 #: weight gradient from the pooled side, one window per pooled value (numba_window_grad.py), where
 #: the dense product multiplies the three zeros of every 2x2 window too. False keeps the dense one.
 CONV_WINDOW_WEIGHT_GRADIENT = True
+#: the same for layers whose window rows are longer (up to numba_window_grad.WIDE_MAX_VECTORS
+#: vectors of the target's width: fast-cnn's conv2, 3 rows of 3x24 values), a few rows a call, in
+#: place of Winograd's weight gradient (CONV_WINOGRAD_WEIGHT_GRADIENT): 2x2 pooling leaves a
+#: quarter of the pixels, Winograd's F(2x2, 3x3) saves 2.25x. False keeps the first layers' only.
+CONV_WINDOW_WIDE = True
 
 #: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
 #: own weight-gradient partial, summed in task order, so the result does not depend on the number

@@ -20,6 +20,14 @@ if backend_status("numba")[0]:
     def _window(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi):
         W.window_grad(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi)
 
+    @njit
+    def _window_wide(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi):
+        W.window_grad_wide(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db,
+                           dbi)
+
+    INTRINSICS = {"narrow": (_window, W.window_lanes, W._bodies(W.WINDOW_MAX_VECTORS)),
+                  "wide": (_window_wide, W.wide_lanes, W._bodies(W.WIDE_MAX_VECTORS))}
+
 
 def window_oracle(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi,
                   lanes):
@@ -37,15 +45,16 @@ def window_oracle(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astri
     return out, db
 
 
+@pytest.mark.parametrize("which", ["narrow", "wide"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_every_body_against_a_loop(rng, dtype):
-    """Each (rows, vectors) body, with a width that leaves the last vector part full, an odd and an
-    even count of windows, stopped windows (arg -1) and offsets into the middle of the arrays."""
-    lanes = W.window_lanes(np.dtype(dtype).itemsize)
-    for kh, nvec in W._bodies():
+def test_every_body_against_a_loop(rng, dtype, which):
+    """Each (rows, vectors) body of both intrinsics, with a width that leaves the last vector part
+    full, an odd and an even count of windows, stopped windows (arg -1) and offsets into the middle
+    of the arrays."""
+    call, lanes_of, bodies = INTRINSICS[which]
+    lanes = lanes_of(np.dtype(dtype).itemsize)
+    for kh, nvec in bodies:
         for width in sorted({(nvec - 1) * lanes + 1, nvec * lanes}):
-            if W.window_vectors(width, np.dtype(dtype).itemsize) != nvec:
-                continue
             xrow = width + 3
             x = rng.standard_normal(40 * xrow + kh * xrow).astype(dtype)
             poff = rng.integers(0, 30 * xrow, 12).astype(np.int64)
@@ -58,7 +67,7 @@ def test_every_body_against_a_loop(rng, dtype):
                 args = (x, 5, xrow, kh, width, dy, 2, count, arg, 4, astride, poff, out, 3, db, 1)
                 want_out, want_db = window_oracle(*args, lanes)
                 got_out, got_db = out.copy(), db.copy()
-                _window(*args[:12], got_out, 3, got_db, 1)
+                call(*args[:12], got_out, 3, got_db, 1)
                 np.testing.assert_allclose(got_out, want_out, rtol=1e-5 if dtype == "float32" else 1e-12,
                                            atol=1e-5 if dtype == "float32" else 1e-12, err_msg=f"{kh}x{nvec} w{width}")
                 np.testing.assert_allclose(got_db, want_db, rtol=1e-5, atol=1e-5)
@@ -69,6 +78,12 @@ def test_which_layers_take_it():
     assert not W.window_grad_applies(3, 72, 4)  # fast-cnn's conv2: 24 channels x 3 taps a row
     assert not W.window_grad_applies(8, 1, 4)
     assert W.window_grad_applies(5, 5, 8) and not W.window_grad_applies(5, 9, 8)  # float64: half the lanes
+    for width, itemsize in ((72, 4), (72, 8), (5, 4), (400, 4)):  # the wide one: as many rows as fit a call
+        nvec = -(-width // W.wide_lanes(itemsize))
+        rows = W.wide_rows(width, itemsize)
+        assert rows == min(W.WINDOW_MAX_ROWS, W.WIDE_MAX_VECTORS // nvec)
+        assert rows * nvec <= W.WIDE_MAX_VECTORS and (rows + 1) * nvec > W.WIDE_MAX_VECTORS or rows == W.WINDOW_MAX_ROWS
+    assert W.wide_rows(72, 4) >= 1  # fast-cnn's conv2 fits on AVX2 too, a row a call
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -77,6 +92,8 @@ def test_which_layers_take_it():
     (2, 1, 13, 11, 5, 5, 2, 2, 2, False),    # padded, odd output (a last row and column outside every window)
     (2, 2, 10, 10, 3, 3, 1, 3, 2, True),     # overlapping 3x3 windows, two channels, dx beside it
     (2, 3, 9, 9, 4, 3, 0, 2, 2, True),       # three channels, dx by the dense path's gradient
+    (2, 24, 12, 12, 32, 3, 0, 2, 2, True),   # fast-cnn's conv2: the wide intrinsic, Winograd's dx beside it
+    (2, 16, 11, 11, 5, 7, 3, 2, 2, False),   # 7 rows of 112 values: the wide one, a few rows a call
 ], ids=str)
 def test_the_layer_backward_against_the_oracle(rng, dtype, case, backward_calls, monkeypatch):
     """dw from the pooled side (and dx, where wanted, from the gradient before pooling), against the
@@ -91,6 +108,7 @@ def test_the_layer_backward_against_the_oracle(rng, dtype, case, backward_calls,
     dx, dw, db = nb.conv2d_relu_maxpool_backward(dy, cache, w, need_dx=need_dx)
     call = backward_calls.pop()
     assert call["poff"].shape[0] == cache.oh * cache.ow and call["dwin"].shape[1] > 0  # the pooled side's dw
+    assert (call["wrows"] > 0) == (not W.window_grad_applies(k, k * c, np.dtype(dtype).itemsize))
     conv = naive.conv2d_forward(x, w, b, 1, pad)
     pooled, arg = naive.maxpool2d_forward(conv, size, stride)
     dconv = naive.maxpool2d_backward(dy * (pooled > 0), arg, conv.shape)

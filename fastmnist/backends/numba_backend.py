@@ -435,12 +435,18 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     chunk = config.CONV_TILE_CHUNK
     chunks = -(-dy.shape[0] // chunk)
     fp = _tiled.padded_width(f, itemsize)
-    # the weight gradient by Winograd (its transform dU, taken back below) under the forward's conditions
-    wino_dw = config.CONV_WINOGRAD_WEIGHT_GRADIENT and _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow)
-    # or from the pooled side, one window per pooled value (numba_window_grad.py): dwin's rows
-    by_window = config.CONV_WINDOW_WEIGHT_GRADIENT and not wino_dw and \
-        _window.window_grad_applies(kh, kw * c, itemsize)
-    wlen = kh * _window.window_vectors(kw * c, itemsize) * _window.window_lanes(itemsize) if by_window else 0
+    # the weight gradient from the pooled side, one window per pooled value (numba_window_grad.py),
+    # where the pooling leaves at most half the pixels' values and the window rows fit one of its
+    # intrinsics: the narrow one (short rows: the first layers), else the wide one, a few rows a call
+    ph, pw = dy.shape[2], dy.shape[3]
+    narrow = _window.window_grad_applies(kh, kw * c, itemsize)
+    wrows = 0 if narrow else _window.wide_rows(kw * c, itemsize) if config.CONV_WINDOW_WIDE else 0
+    by_window = config.CONV_WINDOW_WEIGHT_GRADIENT and (narrow or wrows > 0) and 2 * ph * pw <= cache.oh * cache.ow
+    # else by Winograd (its transform dU, taken back below) under the forward's conditions
+    wino_dw = not by_window and config.CONV_WINOGRAD_WEIGHT_GRADIENT and \
+        _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow)
+    lanes = _window.window_lanes(itemsize) if narrow else _window.wide_lanes(itemsize)
+    wlen = kh * -(-kw * c // lanes) * lanes if by_window else 0  # each filter's rows, whole vectors
     dwin = np.zeros((chunks, f * wlen), dtype)
     poff = _window_offsets(cache) if by_window else np.zeros(0, np.int64)
     dwp = np.zeros((chunks, 0 if by_window else (16 if wino_dw else kh * kw) * c, fp), dtype)
@@ -460,7 +466,7 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
             wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
     _tiled.conv_pool_backward_kernel(dy, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
                                      cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw,
-                                     poff, dwin)
+                                     poff, dwin, wrows)
     if by_window:  # (F, KH, nvec*L) -> (F, KH, KW, C) -> (F, C, KH, KW)
         rows = dwin.sum(axis=0, dtype=np.float64).reshape(f, kh, -1)[:, :, :kw * c]
         dw = rows.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)

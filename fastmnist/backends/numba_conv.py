@@ -53,7 +53,7 @@ from .numba_tiles import (
     transpose8,
     unpool22,
 )
-from .numba_window_grad import window_grad
+from .numba_window_grad import window_grad, window_grad_wide
 
 _pjit = dict(cache=True, nogil=True, parallel=True, error_model="numpy")  # see numba_kernels._jit
 
@@ -257,7 +257,7 @@ def _to_planes(pooled, fp, y):  # pooled (PH, PW, Fp) -> y (F, PH, PW)
 
 @njit(**_pjit)
 def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, chunk, dwp, dbp,
-                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin):
+                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin, wrows):
     """Per chunk of images: dwp[chunk] (K, Fp) and dbp[chunk] (Fp,) partials; dx (N, C, H, W)
     when it has any images (the input gradient), else skipped: by Winograd's F(2x2, 3x3) from the
     rotated filters' F(4x4, 3x3) transform ``udx`` (36, F, Cp) when it has any rows (_winograd_input_gradient),
@@ -288,8 +288,14 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
             if by_window:
                 wlen = dwin.shape[1] // f_
                 for f in range(f_):
-                    window_grad(xflat, n * xplane, wp * c_, kh, kw * c_, dyflat, (n * f_ + f) * ph * pw, ph * pw,
-                                argflat, n * pplane + f, fp, poff, dwin[ci], f * wlen, dbp[ci], f)
+                    dbase = (n * f_ + f) * ph * pw
+                    if wrows == 0:
+                        window_grad(xflat, n * xplane, wp * c_, kh, kw * c_, dyflat, dbase, ph * pw,
+                                    argflat, n * pplane + f, fp, poff, dwin[ci], f * wlen, dbp[ci], f)
+                    for r0 in range(0, kh if wrows > 0 else 0, max(wrows, 1)):  # wrows rows a call
+                        window_grad_wide(xflat, n * xplane + r0 * wp * c_, wp * c_, min(wrows, kh - r0), kw * c_,
+                                         dyflat, dbase, ph * pw, argflat, n * pplane + f, fp, poff, dwin[ci],
+                                         f * wlen + r0 * (wlen // kh), dbp[ci] if r0 == 0 else dbs, f)
                 if dx.shape[0] == 0:
                     continue
             _transpose(dyflat, n * f_ * ph * pw, ph * pw, f_, ph * pw, dyl, 0, fp)

@@ -35,7 +35,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numba_tiles import _check_arrays, _data, _masked, lane_mask
+from .numba_tiles import VECTOR_BYTES, _check_arrays, _data, _masked, lane_mask
 
 #: values in one vector of window_grad: 32 bytes (8 float32, 4 float64) on every x86 target; a
 #: window row of fast-cnn's first layer is 5 values
@@ -44,6 +44,8 @@ WINDOW_BYTES = 32
 #: 32 registers and spill a little on AVX2's 16 at the largest
 WINDOW_MAX_VECTORS = 10
 WINDOW_MAX_ROWS = 7
+#: accumulators of window_grad_wide, one set: 16 of AVX-512's 32 registers, 12 of AVX2's 16
+WIDE_MAX_VECTORS = 16 if VECTOR_BYTES == 64 else 12
 
 
 def window_lanes(itemsize: int) -> int:
@@ -62,29 +64,57 @@ def window_grad_applies(kh: int, width: int, itemsize: int) -> bool:
     return 1 <= kh <= WINDOW_MAX_ROWS and width >= 1 and kh * window_vectors(width, itemsize) <= WINDOW_MAX_VECTORS
 
 
-def _bodies():  # every (kh, nvec) window_grad compiles a body for
-    return [(kh, nv) for kh in range(1, WINDOW_MAX_ROWS + 1) for nv in range(1, WINDOW_MAX_VECTORS + 1)
-            if kh * nv <= WINDOW_MAX_VECTORS]
+def wide_lanes(itemsize: int) -> int:
+    """Values of ``itemsize`` bytes in one window_grad_wide vector."""
+    return VECTOR_BYTES // itemsize
 
 
-@intrinsic
-def window_grad(typingctx, x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase,
-                db, dbi):
-    """See the module's docstring."""
-    dtype = _check_arrays("window_grad", x, dy, out, db)
-    for name, a in (("arg", arg), ("poff", poff)):
-        if not isinstance(a.dtype, types.Integer):
-            raise numba.core.errors.TypingError(f"window_grad: integer {name} expected, got {a}")
-    i64 = types.int64
-    sig = types.void(x, i64, i64, i64, i64, dy, i64, i64, arg, i64, i64, poff, out, i64, db, i64)
+def wide_rows(width: int, itemsize: int) -> int:
+    """Window rows of ``width`` values one window_grad_wide call takes (0: a row is too long)."""
+    nvec = -(-width // wide_lanes(itemsize))
+    return min(WINDOW_MAX_ROWS, WIDE_MAX_VECTORS // nvec) if width >= 1 else 0
 
+
+def _bodies(max_vectors):  # every (kh, nvec) an intrinsic of at most max_vectors accumulators compiles a body for
+    return [(kh, nv) for kh in range(1, WINDOW_MAX_ROWS + 1) for nv in range(1, max_vectors + 1)
+            if kh * nv <= max_vectors]
+
+
+def _window_grad_intrinsic(name, vector_bytes, max_vectors, sets):
+    """An intrinsic of window_grad's signature and meaning whose vectors are ``vector_bytes`` wide,
+    with a body for every (kh, nvec) of kh <= WINDOW_MAX_ROWS and kh * nvec <= ``max_vectors``,
+    the windows taken in turn by ``sets`` sets of accumulators."""
+
+    def typer(typingctx, x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase,
+              db, dbi):
+        dtype = _check_arrays(name, x, dy, out, db)
+        for what, a in (("arg", arg), ("poff", poff)):
+            if not isinstance(a.dtype, types.Integer):
+                raise numba.core.errors.TypingError(f"{name}: integer {what} expected, got {a}")
+        i64 = types.int64
+        sig = types.void(x, i64, i64, i64, i64, dy, i64, i64, arg, i64, i64, poff, out, i64, db, i64)
+        return sig, _codegen(dtype, vector_bytes // (dtype.bitwidth // 8), _bodies(max_vectors), sets)
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+def _sum(builder, values):  # the accumulator sets added up
+    total = values[0]
+    for v in values[1:]:
+        total = builder.fadd(total, v)
+    return total
+
+
+def _codegen(dtype, lanes, bodies, nsets):
+    """window_grad's code: a switch on (kh, nvec) to a body per pair of ``bodies``."""
     def codegen(context, builder, signature, args):
+        x, dy, arg, poff, out, db = (signature.args[i] for i in (0, 5, 8, 11, 12, 14))
         (xa, xbase_, xrow_, kh_, width_, da, dbase_, count_, aa, abase_, astride_, pa, oa, obase_,
          dba, dbi_) = args
         xp, dp, ap = _data(context, builder, x, xa), _data(context, builder, dy, da), _data(context, builder, arg, aa)
         pp, op, dbp = _data(context, builder, poff, pa), _data(context, builder, out, oa), _data(context, builder, db, dba)
         fty = context.get_value_type(dtype)
-        lanes = WINDOW_BYTES // (dtype.bitwidth // 8)
         vty = ir.VectorType(fty, lanes)
         i64t = ir.IntType(64)
         masked_load, _ = _masked(builder, vty)
@@ -116,8 +146,8 @@ def window_grad(typingctx, x, xbase, xrow, kh, width, dy, dbase, count, arg, aba
 
         def emit(rows, nv):
             sets = [[[cgutils.alloca_once_value(builder, zero_v) for _ in range(nv)] for _ in range(rows)]
-                    for _ in range(2)]
-            bias = [cgutils.alloca_once_value(builder, zero_s) for _ in range(2)]
+                    for _ in range(nsets)]
+            bias = [cgutils.alloca_once_value(builder, zero_s) for _ in range(nsets)]
             full = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * lanes)
 
             def axpy(acc, bsum, q):
@@ -132,35 +162,41 @@ def window_grad(typingctx, x, xbase, xrow, kh, width, dy, dbase, count, arg, aba
                         builder.store(builder.fadd(prod, builder.load(acc[r][j]), flags=("contract",)), acc[r][j])
                 builder.store(builder.fadd(builder.load(bsum), d), bsum)
 
-            pairs = builder.udiv(count_, ir.Constant(i64t, 2))
-            with cgutils.for_range(builder, pairs) as loop:
-                q = builder.mul(loop.index, ir.Constant(i64t, 2))
-                axpy(sets[0], bias[0], q)
-                axpy(sets[1], bias[1], builder.add(q, ir.Constant(i64t, 1)))
-            odd = builder.icmp_unsigned("!=", builder.urem(count_, ir.Constant(i64t, 2)), ir.Constant(i64t, 0))
-            with builder.if_then(odd):
-                axpy(sets[0], bias[0], builder.sub(count_, ir.Constant(i64t, 1)))
+            groups = builder.udiv(count_, ir.Constant(i64t, nsets))
+            with cgutils.for_range(builder, groups) as loop:
+                q = builder.mul(loop.index, ir.Constant(i64t, nsets))
+                for k in range(nsets):
+                    axpy(sets[k], bias[k], builder.add(q, ir.Constant(i64t, k)))
+            with cgutils.for_range(builder, builder.urem(count_, ir.Constant(i64t, nsets))) as loop:
+                axpy(sets[0], bias[0], builder.add(builder.mul(groups, ir.Constant(i64t, nsets)), loop.index))
             for r in range(rows):
                 for j in range(nv):
                     idx = builder.add(obase_, ir.Constant(i64t, (r * nv + j) * lanes))
                     ptr = builder.bitcast(at(op, idx), vty.as_pointer())
-                    total = builder.fadd(builder.load(sets[0][r][j]), builder.load(sets[1][r][j]))
+                    total = _sum(builder, [builder.load(acc[r][j]) for acc in sets])
                     builder.store(builder.fadd(builder.load(ptr, align=dtype.bitwidth // 8), total), ptr,
                                   align=dtype.bitwidth // 8)
             dptr = at(dbp, dbi_)
-            builder.store(builder.fadd(builder.load(dptr), builder.fadd(builder.load(bias[0]), builder.load(bias[1]))),
+            builder.store(builder.fadd(builder.load(dptr), _sum(builder, [builder.load(b) for b in bias])),
                           dptr)
 
         end = builder.append_basic_block("window.end")
-        key = builder.add(builder.mul(kh_, ir.Constant(i64t, 16)), nvec)
+        key = builder.add(builder.mul(kh_, ir.Constant(i64t, 64)), nvec)
         switch = builder.switch(key, end)
-        for rows, nv in _bodies():
+        for rows, nv in bodies:
             block = builder.append_basic_block(f"window.{rows}x{nv}")
-            switch.add_case(ir.Constant(i64t, rows * 16 + nv), block)
+            switch.add_case(ir.Constant(i64t, rows * 64 + nv), block)
             builder.position_at_end(block)
             emit(rows, nv)
             builder.branch(end)
         builder.position_at_end(end)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+#: the first layers' short window rows (see the module's docstring)
+window_grad = _window_grad_intrinsic("window_grad", WINDOW_BYTES, WINDOW_MAX_VECTORS, 2)
+#: longer rows (fast-cnn's conv2, 3 x 72 values), a few rows a call: vectors of the target's
+#: width, one set of accumulators (so many keep the multiply-adds independent anyway)
+window_grad_wide = _window_grad_intrinsic("window_grad_wide", VECTOR_BYTES, WIDE_MAX_VECTORS, 1)

@@ -130,6 +130,10 @@ CONV_WINDOW_WEIGHT_GRADIENT = True
 #: place of Winograd's weight gradient (CONV_WINOGRAD_WEIGHT_GRADIENT): 2x2 pooling leaves a
 #: quarter of the pixels, Winograd's F(2x2, 3x3) saves 2.25x. False keeps the first layers' only.
 CONV_WINDOW_WIDE = True
+#: numba backend: a fused convolution layer asked for its output channels last (the next layer is
+#: one too: conv2d_relu_maxpool_forward's ``channels_last``) writes it so, and the next reads it and
+#: returns its gradient so, with no transposes between them. False: channels first throughout.
+NUMBA_CHANNELS_LAST = True
 
 #: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
 #: own weight-gradient partial, summed in task order, so the result does not depend on the number

@@ -245,13 +245,15 @@ class ConvReLUPool:
     fused backend call. It owns no parameters: it reads and writes the Conv2D layer's, so saved
     files and the public layer list are unchanged."""
 
-    def __init__(self, conv: Conv2D, pool: MaxPool2D):
+    def __init__(self, conv: Conv2D, pool: MaxPool2D, channels_last: bool = False):
         self.conv, self.pool = conv, pool
+        self.channels_last = channels_last  # the next node is one of these: the backend may keep that layout
 
     def forward(self, x, train):
         conv = self.conv
         y, self.cache = conv.be.conv2d_relu_maxpool_forward(x, conv.params["w"], conv.params["b"], conv.stride,
-                                                            conv.padding, self.pool.size, self.pool.stride)
+                                                            conv.padding, self.pool.size, self.pool.stride,
+                                                            self.channels_last)
         return y
 
     def backward(self, dy):
@@ -264,7 +266,8 @@ class ConvReLUPool:
 
 def fuse(layers: list, be) -> list:
     """The execution plan: layers, with Conv2D+ReLU+MaxPool2D runs replaced by fused nodes (every
-    backend has ``conv2d_relu_maxpool_forward``: contract.REQUIRED_OPS)."""
+    backend has ``conv2d_relu_maxpool_forward``: contract.REQUIRED_OPS); a node followed by another
+    asks for its output channels last."""
     plan, i = [], 0
     while i < len(layers):
         a, b, c = (layers[i:i + 3] + [None, None])[:3]
@@ -274,6 +277,9 @@ def fuse(layers: list, be) -> list:
         else:
             plan.append(a)
             i += 1
+    for node, after in zip(plan, plan[1:]):  # two convolutions in a row may skip the layout changes between
+        if isinstance(node, ConvReLUPool) and isinstance(after, ConvReLUPool):
+            node.channels_last = True
     return plan
 
 

@@ -17,27 +17,29 @@ if backend_status("numba")[0]:
     from fastmnist.backends import numba_window_grad as W
 
     @njit
-    def _window(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi):
-        W.window_grad(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi)
+    def _window(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase, db, dbi):
+        W.window_grad(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase, db,
+                      dbi)
 
     @njit
-    def _window_wide(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi):
-        W.window_grad_wide(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db,
-                           dbi)
+    def _window_wide(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase, db,
+                     dbi):
+        W.window_grad_wide(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase,
+                           db, dbi)
 
     INTRINSICS = {"narrow": (_window, W.window_lanes, W._bodies(W.WINDOW_MAX_VECTORS)),
                   "wide": (_window_wide, W.wide_lanes, W._bodies(W.WIDE_MAX_VECTORS))}
 
 
-def window_oracle(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase, db, dbi,
-                  lanes):
+def window_oracle(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase, db,
+                  dbi, lanes):
     out, db = out.copy(), db.copy()
     nvec = -(-width // lanes)
     for q in range(count):
         a = arg[abase + q * astride]
         if a < 0:
             continue
-        d = dy[dbase + q]
+        d = dy[dbase + q * dstep]
         db[dbi] += d
         for r in range(kh):
             for v in range(width):
@@ -61,13 +63,13 @@ def test_every_body_against_a_loop(rng, dtype, which):
             for count in (7, 8):
                 astride = 3
                 arg = rng.integers(-1, 12, 5 + count * astride).astype(np.int32)
-                dy = rng.standard_normal(count + 4).astype(dtype)
+                dy = rng.standard_normal(2 * count + 4).astype(dtype)  # every other value: a stride
                 out = rng.standard_normal(3 + kh * nvec * lanes).astype(dtype)
                 db = rng.standard_normal(4).astype(dtype)
-                args = (x, 5, xrow, kh, width, dy, 2, count, arg, 4, astride, poff, out, 3, db, 1)
+                args = (x, 5, xrow, kh, width, dy, 2, 2, count, arg, 4, astride, poff, out, 3, db, 1)
                 want_out, want_db = window_oracle(*args, lanes)
                 got_out, got_db = out.copy(), db.copy()
-                call(*args[:12], got_out, 3, got_db, 1)
+                call(*args[:13], got_out, 3, got_db, 1)
                 np.testing.assert_allclose(got_out, want_out, rtol=1e-5 if dtype == "float32" else 1e-12,
                                            atol=1e-5 if dtype == "float32" else 1e-12, err_msg=f"{kh}x{nvec} w{width}")
                 np.testing.assert_allclose(got_db, want_db, rtol=1e-5, atol=1e-5)

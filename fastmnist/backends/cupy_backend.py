@@ -405,8 +405,9 @@ class CupyBackend:
         n, _, h, wd = x_shape
         return self._col2im(dcols, n, c, h, wd, kh, kw, stride, pad, oh, ow), dw, db
 
-    def conv2d_relu_maxpool_forward(self, x, w, b, stride=1, pad=0, size=2, pool_stride=2):
-        """Fused conv -> ReLU -> max-pool: im2col, one cuBLAS product, one pooling kernel."""
+    def conv2d_relu_maxpool_forward(self, x, w, b, stride=1, pad=0, size=2, pool_stride=2, channels_last=False):
+        """Fused conv -> ReLU -> max-pool: im2col, one cuBLAS product, one pooling kernel (the
+        ``channels_last`` layout hint is not used: y is always (N, F, PH, PW) memory)."""
         n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
         f, _, kh, kw = w.shape
         ph = C.conv_out("conv2d_relu_maxpool_forward", oh, size, pool_stride, 0, "height")

@@ -220,6 +220,7 @@ class TiledPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward on numba_conv's
     oh: int
     ow: int
     arg: np.ndarray   # (N, PH, PW, padded F) int32, -1 where the ReLU stopped the gradient
+    channels_last: bool  # x came channels last: so does its gradient
 
 
 class DirectPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward, one sample's plane per saxpy
@@ -357,18 +358,32 @@ def _as_rows(dy):
     return rows
 
 
-def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2):
-    """Fused conv -> ReLU -> max-pool (layers' fast path) -> (y (N, F, PH, PW), cache)."""
+def channels_last_memory(a: np.ndarray) -> bool:
+    """Whether ``a`` (N, C, H, W), C > 1, is the view of (N, H, W, C) memory that a
+    ``channels_last`` conv2d_relu_maxpool_forward returns."""
+    return a.ndim == 4 and a.shape[1] > 1 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2, channels_last=False):
+    """Fused conv -> ReLU -> max-pool (layers' fast path) -> (y (N, F, PH, PW), cache). With
+    ``channels_last`` (the next layer is one of these) the register-tiled kernels write y's memory
+    as (N, PH, PW, F) and return its (N, F, PH, PW) view; such an x is read where it lies, and its
+    gradient comes back the same way (no transposes between two convolutions)."""
     n, c, h, wd, oh, ow = C.check_conv2d_forward(x, w, b, stride, pad)
     f, _, kh, kw = w.shape
     size = C.require_int("conv2d_relu_maxpool_forward", "size", size, 1)
     pool_stride = C.require_int("conv2d_relu_maxpool_forward", "pool_stride", pool_stride, 1)
     ph = C.conv_out("conv2d_relu_maxpool_forward", oh, size, pool_stride, 0, "height")
     pw = C.conv_out("conv2d_relu_maxpool_forward", ow, size, pool_stride, 0, "width")
-    x, w, b = _c(x), _c(w), _c(b)
-    y = np.empty((n, f, ph, pw), x.dtype)
+    w, b = _c(w), _c(b)
     if stride == 1 and config.NUMBA_TILED_CONV:
+        if not channels_last_memory(x):
+            x = _c(x)
+        y = np.empty((n, ph, pw, f), x.dtype).transpose(0, 3, 1, 2) if channels_last and config.NUMBA_CHANNELS_LAST else \
+            np.empty((n, f, ph, pw), x.dtype)
         return y, _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y)
+    x = _c(x)
+    y = np.empty((n, f, ph, pw), x.dtype)
     arg = np.empty((n, f, ph, pw), np.int32)
     hp, wp = h + 2 * pad, wd + 2 * pad
     if stride == 1 and c * kh * kw <= config.DIRECT_CONV_MAX_K and hp * wp > config.CONV_BLOCK_MAX_PLANE:
@@ -394,7 +409,13 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     n, c, h, wd = x.shape
     f, _, kh, kw = w.shape
     hp, wp = h + 2 * pad, wd + 2 * pad
-    if c == 1 and pad == 0:  # one channel, no border: (N, 1, H, W) already is channels last
+    cl_in = channels_last_memory(x)
+    if cl_in and pad == 0:  # the previous layer's channels-last output, read where it lies
+        xh = x.transpose(0, 2, 3, 1)
+    elif cl_in:
+        xh = np.zeros((n, hp, wp, c), x.dtype)
+        xh[:, pad:pad + h, pad:pad + wd] = x.transpose(0, 2, 3, 1)
+    elif c == 1 and pad == 0:  # one channel, no border: (N, 1, H, W) already is channels last
         xh = x.reshape(n, hp, wp, 1)
     else:
         xh = (np.zeros if pad else np.empty)((n, hp, wp, c), x.dtype)
@@ -404,13 +425,16 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     bp = np.zeros(fp, x.dtype)
     bp[:f] = b
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
+    cl_out = channels_last_memory(y)
+    yk = y.transpose(0, 2, 3, 1) if cl_out else y  # the memory the kernel writes
     if _use_winograd(c, kh, kw, oh, ow) and (size, pool_stride) == (2, 2):
         u = _winograd.transform_filters(w, fp)
-        _tiled.winograd_forward_kernel(xh, u, bp, oh, ow, config.CONV_TILE_CHUNK, y, arg)
+        _tiled.winograd_forward_kernel(xh, u, bp, oh, ow, config.CONV_TILE_CHUNK, yk, arg, cl_out)
     else:
         wpk = _tiled.pack_rows(w, fp)
-        _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, y, arg)
-    return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg)
+        _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, yk, arg,
+                                        cl_out)
+    return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg, cl_in)
 
 
 def _use_winograd(channels, kh, kw, oh, ow):
@@ -453,10 +477,10 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     dbp = np.zeros((chunks, fp), dtype)
     # the unused arguments empty, of the same types: one compiled kernel
     wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((36, 0, fp), dtype)
-    if not need_dx:
-        dx = np.empty((0,) + tuple(cache.x_shape[1:]), dtype)
-    else:
-        dx = np.empty(cache.x_shape, dtype)
+    n, c_, h, wd = cache.x_shape
+    dx = np.empty((n if need_dx else 0,) + ((h, wd, c_) if cache.channels_last else (c_, h, wd)), dtype)
+    dy_cl = channels_last_memory(dy)
+    if need_dx:
         # the filters, rotated, as the forward's; the products reduce over F and make Cp columns,
         # so few channels either way leave the transforms too large a share
         if _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow):
@@ -464,9 +488,10 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
                                               _tiled.padded_width(c, itemsize), _winograd.G4)
         else:
             wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
-    _tiled.conv_pool_backward_kernel(dy, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
+    dyk = dy.transpose(0, 2, 3, 1) if dy_cl else dy  # the memory the kernel reads
+    _tiled.conv_pool_backward_kernel(dyk, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
                                      cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw,
-                                     poff, dwin, wrows)
+                                     poff, dwin, wrows, dy_cl, cache.channels_last)
     if by_window:  # (F, KH, nvec*L) -> (F, KH, KW, C) -> (F, C, KH, KW)
         rows = dwin.sum(axis=0, dtype=np.float64).reshape(f, kh, -1)[:, :, :kw * c]
         dw = rows.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
@@ -475,12 +500,17 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     else:
         dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
     db = dbp.sum(axis=0, dtype=np.float64)[:f]
+    if cache.channels_last:
+        dx = dx.transpose(0, 3, 1, 2)
     return (dx if need_dx else None), np.ascontiguousarray(dw, dtype), db.astype(dtype)
 
 
 def conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True):
-    """Backward of the fused path: pooled dy (N, F, PH, PW) -> (dx or None, dw, db)."""
-    dy, w = _c(dy), _c(w)
+    """Backward of the fused path: pooled dy (N, F, PH, PW) -> (dx or None, dw, db); dx in the
+    memory layout the forward pass's x had (channels last: see conv2d_relu_maxpool_forward)."""
+    w = _c(w)
+    if not (isinstance(cache, TiledPoolCache) and channels_last_memory(dy)):
+        dy = _c(dy)
     if isinstance(cache, TiledPoolCache):
         return _tiled_pool_backward(dy, cache, w, need_dx)
     if isinstance(cache, DirectPoolCache):

@@ -44,6 +44,7 @@ from .numba_tiles import (
     NARROW_PIXELS,
     TILE_PIXELS,
     VECTOR_BYTES,
+    copy_rows,
     pool22_relu,
     tile_grad,
     tile_grad_narrow,
@@ -172,8 +173,8 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 
 
 @njit(**_pjit)
-def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg):
-    """y (N, F, PH, PW) = max-pool(ReLU(conv(x) + b)); arg (N, PH, PW, Fp) each maximum's index
+def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg, cl):
+    """y (N, F, PH, PW), or (N, PH, PW, F) with ``cl``, = max-pool(ReLU(conv(x) + b)); arg (N, PH, PW, Fp) each maximum's index
     i*OW + j in the convolution's output, or -1 where the ReLU let nothing through. ``bp`` is the
     bias padded with zeros to Fp (the padded channels then all read -1). Images go in chunks of
     ``chunk``, each chunk allocating its buffers once."""
@@ -191,12 +192,12 @@ def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y,
                 pool22_relu(acc, fp, ow, ph, pw, bp, pooled, argflat, n * ph * pw * fp)
             else:
                 _pool_relu(acc, fp, ow, bp, size, pstride, arg[n], pooled)
-            _to_planes(pooled, fp, y[n])
+            _store_pooled(pooled, fp, y[n], cl)
 
 
 @njit(**_pjit)
-def winograd_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg):
-    """y (N, F, OH/2, OW/2) = max-pool 2x2(ReLU(conv3x3(x) + b)) and arg (N, OH/2, OW/2, Fp), as
+def winograd_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg, cl):
+    """y (N, F, OH/2, OW/2) (or channels last with ``cl``) = max-pool 2x2(ReLU(conv3x3(x) + b)) and arg (N, OH/2, OW/2, Fp), as
     conv_pool_forward_kernel computes them, by Winograd's F(2x2, 3x3) (numba_winograd.py) from
     xh (N, OH+2, OW+2, C) and the transformed filters U (16, C, Fp)."""
     n_, hp, wp, c_ = xh.shape
@@ -216,7 +217,7 @@ def winograd_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg):
                 _row_product(v, xi * tiles * c_, c_, roff, uflat[xi * c_ * fp:(xi + 1) * c_ * fp], fp,
                              m, xi * tiles * fp, fp, tiles)
             wino.output_pool_tiles(m, tiles, tw, ow, fp, bp, pooled, argflat, n * tiles * fp)
-            _to_planes(pooled, fp, y[n])
+            _store_pooled(pooled, fp, y[n], cl)
 
 
 @njit(cache=True, nogil=True)
@@ -250,14 +251,20 @@ def _pool_relu(acc, fp, ow, bp, size, pstride, arg, pooled):
 
 
 @njit(cache=True, nogil=True)
-def _to_planes(pooled, fp, y):  # pooled (PH, PW, Fp) -> y (F, PH, PW)
-    f_, ph, pw = y.shape
-    _transpose(pooled, 0, fp, ph * pw, f_, y.reshape(-1), 0, ph * pw)
+def _store_pooled(pooled, fp, y, cl):
+    """pooled (PH, PW, Fp) -> y (F, PH, PW), or with ``cl`` y (PH, PW, F): each pixel's F values."""
+    yflat = y.reshape(-1)
+    if cl:
+        ph, pw, f_ = y.shape
+        copy_rows(pooled, 0, fp, yflat, 0, f_, ph * pw, f_)
+    else:
+        f_, ph, pw = y.shape
+        _transpose(pooled, 0, fp, ph * pw, f_, yflat, 0, ph * pw)
 
 
 @njit(**_pjit)
 def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, chunk, dwp, dbp,
-                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin, wrows):
+                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin, wrows, dy_cl, dx_cl):
     """Per chunk of images: dwp[chunk] (K, Fp) and dbp[chunk] (Fp,) partials; dx (N, C, H, W)
     when it has any images (the input gradient), else skipped: by Winograd's F(2x2, 3x3) from the
     rotated filters' F(4x4, 3x3) transform ``udx`` (36, F, Cp) when it has any rows (_winograd_input_gradient),
@@ -269,7 +276,10 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
     When ``poff`` has any entries, the weight gradient comes from the pooled side instead
     (numba_window_grad.py): dwin[chunk] (F, KH*nvec*L) partials, db into dbp, and no gradient
     before pooling unless dx needs it."""
-    n_, f_, ph, pw = dy.shape
+    if dy_cl:  # dy (N, PH, PW, F): a channels-last layer's input gradient
+        n_, ph, pw, f_ = dy.shape
+    else:
+        n_, f_, ph, pw = dy.shape
     _, hp, wp, c_ = xh.shape
     nk, fp = roff.shape[0], dwp.shape[2]
     xplane, pplane = hp * wp * c_, ph * pw * fp
@@ -287,18 +297,22 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
             if by_window:
                 wlen = dwin.shape[1] // f_
+                dstep = f_ if dy_cl else 1
                 for f in range(f_):
-                    dbase = (n * f_ + f) * ph * pw
+                    dbase = n * ph * pw * f_ + f if dy_cl else (n * f_ + f) * ph * pw
                     if wrows == 0:
-                        window_grad(xflat, n * xplane, wp * c_, kh, kw * c_, dyflat, dbase, ph * pw,
+                        window_grad(xflat, n * xplane, wp * c_, kh, kw * c_, dyflat, dbase, dstep, ph * pw,
                                     argflat, n * pplane + f, fp, poff, dwin[ci], f * wlen, dbp[ci], f)
                     for r0 in range(0, kh if wrows > 0 else 0, max(wrows, 1)):  # wrows rows a call
                         window_grad_wide(xflat, n * xplane + r0 * wp * c_, wp * c_, min(wrows, kh - r0), kw * c_,
-                                         dyflat, dbase, ph * pw, argflat, n * pplane + f, fp, poff, dwin[ci],
+                                         dyflat, dbase, dstep, ph * pw, argflat, n * pplane + f, fp, poff, dwin[ci],
                                          f * wlen + r0 * (wlen // kh), dbp[ci] if r0 == 0 else dbs, f)
                 if dx.shape[0] == 0:
                     continue
-            _transpose(dyflat, n * f_ * ph * pw, ph * pw, f_, ph * pw, dyl, 0, fp)
+            if dy_cl:
+                copy_rows(dyflat, n * ph * pw * f_, f_, dyl, 0, fp, ph * pw, f_)
+            else:
+                _transpose(dyflat, n * f_ * ph * pw, ph * pw, f_, ph * pw, dyl, 0, fp)
             if size == 2 and pstride == 2:
                 if oh % 2 or ow % 2:  # a last row or column outside every window
                     g[:] = 0
@@ -310,9 +324,9 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
             elif not by_window:
                 _grad_product(xflat, n * xplane, roff, g, 0, oh, ow, wp * c_, c_, ow * fp, fp, dwflat, ci * nk * fp, fp)
             if dx.shape[0] > 0 and udx.shape[1] > 0:
-                _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, wino_bufs, dx[n])
+                _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, wino_bufs, dx[n], dx_cl)
             elif dx.shape[0] > 0:
-                _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx[n])
+                _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx[n], dx_cl)
 
 
 @njit(cache=True, nogil=True)
@@ -373,14 +387,14 @@ def _winograd_weight_gradient(xflat, xbase, wp, c_, g, oh, ow, fp, v, m, dwflat,
 
 
 @njit(cache=True, nogil=True)
-def _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, bufs, dx):
-    """dx (C, H, W) from g (OH, OW, Fp) for 3x3 filters: the padded input's gradient (OH+2, OW+2)
+def _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, bufs, dx, cl):
+    """dx (C, H, W), or (H, W, C) with ``cl``, from g (OH, OW, Fp) for 3x3 filters: the padded input's gradient (OH+2, OW+2)
     is the valid 3x3 correlation of g bordered by 2 zeros with the filters rotated (F and C swapped,
     taps reversed), run by F(4x4, 3x3) over 4x4 tiles (the last ones partly past the edge, on
     zeros); roffc = 0..F-1, the reduction over g's real channels. 4x fewer multiplications than
     _input_gradient's product (F(2x2, 3x3): 2.25x; fast-cnn's conv2 dx 2.0 -> 1.3 ms a batch)."""
     gpad, v, m, dxq = bufs
-    c_, h_, w_ = dx.shape
+    c_, h_, w_ = (dx.shape[2], dx.shape[0], dx.shape[1]) if cl else dx.shape
     th, tw, cp = _quarters(oh + 2), _quarters(ow + 2), udx.shape[2]
     gw, wq = 4 * tw + 2, 4 * tw
     for i in range(oh):  # the interior; the border stays zero from the allocation
@@ -394,18 +408,16 @@ def _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, bufs, dx):
                      tiles)
     for t in range(tiles):
         wino.output_tile4(m, t * cp, tiles * cp, cp, dxq, wino.tile_origin(t, tw, wq, 4) * cp, wq * cp, cp)
-    dxflat = dx.reshape(-1)
-    for i in range(h_):  # (4*TH, 4*TW, Cp) -> (C, H, W), one row of pixels at a time
-        _transpose(dxq, ((i + pad) * wq + pad) * cp, cp, w_, c_, dxflat, i * w_, h_ * w_)
+    _store_rows(dxq, wq, cp, pad, h_, w_, c_, dx.reshape(-1), cl)
 
 
 @njit(cache=True, nogil=True)
-def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx):
-    """dx (C, H, W) from g (OH, OW, Fp): per output row, rows (OW, Kp) = g's row @ wcol (F, Kp), then
+def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx, cl):
+    """dx (C, H, W), or (H, W, C) with ``cl``, from g (OH, OW, Fp): per output row, rows (OW, Kp) = g's row @ wcol (F, Kp), then
     each pixel's row added at its KH x KW input pixels of dxp (Hp, Wp, C); ``roffc`` = 0..F-1, the
     reduction's offsets in a pixel. Row by row, the products stay in L1 for their scatter (the
     whole (OH*OW, Kp) at once, 90 KB for fast-cnn's conv2, its dx took 3.1 against 2.5 ms a batch)."""
-    c_, h_, w_ = dx.shape
+    c_, h_, w_ = (dx.shape[2], dx.shape[0], dx.shape[1]) if cl else dx.shape
     wp = w_ + 2 * pad
     kp = wcol.shape[1]
     wflat = wcol.reshape(-1)
@@ -420,9 +432,19 @@ def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx):
                     into, part = dxp[dst: dst + c_], rows[s0: s0 + c_]  # slices: vectorised
                     for c in range(c_):
                         into[c] += part[c]
-    dxflat = dx.reshape(-1)
-    for i in range(h_):  # (Hp, Wp, C) -> (C, H, W), one row of pixels at a time
-        _transpose(dxp, ((i + pad) * wp + pad) * c_, c_, w_, c_, dxflat, i * w_, h_ * w_)
+    _store_rows(dxp, wp, c_, pad, h_, w_, c_, dx.reshape(-1), cl)
+
+
+@njit(cache=True, nogil=True)
+def _store_rows(src, sw, cs, pad, h_, w_, c_, dxflat, cl):
+    """The (H, W) interior of src (., sw, cs), channels last, past a ``pad`` border, into dxflat as
+    (C, H, W) (a transpose a row of pixels at a time), or as (H, W, C) with ``cl`` (row copies)."""
+    for i in range(h_):
+        base = ((i + pad) * sw + pad) * cs
+        if cl:
+            copy_rows(src, base, cs, dxflat, i * w_ * c_, c_, w_, c_)
+        else:
+            _transpose(src, base, cs, w_, c_, dxflat, i * w_, h_ * w_)
 
 
 lock_caches(globals(), depends=(numba_tiles.__file__, wino.__file__, numba_window_grad.__file__))  # they inline these modules' IR

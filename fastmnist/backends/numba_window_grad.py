@@ -15,14 +15,14 @@ fast-cnn's first layer (1 -> 24 channels, 5x5, 24x24 -> 12x12) that is 144 windo
 8 a filter, against 576 pixels x 25 rows x (32 / 16) vectors, about 3x fewer vector
 multiply-adds, and no gradient before pooling to build.
 
-- ``window_grad(x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out,
+- ``window_grad(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out,
   obase, db, dbi)``::
 
       out[obase + (r*nvec + j)*L + v] += sum over q < count of d(q) * x[xbase + poff[arg(q)] + r*xrow + j*L + v]
       db[dbi] += sum over q < count of d(q)
 
   for r < kh and j*L + v < width, L = :data:`WINDOW_LANES` values (32 bytes), nvec = ceil(width /
-  L); arg(q) = arg[abase + q*astride] and d(q) = dy[dbase + q] where arg(q) >= 0, else 0 (the
+  L); arg(q) = arg[abase + q*astride] and d(q) = dy[dbase + q*dstep] where arg(q) >= 0, else 0 (the
   ReLU stopped that window: nothing is read). Lanes past ``width`` are neither read nor changed
   in value (they add 0). The caller keeps every index in bounds.
 
@@ -85,14 +85,14 @@ def _window_grad_intrinsic(name, vector_bytes, max_vectors, sets):
     with a body for every (kh, nvec) of kh <= WINDOW_MAX_ROWS and kh * nvec <= ``max_vectors``,
     the windows taken in turn by ``sets`` sets of accumulators."""
 
-    def typer(typingctx, x, xbase, xrow, kh, width, dy, dbase, count, arg, abase, astride, poff, out, obase,
+    def typer(typingctx, x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase,
               db, dbi):
         dtype = _check_arrays(name, x, dy, out, db)
         for what, a in (("arg", arg), ("poff", poff)):
             if not isinstance(a.dtype, types.Integer):
                 raise numba.core.errors.TypingError(f"{name}: integer {what} expected, got {a}")
         i64 = types.int64
-        sig = types.void(x, i64, i64, i64, i64, dy, i64, i64, arg, i64, i64, poff, out, i64, db, i64)
+        sig = types.void(x, i64, i64, i64, i64, dy, i64, i64, i64, arg, i64, i64, poff, out, i64, db, i64)
         return sig, _codegen(dtype, vector_bytes // (dtype.bitwidth // 8), _bodies(max_vectors), sets)
 
     typer.__name__ = name
@@ -109,8 +109,8 @@ def _sum(builder, values):  # the accumulator sets added up
 def _codegen(dtype, lanes, bodies, nsets):
     """window_grad's code: a switch on (kh, nvec) to a body per pair of ``bodies``."""
     def codegen(context, builder, signature, args):
-        x, dy, arg, poff, out, db = (signature.args[i] for i in (0, 5, 8, 11, 12, 14))
-        (xa, xbase_, xrow_, kh_, width_, da, dbase_, count_, aa, abase_, astride_, pa, oa, obase_,
+        x, dy, arg, poff, out, db = (signature.args[i] for i in (0, 5, 9, 12, 13, 15))
+        (xa, xbase_, xrow_, kh_, width_, da, dbase_, dstep_, count_, aa, abase_, astride_, pa, oa, obase_,
          dba, dbi_) = args
         xp, dp, ap = _data(context, builder, x, xa), _data(context, builder, dy, da), _data(context, builder, arg, aa)
         pp, op, dbp = _data(context, builder, poff, pa), _data(context, builder, out, oa), _data(context, builder, db, dba)
@@ -141,7 +141,7 @@ def _codegen(dtype, lanes, bodies, nsets):
             pix = builder.sext(pix, i64t) if pix.type.width < 64 else pix
             off = builder.load(at(pp, pix))
             off = builder.sext(off, i64t) if off.type.width < 64 else off
-            d = builder.select(live, builder.load(at(dp, builder.add(dbase_, q))), zero_s)
+            d = builder.select(live, builder.load(at(dp, builder.add(dbase_, builder.mul(q, dstep_)))), zero_s)
             return d, builder.add(xbase_, off)
 
         def emit(rows, nv):

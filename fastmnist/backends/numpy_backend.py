@@ -98,8 +98,11 @@ def conv2d_backward_cached(dy, cache, w, need_dx=True):
     return _col2im(dcols, n, c, h, wd, dy.shape[2], dy.shape[3], kh, kw, stride, pad), dw, db
 
 
-def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2):
-    """Conv -> ReLU -> max-pool in one call (the layers' fused path); reference: the three kernels."""
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2, channels_last=False):
+    """Conv -> ReLU -> max-pool in one call (the layers' fused path); reference: the three kernels.
+    ``channels_last`` says the next layer is one of these: a backend may then return y as the
+    (N, F, PH, PW) view of (N, PH, PW, F) memory (numba does); the values are the same, and this
+    reference ignores it."""
     y, conv_cache = conv2d_forward_cached(x, w, b, stride, pad)
     r = np.maximum(y, 0)
     p, arg = maxpool2d_forward(r, size, pool_stride)

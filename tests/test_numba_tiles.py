@@ -26,10 +26,6 @@ if backend_status("numba")[0]:
         T.tile_rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
     @njit
-    def _rows15(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
-        T.tile_rows15(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
-
-    @njit
     def _grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
         T.tile_grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)
 
@@ -53,10 +49,7 @@ if backend_status("numba")[0]:
     def _sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
         T.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
 
-    # (tile_rows kind, tile_grad kind, the fraction of a two-vector tile's columns covered, most pixels)
-    KERNELS = {"wide": (_rows, _grad, (1, 1), T.TILE_PIXELS),
-               "narrow": (_rows_narrow, _grad_narrow, (1, 2), T.NARROW_PIXELS),
-               "one and a half": (_rows15, None, (3, 4), T.TILE_PIXELS)}
+    KERNELS = {"wide": (_rows, _grad, 1, T.TILE_PIXELS), "narrow": (_rows_narrow, _grad_narrow, 2, T.NARROW_PIXELS)}
 
 
 def rows_oracle(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix, cols):
@@ -76,12 +69,12 @@ def grad_oracle(x, xbase, roff, k0, nrow, g, gbase, rows, ncols, rsx, psx, rsg, 
     return out
 
 
-@pytest.mark.parametrize("kind", ["wide", "narrow", "one and a half"])
+@pytest.mark.parametrize("kind", ["wide", "narrow"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tile_rows_every_size(dtype, kind):
-    rows, _, (num, den), most = KERNELS[kind]
+    rows, _, shrink, most = KERNELS[kind]
     rng = np.random.default_rng(0)
-    cols = T.tile_columns(np.dtype(dtype).itemsize) * num // den
+    cols = T.tile_columns(np.dtype(dtype).itemsize) // shrink
     x = rng.standard_normal(4000).astype(dtype)
     roff = rng.integers(0, 300, 20).astype(np.int64)
     ldw, ldo = cols + 5, cols + 3
@@ -97,9 +90,9 @@ def test_tile_rows_every_size(dtype, kind):
 @pytest.mark.parametrize("kind", ["wide", "narrow"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tile_grad_every_size(dtype, kind):
-    _, grad, (num, den), most = KERNELS[kind]
+    _, grad, shrink, most = KERNELS[kind]
     rng = np.random.default_rng(1)
-    cols = T.tile_columns(np.dtype(dtype).itemsize) * num // den
+    cols = T.tile_columns(np.dtype(dtype).itemsize) // shrink
     x, g = rng.standard_normal(4000).astype(dtype), rng.standard_normal(4000).astype(dtype)
     roff = rng.integers(0, 200, 30).astype(np.int64)
     ldo = cols + 1

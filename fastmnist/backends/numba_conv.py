@@ -49,7 +49,6 @@ from .numba_tiles import (
     tile_grad,
     tile_grad_narrow,
     tile_rows,
-    tile_rows15,
     tile_rows_narrow,
     tile_width,
     transpose8,
@@ -105,28 +104,19 @@ def _cut(total, tiles, part):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix, used):
+def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix):
     """out[obase + p*ldo + v] = sum over k of x[xbase + p*ps + roff[k]] * w[k*ldw + v], for p < npix
-    and v < ldw (whole vectors) of which the first ``used`` matter: a row of pixels by every
-    column, in two-vector tiles, then a one-vector tile where ldw leaves an odd vector, or a
-    one-and-a-half-vector tile where ``used`` ends there (columns past it then stay as they were)."""
+    and v < ldw: a row of pixels by every column, in two-vector tiles, then a one-vector tile
+    where ldw leaves an odd vector."""
     nk, cols = roff.shape[0], tile_width(w)
     wide = ldw - ldw % cols
-    rest15 = wide > 0 and wide - cols < used <= wide - cols // 4  # the last tile's last quarter unused
-    if rest15:
-        wide -= cols
     if wide > 0:
         tiles = _tiles(npix, TILE_PIXELS)
         for part in range(tiles):
             q0, n = _cut(npix, tiles, part)
             for j0 in range(0, wide, cols):
                 tile_rows(x, xbase + q0 * ps, ps, roff, 0, nk, w, j0, ldw, out, obase + q0 * ldo + j0, ldo, n)
-    if rest15:
-        tiles = _tiles(npix, TILE_PIXELS)
-        for part in range(tiles):
-            q0, n = _cut(npix, tiles, part)
-            tile_rows15(x, xbase + q0 * ps, ps, roff, 0, nk, w, wide, ldw, out, obase + q0 * ldo + wide, ldo, n)
-    elif wide < ldw:
+    if wide < ldw:
         tiles = _tiles(npix, NARROW_PIXELS)
         for part in range(tiles):
             q0, n = _cut(npix, tiles, part)
@@ -184,22 +174,20 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 
 @njit(**_pjit)
 def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg, cl):
-    """y (N, F, PH, PW), or (N, PH, PW, F) with ``cl``, = max-pool(ReLU(conv(x) + b)); arg
-    (N, PH, PW, Fp) each maximum's index i*OW + j in the convolution's output, or -1 where the
-    ReLU let nothing through. ``bp`` is the bias padded with zeros to Fp (the padded channels
-    then all read -1). Images go in chunks of ``chunk``, each chunk allocating its buffers once."""
+    """y (N, F, PH, PW), or (N, PH, PW, F) with ``cl``, = max-pool(ReLU(conv(x) + b)); arg (N, PH, PW, Fp) each maximum's index
+    i*OW + j in the convolution's output, or -1 where the ReLU let nothing through. ``bp`` is the
+    bias padded with zeros to Fp (the padded channels then all read -1). Images go in chunks of
+    ``chunk``, each chunk allocating its buffers once."""
     n_, hp, wp, c_ = xh.shape
     fp = wpk.shape[1]
     xflat, wflat, argflat = xh.reshape(-1), wpk.reshape(-1), arg.reshape(-1)
     ph, pw = arg.shape[1], arg.shape[2]
-    f_ = y.shape[3] if cl else y.shape[1]
     for ci in prange((n_ + chunk - 1) // chunk):
-        # (OH, OW, Fp) before the bias; padded channels the product may skip stay 0, so stopped (-1)
-        acc = np.zeros(oh * ow * fp, y.dtype)
+        acc = np.empty(oh * ow * fp, y.dtype)  # (OH, OW, Fp) before the bias
         pooled = np.empty(ph * pw * fp, y.dtype)  # (PH, PW, Fp)
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
             for i in range(oh):
-                _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow, f_)
+                _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow)
             if size == 2 and pstride == 2:
                 pool22_relu(acc, fp, ow, ph, pw, bp, pooled, argflat, n * ph * pw * fp)
             else:
@@ -209,8 +197,7 @@ def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y,
 
 @njit(**_pjit)
 def winograd_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg, cl):
-    """y (N, F, OH/2, OW/2) (or channels last with ``cl``) = max-pool 2x2(ReLU(conv3x3(x) + b)) and
-    arg (N, OH/2, OW/2, Fp), as
+    """y (N, F, OH/2, OW/2) (or channels last with ``cl``) = max-pool 2x2(ReLU(conv3x3(x) + b)) and arg (N, OH/2, OW/2, Fp), as
     conv_pool_forward_kernel computes them, by Winograd's F(2x2, 3x3) (numba_winograd.py) from
     xh (N, OH+2, OW+2, C) and the transformed filters U (16, C, Fp)."""
     n_, hp, wp, c_ = xh.shape
@@ -228,7 +215,7 @@ def winograd_forward_kernel(xh, u, bp, oh, ow, chunk, y, arg, cl):
             # one image's tiles as the rows (several images' at once measured 2% faster: not worth the bookkeeping)
             for xi in range(16):
                 _row_product(v, xi * tiles * c_, c_, roff, uflat[xi * c_ * fp:(xi + 1) * c_ * fp], fp,
-                             m, xi * tiles * fp, fp, tiles, fp)
+                             m, xi * tiles * fp, fp, tiles)
             wino.output_pool_tiles(m, tiles, tw, ow, fp, bp, pooled, argflat, n * tiles * fp)
             _store_pooled(pooled, fp, y[n], cl)
 
@@ -371,7 +358,7 @@ def _winograd_buffers(udx, oh, ow, fp, dtype):
         return np.zeros(0, dtype), np.empty(0, dtype), np.empty(0, dtype), np.empty(0, dtype)
     th, tw, cp = _quarters(oh + 2), _quarters(ow + 2), udx.shape[2]
     return np.zeros((4 * th + 2) * (4 * tw + 2) * fp, dtype), np.empty(36 * th * tw * fp, dtype), \
-        np.zeros(36 * th * tw * cp, dtype), np.empty(16 * th * tw * cp, dtype)  # m's unused channels stay 0
+        np.empty(36 * th * tw * cp, dtype), np.empty(16 * th * tw * cp, dtype)
 
 
 @njit(cache=True, nogil=True)
@@ -418,7 +405,7 @@ def _winograd_input_gradient(g, oh, ow, fp, udx, roffc, pad, bufs, dx, cl):
     uflat, nf = udx.reshape(-1), udx.shape[1]
     for xi in range(36):
         _row_product(v, xi * tiles * fp, fp, roffc, uflat[xi * nf * cp:(xi + 1) * nf * cp], cp, m, xi * tiles * cp, cp,
-                     tiles, c_)
+                     tiles)
     for t in range(tiles):
         wino.output_tile4(m, t * cp, tiles * cp, cp, dxq, wino.tile_origin(t, tw, wq, 4) * cp, wq * cp, cp)
     _store_rows(dxq, wq, cp, pad, h_, w_, c_, dx.reshape(-1), cl)
@@ -436,7 +423,7 @@ def _input_gradient(g, oh, ow, fp, kh, kw, wcol, roffc, pad, rows, dxp, dx, cl):
     wflat = wcol.reshape(-1)
     dxp[:] = 0
     for i in range(oh):
-        _row_product(g, i * ow * fp, fp, roffc, wflat, kp, rows, 0, kp, ow, kp)
+        _row_product(g, i * ow * fp, fp, roffc, wflat, kp, rows, 0, kp, ow)
         for q in range(ow):
             for a in range(kh):
                 for bb in range(kw):

@@ -125,9 +125,8 @@ def _check_arrays(name, *arys):
     return next(iter(dtypes))
 
 
-def _rows_intrinsic(name, vectors, most, x, roff, w, out, half=False):
-    """tile_rows's signature and code for tiles of up to ``most`` pixels x ``vectors`` vectors,
-    and with ``half`` one half-width vector after them (tile_rows15)."""
+def _rows_intrinsic(name, vectors, most, x, roff, w, out):
+    """tile_rows's signature and code for tiles of up to ``most`` pixels x ``vectors`` vectors."""
     dtype = _check_arrays(name, x, w, out)
     i64 = types.int64
     sig = types.void(x, i64, i64, roff, i64, i64, w, i64, i64, out, i64, i64, i64)
@@ -137,38 +136,24 @@ def _rows_intrinsic(name, vectors, most, x, roff, w, out, half=False):
         xp, rp = _data(context, builder, x, xa), _data(context, builder, roff, ra)
         wp, op = _data(context, builder, w, wa), _data(context, builder, out, oa)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
-        # column groups: (first column, vector type)
-        groups = [(ir.Constant(ir.IntType(64), j * lanes), vty) for j in range(vectors)]
-        if half:
-            groups.append((ir.Constant(ir.IntType(64), vectors * lanes), ir.VectorType(vty.element, lanes // 2)))
-        align = dtype.bitwidth // 8
-
-        def load(ptr, idx, ty):
-            return builder.load(builder.bitcast(at(ptr, idx), ty.as_pointer()), align=align)
-
-        def narrow(v, ty):  # the first lanes of a splat
-            if ty.count == lanes:
-                return v
-            return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined),
-                                          ir.Constant(ir.VectorType(ir.IntType(32), ty.count), list(range(ty.count))))
+        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(vectors)]
 
         def emit(npx):
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(ty, None)) for _, ty in groups]
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in lane]
                    for _ in range(npx)]
             with cgutils.for_range(builder, nk) as loop:
                 k = loop.index
                 r = builder.add(xbase, builder.load(at(rp, builder.add(k0, k))))
                 wrow = builder.add(builder.mul(k, ldw), wcol)
-                wv = [load(wp, builder.add(wrow, lj), ty) for lj, ty in groups]
+                wv = [vload(wp, builder.add(wrow, lj)) for lj in lane]
                 for p in range(npx):
                     xs = splat(builder.load(at(xp, builder.add(r, builder.mul(ps, ir.Constant(ps.type, p))))))
                     for j, wj in enumerate(wv):
-                        builder.store(fma(narrow(xs, wj.type), wj, builder.load(acc[p][j])), acc[p][j])
+                        builder.store(fma(xs, wj, builder.load(acc[p][j])), acc[p][j])
             for p in range(npx):
                 row = builder.add(obase, builder.mul(ldo, ir.Constant(ldo.type, p)))
-                for j, (lj, ty) in enumerate(groups):
-                    builder.store(builder.load(acc[p][j]), builder.bitcast(at(op, builder.add(row, lj)), ty.as_pointer()),
-                                  align=align)
+                for j, lj in enumerate(lane):
+                    vstore(builder.load(acc[p][j]), op, builder.add(row, lj))
 
         _switch_on(builder, npix, most, emit)
         return context.get_dummy_value()
@@ -224,13 +209,6 @@ def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, l
 @intrinsic
 def tile_rows_narrow(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
     return _rows_intrinsic("tile_rows_narrow", 1, NARROW_PIXELS, x, roff, w, out)
-
-
-@intrinsic
-def tile_rows15(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
-    """tile_rows over one and a half vectors of columns (24 float32 on AVX-512: fast-cnn's 24
-    channels, where a two-vector tile computes 8 columns of padding)."""
-    return _rows_intrinsic("tile_rows15", 1, TILE_PIXELS, x, roff, w, out, half=True)
 
 
 @intrinsic

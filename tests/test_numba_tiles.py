@@ -26,6 +26,10 @@ if backend_status("numba")[0]:
         T.tile_rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
     @njit
+    def _rows3y(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+        T.tile_rows3y(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
+
+    @njit
     def _grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo):
         T.tile_grad(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)
 
@@ -49,7 +53,10 @@ if backend_status("numba")[0]:
     def _sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
         T.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
 
-    KERNELS = {"wide": (_rows, _grad, 1, T.TILE_PIXELS), "narrow": (_rows_narrow, _grad_narrow, 2, T.NARROW_PIXELS)}
+    # (tile_rows kind, tile_grad kind, the fraction of a two-vector tile's columns covered, most pixels)
+    KERNELS = {"wide": (_rows, _grad, (1, 1), T.TILE_PIXELS),
+               "narrow": (_rows_narrow, _grad_narrow, (1, 2), T.NARROW_PIXELS),
+               "three ymm": (_rows3y, None, (3, T.VECTOR_BYTES // 16), T.TILE3Y_PIXELS)}
 
 
 def rows_oracle(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix, cols):
@@ -69,12 +76,12 @@ def grad_oracle(x, xbase, roff, k0, nrow, g, gbase, rows, ncols, rsx, psx, rsg, 
     return out
 
 
-@pytest.mark.parametrize("kind", ["wide", "narrow"])
+@pytest.mark.parametrize("kind", ["wide", "narrow", "three ymm"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tile_rows_every_size(dtype, kind):
-    rows, _, shrink, most = KERNELS[kind]
+    rows, _, (num, den), most = KERNELS[kind]
     rng = np.random.default_rng(0)
-    cols = T.tile_columns(np.dtype(dtype).itemsize) // shrink
+    cols = T.tile_columns(np.dtype(dtype).itemsize) * num // den
     x = rng.standard_normal(4000).astype(dtype)
     roff = rng.integers(0, 300, 20).astype(np.int64)
     ldw, ldo = cols + 5, cols + 3
@@ -90,9 +97,9 @@ def test_tile_rows_every_size(dtype, kind):
 @pytest.mark.parametrize("kind", ["wide", "narrow"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tile_grad_every_size(dtype, kind):
-    _, grad, shrink, most = KERNELS[kind]
+    _, grad, (num, den), most = KERNELS[kind]
     rng = np.random.default_rng(1)
-    cols = T.tile_columns(np.dtype(dtype).itemsize) // shrink
+    cols = T.tile_columns(np.dtype(dtype).itemsize) * num // den
     x, g = rng.standard_normal(4000).astype(dtype), rng.standard_normal(4000).astype(dtype)
     roff = rng.integers(0, 200, 30).astype(np.int64)
     ldo = cols + 1

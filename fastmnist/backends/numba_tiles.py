@@ -125,8 +125,9 @@ def _check_arrays(name, *arys):
     return next(iter(dtypes))
 
 
-def _rows_intrinsic(name, vectors, most, x, roff, w, out):
-    """tile_rows's signature and code for tiles of up to ``most`` pixels x ``vectors`` vectors."""
+def _rows_intrinsic(name, vectors, most, x, roff, w, out, vector_bytes=None):
+    """tile_rows's signature and code for tiles of up to ``most`` pixels x ``vectors`` vectors
+    (of ``vector_bytes``, by default the target's width)."""
     dtype = _check_arrays(name, x, w, out)
     i64 = types.int64
     sig = types.void(x, i64, i64, roff, i64, i64, w, i64, i64, out, i64, i64, i64)
@@ -136,24 +137,37 @@ def _rows_intrinsic(name, vectors, most, x, roff, w, out):
         xp, rp = _data(context, builder, x, xa), _data(context, builder, roff, ra)
         wp, op = _data(context, builder, w, wa), _data(context, builder, out, oa)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
-        lane = [ir.Constant(ir.IntType(64), j * lanes) for j in range(vectors)]
+        if vector_bytes is not None and vector_bytes != VECTOR_BYTES:
+            lanes = vector_bytes // (dtype.bitwidth // 8)
+            vty = ir.VectorType(vty.element, lanes)
+        groups = [(ir.Constant(ir.IntType(64), j * lanes), vty) for j in range(vectors)]
+        align = dtype.bitwidth // 8
+
+        def load(ptr, idx, ty):
+            return builder.load(builder.bitcast(at(ptr, idx), ty.as_pointer()), align=align)
+
+        def vsplat(s):
+            one = builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
         def emit(npx):
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in lane]
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(ty, None)) for _, ty in groups]
                    for _ in range(npx)]
             with cgutils.for_range(builder, nk) as loop:
                 k = loop.index
                 r = builder.add(xbase, builder.load(at(rp, builder.add(k0, k))))
                 wrow = builder.add(builder.mul(k, ldw), wcol)
-                wv = [vload(wp, builder.add(wrow, lj)) for lj in lane]
+                wv = [load(wp, builder.add(wrow, lj), ty) for lj, ty in groups]
                 for p in range(npx):
-                    xs = splat(builder.load(at(xp, builder.add(r, builder.mul(ps, ir.Constant(ps.type, p))))))
+                    xs = vsplat(builder.load(at(xp, builder.add(r, builder.mul(ps, ir.Constant(ps.type, p))))))
                     for j, wj in enumerate(wv):
                         builder.store(fma(xs, wj, builder.load(acc[p][j])), acc[p][j])
             for p in range(npx):
                 row = builder.add(obase, builder.mul(ldo, ir.Constant(ldo.type, p)))
-                for j, lj in enumerate(lane):
-                    vstore(builder.load(acc[p][j]), op, builder.add(row, lj))
+                for j, (lj, ty) in enumerate(groups):
+                    builder.store(builder.load(acc[p][j]), builder.bitcast(at(op, builder.add(row, lj)), ty.as_pointer()),
+                                  align=align)
 
         _switch_on(builder, npix, most, emit)
         return context.get_dummy_value()
@@ -209,6 +223,21 @@ def tile_rows(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, l
 @intrinsic
 def tile_rows_narrow(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
     return _rows_intrinsic("tile_rows_narrow", 1, NARROW_PIXELS, x, roff, w, out)
+
+
+#: pixels of a tile_rows3y tile: 8 x 3 accumulators and the three weight vectors in AVX-512's 32
+#: vector registers (ymm0-31), with room for the broadcast
+TILE3Y_PIXELS = 8
+
+
+@intrinsic
+def tile_rows3y(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+    """tile_rows over three 32-byte vectors of columns (24 float32), for AVX-512 products whose
+    columns end three quarters into a two-vector tile (fast-cnn's 24 channels, where a two-zmm tile
+    computes 8 columns of padding). One broadcast feeds three 8-lane multiply-adds, which Zen 4
+    runs two a cycle: a zmm and a ymm tile instead loaded a second broadcast for the ymm (measured,
+    no faster than two zmm)."""
+    return _rows_intrinsic("tile_rows3y", 3, TILE3Y_PIXELS, x, roff, w, out, vector_bytes=32)
 
 
 @intrinsic

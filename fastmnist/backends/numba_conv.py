@@ -2,12 +2,16 @@
 numba_tiles.py; the public wrappers that check arguments are in numba_backend.py.
 
 Layout. The input is copied once per forward pass to channels-last, ``xh (N, Hp, Wp, C)`` zero
-padded, and kept for the backward pass. The filters are packed as ``wpk (K, Fp)``: one row per
+padded, and kept for the backward pass; an input that already is channels-last memory (the
+previous fused layer's output, asked for with ``channels_last``) is read where it lies when
+unpadded, and its gradient goes back channels last too (``dy_cl``, ``dx_cl``, ``cl``).
+The filters are packed as ``wpk (K, Fp)``: one row per
 reduction index ``k = (a*KW + b)*C + c`` (tap (a, b), input channel c), the output channels
 padded with zeros to ``Fp``, a whole number of vectors. ``roff[k] = (a*Wp + b)*C + c`` is where
 that row's input sits relative to an output pixel's top-left input, so an output row of pixels
 is a few ``tile_rows`` calls (two vectors of channels each, a ``tile_rows_narrow`` one for an
-odd vector), and the weight gradient a few ``tile_grad`` calls per image. Tiles split a row
+odd vector; on AVX-512 a ``tile_rows3y`` one of three 32-byte vectors where the used channels
+end 3/4 into a two-vector tile, as 24 do), and the weight gradient a few ``tile_grad`` calls per image. Tiles split a row
 into near-equal parts (``_cut``): 24 pixels as 8 + 8 + 8 rather than 10 + 10 + 4.
 
 Pooling. The accumulator ``acc (OH, OW, Fp)`` is pooled channels last (``pool22_relu`` for the
@@ -15,7 +19,8 @@ usual 2x2 window, ``_pool_relu`` for others) into ``pooled (PH, PW, Fp)`` and ``
 Fp)``: each maximum's pixel index i*OW + j, or -1 where the ReLU let nothing through (so the
 backward pass needs neither y nor a mask). The first maximum in row-major window order wins
 ties, as in numba_kernels._pool22_plane and the numpy reference. ``y (N, F, PH, PW)`` is the
-transpose of ``pooled``; every layout change here goes through ``_transpose`` (8 x 8 blocks of
+transpose of ``pooled`` (or its rows, channels last: ``copy_rows``); every other layout change
+here goes through ``_transpose`` (8 x 8 blocks of
 vector shuffles: the scalar loops moved under an element a cycle, 0.3 ms a pass for fast-cnn's
 first layer).
 
@@ -28,9 +33,10 @@ direct convolution, 1.9x the work for fast-cnn's conv2 (4.9 against 2.4 ms a bat
 by Winograd's F(2x2, 3x3) (numba_winograd.py), whose 2.25x fewer multiplications pay for the
 border, it is how a 3x3 layer with an even output gets its input gradient
 (``_winograd_input_gradient``), and how its forward pass runs when 2x2 pooling follows
-(``winograd_forward_kernel``). A layer with short window rows (the first layers: one input
-channel, 5x5) takes its weight gradient from the pooled side instead, one window per pooled value
-(numba_window_grad.py), and builds g only when the input gradient needs it. Images go in chunks of
+(``winograd_forward_kernel``). A layer whose pooling leaves at most half the pixels and whose
+window rows fit numba_window_grad.py's intrinsics (the first layers, and fast-cnn's conv2 a few
+rows a call) takes its weight gradient from the pooled side instead, one window per pooled
+value, and builds g only when the input gradient needs it. Images go in chunks of
 ``config.CONV_TILE_CHUNK``; each chunk writes its own weight- and bias-gradient partial, summed
 in chunk order afterwards: the result does not depend on the number of threads.
 """

@@ -60,9 +60,9 @@ bench() {
     echo "== the same cupy epochs on kernels.cu's own gemm (config.CUPY_OWN_GEMM: capturable, issue 19)"
     FASTMNIST_CUPY_OWN_GEMM=1 python3 -m fastmnist bench --epochs-only --backends cupy --data "$FASTMNIST_DATA" \
         --models simple-cnn,fast-cnn,relu-mlp --json "$W/bench-epochs-own-gemm.json"
-    echo "== fast-cnn's epochs as CUDA graph replays (config.CUDA_GRAPHS, graph_steps.py: issue 19)"
+    echo "== fast-cnn's and dropout-cnn's epochs as CUDA graph replays (config.CUDA_GRAPHS, graph_steps.py: issue 19)"
     FASTMNIST_CUDA_GRAPHS=1 python3 -m fastmnist bench --epochs-only --backends cupy --data "$FASTMNIST_DATA" \
-        --models fast-cnn --json "$W/bench-epochs-graphs.json"
+        --models fast-cnn,dropout-cnn --json "$W/bench-epochs-graphs.json"
 }
 
 export W

@@ -9,15 +9,19 @@ on the device, so the replays need no host values:
 - Adam's step size and bias correction: a per-epoch table (``device_rates``, filled from
   :func:`fastmnist.steps.step_rates`, exactly as the per-step loop computes them), read at the
   counter;
+- the dropout seeds: a per-epoch table of each step's seed for each dropout layer, drawn by
+  :func:`fastmnist.steps.dropout_seeds` from a copy of the run's generator (the generator itself
+  draws the same numbers step by step, so a run stopped mid-epoch saves the state the per-step
+  loop would), read at the counter;
 - the loss and correct count: summed on the device (``accumulate_step``), read by the host only
   every ``config.PROGRESS_EVERY`` steps and at the epoch's end;
 - the counter: moved on by the step's last launch (``advance_step``).
 
 One graph per batch shape: the full batches share one, the epoch's shorter last batch has its own.
 A graph's first use captures it, and its capture runs that step eagerly (it counts as the step).
-Steps with dropout (seeds from the host) or another optimizer than Adam (a learning rate from the
-host) are not covered yet and run step by step; so does everything when ``config.CUDA_GRAPHS`` is
-off, its default until a GPU has timed both paths.
+Steps with another optimizer than Adam (a learning rate from the host) or augmentation (warped
+on the host) are not covered yet and run step by step; so does everything when
+``config.CUDA_GRAPHS`` is off, its default until a GPU has timed both paths.
 """
 from __future__ import annotations
 
@@ -33,25 +37,25 @@ class GraphSteps:
     @staticmethod
     def applies(model, optimizer, dropouts, augment) -> bool:
         """Whether this run's steps can be graphs: config.CUDA_GRAPHS, a backend that captures,
-        Adam, no dropout, no augmentation."""
+        Adam, no augmentation (dropout layers take their seeds from the device)."""
         return (config.CUDA_GRAPHS and model.backend.capture_step is not None
-                and isinstance(optimizer, Adam) and not dropouts and augment is None)
+                and isinstance(optimizer, Adam) and augment is None)
 
-    def __init__(self, model, optimizer, xs, labels, targets, batch_size, steps):
+    def __init__(self, model, optimizer, xs, labels, targets, batch_size, steps, dropouts=0):
         be = self.be = model.backend
         self.model, self.optimizer = model, optimizer
         self.xs, self.labels, self.targets, self.batch_size = xs, labels, targets, batch_size
-        self.rates = be.device_rates(steps, model.dtype)
+        self.rates = be.device_rates(steps, model.dtype, dropouts)
         self.perm = be.asarray(np.arange(xs.shape[0], dtype=np.int64))
         self.totals = be.asarray(np.zeros(2))
         self.graphs: dict = {}  # rows -> StepGraph
 
-    def start_epoch(self, perm, step_size, sqrt_bc2, first, loss_sum, correct) -> None:
+    def start_epoch(self, perm, step_size, sqrt_bc2, first, loss_sum, correct, seeds=None) -> None:
         """Host writes before the epoch's graphs run: its permutation (None: in order), Adam's
-        scalars for steps ``first..``, and the sums so far."""
+        scalars and the dropout seeds for steps ``first..``, and the sums so far."""
         n = self.xs.shape[0]
         self.perm.set(np.arange(n, dtype=np.int64) if perm is None else np.asarray(perm, np.int64))
-        self.rates.load(step_size, sqrt_bc2, first=first)
+        self.rates.load(step_size, sqrt_bc2, first=first, seeds=seeds)
         self.totals.set(np.array([float(loss_sum), float(correct)]))
 
     def step(self, step: int) -> None:

@@ -8,6 +8,7 @@ loss is checked for NaN/Inf every step, at no cost.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 import time
@@ -206,7 +207,7 @@ class _Loop:
         # whole steps in one backend call, where the backend has them (not with augmentation: its warp runs between)
         program = program_for(model, self.optimizer) if self.augment is None else None
         # or whole steps as CUDA graphs, where the backend captures them (graph_steps.py)
-        graphs = GraphSteps(model, self.optimizer, xs, labels, targets, self.batch_size, steps) \
+        graphs = GraphSteps(model, self.optimizer, xs, labels, targets, self.batch_size, steps, len(self.dropouts)) \
             if program is None and GraphSteps.applies(model, self.optimizer, self.dropouts, self.augment) else None
         for epoch in range(first_epoch, self.epochs):
             epoch_rng = self.rng.bit_generator.state
@@ -308,13 +309,17 @@ class _Loop:
         n, t_before = graphs.xs.shape[0], self.optimizer.t
         lrs, step_size, sqrt_bc2 = step_rates(self.optimizer, self.schedule, epoch * steps + start, steps - start, steps,
                                               steps * self.epochs)
-        graphs.start_epoch(perm, step_size, sqrt_bc2, start, loss_sum, correct)
+        # the seeds the per-step loop would draw, from a copy; the generator draws them step by step
+        seeds = dropout_seeds(copy.deepcopy(self.rng), steps - start, len(self.dropouts)) if self.dropouts else None
+        graphs.start_epoch(perm, step_size, sqrt_bc2, start, loss_sum, correct, seeds)
         checked_loss, checked_step = float(loss_sum), start
         for step in range(start, steps):
             if self.stop is not None and self.stop():
                 self.optimizer.t = t_before + step - start
                 raise TrainingInterrupted(self.state(epoch, step, epoch_rng, *graphs.sums(),
                                                      spent + time.perf_counter() - t0))
+            if self.dropouts:
+                dropout_seeds(self.rng, 1, len(self.dropouts))  # this step's, as the per-step loop draws them
             graphs.step(step)
             if (step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1:
                 loss_sum, correct = graphs.sums()  # the only host reads inside an epoch

@@ -257,11 +257,54 @@ def test_fit_with_graphs_equals_fit_without(monkeypatch):
 
 
 def test_fit_falls_back_to_steps_where_graphs_do_not_apply(monkeypatch):
-    """dropout-cnn (seeds from the host) and SGD (a learning rate from the host) run step by step."""
+    """SGD (a learning rate from the host) runs step by step."""
     x, y = _fit_data(24)
-    for name, extra in (("dropout-cnn", {}), ("fast-cnn", {"optimizer": optim.SGD(0.05)})):
-        _, _, launches = _fit(x, y, True, monkeypatch, name=name, **extra)
-        assert launches == 0, name
+    _, _, launches = _fit(x, y, True, monkeypatch, optimizer=optim.SGD(0.05))
+    assert launches == 0
+
+
+def test_dropout_on_graphs_takes_its_seeds_from_the_device(monkeypatch):
+    """dropout-cnn's recipe on graphs: each step's dropout seed read from the device's table at its
+    step counter, the numbers the per-step loop draws; the same weights bit for bit as that loop
+    after two epochs (24 images: 16 and a short 8), and again after a stop mid-epoch and a resume
+    (the run's generator saved as the per-step loop leaves it)."""
+    from fastmnist.trainer import TrainingInterrupted
+    x, y = _fit_data(24)
+    eager, eager_history, _ = _fit(x, y, False, monkeypatch, name="dropout-cnn")
+    graphed, history, launches = _fit(x, y, True, monkeypatch, name="dropout-cnn")
+    assert launches == 2  # epoch 1 captures both batch shapes, epoch 2 replays them
+    for got, want in zip(_weights(graphed.backend, graphed), _weights(eager.backend, eager)):
+        np.testing.assert_array_equal(got, want)
+    assert history["accuracy"] == eager_history["accuracy"]
+    model = zoo.create("dropout-cnn", backend="cupy-sim", seed=0)
+    args = zoo.fit_args("dropout-cnn", epochs=2, batch_size=16)
+    polls = iter(range(10**6))
+    with pytest.raises(TrainingInterrupted) as info:
+        model.fit(x, y, verbose=0, seed=0, stop=lambda: next(polls) == 3, **args)
+    state = info.value.state
+    assert (state["epoch"], state["step"]) == (1, 1)
+    model.fit(x, y, verbose=0, seed=0, history=state["history"], resume=state, **args)
+    for got, want in zip(_weights(model.backend, model), _weights(eager.backend, eager)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_dropout_reads_its_seed_from_the_table_and_refuses_a_call_past_it():
+    from fastmnist.backends import get_backend
+    be = get_backend("cupy-sim")
+    rates = be.device_rates(4, np.float32, dropouts=1)
+    rates.load(np.ones(2), np.ones(2), seeds=np.array([[5], [6]], np.int64))
+    x = be.asarray(np.ones((4, 16), np.float32))
+    with be.using_rates(rates):
+        y, _ = be.dropout_forward(x, 0.5, 0)  # step 0's seed from the table, 5, not the 0 given
+    want, _ = be.dropout_forward(x, 0.5, 5)
+    np.testing.assert_array_equal(be.to_numpy(y), be.to_numpy(want))
+    assert (be.to_numpy(y) != be.to_numpy(be.dropout_forward(x, 0.5, 0)[0])).any()
+    with pytest.raises(InvalidArgument, match="holds seeds for 1 dropout layers"):
+        with be.using_rates(rates):
+            be.dropout_forward(x, 0.5, 0)
+            be.dropout_forward(x, 0.5, 0)
+    with pytest.raises(InvalidArgument, match=r"seeds must be int64 of shape \(2, 1\)"):
+        rates.load(np.ones(2), np.ones(2))
 
 
 def test_a_graph_run_stopped_mid_epoch_resumes_to_the_same_weights(monkeypatch):

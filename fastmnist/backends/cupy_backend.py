@@ -126,6 +126,7 @@ class CupyBackend:
         self._tables: dict = {}  # (dtype, (ptr, size) of every param/m/v) -> adam_update_many's pointer tables
         self._arena = None  # a cupy_graphs.StepArena while a step is recorded or captured
         self._rates = None  # a cupy_graphs.DeviceRates that adam_update_many reads, inside using_rates
+        self._dropout_layer = 0  # inside using_rates: the dropout layer the next dropout_forward is
 
     def __repr__(self):
         return f"<CupyBackend {self.name!r}>"
@@ -229,24 +230,28 @@ class CupyBackend:
         a = self._c(a)
         return a if a.dtype == np.int64 else a.astype(np.int64)
 
-    def device_rates(self, capacity, dtype):
-        """Adam's per-step scalars on the device for ``capacity`` steps: see :class:`.cupy_graphs.DeviceRates`."""
+    def device_rates(self, capacity, dtype, dropouts=0):
+        """Adam's per-step scalars (and ``dropouts`` layers' seeds) on the device for ``capacity``
+        steps: see :class:`.cupy_graphs.DeviceRates`."""
         from .cupy_graphs import DeviceRates
-        return DeviceRates(self, capacity, dtype)
+        return DeviceRates(self, capacity, dtype, dropouts)
 
     @contextlib.contextmanager
     def using_rates(self, rates):
         """Inside, adam_update_many takes its step's scalars from ``rates`` (a DeviceRates) at the
-        device's step counter, ignoring the ``t`` and ``lr`` it is given."""
+        device's step counter, ignoring the ``t`` and ``lr`` it is given, and dropout_forward its
+        seeds, the k-th call of a step layer k's, ignoring the seed it is given."""
         previous, self._rates = self._rates, rates
+        previous_layer, self._dropout_layer = self._dropout_layer, 0
         try:
             yield rates
         finally:
-            self._rates = previous
+            self._rates, self._dropout_layer = previous, previous_layer
 
     def advance_step(self, rates):
         """Move ``rates``' device step counter on by one: the last launch of a captured step."""
         self._kernel("advance_step", rates.dtype)((1,), (1,), (rates.counter,))
+        self._dropout_layer = 0  # the next step's first dropout call is layer 0 again
 
     def gather_batch(self, src, perm, rates, batch_size, rows):
         """(rows, ...) = src[perm[s*batch_size : s*batch_size + rows]] for the device's step s
@@ -537,6 +542,16 @@ class CupyBackend:
         C.check_dropout(x, p, seed)
         x = self._c(x)
         y, mask = self._empty(x.shape, x.dtype), self._empty(x.shape, x.dtype)
+        rates = self._rates
+        if rates is not None and rates.dropouts:  # a step of a graph: its seed from the device's table
+            layer, self._dropout_layer = self._dropout_layer, self._dropout_layer + 1
+            if layer >= rates.dropouts:
+                raise InvalidArgument(f"dropout_forward: call {layer + 1} in one step, but the device table "
+                                      f"holds seeds for {rates.dropouts} dropout layers")
+            self._launch("dropout_at", x.dtype, x.size, (x, _l(x.size), np.float64(p), np.float64(1.0 / (1.0 - p)),
+                                                         rates.seeds, rates.counter, _l(rates.dropouts), _l(layer),
+                                                         y, mask))
+            return y, mask
         self._launch("dropout", x.dtype, x.size, (x, _l(x.size), np.float64(p), np.float64(1.0 / (1.0 - p)), np.uint64(seed),
                                                   y, mask))
         return y, mask

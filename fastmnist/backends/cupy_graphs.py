@@ -120,35 +120,50 @@ def capture_step(backend, step, shape=None) -> StepGraph:
 
 
 class DeviceRates:
-    """Adam's per-step scalars on the device, for steps run as a graph.
+    """Adam's per-step scalars and the dropout seeds on the device, for steps run as a graph.
 
     ``table`` (capacity, 2) holds each step's ``(lr / (1 - beta1**t), sqrt(1 - beta2**t))`` in the
-    parameters' dtype, as the eager path rounds them; ``counter`` holds ``[step, steps loaded]``.
-    Inside ``backend.using_rates(rates)`` the backend's ``adam_update_many`` reads the scalars of
-    step ``counter[0]``, whatever ``t`` and ``lr`` it is given, and ``backend.advance_step(rates)``
-    moves the counter on (a step's last launch); a step past the loaded ones updates nothing, and
-    :meth:`taken` reports it. The arrays keep their memory
-    for life (a graph holds their pointers): :meth:`load` writes into them."""
+    parameters' dtype, as the eager path rounds them; ``seeds`` (capacity, dropouts) int64 each
+    step's seed of each dropout layer, in the order the forward pass calls them; ``counter`` holds
+    ``[step, steps loaded]``. Inside ``backend.using_rates(rates)`` the backend's
+    ``adam_update_many`` reads the scalars of step ``counter[0]``, whatever ``t`` and ``lr`` it is
+    given, its ``dropout_forward`` the seed of that step and layer, whatever seed it is given, and
+    ``backend.advance_step(rates)`` moves the counter on (a step's last launch); a step past the
+    loaded ones updates nothing, and :meth:`taken` reports it. The arrays keep their memory for
+    life (a graph holds their pointers): :meth:`load` writes into them."""
 
-    def __init__(self, backend, capacity: int, dtype):
+    def __init__(self, backend, capacity: int, dtype, dropouts: int = 0):
         if int(capacity) < 1:
             raise InvalidArgument(f"DeviceRates: capacity must be at least 1 step, got {capacity!r}")
+        if int(dropouts) < 0:
+            raise InvalidArgument(f"DeviceRates: dropouts must be 0 or more layers, got {dropouts!r}")
         cp = backend.device
-        self.capacity, self.dtype = int(capacity), np.dtype(dtype)
+        self.capacity, self.dtype, self.dropouts = int(capacity), np.dtype(dtype), int(dropouts)
         self.table = cp.asarray(np.zeros((self.capacity, 2), self.dtype))
+        self.seeds = cp.asarray(np.zeros((self.capacity, max(self.dropouts, 1)), np.int64))
         self.counter = cp.asarray(np.zeros(2, np.int64))
         self.first = self.loaded = 0
 
-    def load(self, step_size, sqrt_bc2, first: int = 0) -> None:
+    def load(self, step_size, sqrt_bc2, first: int = 0, seeds=None) -> None:
         """Upload the scalars of steps ``first .. first + len(step_size) - 1`` and set the counter to
         ``first`` (a host write: outside any capture, e.g. once per epoch; ``first`` > 0 resumes an
-        epoch mid-way). ``step_size``, ``sqrt_bc2``: float64, from ``fastmnist.steps.step_rates``."""
+        epoch mid-way). ``step_size``, ``sqrt_bc2``: float64, from ``fastmnist.steps.step_rates``;
+        ``seeds`` (steps, dropouts) int64 from ``fastmnist.steps.dropout_seeds`` (needed when
+        ``dropouts`` > 0)."""
         step_size, sqrt_bc2 = np.asarray(step_size, np.float64), np.asarray(sqrt_bc2, np.float64)
         n, first = len(step_size), int(first)
         if step_size.shape != (n,) or sqrt_bc2.shape != (n,) or not 1 <= n or first < 0 or first + n > self.capacity:
             raise InvalidArgument(f"DeviceRates.load: step_size and sqrt_bc2 must be two vectors of the same length, "
                                   f"1 to {self.capacity} steps from step {first} on; got shapes {step_size.shape} and "
                                   f"{sqrt_bc2.shape}")
+        if self.dropouts:
+            seeds = None if seeds is None else np.asarray(seeds)
+            if seeds is None or seeds.shape != (n, self.dropouts) or seeds.dtype != np.int64:
+                raise InvalidArgument(f"DeviceRates.load: seeds must be int64 of shape ({n}, {self.dropouts}) (steps, "
+                                      f"dropout layers), got {None if seeds is None else (seeds.shape, str(seeds.dtype))}")
+            table = np.zeros((self.capacity, self.dropouts), np.int64)
+            table[first:first + n] = seeds
+            self.seeds.set(table)
         table = np.zeros((self.capacity, 2), self.dtype)
         table[first:first + n, 0], table[first:first + n, 1] = step_size, sqrt_bc2
         self.table.set(table)

@@ -214,6 +214,17 @@ __device__ void dropout_impl(const T* x, i64 n, double p, double scale, u64 seed
     }
 }
 
+// The same with the seed read on the device (a CUDA graph replays the arguments of its capture):
+// step s = counter[0] takes seeds[s*layers + layer], from a table of counter[1] steps uploaded
+// before the graph runs; past its end, seed 0 (that step updates no weights: adam_many_rates).
+template <typename T>
+__device__ void dropout_at_impl(const T* x, i64 n, double p, double scale, const i64* seeds, const i64* counter,
+                                i64 layers, i64 layer, T* y, T* mask) {
+    const i64 s = counter[0];
+    const u64 seed = (s >= 0 && s < counter[1]) ? (u64)seeds[s * layers + layer] : 0;
+    dropout_impl(x, n, p, scale, seed, y, mask);
+}
+
 // ---- augmentation: each output pixel samples its sample's affine map, bilinear, zero outside ----
 // bilinear_at: one plane sampled at (sx, sy), zero outside, double weights (affine and elastic warps).
 template <typename T>
@@ -571,6 +582,9 @@ extern "C" __global__ void gaussian_blur_##S(const T* x, const double* g, int R,
 extern "C" __global__ void mul_##S(const T* a, const T* b, i64 n, T* o) { mul_impl<T>(a, b, n, o); }                \
 extern "C" __global__ void dropout_##S(const T* x, i64 n, double p, double scale, u64 seed, T* y, T* m)             \
     { dropout_impl<T>(x, n, p, scale, seed, y, m); }                                                                \
+extern "C" __global__ void dropout_at_##S(const T* x, i64 n, double p, double scale, const i64* seeds,             \
+                                         const i64* counter, i64 layers, i64 layer, T* y, T* m)                     \
+    { dropout_at_impl<T>(x, n, p, scale, seeds, counter, layers, layer, y, m); }                                    \
 extern "C" __global__ void softmax_ce_##S(const T* x, const i64* l, int N, int M, T* d, T* loss, int* bad)          \
     { softmax_ce_impl<T>(x, l, N, M, d, loss, bad); }                                                               \
 extern "C" __global__ void softmax_##S(const T* x, int N, int M, T* o) { softmax_impl<T>(x, N, M, o); }             \

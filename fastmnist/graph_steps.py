@@ -6,9 +6,9 @@ on the device, so the replays need no host values:
 
 - the batch: ``gather_batch`` reads the epoch's permutation (a fixed device buffer the host
   refills each epoch) at the device's step counter;
-- Adam's step size and bias correction: a per-epoch table (``device_rates``, filled from
-  :func:`fastmnist.steps.step_rates`, exactly as the per-step loop computes them), read at the
-  counter;
+- the learning rate, and Adam's step size and bias correction: a per-epoch table
+  (``device_rates``, filled from :func:`fastmnist.steps.step_rates`, exactly as the per-step loop
+  computes them), read at the counter by the optimizers' updates;
 - the dropout seeds: a per-epoch table of each step's seed for each dropout layer, drawn by
   :func:`fastmnist.steps.dropout_seeds` from a copy of the run's generator (the generator itself
   draws the same numbers step by step, so a run stopped mid-epoch saves the state the per-step
@@ -19,8 +19,8 @@ on the device, so the replays need no host values:
 
 One graph per batch shape: the full batches share one, the epoch's shorter last batch has its own.
 A graph's first use captures it, and its capture runs that step eagerly (it counts as the step).
-Steps with another optimizer than Adam (a learning rate from the host) or augmentation (warped
-on the host) are not covered yet and run step by step; so does everything when
+Steps with augmentation (warped on the host) or an optimizer the backend cannot feed from the
+table (one that is not SGD, Momentum, AdaGrad or Adam) run step by step; so does everything when
 ``config.CUDA_GRAPHS`` is off, its default until a GPU has timed both paths.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config
-from .optim import Adam
+from .optim import SGD, AdaGrad, Adam, Momentum
 
 
 class GraphSteps:
@@ -36,10 +36,11 @@ class GraphSteps:
 
     @staticmethod
     def applies(model, optimizer, dropouts, augment) -> bool:
-        """Whether this run's steps can be graphs: config.CUDA_GRAPHS, a backend that captures,
-        Adam, no augmentation (dropout layers take their seeds from the device)."""
+        """Whether this run's steps can be graphs: config.CUDA_GRAPHS, a backend that captures, one
+        of the optimizers whose rates the backend reads on the device, no augmentation (dropout
+        layers take their seeds from the device)."""
         return (config.CUDA_GRAPHS and model.backend.capture_step is not None
-                and isinstance(optimizer, Adam) and augment is None)
+                and type(optimizer) in (SGD, Momentum, AdaGrad, Adam) and augment is None)
 
     def __init__(self, model, optimizer, xs, labels, targets, batch_size, steps, dropouts=0):
         be = self.be = model.backend
@@ -85,6 +86,6 @@ class GraphSteps:
         out = model.forward(xb, train=True)
         loss, dout = model.loss_and_grad(out, tb)
         model.backward(dout)
-        self.optimizer.step()  # Adam's scalars from the device table: its host t and lr are not read
+        self.optimizer.step()  # the rates from the device table: the host lr (and Adam's t) are not read
         be.accumulate_step(loss, be.count_correct(out, lb), rows, self.totals)
         be.advance_step(self.rates)

@@ -257,17 +257,31 @@ def test_fit_with_graphs_equals_fit_without(monkeypatch):
 
 
 def test_fit_falls_back_to_steps_where_graphs_do_not_apply(monkeypatch):
-    """SGD (a learning rate from the host) runs step by step."""
+    """Augmentation (batches warped on the host) runs step by step."""
+    from fastmnist.augment import Augment
     x, y = _fit_data(24)
-    _, _, launches = _fit(x, y, True, monkeypatch, optimizer=optim.SGD(0.05))
+    _, _, launches = _fit(x, y, True, monkeypatch, augment=Augment())
     assert launches == 0
+
+
+@pytest.mark.parametrize("make", [lambda: optim.SGD(0.05), lambda: optim.Momentum(0.02)], ids=["sgd", "momentum"])
+def test_sgd_and_momentum_on_graphs_take_the_learning_rate_from_the_device(monkeypatch, make):
+    """fast-cnn's one-cycle schedule (a new learning rate every step) with SGD or momentum: the
+    rate read from the device's table at the step counter; the step loop's weights bit for bit."""
+    x, y = _fit_data(24)
+    eager, _, _ = _fit(x, y, False, monkeypatch, optimizer=make())
+    graphed, _, launches = _fit(x, y, True, monkeypatch, optimizer=make())
+    assert launches == 2
+    for got, want in zip(_weights(graphed.backend, graphed), _weights(eager.backend, eager)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_dropout_on_graphs_takes_its_seeds_from_the_device(monkeypatch):
     """dropout-cnn's recipe on graphs: each step's dropout seed read from the device's table at its
     step counter, the numbers the per-step loop draws; the same weights bit for bit as that loop
     after two epochs (24 images: 16 and a short 8), and again after a stop mid-epoch and a resume
-    (the run's generator saved as the per-step loop leaves it)."""
+    (the run's generator saved as the per-step loop leaves it; this is the graphs' resume test:
+    Adam's table and the batch's permutation reloaded from the stop's step on)."""
     from fastmnist.trainer import TrainingInterrupted
     x, y = _fit_data(24)
     eager, eager_history, _ = _fit(x, y, False, monkeypatch, name="dropout-cnn")
@@ -305,20 +319,3 @@ def test_dropout_reads_its_seed_from_the_table_and_refuses_a_call_past_it():
             be.dropout_forward(x, 0.5, 0)
     with pytest.raises(InvalidArgument, match=r"seeds must be int64 of shape \(2, 1\)"):
         rates.load(np.ones(2), np.ones(2))
-
-
-def test_a_graph_run_stopped_mid_epoch_resumes_to_the_same_weights(monkeypatch):
-    from fastmnist.trainer import TrainingInterrupted
-    x, y = _fit_data()
-    full, full_history, _ = _fit(x, y, True, monkeypatch)
-    monkeypatch.setattr(config, "CUDA_GRAPHS", True)
-    model = zoo.create("fast-cnn", backend="cupy-sim", seed=0)
-    args = zoo.fit_args("fast-cnn", epochs=2, batch_size=16)
-    polls = iter(range(10**6))
-    with pytest.raises(TrainingInterrupted) as info:
-        model.fit(x, y, verbose=0, seed=0, stop=lambda: next(polls) == 4, **args)
-    state = info.value.state
-    assert (state["epoch"], state["step"]) == (1, 1)
-    model.fit(x, y, verbose=0, seed=0, history=state["history"], resume=state, **args)
-    for got, want in zip(_weights(model.backend, model), _weights(full.backend, full)):
-        np.testing.assert_array_equal(got, want)

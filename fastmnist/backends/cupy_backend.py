@@ -239,8 +239,9 @@ class CupyBackend:
     @contextlib.contextmanager
     def using_rates(self, rates):
         """Inside, adam_update_many takes its step's scalars from ``rates`` (a DeviceRates) at the
-        device's step counter, ignoring the ``t`` and ``lr`` it is given, and dropout_forward its
-        seeds, the k-th call of a step layer k's, ignoring the seed it is given."""
+        device's step counter, ignoring the ``t`` and ``lr`` it is given, sgd_update,
+        momentum_update and adagrad_update its learning rate (the table's step size), and
+        dropout_forward its seeds, the k-th call of a step layer k's, ignoring the seed it is given."""
         previous, self._rates = self._rates, rates
         previous_layer, self._dropout_layer = self._dropout_layer, 0
         try:
@@ -603,18 +604,31 @@ class CupyBackend:
     def sgd_update(self, param, grad, lr):
         C.check_update("sgd_update", param, grad, lr)
         self._in_place("sgd_update", param=param)
+        rates = self._rates
+        if rates is not None:  # a step of a graph: its learning rate from the device's table
+            self._launch("sgd_at", param.dtype, param.size, (param, self._c(grad), _l(param.size), rates.table,
+                                                             rates.counter))
+            return
         self._launch("sgd", param.dtype, param.size, (param, self._c(grad), _l(param.size), _s(param.dtype, lr)))
 
     def momentum_update(self, param, grad, velocity, lr, momentum=0.9):
         C.check_update("momentum_update", param, grad, lr, velocity=velocity)
         self._in_place("momentum_update", param=param, velocity=velocity)
         f = param.dtype
+        if self._rates is not None:
+            self._launch("momentum_at", f, param.size, (param, self._c(grad), velocity, _l(param.size), self._rates.table,
+                                                        self._rates.counter, _s(f, momentum)))
+            return
         self._launch("momentum", f, param.size, (param, self._c(grad), velocity, _l(param.size), _s(f, lr), _s(f, momentum)))
 
     def adagrad_update(self, param, grad, h, lr, eps=1e-7):
         C.check_update("adagrad_update", param, grad, lr, h=h)
         self._in_place("adagrad_update", param=param, h=h)
         f = param.dtype
+        if self._rates is not None:
+            self._launch("adagrad_at", f, param.size, (param, self._c(grad), h, _l(param.size), self._rates.table,
+                                                       self._rates.counter, _s(f, eps)))
+            return
         self._launch("adagrad", f, param.size, (param, self._c(grad), h, _l(param.size), _s(f, lr), _s(f, eps)))
 
     def adam_update(self, param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):

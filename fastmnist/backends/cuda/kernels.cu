@@ -413,6 +413,34 @@ __device__ void adagrad_impl(T* p, const T* g, T* h, i64 n, T lr, T eps) {
     GRID_STRIDE(i, n) { h[i] += g[i] * g[i]; p[i] -= lr * g[i] / (sqrt(h[i]) + eps); }
 }
 
+// The same with the learning rate read on the device, for a CUDA graph: step s = counter[0] takes
+// rates[2s] (its lr, as adam_many_rates takes its step size there); past the table, no update.
+template <typename T>
+__device__ __forceinline__ bool rate_at(const T* rates, const i64* counter, T* lr) {
+    const i64 s = counter[0];
+    if (s < 0 || s >= counter[1]) return false;
+    *lr = rates[2 * s];
+    return true;
+}
+
+template <typename T>
+__device__ void sgd_at_impl(T* p, const T* g, i64 n, const T* rates, const i64* counter) {
+    T lr;
+    if (rate_at(rates, counter, &lr)) sgd_impl(p, g, n, lr);
+}
+
+template <typename T>
+__device__ void momentum_at_impl(T* p, const T* g, T* v, i64 n, const T* rates, const i64* counter, T mom) {
+    T lr;
+    if (rate_at(rates, counter, &lr)) momentum_impl(p, g, v, n, lr, mom);
+}
+
+template <typename T>
+__device__ void adagrad_at_impl(T* p, const T* g, T* h, i64 n, const T* rates, const i64* counter, T eps) {
+    T lr;
+    if (rate_at(rates, counter, &lr)) adagrad_impl(p, g, h, n, lr, eps);
+}
+
 template <typename T>
 __device__ __forceinline__ void adam_one(T* p, const T* g, T* m, T* v, i64 i, T b1, T b2, T step, T sqrt_bc2, T eps) {
     T gi = g[i];
@@ -597,6 +625,12 @@ extern "C" __global__ void momentum_##S(T* p, const T* g, T* v, i64 n, T lr, T m
     { momentum_impl<T>(p, g, v, n, lr, mom); }                                                                      \
 extern "C" __global__ void adagrad_##S(T* p, const T* g, T* h, i64 n, T lr, T eps)                                  \
     { adagrad_impl<T>(p, g, h, n, lr, eps); }                                                                       \
+extern "C" __global__ void sgd_at_##S(T* p, const T* g, i64 n, const T* rates, const i64* counter)                  \
+    { sgd_at_impl<T>(p, g, n, rates, counter); }                                                                    \
+extern "C" __global__ void momentum_at_##S(T* p, const T* g, T* v, i64 n, const T* rates, const i64* counter, T mom) \
+    { momentum_at_impl<T>(p, g, v, n, rates, counter, mom); }                                                       \
+extern "C" __global__ void adagrad_at_##S(T* p, const T* g, T* h, i64 n, const T* rates, const i64* counter, T eps)  \
+    { adagrad_at_impl<T>(p, g, h, n, rates, counter, eps); }                                                        \
 extern "C" __global__ void adam_##S(T* p, const T* g, T* m, T* v, i64 n, T b1, T b2, T step, T sb2, T eps)          \
     { adam_impl<T>(p, g, m, v, n, b1, b2, step, sb2, eps); }                                                        \
 extern "C" __global__ void adam_many_##S(T** p, T** g, T** m, T** v, const i64* off, int count, T b1, T b2,        \

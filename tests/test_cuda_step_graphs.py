@@ -264,13 +264,12 @@ def test_fit_falls_back_to_steps_where_graphs_do_not_apply(monkeypatch):
     assert launches == 0
 
 
-@pytest.mark.parametrize("make", [lambda: optim.SGD(0.05), lambda: optim.Momentum(0.02)], ids=["sgd", "momentum"])
-def test_sgd_and_momentum_on_graphs_take_the_learning_rate_from_the_device(monkeypatch, make):
-    """fast-cnn's one-cycle schedule (a new learning rate every step) with SGD or momentum: the
-    rate read from the device's table at the step counter; the step loop's weights bit for bit."""
+def test_sgd_on_graphs_takes_the_learning_rate_from_the_device(monkeypatch):
+    """fast-cnn's one-cycle schedule (a new learning rate every step) with SGD: the rate read from
+    the device's table at the step counter; the step loop's weights bit for bit."""
     x, y = _fit_data(24)
-    eager, _, _ = _fit(x, y, False, monkeypatch, optimizer=make())
-    graphed, _, launches = _fit(x, y, True, monkeypatch, optimizer=make())
+    eager, _, _ = _fit(x, y, False, monkeypatch, optimizer=optim.SGD(0.05))
+    graphed, _, launches = _fit(x, y, True, monkeypatch, optimizer=optim.SGD(0.05))
     assert launches == 2
     for got, want in zip(_weights(graphed.backend, graphed), _weights(eager.backend, eager)):
         np.testing.assert_array_equal(got, want)
@@ -319,3 +318,35 @@ def test_dropout_reads_its_seed_from_the_table_and_refuses_a_call_past_it():
             be.dropout_forward(x, 0.5, 0)
     with pytest.raises(InvalidArgument, match=r"seeds must be int64 of shape \(2, 1\)"):
         rates.load(np.ones(2), np.ones(2))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_each_update_reads_its_learning_rate_at_the_step_counter(dtype):
+    """sgd_update, momentum_update and adagrad_update inside using_rates: step 1's rate from the
+    table (not the 99 given), the eager update at that rate bit for bit; past the table, none."""
+    from fastmnist.backends import get_backend
+    be = get_backend("cupy-sim")
+    rng = np.random.default_rng(3)
+    p0, g = rng.standard_normal(300).astype(dtype), rng.standard_normal(300).astype(dtype)
+    s0 = np.abs(rng.standard_normal(300)).astype(dtype)
+    lrs = np.array([0.5, 0.03125, 0.25])
+    rates = be.device_rates(3, dtype)
+    updates = {"sgd": lambda p, s, lr: be.sgd_update(p, g_d, lr),
+               "momentum": lambda p, s, lr: be.momentum_update(p, g_d, s, lr, 0.9),
+               "adagrad": lambda p, s, lr: be.adagrad_update(p, g_d, s, lr, 1e-7)}
+    g_d = be.asarray(g)
+    for name, update in updates.items():
+        rates.load(lrs, np.ones(3))
+        be.advance_step(rates)  # the counter at step 1
+        p, s = be.asarray(p0), be.asarray(s0)
+        with be.using_rates(rates):
+            update(p, s, 99.0)
+        want_p, want_s = be.asarray(p0), be.asarray(s0)
+        update(want_p, want_s, float(np.asarray(lrs[1], dtype)))
+        np.testing.assert_array_equal(be.to_numpy(p), be.to_numpy(want_p), err_msg=name)
+        np.testing.assert_array_equal(be.to_numpy(s), be.to_numpy(want_s), err_msg=name)
+        be.advance_step(rates)
+        be.advance_step(rates)  # past the table's 3 steps
+        with be.using_rates(rates):
+            update(p, s, 99.0)
+        np.testing.assert_array_equal(be.to_numpy(p), be.to_numpy(want_p), err_msg=f"{name}: past the table")

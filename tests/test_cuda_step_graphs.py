@@ -243,12 +243,21 @@ def test_fit_with_graphs_equals_fit_without(monkeypatch):
     """fit() on graphs (config.CUDA_GRAPHS) against the step-by-step loop: the same weights bit for
     bit after two epochs of one-cycle Adam with a short last batch, the same accuracy, the loss to
     float32 rounding (the graphs sum it in float64 on the device); and the graphs were used: each of
-    the two batch shapes captured once in the run (its capture runs the step), the rest replayed."""
+    the two batch shapes captured once in the run (its capture runs the step), the rest replayed,
+    with the device counts an epoch of replays should have."""
     x, y = _fit_data()
     eager, eager_history, eager_launches = _fit(x, y, False, monkeypatch)
-    graphed, history, launches = _fit(x, y, True, monkeypatch)
+    device, ends = fastmnist.get_backend("cupy-sim").device, []
+    graphed, history, launches = _fit(x, y, True, monkeypatch, on_epoch_end=lambda state: ends.append(dict(device.counters)))
     # epoch 1: capture (16 rows), replay, capture (8 rows); epoch 2: three replays
     assert eager_launches == 0 and launches == 4
+    # epoch 2 on the device: one graph launch a step and no other launch, allocation or array op;
+    # the host uploads the permutation, the rates table, its counter and the sums once (4 copies)
+    # and reads 3 times: the sums at the last step (PROGRESS_EVERY is above 3 steps), the counter
+    # checked against the table, and the epoch end's synchronize that times it
+    epoch2 = {key: ends[1][key] - ends[0][key] for key in ends[1]}
+    assert epoch2 == {**epoch2, "graph_launches": 3, "kernel_launches": 0, "allocations": 0, "array_ops": 0,
+                      "h2d_copies": 4, "host_reads": 3}, epoch2
     for got, want in zip(_weights(graphed.backend, graphed), _weights(eager.backend, eager)):
         np.testing.assert_array_equal(got, want)
     assert history["accuracy"] == eager_history["accuracy"]

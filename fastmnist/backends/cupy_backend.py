@@ -601,35 +601,29 @@ class CupyBackend:
 
     # ---- optimizers ----
 
+    def _rate_update(self, kernel, param, arrays, lr, extra=()):
+        """Launch optimizer ``kernel`` on ``arrays`` (param first) at learning rate ``lr``; inside
+        using_rates (a step of a graph) its ``_at`` form, which reads the rate from the device's
+        table at the step counter instead."""
+        f, n = param.dtype, _l(param.size)
+        rate = (self._rates.table, self._rates.counter) if self._rates is not None else (_s(f, lr),)
+        self._launch(kernel + ("_at" if self._rates is not None else ""), f, param.size,
+                     tuple(arrays) + (n,) + rate + tuple(_s(f, e) for e in extra))
+
     def sgd_update(self, param, grad, lr):
         C.check_update("sgd_update", param, grad, lr)
         self._in_place("sgd_update", param=param)
-        rates = self._rates
-        if rates is not None:  # a step of a graph: its learning rate from the device's table
-            self._launch("sgd_at", param.dtype, param.size, (param, self._c(grad), _l(param.size), rates.table,
-                                                             rates.counter))
-            return
-        self._launch("sgd", param.dtype, param.size, (param, self._c(grad), _l(param.size), _s(param.dtype, lr)))
+        self._rate_update("sgd", param, (param, self._c(grad)), lr)
 
     def momentum_update(self, param, grad, velocity, lr, momentum=0.9):
         C.check_update("momentum_update", param, grad, lr, velocity=velocity)
         self._in_place("momentum_update", param=param, velocity=velocity)
-        f = param.dtype
-        if self._rates is not None:
-            self._launch("momentum_at", f, param.size, (param, self._c(grad), velocity, _l(param.size), self._rates.table,
-                                                        self._rates.counter, _s(f, momentum)))
-            return
-        self._launch("momentum", f, param.size, (param, self._c(grad), velocity, _l(param.size), _s(f, lr), _s(f, momentum)))
+        self._rate_update("momentum", param, (param, self._c(grad), velocity), lr, (momentum,))
 
     def adagrad_update(self, param, grad, h, lr, eps=1e-7):
         C.check_update("adagrad_update", param, grad, lr, h=h)
         self._in_place("adagrad_update", param=param, h=h)
-        f = param.dtype
-        if self._rates is not None:
-            self._launch("adagrad_at", f, param.size, (param, self._c(grad), h, _l(param.size), self._rates.table,
-                                                       self._rates.counter, _s(f, eps)))
-            return
-        self._launch("adagrad", f, param.size, (param, self._c(grad), h, _l(param.size), _s(f, lr), _s(f, eps)))
+        self._rate_update("adagrad", param, (param, self._c(grad), h), lr, (eps,))
 
     def adam_update(self, param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         C.check_update("adam_update", param, grad, lr, m=m, v=v)

@@ -469,8 +469,7 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     # else by Winograd (its transform dU, taken back below) under the forward's conditions
     wino_dw = not by_window and config.CONV_WINOGRAD_WEIGHT_GRADIENT and \
         _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow)
-    lanes = _window.window_lanes(itemsize) if narrow else _window.wide_lanes(itemsize)
-    wlen = kh * -(-kw * c // lanes) * lanes if by_window else 0  # each filter's rows, whole vectors
+    wlen = kh * _window.window_row_values(kw * c, itemsize, not narrow) if by_window else 0  # each filter's rows
     dwin = np.zeros((chunks, f * wlen), dtype)
     poff = _window_offsets(cache) if by_window else np.zeros(0, np.int64)
     dwp = np.zeros((chunks, 0 if by_window else (16 if wino_dw else kh * kw) * c, fp), dtype)

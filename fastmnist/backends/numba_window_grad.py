@@ -69,6 +69,13 @@ def wide_lanes(itemsize: int) -> int:
     return VECTOR_BYTES // itemsize
 
 
+def window_row_values(width: int, itemsize: int, wide: bool) -> int:
+    """Values one window row of ``width`` takes in the intrinsics' ``out``: whole vectors of
+    window_grad's (or with ``wide`` window_grad_wide's) lanes."""
+    lanes = wide_lanes(itemsize) if wide else window_lanes(itemsize)
+    return -(-width // lanes) * lanes
+
+
 def wide_rows(width: int, itemsize: int) -> int:
     """Window rows of ``width`` values one window_grad_wide call takes (0: a row is too long)."""
     nvec = -(-width // wide_lanes(itemsize))

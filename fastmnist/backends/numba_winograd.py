@@ -44,7 +44,7 @@ from numba.extending import intrinsic
 
 from . import numba_tiles
 from .numba_cache import lock_caches
-from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, lane_mask, pool_window
+from .numba_tiles import _check_arrays, _data, _int_splat, _masked, _vector_ops, pool_window, vector_parts
 
 # Y = A^T [(G g G^T) * (B^T d B)] A. F(2x2, 3x3) (Lavin and Gray's):
 BT2 = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
@@ -158,19 +158,6 @@ def _sandwich(builder, left, x):
     return [[_combine(builder, row, cols_i) for row in left] for cols_i in zip(*cols)]
 
 
-def _channel_vectors(builder, count, lanes, emit):
-    """emit(c0, masked) for each vector of ``count`` channels: whole vectors, then the last part
-    vector under a mask (fast-cnn's 24 channels on AVX-512: 16, then 8 of 16 lanes)."""
-    i64 = ir.IntType(64)
-    lanes_c = ir.Constant(i64, lanes)
-    whole = builder.udiv(count, lanes_c)
-    with cgutils.for_range(builder, whole) as loop:
-        emit(builder.mul(loop.index, lanes_c), None)
-    left = builder.urem(count, lanes_c)
-    with builder.if_then(builder.icmp_unsigned(">", left, ir.Constant(i64, 0))):
-        emit(builder.mul(whole, lanes_c), lane_mask(builder, left, lanes))
-
-
 def _block_offset(builder, base, row, cs, a, b):  # base + a*row + b*cs, a and b Python ints
     return builder.add(base, builder.add(builder.mul(row, ir.Constant(row.type, a)),
                                          builder.mul(cs, ir.Constant(cs.type, b))))
@@ -218,7 +205,7 @@ def _tile_transform(name, left, masked):
                         store(val, builder.add(out, builder.mul(dstep, ir.Constant(dstep.type, outs * i + j))))
 
             if masked:
-                _channel_vectors(builder, channels, lanes, emit)
+                vector_parts(builder, channels, lanes, emit)
             else:
                 lanes_c = ir.Constant(ir.IntType(64), lanes)
                 with cgutils.for_range(builder, builder.udiv(channels, lanes_c)) as loop:

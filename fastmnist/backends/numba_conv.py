@@ -116,12 +116,12 @@ def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix, used):
     """out[obase + p*ldo + v] = sum over k of x[xbase + p*ps + roff[k]] * w[k*ldw + v], for p < npix
     and v < ldw (whole vectors) of which the first ``used`` matter: a row of pixels by every
     column, in two-vector tiles, then a one-vector tile where ldw leaves an odd vector, or a
-    tile of three 32-byte vectors where ``used`` ends there on AVX-512 (columns past it then stay
-    as they were)."""
+    tile of three 32-byte vectors: on AVX-512 where ``used`` ends 3/4 into the last two-vector tile
+    (columns past it then stay as they were), on AVX2 for the last two-vector tile and the odd
+    vector together."""
     nk, cols = roff.shape[0], tile_width(w)
     wide = ldw - ldw % cols
-    # on AVX-512, used columns that end 3/4 into the last two-vector tile: three 32-byte vectors there
-    three_y = VECTOR_BYTES == 64 and wide > 0 and wide - cols // 2 < used <= wide - cols // 4
+    three_y = wide > 0 and ((wide - cols // 2 < used <= wide - cols // 4) if VECTOR_BYTES == 64 else wide < ldw)
     if three_y:
         wide -= cols
     if wide > 0:

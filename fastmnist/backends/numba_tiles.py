@@ -226,17 +226,20 @@ def tile_rows_narrow(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, o
 
 
 #: pixels of a tile_rows3y tile: 8 x 3 accumulators and the three weight vectors in AVX-512's 32
-#: vector registers (ymm0-31), with room for the broadcast
-TILE3Y_PIXELS = 8
+#: vector registers (ymm0-31), with room for the broadcast; 4 x 3 + 3 + 1 fill AVX2's 16. Measured
+#: on an AVX2-only Zen 3 (fast-cnn's first layer, one thread): 62 GFLOP/s at 4 pixels, 50 at 3,
+#: 42 at 5 and 49 at 6 (spilled), against 46 for a two-vector tile and a one-vector tile after it
+TILE3Y_PIXELS = 8 if VECTOR_BYTES == 64 else 4
 
 
 @intrinsic
 def tile_rows3y(typingctx, x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
-    """tile_rows over three 32-byte vectors of columns (24 float32), for AVX-512 products whose
+    """tile_rows over three 32-byte vectors of columns (24 float32). On AVX-512, for products whose
     columns end three quarters into a two-vector tile (fast-cnn's 24 channels, where a two-zmm tile
     computes 8 columns of padding). One broadcast feeds three 8-lane multiply-adds, which Zen 4
     runs two a cycle: a zmm and a ymm tile instead loaded a second broadcast for the ymm (measured,
-    no faster than two zmm)."""
+    no faster than two zmm). On AVX2, for the last two-vector tile and the odd vector after it:
+    one pass with a broadcast per three multiply-adds, where the one-vector tile took one for each."""
     return _rows_intrinsic("tile_rows3y", 3, TILE3Y_PIXELS, x, roff, w, out, vector_bytes=32)
 
 

@@ -4,7 +4,8 @@ added in turn, cumulative medians. Run on one thread for stable numbers:
     NUMBA_NUM_THREADS=1 python3 benchmarks/conv2_dx_stages.py [USED]
 
 USED: the channels the 36 products compute (24, the layer's, by default: three 32-byte vectors on
-AVX-512; 32 computes the padded two-vector tile, as before numba_tiles.tile_rows3y).
+AVX-512; 32 computes the padded two-vector tile, as before numba_tiles.tile_rows3y). On AVX2 the
+24 channels are three whole vectors and USED changes nothing.
 """
 import sys
 import time
@@ -23,7 +24,8 @@ NAMES = ["unpool", "+gpad copy", "+input_tile4", "+36 products", "+output_tile4"
 @njit
 def run(stage, dy, arg, udx, dx, used):
     n_, f_, ph, pw = dy.shape
-    fp, oh, ow, cp, c_ = 32, 10, 10, 32, 24
+    fp, oh, ow, c_ = 32, 10, 10, 24
+    cp = udx.shape[2]  # the layer's 24 channels padded to whole vectors: 32 on AVX-512, 24 on AVX2
     tw, tiles, gw, wq = 3, 9, 14, 12
     g, dyl, dbs = np.zeros(oh * ow * fp, np.float32), np.zeros(ph * pw * fp, np.float32), np.zeros(fp, np.float32)
     gpad, v, m, dxq = T._winograd_buffers(udx, oh, ow, fp, np.float32)
@@ -59,7 +61,8 @@ def main(used=24):
     w = (rng.standard_normal((32, 24, 3, 3)) * 0.1).astype(np.float32)
     y, cache = nb.conv2d_relu_maxpool_forward(x, w, np.zeros(32, np.float32))
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    udx = wino.transform_filters(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]), 32, wino.G4)
+    udx = wino.transform_filters(np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]),
+                                 T.padded_width(24, 4), wino.G4)
     dx = np.zeros((256, 12, 12, 24), np.float32)
     for stage in range(1, 7):
         run(stage, dy, cache.arg, udx, dx, used)

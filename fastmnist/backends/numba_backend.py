@@ -364,6 +364,19 @@ def channels_last_memory(a: np.ndarray) -> bool:
     return a.ndim == 4 and a.shape[1] > 1 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
+def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """np.empty whose data starts on an ``align``-byte boundary (a cache line). NumPy's allocator
+    promises 16 bytes, and a large block from glibc starts 16 past a page: every second 32-byte
+    load of a channels-last pixel then crosses a cache line. fast-cnn's conv2 reads 96-byte pixels
+    (24 float32), which from a 64-byte start are whole aligned vectors (its dW windows, 256 images,
+    one thread of a Zen 3: 2.46 -> 2.02 ms in one run, 14% faster in three)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
 def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2, channels_last=False):
     """Fused conv -> ReLU -> max-pool (layers' fast path) -> (y (N, F, PH, PW), cache). With
     ``channels_last`` (the next layer is one of these) the register-tiled kernels write y's memory
@@ -379,8 +392,8 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=2,
     if stride == 1 and config.NUMBA_TILED_CONV:
         if not channels_last_memory(x):
             x = _c(x)
-        y = np.empty((n, ph, pw, f), x.dtype).transpose(0, 3, 1, 2) if channels_last and config.NUMBA_CHANNELS_LAST else \
-            np.empty((n, f, ph, pw), x.dtype)
+        y = aligned_empty((n, ph, pw, f), x.dtype).transpose(0, 3, 1, 2) if channels_last and config.NUMBA_CHANNELS_LAST \
+            else aligned_empty((n, f, ph, pw), x.dtype)
         return y, _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y)
     x = _c(x)
     y = np.empty((n, f, ph, pw), x.dtype)
@@ -413,12 +426,15 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     if cl_in and pad == 0:  # the previous layer's channels-last output, read where it lies
         xh = x.transpose(0, 2, 3, 1)
     elif cl_in:
-        xh = np.zeros((n, hp, wp, c), x.dtype)
+        xh = aligned_empty((n, hp, wp, c), x.dtype)
+        xh.fill(0)
         xh[:, pad:pad + h, pad:pad + wd] = x.transpose(0, 2, 3, 1)
     elif c == 1 and pad == 0:  # one channel, no border: (N, 1, H, W) already is channels last
         xh = x.reshape(n, hp, wp, 1)
     else:
-        xh = (np.zeros if pad else np.empty)((n, hp, wp, c), x.dtype)
+        xh = aligned_empty((n, hp, wp, c), x.dtype)
+        if pad:
+            xh.fill(0)
         _tiled.to_channels_last_kernel(x, pad, xh)
     roff = _tiled.row_offsets(kh, kw, c, wp, c)
     fp = _tiled.padded_width(f, x.dtype.itemsize)
@@ -477,7 +493,7 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     # the unused arguments empty, of the same types: one compiled kernel
     wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((36, 0, fp), dtype)
     n, c_, h, wd = cache.x_shape
-    dx = np.empty((n if need_dx else 0,) + ((h, wd, c_) if cache.channels_last else (c_, h, wd)), dtype)
+    dx = aligned_empty((n if need_dx else 0,) + ((h, wd, c_) if cache.channels_last else (c_, h, wd)), dtype)
     dy_cl = channels_last_memory(dy)
     if need_dx:
         # the filters, rotated, as the forward's; the products reduce over F and make Cp columns,

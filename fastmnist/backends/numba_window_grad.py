@@ -140,15 +140,23 @@ def _codegen(dtype, lanes, bodies, nsets):
             return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
                                           ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
+        ity = ir.IntType(dtype.bitwidth)
+
         def window(q):
-            """(d, the window's first input offset) of pooled value q, d = 0 where the ReLU stopped it."""
+            """(d, the window's first input offset) of pooled value q, d = 0 where the ReLU stopped it.
+            Branch-free, by a mask of the arg's sign bit: LLVM made a select of d into a branch on
+            the sign, which the ReLU's pattern mispredicts (fast-cnn's conv2 dW windows, 256 images, one
+            thread of a Zen 3, three runs each way alternated: 2.72-3.29 -> 2.01-2.59 ms)."""
             a = builder.load(at(ap, builder.add(abase_, builder.mul(q, astride_))))
-            live = builder.icmp_signed(">=", a, ir.Constant(a.type, 0))
-            pix = builder.select(live, a, ir.Constant(a.type, 0))
+            keep = builder.not_(builder.ashr(a, ir.Constant(a.type, a.type.width - 1)))  # all ones where a >= 0
+            pix = builder.and_(a, keep)
             pix = builder.sext(pix, i64t) if pix.type.width < 64 else pix
             off = builder.load(at(pp, pix))
             off = builder.sext(off, i64t) if off.type.width < 64 else off
-            d = builder.select(live, builder.load(at(dp, builder.add(dbase_, builder.mul(q, dstep_)))), zero_s)
+            dval = builder.load(at(dp, builder.add(dbase_, builder.mul(q, dstep_))))
+            keep = builder.sext(keep, ity) if ity.width > keep.type.width else builder.trunc(keep, ity) \
+                if ity.width < keep.type.width else keep
+            d = builder.bitcast(builder.and_(builder.bitcast(dval, ity), keep), fty)
             return d, builder.add(xbase_, off)
 
         def emit(rows, nv):

@@ -105,3 +105,25 @@ def test_copy_rows_against_a_loop(rng, dtype):
             want[3 + r * (count + 4):3 + r * (count + 4) + count] = src[7 + r * (count + 9):7 + r * (count + 9) + count]
         run(src, 7, count + 9, dst, 3, count + 4, 5, count)
         np.testing.assert_array_equal(dst, want, err_msg=str(count))
+
+
+@pytest.mark.parametrize("shape", [(0, 24, 5, 5), (3, 24, 5, 5), (1,), (2, 7)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
+    from fastmnist.backends import numba_backend as nb
+    for _ in range(5):  # several, so that one lucky allocation does not pass it
+        a = nb.aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == np.dtype(dtype) and a.flags.c_contiguous and a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % 64 == 0  # an empty array points nowhere it reads
+        a[...] = 7
+        assert (a == 7).all()
+
+
+def test_a_channels_last_activation_starts_on_a_cache_line(rng):
+    """conv2 reads conv1's output as whole aligned vectors only if it starts on a cache line."""
+    from fastmnist.backends import numba_backend as nb
+    x = rng.standard_normal((3, 1, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((24, 1, 3, 3)).astype(np.float32)
+    for cl in (True, False):
+        y, _ = nb.conv2d_relu_maxpool_forward(x, w, np.zeros(24, np.float32), 1, 0, channels_last=cl)
+        assert y.ctypes.data % 64 == 0 and nb.channels_last_memory(y) == cl

@@ -10,8 +10,9 @@ reduction index ``k = (a*KW + b)*C + c`` (tap (a, b), input channel c), the outp
 padded with zeros to ``Fp``, a whole number of vectors. ``roff[k] = (a*Wp + b)*C + c`` is where
 that row's input sits relative to an output pixel's top-left input, so an output row of pixels
 is a few ``tile_rows`` calls (two vectors of channels each, a ``tile_rows_narrow`` one for an
-odd vector; on AVX-512 a ``tile_rows3y`` one of three 32-byte vectors where the used channels
-end 3/4 into a two-vector tile, as 24 do), and the weight gradient a few ``tile_grad`` calls per image. Tiles split a row
+odd vector; a ``tile_rows3y`` one of three 32-byte vectors on AVX-512 where the used channels
+end 3/4 into a two-vector tile, as 24 do, and on AVX2 for the last two-vector tile and an odd
+vector together), and the weight gradient a few ``tile_grad`` calls per image. Tiles split a row
 into near-equal parts (``_cut``): 24 pixels as 8 + 8 + 8 rather than 10 + 10 + 4.
 
 Pooling. The accumulator ``acc (OH, OW, Fp)`` is pooled channels last (``pool22_relu`` for the

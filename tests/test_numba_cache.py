@@ -106,3 +106,64 @@ def test_two_signatures_saved_at_once_load_their_own_code(tmp_path):
     for role in ("load-b", "load-a"):  # fresh processes: each signature's code from the cache, and right
         result = outcome(run_race(role, cache, barrier))
         assert result["hits"] == 1 and result["ok"], (role, result)
+
+
+PARALLEL_CALLEE = """
+from numba import njit, prange
+from fastmnist.backends.numba_cache import lock_caches
+
+
+@njit(cache=True, parallel=True)
+def inner(x):
+    for i in prange(x.size):
+        x[i] += 1.0
+
+
+@njit(cache=True)
+def outer(x):  # not parallel itself: it inherits the thread pool's start-up hook from inner
+    inner(x)
+    return x.sum()
+
+
+lock_caches(globals())
+"""
+
+CALL_OUTER = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import cachedpar as m
+total = m.outer(np.zeros(1000))
+print(json.dumps({"total": float(total), "hooks": len(next(iter(m.outer.overloads.values())).reload_init),
+                  "outer_hits": sum(m.outer.stats.cache_hits.values()),
+                  "inner_hits": sum(m.inner.stats.cache_hits.values())}))
+"""
+
+
+def test_plain_kernel_calling_a_parallel_one_loads_safely(tmp_path):
+    # Numba drops a parallel callee's "start the threads" hook when the callee comes from the cache,
+    # so a caller compiled then was saved without it, and the next process to load that caller
+    # first crashed with SIGSEGV (numba_cache.py's docstring). Forced here: compile both, drop the
+    # caller's entries, compile the caller against the cached callee, then load it fresh.
+    module, cache = tmp_path / "module", tmp_path / "numba-cache"
+    module.mkdir()
+    (module / "cachedpar.py").write_text(PARALLEL_CALLEE)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+
+    def call():
+        proc = subprocess.run([sys.executable, "-c", CALL_OUTER, str(module)], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+        import json
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert call()["total"] == 1000.0  # compiles both
+    outer_files = list(cache.rglob("cachedpar.outer-*"))
+    assert outer_files
+    for path in outer_files:
+        path.unlink()
+    recompiled = call()
+    assert recompiled["inner_hits"] == 1 and recompiled["outer_hits"] == 0 and recompiled["hooks"] >= 1
+    loaded = call()  # crashed before the fix
+    assert loaded == {"total": 1000.0, "hooks": loaded["hooks"], "outer_hits": 1, "inner_hits": 0}
+    assert loaded["hooks"] >= 1  # the caller's cache entry starts the threads itself now

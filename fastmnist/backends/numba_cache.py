@@ -12,6 +12,16 @@ Here every cached load and save of a fastmnist kernel holds an exclusive ``fcntl
 lock file in that kernel's cache directory, so an index and its data are read and written as one.
 The lock is held for file I/O only, never while compiling. Where ``fcntl`` does not exist
 (Windows) or the directory cannot hold a lock file, caching works as in Numba itself.
+
+A second Numba bug (issues #8578 and #4807's parallel reproducer) is mended here too. A kernel
+compiled with ``parallel=True`` needs Numba's thread pool started before its code runs: its cache
+entry carries a "start the threads" hook that loading runs. A plain kernel that *calls* a parallel
+one inherits that hook only from a callee compiled in the same process. Where the callee came
+from the cache, the caller is saved without the hook, and the next process that loads that caller
+before any parallel kernel jumps through a null pointer: a SIGSEGV (seen as ``fastmnist bench``
+crashing in ``dense_train_steps_kernel`` after two pytest workers had shared one cache). So every
+load here starts the thread pool first (once a process; fastmnist's kernels use it anyway), and a
+loaded kernel's library gets its hooks back, so a caller compiled from it records them.
 """
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ import os
 
 from numba.core.caching import FunctionCache
 from numba.core.registry import CPUDispatcher
+from numba.np.ufunc.parallel import _launch_threads
 
 try:
     import fcntl
@@ -63,8 +74,12 @@ class LockedFunctionCache(FunctionCache):
             self._cache_file._source_stamp = (stamp,) + tuple(_stamp(path) for path in depends)
 
     def load_overload(self, sig, target_context):
+        _launch_threads()  # the cached code may call a parallel kernel: see the module docstring
         with _locked(self.cache_path):
-            return super().load_overload(sig, target_context)
+            cres = super().load_overload(sig, target_context)
+        if cres is not None:  # Numba drops them on load: a caller compiled against this library needs them
+            cres.library._reload_init.update(cres.reload_init)
+        return cres
 
     def save_overload(self, sig, data):
         with _locked(self.cache_path):

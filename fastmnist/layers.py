@@ -116,9 +116,12 @@ class Conv2D(Layer):
         self.padding = (k - 1) // 2 if self.pad == "same" else int(self.pad)  # pixels per side; pad as given
         wt, b = init_weights(rng, self.init, (self.filters, c, k, k), c * k * k)
         self.params = {"w": be.asarray(wt, dtype), "b": be.asarray(b, dtype)}
-        oh = (h + 2 * self.padding - k) // self.stride + 1
-        ow = (w + 2 * self.padding - k) // self.stride + 1
-        return (self.filters, oh, ow)
+        return (self.filters, *self.output_hw(h, w))
+
+    def output_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The output's (OH, OW) for an (H, W) input (after :meth:`build`, which sets the padding)."""
+        k = self.kernel_size
+        return (h + 2 * self.padding - k) // self.stride + 1, (w + 2 * self.padding - k) // self.stride + 1
 
     def forward(self, x, train):
         y, self.cache = self.be.conv2d_forward_cached(x, self.params["w"], self.params["b"], self.stride, self.padding)

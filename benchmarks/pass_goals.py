@@ -1,0 +1,159 @@
+"""Issue 18's per-pass goals, measured: each convolution pass against the matmul ceiling, each
+dense product against the faster of OpenBLAS (NumPy) and MKL (PyTorch) for its shape.
+
+    FASTMNIST_DATA=../shared/data/mnist python3 benchmarks/pass_goals.py [--steps 40] [--models fast-cnn,...]
+
+For every zoo CNN at its recipe's batch, a training step on numba is timed per plan node, where
+fit() calls it (inside the training context, random MNIST batches, after 5 warm-up steps), as
+``step_profile.py`` does. Each node's useful FLOPs (2 per multiply-add of the plain convolution
+or product; a Winograd or pooled-side pass gets no credit for the work it skips) over its time
+give its rate:
+
+* a fused conv -> ReLU -> pool node, forward and backward (dW, plus dX where the layer needs it),
+  against ``measure_ceilings``' float32 matmul rate (2048^3 on every core); goal >= 35%;
+* a dense node's forward and backward against the same products (x @ w; x.T @ dy and dy @ w.T)
+  timed alone on NumPy and PyTorch, every core, the faster of the two per product; goal >= 85%.
+
+The dense node's time includes its bias add (forward) and bias gradient (backward); the
+references do not. One run, one machine: the CPU is printed first.
+"""
+import argparse
+import collections
+import time
+
+import numpy as np
+
+import fastmnist
+from fastmnist import zoo
+from fastmnist.bench.machine import environment, measure_ceilings
+from fastmnist.layers import ConvReLUPool, Dense
+
+CONV_GOAL, DENSE_GOAL = 0.35, 0.85
+
+
+def _node_flops(node, x_shape):
+    """(forward, backward) useful FLOPs of one plan node for an input of ``x_shape``; None where
+    the node does no products."""
+    if isinstance(node, ConvReLUPool):
+        f, c, kh, kw = node.conv.params["w"].shape
+        n, _, h, w = x_shape
+        oh, ow = node.conv.output_hw(h, w)
+        one = 2 * n * oh * ow * f * c * kh * kw
+        return one, one * (2 if node.conv.need_dx else 1)
+    if isinstance(node, Dense):
+        d, m = node.params["w"].shape
+        one = 2 * x_shape[0] * d * m
+        return one, one * (2 if node.need_dx else 1)
+    return None
+
+
+def _median_s(fn, reps=30):
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _dense_reference(n, d, m, need_dx):
+    """Seconds of the dense products alone, forward and backward, the faster library per product."""
+    rng = np.random.default_rng(0)
+    x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in ((n, d), (d, m), (n, m)))
+    products = {"forward": [(x, w)], "backward": [(x.T.copy(), dy)] + ([(dy, w.T.copy())] if need_dx else [])}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    out, libs = {}, {}
+    for kind, pairs in products.items():
+        total, names = 0.0, []
+        for a, b in pairs:
+            best = (_median_s(lambda: a @ b), "OpenBLAS")  # noqa: B023
+            if torch is not None:
+                ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+                best = min(best, (_median_s(lambda: torch.mm(ta, tb)), "MKL"))  # noqa: B023
+            total += best[0]
+            names.append(best[1])
+        out[kind], libs[kind] = total, "+".join(names)
+    return out, libs
+
+
+def profile(name, steps):
+    """Per node: (label, node, input shape, {"forward": s, "backward": s}) of one step, averaged."""
+    be = fastmnist.get_backend("numba")
+    model = zoo.create(name, backend=be, seed=0)
+    batch = zoo.fit_args(name)["batch_size"]
+    opt = zoo.fit_args(name)["optimizer"].attach(model)
+    (x, y), _ = fastmnist.load_mnist(flatten=zoo.recipe(name).flat_input)
+    times = collections.defaultdict(float)
+    shapes = {}
+
+    def timed(i, kind, fn):
+        def run(arg, *more):
+            if kind == "forward":
+                shapes[i] = arg.shape
+            t = time.perf_counter()
+            result = fn(arg, *more)
+            times[(i, kind)] += time.perf_counter() - t
+            return result
+        return run
+
+    for i, node in enumerate(model.plan):
+        node.forward, node.backward = timed(i, "forward", node.forward), timed(i, "backward", node.backward)
+    rng = np.random.default_rng(0)
+    with be.training_context():
+        for s in range(steps + 5):
+            if s == 5:
+                times.clear()
+            idx = rng.integers(0, len(x), batch)
+            out = model.forward(x[idx], train=True)
+            _, d = model.loss_and_grad(out, y[idx].astype(np.int64))
+            model.backward(d)
+            opt.step()
+    rows = []
+    for i, node in enumerate(model.plan):
+        layer = getattr(node, "conv", node)
+        label = f"{type(node).__name__}{tuple(layer.params['w'].shape) if 'w' in getattr(layer, 'params', {}) else ''}"
+        rows.append((label, node, shapes[i], {k: times[(i, k)] / steps for k in ("forward", "backward")}))
+    return batch, rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--models", default="fast-cnn,simple-cnn,dropout-cnn")
+    args = parser.parse_args()
+    env = environment()
+    print(f"# {env['cpu_model']}, {env['cpu_count']} cores, {env['cpu_vector_extensions']}; "
+          f"numba target {env.get('numba_target_cpu')}")
+    ceiling = measure_ceilings()["cpu_matmul_gflops"]
+    print(f"# float32 matmul ceiling {ceiling:.0f} GFLOP/s; conv goal >= {CONV_GOAL:.0%} of it "
+          f"= {CONV_GOAL * ceiling:.0f} GFLOP/s; dense goal >= {DENSE_GOAL:.0%} of the faster library")
+    misses = 0
+    for name in args.models.split(","):
+        batch, rows = profile(name, args.steps)
+        print(f"\n{name} (batch {batch}), ms per step; GFLOP/s; against the goal")
+        for label, node, shape, sec in rows:
+            flops = _node_flops(node, shape)
+            if flops is None:
+                continue
+            ref, libs = (_dense_reference(shape[0], *node.params["w"].shape, node.need_dx)
+                         if isinstance(node, Dense) else (None, None))
+            for k, kind in enumerate(("forward", "backward")):
+                rate = flops[k] / sec[kind] / 1e9
+                if ref is None:
+                    share, goal, against = rate / ceiling, CONV_GOAL, "of the ceiling"
+                else:
+                    share, goal = ref[kind] / sec[kind], DENSE_GOAL
+                    against = f"of {libs[kind]} ({flops[k] / ref[kind] / 1e9:.0f} GFLOP/s)"
+                ok = share >= goal
+                misses += not ok
+                print(f"  {label:28s} {kind:8s} {1e3 * sec[kind]:7.3f} ms {rate:6.0f} GFLOP/s  "
+                      f"{share:6.0%} {against}  {'met' if ok else 'NOT met'}")
+    print(f"\n{misses} pass(es) short of the goal")
+
+
+if __name__ == "__main__":
+    main()

@@ -265,7 +265,8 @@ class _Loop:
                         bar.update(step + 1 - bar.n)
                         if (step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1:
                             bar.set_postfix(loss=f"{seen / hi:.4f}", refresh=False)
-            be.synchronize()
+            if graphs is None:  # the graphs' read of the epoch's sums waited for the device already
+                be.synchronize()
             seconds = spent + time.perf_counter() - t0
             if bar is not None:
                 bar.close()
@@ -304,8 +305,10 @@ class _Loop:
 
     def _graph_steps(self, graphs, perm, epoch, start, steps, bar, t0, spent, epoch_rng, loss_sum, correct, curve):
         """Steps ``start..steps-1`` of an epoch as CUDA graph replays (graph_steps.py): the learning
-        rates and Adam's corrections computed as the per-step loop computes them, uploaded once; the
-        loss read back every config.PROGRESS_EVERY steps, as the per-step loop on a GPU reads it."""
+        rates and Adam's corrections computed as the per-step loop computes them, uploaded with the
+        permutation and the seeds in one copy; the sums read back once at the epoch's end (every
+        step's, so the loss curve and the divergence check see what the per-step loop's reads see),
+        and in between only for a progress bar, every config.PROGRESS_EVERY steps."""
         n, t_before = graphs.xs.shape[0], self.optimizer.t
         lrs, step_size, sqrt_bc2 = step_rates(self.optimizer, self.schedule, epoch * steps + start, steps - start, steps,
                                               steps * self.epochs)
@@ -316,25 +319,32 @@ class _Loop:
         for step in range(start, steps):
             if self.stop is not None and self.stop():
                 self.optimizer.t = t_before + step - start
-                raise TrainingInterrupted(self.state(epoch, step, epoch_rng, *graphs.sums(),
+                raise TrainingInterrupted(self.state(epoch, step, epoch_rng, *graphs.sums(step),
                                                      spent + time.perf_counter() - t0))
             if self.dropouts:
                 dropout_seeds(self.rng, 1, len(self.dropouts))  # this step's, as the per-step loop draws them
             graphs.step(step)
-            if (step + 1) % config.PROGRESS_EVERY == 0 or step == steps - 1:
-                loss_sum, correct = graphs.sums()  # the only host reads inside an epoch
-                if not math.isfinite(loss_sum):
-                    raise _diverged(loss_sum - checked_loss, epoch, f"steps {checked_step + 1}-{step + 1}", steps,
+            if bar is not None and (step + 1) % config.PROGRESS_EVERY == 0 and step < steps - 1:
+                seen_loss, _ = graphs.sums(step + 1)  # a read for the bar only
+                if not math.isfinite(seen_loss):
+                    raise _diverged(seen_loss - checked_loss, epoch, f"steps {checked_step + 1}-{step + 1}", steps,
                                     float(lrs[step - start]))
-                checked_loss, checked_step = loss_sum, step + 1
-                seen = min(n, (step + 1) * self.batch_size)
-                curve.add(step + 1, loss_sum, correct, seen)
-                if bar is not None:
-                    bar.update(step + 1 - bar.n)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-        graphs.taken()  # the device ran every step on its table (an error otherwise)
+                checked_loss, checked_step = seen_loss, step + 1
+                bar.update(step + 1 - bar.n)
+                bar.set_postfix(loss=f"{seen_loss / ((step + 1) * self.batch_size):.4f}", refresh=False)
+        rows = graphs.rows(steps)  # the epoch's one read: every step's running sums, each checked to have run
         self.optimizer.t = t_before + steps - start  # a capture runs the optimizer's host code twice
-        return loss_sum, correct, float(lrs[-1])
+        before = float(loss_sum)
+        for k, (row_loss, row_correct, _) in enumerate(rows, start):
+            if not math.isfinite(row_loss):
+                raise _diverged(row_loss - before, epoch, f"step {k + 1}", steps, float(lrs[k - start]))
+            before = row_loss
+            if (k + 1) % config.PROGRESS_EVERY == 0 or k == steps - 1:  # where the per-step loop reads
+                curve.add(k + 1, row_loss, row_correct, min(n, (k + 1) * self.batch_size))
+        if bar is not None:
+            bar.update(steps - bar.n)
+            bar.set_postfix(loss=f"{rows[-1, 0] / n:.4f}", refresh=False)
+        return float(rows[-1, 0]), float(rows[-1, 1]), float(lrs[-1])
 
     def _compile_seconds(self) -> float:
         timer = self.model.backend.compile_seconds

@@ -158,20 +158,18 @@ def test_an_epoch_of_graph_steps_with_its_batches_and_sums_on_the_device(monkeyp
 
     model = zoo.create("fast-cnn", backend="cupy-sim", seed=0)
     opt = optim.Adam(0.01).attach(model)
-    rates = be.device_rates(len(lrs), "float32")
+    rates = be.device_rates(len(lrs), "float32", perm_size=n)
     corrections = [adam_corrections(lr, t, 0.9, 0.999) for t, lr in enumerate(lrs, 1)]
-    rates.load([c[0] for c in corrections], [c[1] for c in corrections])
-    perm = be.asarray(perm_host)
-    totals = be.asarray(np.zeros(2))
+    rates.load([c[0] for c in corrections], [c[1] for c in corrections], perm=perm_host)
 
     def step(rows):
-        xb = be.gather_batch(xs, perm, rates, batch, rows)
-        lb = be.gather_batch(labels, perm, rates, batch, rows)
+        xb = be.gather_batch(xs, rates.perm, rates, batch, rows)
+        lb = be.gather_batch(labels, rates.perm, rates, batch, rows)
         out = model.forward(xb, train=True)
         loss, d = model.loss_and_grad(out, lb)
         model.backward(d)
         opt.step()
-        be.accumulate_step(loss, be.count_correct(out, lb), rows, totals)
+        be.accumulate_step(loss, be.count_correct(out, lb), rows, rates)
         be.advance_step(rates)
 
     with be.using_rates(rates):
@@ -182,9 +180,29 @@ def test_an_epoch_of_graph_steps_with_its_batches_and_sums_on_the_device(monkeyp
     assert rates.taken() == len(lrs)
     for got, want in zip(_weights(be, model), eager):
         np.testing.assert_array_equal(got, want)
-    loss_sum, correct = totals.get()
+    loss_sum, correct = rates.sums(len(lrs))
     np.testing.assert_allclose(loss_sum, eager_loss, rtol=1e-6)
     assert correct == eager_correct
+    rows = rates.rows(len(lrs))  # every step's running sums, in order
+    assert rows.shape == (4, 3) and (np.diff(rows[:, 0]) > 0).all() and rows[-1, 1] == eager_correct
+
+
+def test_the_ledger_names_a_step_that_did_not_run():
+    """Three steps loaded, two run: reading the epoch's sums names the step that did not run, and a
+    later load's rows are told from an earlier one's by its token."""
+    be = fastmnist.get_backend("cupy-sim")
+    rates = be.device_rates(3, "float32", perm_size=4)
+    loss, correct = be.asarray(np.array([0.5], np.float32)), be.asarray(np.array([3], np.int64))
+    for sums in ((0.0, 0.0), (10.0, 7.0)):
+        rates.load(np.ones(3), np.ones(3), sums=sums)
+        for _ in range(2):
+            be.accumulate_step(loss, correct, 4, rates)
+            be.advance_step(rates)
+        assert rates.sums(2) == (sums[0] + 4.0, sums[1] + 6.0) and rates.sums(0) == sums
+        with pytest.raises(InvalidArgument, match=r"step 2 of this load did not run on the device \(1 of 3 steps"):
+            rates.rows(3)
+    with pytest.raises(InvalidArgument, match="perm must be 4 integer row indices"):
+        rates.load(np.ones(3), np.ones(3), perm=np.arange(5))
 
 
 def test_device_rates_refuse_a_table_that_does_not_fit():
@@ -252,12 +270,14 @@ def test_fit_with_graphs_equals_fit_without(monkeypatch):
     # epoch 1: capture (16 rows), replay, capture (8 rows); epoch 2: three replays
     assert eager_launches == 0 and launches == 4
     # epoch 2 on the device: one graph launch a step and no other launch, allocation or array op;
-    # the host uploads the permutation, the rates table, its counter and the sums once (4 copies)
-    # and reads 3 times: the sums at the last step (PROGRESS_EVERY is above 3 steps), the counter
-    # checked against the table, and the epoch end's synchronize that times it
+    # the host writes once (the permutation, the rates, the counter and the sums so far, in one
+    # buffer) and reads once (every step's running sums, at the epoch's end)
     epoch2 = {key: ends[1][key] - ends[0][key] for key in ends[1]}
     assert epoch2 == {**epoch2, "graph_launches": 3, "kernel_launches": 0, "allocations": 0, "array_ops": 0,
-                      "h2d_copies": 4, "host_reads": 3}, epoch2
+                      "h2d_copies": 1, "host_reads": 1}, epoch2
+    for key in ("curve_epoch", "curve_accuracy"):  # the loss curve from that read: the step loop's points
+        assert history[key] == eager_history[key], key
+    np.testing.assert_allclose(history["curve_loss"], eager_history["curve_loss"], rtol=1e-5)
     for got, want in zip(_weights(graphed.backend, graphed), _weights(eager.backend, eager)):
         np.testing.assert_array_equal(got, want)
     assert history["accuracy"] == eager_history["accuracy"]

@@ -230,11 +230,12 @@ class CupyBackend:
         a = self._c(a)
         return a if a.dtype == np.int64 else a.astype(np.int64)
 
-    def device_rates(self, capacity, dtype, dropouts=0):
-        """Adam's per-step scalars (and ``dropouts`` layers' seeds) on the device for ``capacity``
-        steps: see :class:`.cupy_graphs.DeviceRates`."""
+    def device_rates(self, capacity, dtype, dropouts=0, perm_size=0):
+        """A graphed epoch's per-step state on the device for ``capacity`` steps (rates, ``dropouts``
+        layers' seeds, a permutation of ``perm_size`` rows, the sums' ledger): see
+        :class:`.cupy_graphs.DeviceRates`."""
         from .cupy_graphs import DeviceRates
-        return DeviceRates(self, capacity, dtype, dropouts)
+        return DeviceRates(self, capacity, dtype, dropouts, perm_size)
 
     @contextlib.contextmanager
     def using_rates(self, rates):
@@ -272,11 +273,13 @@ class CupyBackend:
                       _l(words), out.reshape(-1).view(np.uint32)))
         return out
 
-    def accumulate_step(self, loss, correct, rows, totals):
-        """totals (2,) float64 on the device += (loss * rows, correct): a captured step's loss and
-        accuracy summed where they are computed, read by the host once per epoch."""
+    def accumulate_step(self, loss, correct, rows, rates):
+        """The ledger row of the device's step s (``rates``, a DeviceRates) = the row before it +
+        (loss * rows, correct), in float64: a captured step's loss and accuracy summed where they
+        are computed, read by the host once per epoch (``rates.rows``)."""
         loss = self._c(loss)
-        self._kernel("accumulate_step", loss.dtype)((1,), (1,), (loss, self._c(correct), _l(rows), totals))
+        self._kernel("accumulate_step", loss.dtype)((1,), (1,), (loss, self._c(correct), _l(rows), rates.upload,
+                                                               rates.ledger))
 
     def capture_step(self, step, shape=None):
         """One training step as a CUDA graph: see :func:`fastmnist.backends.cupy_graphs.capture_step`."""

@@ -120,61 +120,133 @@ def capture_step(backend, step, shape=None) -> StepGraph:
 
 
 class DeviceRates:
-    """Adam's per-step scalars and the dropout seeds on the device, for steps run as a graph.
+    """What changes from step to step of a graphed epoch, on the device, and the epoch's sums.
 
-    ``table`` (capacity, 2) holds each step's ``(lr / (1 - beta1**t), sqrt(1 - beta2**t))`` in the
-    parameters' dtype, as the eager path rounds them; ``seeds`` (capacity, dropouts) int64 each
-    step's seed of each dropout layer, in the order the forward pass calls them; ``counter`` holds
-    ``[step, steps loaded]``. Inside ``backend.using_rates(rates)`` the backend's
-    ``adam_update_many`` reads the scalars of step ``counter[0]``, whatever ``t`` and ``lr`` it is
-    given, its ``dropout_forward`` the seed of that step and layer, whatever seed it is given, and
+    Everything the host writes before an epoch's graphs run lies in one int64 buffer, ``upload``,
+    so an epoch costs one host-to-device copy (:meth:`load`):
+
+    - ``counter`` (4,) = ``[step, steps loaded, first step of this load, this load's token]``;
+    - the sums before the first step (two float64: zero, or a resumed epoch's sums so far);
+    - ``perm`` (perm_size,): the epoch's permutation, read by ``gather_batch`` at the counter;
+    - ``seeds`` (capacity, dropouts) int64: each step's seed of each dropout layer, in the order
+      the forward pass calls them;
+    - ``table`` (capacity, 2) in the parameters' dtype: each step's ``(lr / (1 - beta1**t),
+      sqrt(1 - beta2**t))`` for Adam (SGD, Momentum and AdaGrad read the first column as their
+      learning rate), rounded as the eager path rounds them.
+
+    ``ledger`` (capacity, 3) float64 is what the device writes and the host reads: row s, written
+    by step s's ``accumulate_step``, holds the epoch's running (loss sum, correct count) after
+    that step and the token of the load it ran under. One read of an epoch's rows
+    (:meth:`rows`) gives its sums, every point of its loss curve, the first step whose loss went
+    non-finite, and proof that every step ran once.
+
+    Inside ``backend.using_rates(rates)`` the updates and ``dropout_forward`` read the table and
+    seeds at ``counter[0]``, whatever rate, ``t`` or seed they are given, and
     ``backend.advance_step(rates)`` moves the counter on (a step's last launch); a step past the
     loaded ones updates nothing, and :meth:`taken` reports it. The arrays keep their memory for
     life (a graph holds their pointers): :meth:`load` writes into them."""
 
-    def __init__(self, backend, capacity: int, dtype, dropouts: int = 0):
+    STATE_WORDS = 6  # the counter (4) and the base sums (2 float64)
+
+    def __init__(self, backend, capacity: int, dtype, dropouts: int = 0, perm_size: int = 0):
         if int(capacity) < 1:
             raise InvalidArgument(f"DeviceRates: capacity must be at least 1 step, got {capacity!r}")
-        if int(dropouts) < 0:
-            raise InvalidArgument(f"DeviceRates: dropouts must be 0 or more layers, got {dropouts!r}")
+        if int(dropouts) < 0 or int(perm_size) < 0:
+            raise InvalidArgument(f"DeviceRates: dropouts and perm_size must be 0 or more, got {dropouts!r} and "
+                                  f"{perm_size!r}")
         cp = backend.device
         self.capacity, self.dtype, self.dropouts = int(capacity), np.dtype(dtype), int(dropouts)
-        self.table = cp.asarray(np.zeros((self.capacity, 2), self.dtype))
-        self.seeds = cp.asarray(np.zeros((self.capacity, max(self.dropouts, 1)), np.int64))
-        self.counter = cp.asarray(np.zeros(2, np.int64))
-        self.first = self.loaded = 0
+        self.perm_size = int(perm_size)
+        self._layout = self._regions(self.capacity, self.dtype, self.dropouts, self.perm_size)
+        self.upload = cp.asarray(np.zeros(self._layout["words"], np.int64))
+        self.counter, self.perm, self.seeds, self.table = self._views(self.upload)
+        self.ledger = cp.asarray(np.zeros((self.capacity, 3)))
+        self.first = self.loaded = self.token = 0
+        self.base = (0.0, 0.0)
 
-    def load(self, step_size, sqrt_bc2, first: int = 0, seeds=None) -> None:
-        """Upload the scalars of steps ``first .. first + len(step_size) - 1`` and set the counter to
-        ``first`` (a host write: outside any capture, e.g. once per epoch; ``first`` > 0 resumes an
-        epoch mid-way). ``step_size``, ``sqrt_bc2``: float64, from ``fastmnist.steps.step_rates``;
-        ``seeds`` (steps, dropouts) int64 from ``fastmnist.steps.dropout_seeds`` (needed when
-        ``dropouts`` > 0)."""
+    @staticmethod
+    def _regions(capacity, dtype, dropouts, perm_size) -> dict:
+        """Word offsets of the upload's parts (8-byte words: every part starts aligned)."""
+        perm = DeviceRates.STATE_WORDS
+        seeds = perm + perm_size
+        table = seeds + capacity * max(dropouts, 1)
+        return {"perm": perm, "seeds": seeds, "table": table,
+                "words": table + -(-capacity * 2 * dtype.itemsize // 8)}
+
+    def _views(self, buffer):
+        """(counter, perm, seeds, table) as views of ``buffer`` (the device upload or its host image)."""
+        at, cap = self._layout, self.capacity
+        table = buffer[at["table"]:at["words"]].view(self.dtype)[:2 * cap].reshape(cap, 2)
+        return (buffer[0:4], buffer[at["perm"]:at["seeds"]],
+                buffer[at["seeds"]:at["table"]].reshape(cap, max(self.dropouts, 1)), table)
+
+    def load(self, step_size, sqrt_bc2, first: int = 0, seeds=None, perm=None, sums=(0.0, 0.0)) -> None:
+        """Upload, in one copy, the scalars of steps ``first .. first + len(step_size) - 1``, their
+        dropout seeds, the epoch's permutation and the sums before step ``first``, and set the
+        counter to ``first`` (a host write: outside any capture, once per epoch; ``first`` > 0
+        resumes an epoch mid-way). ``step_size``, ``sqrt_bc2``: float64, from
+        ``fastmnist.steps.step_rates``; ``seeds`` (steps, dropouts) int64 from
+        ``fastmnist.steps.dropout_seeds`` (needed when ``dropouts`` > 0); ``perm``: ``perm_size``
+        int64 row indices (None: in order)."""
         step_size, sqrt_bc2 = np.asarray(step_size, np.float64), np.asarray(sqrt_bc2, np.float64)
         n, first = len(step_size), int(first)
         if step_size.shape != (n,) or sqrt_bc2.shape != (n,) or not 1 <= n or first < 0 or first + n > self.capacity:
             raise InvalidArgument(f"DeviceRates.load: step_size and sqrt_bc2 must be two vectors of the same length, "
                                   f"1 to {self.capacity} steps from step {first} on; got shapes {step_size.shape} and "
                                   f"{sqrt_bc2.shape}")
+        image = np.zeros(self._layout["words"], np.int64)
+        counter, perm_part, seed_part, table = self._views(image)
         if self.dropouts:
             seeds = None if seeds is None else np.asarray(seeds)
             if seeds is None or seeds.shape != (n, self.dropouts) or seeds.dtype != np.int64:
                 raise InvalidArgument(f"DeviceRates.load: seeds must be int64 of shape ({n}, {self.dropouts}) (steps, "
                                       f"dropout layers), got {None if seeds is None else (seeds.shape, str(seeds.dtype))}")
-            table = np.zeros((self.capacity, self.dropouts), np.int64)
-            table[first:first + n] = seeds
-            self.seeds.set(table)
-        table = np.zeros((self.capacity, 2), self.dtype)
+            seed_part[first:first + n] = seeds
+        if self.perm_size:
+            perm = np.arange(self.perm_size) if perm is None else np.asarray(perm)
+            if perm.shape != (self.perm_size,) or perm.dtype.kind not in "iu":
+                raise InvalidArgument(f"DeviceRates.load: perm must be {self.perm_size} integer row indices, got "
+                                      f"{perm.dtype} {perm.shape}")
+            perm_part[:] = perm
         table[first:first + n, 0], table[first:first + n, 1] = step_size, sqrt_bc2
-        self.table.set(table)
-        self.counter.set(np.array([first, first + n], np.int64))
-        self.first, self.loaded = first, n
+        self.token += 1
+        counter[:] = first, first + n, first, self.token
+        base = np.array([float(sums[0]), float(sums[1])])
+        image[4:6] = base.view(np.int64)
+        self.upload.set(image)
+        self.first, self.loaded, self.base = first, n, (float(base[0]), float(base[1]))
 
     def taken(self) -> int:
-        """Steps run since :meth:`load` (a host read: outside any capture); an error if the steps
-        outran the table, whose extra steps updated nothing."""
+        """Steps run since :meth:`load` (a host read of the counter: outside any capture); an error
+        if the steps outran the table, whose extra steps updated nothing."""
         done = int(self.counter.get()[0]) - self.first
         if done > self.loaded:
             raise InvalidArgument(f"DeviceRates: {done} steps ran on a table of {self.loaded}: the last "
                                   f"{done - self.loaded} updated no weights (load the next steps' rates first)")
         return done
+
+    def rows(self, end: int) -> np.ndarray:
+        """The ledger's rows of steps ``first .. end - 1`` of this load, (end - first, 3), in one host
+        read: the running (loss sum, correct count) after each step and its load token; an error
+        naming the first step that did not run under this load (a row with an older token)."""
+        if not self.first < end <= self.first + self.loaded:
+            raise InvalidArgument(f"DeviceRates.rows: end must be in {self.first + 1}..{self.first + self.loaded}, "
+                                  f"got {end}")
+        rows = self.ledger[self.first:end].get()
+        missing = np.flatnonzero(rows[:, 2] != self.token)
+        if missing.size:
+            raise InvalidArgument(f"DeviceRates: step {self.first + int(missing[0])} of this load did not run on the "
+                                  f"device ({missing.size} of {end - self.first} steps missing)")
+        return rows
+
+    def sums(self, end: int) -> tuple[float, float]:
+        """(loss sum, correct count) after steps ``.. end - 1``: the base where no step of this load
+        ran yet (no read), else one host read of the ledger's row ``end - 1``."""
+        if end == self.first:
+            return self.base
+        if not self.first < end <= self.first + self.loaded:
+            raise InvalidArgument(f"DeviceRates.sums: end must be in {self.first}..{self.first + self.loaded}, got {end}")
+        loss_sum, correct, token = self.ledger[end - 1].get()
+        if token != self.token:
+            raise InvalidArgument(f"DeviceRates: step {end - 1} of this load did not run on the device")
+        return float(loss_sum), float(correct)

@@ -495,13 +495,21 @@ __device__ void gather_rows_impl(const unsigned* src, const i64* perm, const i64
     }
 }
 
-// totals[0] += loss[0] * rows, totals[1] += correct[0], in double: a captured step's loss and
-// accuracy summed on the device, read by the host once per epoch.
+// A captured step's loss and accuracy, summed on the device into the epoch's ledger: row s
+// (s = state[0], the step counter) = the row before it + (loss[0] * rows, correct[0]), stamped
+// with the epoch's token state[3]; the row before step state[2] (the first step of this upload)
+// is the base sums at state + 4 (two doubles: zero, or a resumed epoch's sums so far). The host
+// reads the epoch's rows once: the last is the epoch's sums, each is a point of the loss curve,
+// and a row without this epoch's stamp is a step that did not run. Past the table, nothing.
 template <typename T>
-__device__ void accumulate_step_impl(const T* loss, const i64* correct, i64 rows, double* totals) {
+__device__ void accumulate_step_impl(const T* loss, const i64* correct, i64 rows, const i64* state, double* ledger) {
     if (blockIdx.x == 0 && threadIdx.x == 0) {
-        totals[0] += (double)loss[0] * (double)rows;
-        totals[1] += (double)correct[0];
+        const i64 s = state[0];
+        if (s < 0 || s >= state[1] || s < state[2]) return;
+        const double* before = s == state[2] ? (const double*)(state + 4) : ledger + 3 * (s - 1);
+        ledger[3 * s] = before[0] + (double)loss[0] * (double)rows;
+        ledger[3 * s + 1] = before[1] + (double)correct[0];
+        ledger[3 * s + 2] = (double)state[3];
     }
 }
 
@@ -647,8 +655,8 @@ extern "C" __global__ void advance_step_##S(i64* counter) { advance_step_impl(co
 extern "C" __global__ void gather_rows_##S(const unsigned* src, const i64* perm, const i64* counter, i64 n_perm,  \
     i64 batch, i64 rows, i64 row_words, unsigned* out)                                                              \
     { gather_rows_impl(src, perm, counter, n_perm, batch, rows, row_words, out); }                                  \
-extern "C" __global__ void accumulate_step_##S(const T* loss, const i64* correct, i64 rows, double* totals)        \
-    { accumulate_step_impl<T>(loss, correct, rows, totals); }
+extern "C" __global__ void accumulate_step_##S(const T* loss, const i64* correct, i64 rows, const i64* state,      \
+    double* ledger) { accumulate_step_impl<T>(loss, correct, rows, state, ledger); }
 
 INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)

@@ -1,6 +1,8 @@
 """A whole training step captured as one CUDA graph on the simulator (cupy_graphs.py, issue 19):
 replays give the eager path's weights bit for bit, and a replay costs one graph launch with no
 allocation, no host-to-device copy and no host read. None of it is GPU evidence (docs/gpu.md)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -379,3 +381,21 @@ def test_each_update_reads_its_learning_rate_at_the_step_counter(dtype):
         with be.using_rates(rates):
             update(p, s, 99.0)
         np.testing.assert_array_equal(be.to_numpy(p), be.to_numpy(want_p), err_msg=f"{name}: past the table")
+
+
+def test_a_diverging_run_on_graphs_names_its_first_non_finite_step(monkeypatch):
+    """The epoch's one read holds every step's running loss: a run that blows up stops at the
+    epoch's end naming the first step whose loss went non-finite, the step numpy's loop (which
+    checks every step) names."""
+    from fastmnist.errors import TrainingDiverged
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    monkeypatch.setattr(config, "CUDA_GRAPHS", True)
+    x, y = _fit_data(64)
+    messages = []
+    for backend in ("numpy", "cupy-sim"):
+        model = zoo.create("relu-mlp", backend=backend, seed=0)
+        with np.errstate(all="ignore"), pytest.raises(TrainingDiverged) as info:
+            model.fit(x.reshape(64, -1) * 1e30, y, epochs=1, batch_size=16, optimizer="sgd", lr=1e10, verbose=0)
+        messages.append(str(info.value))
+    assert re.search(r"loss became (nan|inf) at epoch 1, step \d of 4;", messages[0]), messages
+    assert messages[1] == messages[0]

@@ -1,5 +1,5 @@
 """The sparse-input micro-kernels of numba_tiles.py that the compiled MLP steps use, against
-loops: ``nonzeros`` (AVX-512 compresses) and ``sparse_rows_scaled`` (plain SGD's row update)."""
+loops: ``nonzeros`` (AVX-512 compresses, AVX2 table-driven permutes) and ``sparse_rows_scaled`` (plain SGD's row update)."""
 import numpy as np
 import pytest
 
@@ -21,7 +21,7 @@ if backend_status("numba")[0]:
         T.sparse_rows_scaled(ix, v, lo, hi, b, bbase, ldb, out, obase, cols, scale)
 
 
-@pytest.mark.skipif(backend_status("numba")[0] and not T.HAS_COMPRESS, reason="nonzeros needs AVX-512 (HAS_COMPRESS)")
+@pytest.mark.skipif(backend_status("numba")[0] and not T.HAS_PACK, reason="nonzeros needs AVX-512 or AVX2 (HAS_PACK)")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nonzeros_every_length_and_tail(dtype):
     """Every length from 0 to three vectors and MNIST's 784, at an offset; NaN counts as non-zero

@@ -229,6 +229,10 @@ def sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
     numba_tiles.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
 for dt in DTYPES:  # AVX2's masked moves (vmaskmov) for a block's last vector
     sparse_check(sparse, numba_tiles.sparse_block_columns(np.dtype(dt).itemsize), dt, rng)
+assert numba_tiles.HAS_PERMUTE_PACK and not numba_tiles.HAS_COMPRESS
+from tests.test_numba_sparse import test_nonzeros_every_length_and_tail
+for dt in DTYPES:  # nonzeros by table-driven permutes (vpermps), as AVX2 packs them
+    test_nonzeros_every_length_and_tail(dt)
 for dt in DTYPES:
     for n, c, h, f, k, pad in [(3, 24, 12, 32, 3, 0), (2, 1, 28, 24, 5, 0), (2, 3, 9, 5, 3, 1)]:
         x, w = rng.standard_normal((n, c, h, h)).astype(dt), rng.standard_normal((f, c, k, k)).astype(dt)

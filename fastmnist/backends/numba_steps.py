@@ -29,7 +29,7 @@ from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_A
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
 from .numba_kernels import _softmax_ce_row, sigmoid_value
-from .numba_tiles import HAS_COMPRESS, VECTOR_BYTES, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
+from .numba_tiles import HAS_PACK, VECTOR_BYTES, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
 from .numba_tiles import __file__ as _tiles_file
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy instead of a Python exception,
@@ -108,11 +108,12 @@ def _dropout_forward_par(a, y, mask, p, scale, seed):
 @njit(**_jit)
 def _nonzeros_row(a, idx, val):
     """The non-zero entries of the row a: columns idx[:count], values val[:count]; returns count.
-    idx and val have _ROW_SLACK entries more than a. On AVX-512 by compresses (numba_tiles.nonzeros,
-    11.5 against 46 us for a batch of 100 MNIST images, measured); else branch-free: every entry is
-    written, the count moves on non-zeros only (measured 2.7x faster than skipping all-zero runs
-    of 16 with a test, whose loop does not vectorise)."""
-    if HAS_COMPRESS:
+    idx and val have _ROW_SLACK entries more than a. A vector at a time on AVX-512 and AVX2
+    (numba_tiles.nonzeros: by compresses, 11.5 against 46 us for a batch of 100 MNIST images on a
+    Zen 4; by table-driven permutes on AVX2); else branch-free: every entry is written, the count
+    moves on non-zeros only (measured 2.7x faster than skipping all-zero runs of 16 with a test,
+    whose loop does not vectorise)."""
+    if HAS_PACK:
         return nonzeros(a, 0, a.size, idx, val)
     c = 0
     for i in range(a.size):

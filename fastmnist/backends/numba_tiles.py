@@ -379,19 +379,62 @@ def sparse_width(typingctx, a):
     return types.int64(a), codegen
 
 
-#: whether ``nonzeros`` packs with AVX-512's compress stores (vcompressps); AVX2 has none, and
-#: LLVM's expansion of one there is a branch per lane: slower than the plain loop it replaces
+#: whether ``nonzeros`` packs with AVX-512's compress (vcompressps) in a register
 #: (llvm.experimental.vector.compress came with LLVM 19: llvmlite 0.44)
 HAS_COMPRESS = VECTOR_BYTES == 64 and llvm.llvm_version_info[0] >= 19
+
+#: x86 CPUs by LLVM name that have AVX2 (for NUMBA_CPU_NAME; the host's own features otherwise)
+_AVX2_CPUS = frozenset({"haswell", "broadwell", "skylake", "skylake-avx512", "cascadelake", "cooperlake",
+                        "cannonlake", "icelake-client", "icelake-server", "tigerlake", "alderlake", "raptorlake",
+                        "meteorlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver1", "znver2",
+                        "znver3", "znver4", "znver5", "x86-64-v3", "x86-64-v4"})
+
+
+def has_avx2() -> bool:
+    """Whether numba's target has AVX2 (the named NUMBA_CPU_NAME, else the host)."""
+    cpu_name = numba.config.CPU_NAME
+    if cpu_name and cpu_name != "host":
+        return cpu_name in _AVX2_CPUS or "+avx2" in (numba.config.CPU_FEATURES or "")
+    return bool(llvm.get_host_cpu_features().get("avx2", False))
+
+
+#: whether ``nonzeros`` packs a vector's non-zeros on AVX2, which has no compress: a table of the
+#: 2**lanes lane selections and a permute (vpermps / vpermd; LLVM's own expansion of a compress
+#: there is a branch per lane, slower than the plain loop)
+HAS_PERMUTE_PACK = VECTOR_BYTES == 32 and not HAS_COMPRESS and has_avx2()
+#: whether ``nonzeros`` is compiled here at all (else the callers keep their scalar loop)
+HAS_PACK = HAS_COMPRESS or HAS_PERMUTE_PACK
+
+
+def _pack_table(builder, lanes, words):
+    """A module constant of 2**lanes rows of 8 i32 permute indices: row m moves the lanes whose bit
+    is set in m to the front, in order, each lane ``words`` 32-bit words (1: float32 or the
+    positions, 2: float64); the rest of a row points at lane 0 (stored, then overwritten)."""
+    name = f"fastmnist_pack_table_{lanes}x{words}"
+    module = builder.module
+    if name in module.globals:
+        return module.globals[name]
+    row_ty = ir.VectorType(ir.IntType(32), 8)
+    rows = []
+    for m in range(2 ** lanes):
+        kept = [k for k in range(lanes) if m >> k & 1]
+        idx = [k * words + w for k in kept for w in range(words)]
+        rows.append(ir.Constant(row_ty, idx + [0] * (8 - len(idx))))
+    table_ty = ir.ArrayType(row_ty, 2 ** lanes)
+    table = ir.GlobalVariable(module, table_ty, name)
+    table.linkage, table.global_constant, table.align = "internal", True, 32
+    table.initializer = ir.Constant(table_ty, rows)
+    return table
 
 
 @intrinsic
 def nonzeros(typingctx, a, abase, n, idx, val):
     """The non-zero entries of a[abase:abase + n]: their positions into idx[0:count] (int32) and
     their values into val[0:count]; returns count. A vector at a time, each vector's non-zeros
-    packed by a compress and stored whole (NaN counts as non-zero, as ``v != 0`` does). AVX-512
-    only (``HAS_COMPRESS``). Writes up to a vector past the count: the caller gives idx and val
-    room for n + lanes entries."""
+    packed and stored whole (NaN counts as non-zero, as ``v != 0`` does): by AVX-512's compress
+    (``HAS_COMPRESS``), or on AVX2 by a permute whose indices a table gives for the vector's
+    non-zero lanes (``HAS_PERMUTE_PACK``); nowhere else (``HAS_PACK``). Writes up to a vector past
+    the count: the caller gives idx and val room for n + lanes entries."""
     dtype = _check_arrays("nonzeros", a, val)
     if idx.dtype != types.int32:
         raise numba.core.errors.TypingError(f"nonzeros: int32 positions expected, got {idx}")
@@ -406,26 +449,54 @@ def nonzeros(typingctx, a, abase, n, idx, val):
         i32, i64t = ir.IntType(32), ir.IntType(64)
         ity = ir.VectorType(i32, lanes)
         mty = ir.VectorType(ir.IntType(1), lanes)
-        # compress in a register, then store the whole vector: Zen 4 runs a compress straight to
-        # memory microcoded (4x slower than the scalar loop, measured)
-        compress_v = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            vty, [vty, mty, vty]), f"llvm.experimental.vector.compress.{_vname(vty)}")
-        compress_i = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
-            ity, [ity, mty, ity]), f"llvm.experimental.vector.compress.v{lanes}i32")
         popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
             ir.IntType(lanes), [ir.IntType(lanes)]), f"llvm.ctpop.i{lanes}")
         lane_ids = ir.Constant(ity, list(range(lanes)))
         zero = ir.Constant(vty, None)
         count = cgutils.alloca_once_value(builder, ir.Constant(i64t, 0))
         lanes_c = ir.Constant(i64t, lanes)
+        if HAS_COMPRESS:
+            # compress in a register, then store the whole vector: Zen 4 runs a compress straight
+            # to memory microcoded (4x slower than the scalar loop, measured)
+            compress_v = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                vty, [vty, mty, vty]), f"llvm.experimental.vector.compress.{_vname(vty)}")
+            compress_i = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                ity, [ity, mty, ity]), f"llvm.experimental.vector.compress.v{lanes}i32")
+
+            def packed(value, pos, keep):
+                return (builder.call(compress_v, [value, keep, zero]),
+                        builder.call(compress_i, [pos, keep, ir.Constant(ity, None)]))
+        elif HAS_PERMUTE_PACK:
+            i32x8, f32x8 = ir.VectorType(i32, 8), ir.VectorType(ir.FloatType(), 8)
+            permps = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32x8, [f32x8, i32x8]),
+                                                    "llvm.x86.avx2.permps")
+            permd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32x8, [i32x8, i32x8]),
+                                                   "llvm.x86.avx2.permd")
+            words = dtype.bitwidth // 32
+            value_rows, pos_rows = _pack_table(builder, lanes, words), _pack_table(builder, lanes, 1)
+            widen = ir.Constant(i32x8, list(range(lanes)) + [0] * (8 - lanes))  # positions to 8 lanes and back
+            narrow = ir.Constant(ir.VectorType(i32, lanes), list(range(lanes)))
+            zero_i = ir.Constant(ity, None)
+
+            def packed(value, pos, keep):
+                selection = builder.zext(builder.bitcast(keep, ir.IntType(lanes)), i64t)
+                row = lambda table: builder.load(builder.gep(table, [ir.Constant(i64t, 0), selection], inbounds=True),  # noqa: E731
+                                                 align=32)
+                v = builder.bitcast(builder.call(permps, [builder.bitcast(value, f32x8), row(value_rows)]), vty)
+                wide = builder.shuffle_vector(pos, zero_i, widen) if lanes < 8 else pos
+                p = builder.call(permd, [wide, row(pos_rows)])
+                return v, (builder.shuffle_vector(p, p, narrow) if lanes < 8 else p)
+        else:
+            raise numba.core.errors.TypingError("nonzeros: needs AVX-512's compress or AVX2's permutes "
+                                                "(numba_tiles.HAS_PACK is False on this target)")
 
         def pack(i0, value, mask):
             keep = builder.and_(mask, builder.fcmp_unordered("!=", value, zero))
             c = builder.load(count)
-            vstore(builder.call(compress_v, [value, keep, zero]), vp, c)
             pos = builder.add(lane_ids, _int_splat(builder, i0, lanes))
-            builder.store(builder.call(compress_i, [pos, keep, ir.Constant(ity, None)]),
-                          builder.bitcast(at(ip, c), ity.as_pointer()), align=4)
+            v, p = packed(value, pos, keep)
+            vstore(v, vp, c)
+            builder.store(p, builder.bitcast(at(ip, c), ity.as_pointer()), align=4)
             bits = builder.zext(builder.call(popcount, [builder.bitcast(keep, ir.IntType(lanes))]), i64t)
             builder.store(builder.add(c, bits), count)
 

@@ -399,3 +399,27 @@ def test_a_diverging_run_on_graphs_names_its_first_non_finite_step(monkeypatch):
         messages.append(str(info.value))
     assert re.search(r"loss became (nan|inf) at epoch 1, step \d of 4;", messages[0]), messages
     assert messages[1] == messages[0]
+
+
+def test_a_progress_bar_on_graphs_reads_a_row_every_progress_every_steps(monkeypatch, capsys):
+    """verbose=1 on a terminal: the bar reads one ledger row every config.PROGRESS_EVERY steps (here
+    every step: 2 reads in a 3-step epoch, the last step's sums coming from the epoch's read);
+    verbose=0 reads none of them; the weights are the same either way."""
+    pytest.importorskip("tqdm")
+    import sys
+    monkeypatch.setattr(config, "CUPY_OWN_GEMM", True)
+    monkeypatch.setattr(config, "CUDA_GRAPHS", True)
+    monkeypatch.setattr(config, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    x, y = _fit_data(40)
+    device = fastmnist.get_backend("cupy-sim").device
+    reads, weights = {}, {}
+    for verbose in (0, 1):
+        model = zoo.create("fast-cnn", backend="cupy-sim", seed=0)
+        before = device.counters["host_reads"]
+        model.fit(x, y, verbose=verbose, seed=0, **zoo.fit_args("fast-cnn", epochs=1, batch_size=16))
+        reads[verbose], weights[verbose] = device.counters["host_reads"] - before, _weights(model.backend, model)
+    assert reads[1] - reads[0] == 2, reads
+    for got, want in zip(weights[1], weights[0]):
+        np.testing.assert_array_equal(got, want)
+    assert "epoch 1/1" in capsys.readouterr().err

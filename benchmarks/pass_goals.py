@@ -25,7 +25,7 @@ import numpy as np
 
 import fastmnist
 from fastmnist import zoo
-from fastmnist.bench.machine import environment, measure_ceilings
+from fastmnist.bench.machine import environment, measure_ceilings, median_seconds
 from fastmnist.layers import ConvReLUPool, Dense
 
 CONV_GOAL, DENSE_GOAL = 0.35, 0.85
@@ -47,16 +47,6 @@ def _node_flops(node, x_shape):
     return None
 
 
-def _median_s(fn, reps=30):
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
 def _dense_reference(n, d, m, need_dx):
     """Seconds of the dense products alone, forward and backward, the faster library per product."""
     rng = np.random.default_rng(0)
@@ -70,10 +60,10 @@ def _dense_reference(n, d, m, need_dx):
     for kind, pairs in products.items():
         total, names = 0.0, []
         for a, b in pairs:
-            best = (_median_s(lambda: a @ b), "OpenBLAS")  # noqa: B023
+            best = (median_seconds(lambda: a @ b, 30), "OpenBLAS")  # noqa: B023
             if torch is not None:
                 ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-                best = min(best, (_median_s(lambda: torch.mm(ta, tb)), "MKL"))  # noqa: B023
+                best = min(best, (median_seconds(lambda: torch.mm(ta, tb), 30), "MKL"))  # noqa: B023
             total += best[0]
             names.append(best[1])
         out[kind], libs[kind] = total, "+".join(names)

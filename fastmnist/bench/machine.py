@@ -89,7 +89,7 @@ def _torch_versions() -> dict:
 
 # ---- ceilings ----
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls, after one untimed call."""
     fn()
     times = []
@@ -113,11 +113,11 @@ def measure_ceilings(quick: bool = False, gpu: bool = False) -> dict:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)
     b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
-    out = {"cpu_matmul_gflops": 2 * n ** 3 / _median_seconds(lambda: a @ b, repeats) / 1e9}
+    out = {"cpu_matmul_gflops": 2 * n ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9}
     src = np.ones(16 * 2**20 if quick else 64 * 2**20, np.float32)
     dst = np.empty_like(src)
     # bytes read + written
-    out["cpu_copy_gbs"] = 2 * src.nbytes / _median_seconds(lambda: np.copyto(dst, src), repeats) / 1e9
+    out["cpu_copy_gbs"] = 2 * src.nbytes / median_seconds(lambda: np.copyto(dst, src), repeats) / 1e9
     if gpu:
         out.update(_gpu_ceilings())
     return out

@@ -48,10 +48,17 @@ def vector_bytes() -> int:
     if NUMBA_CPU_FEATURES enables it. Derived from numba's target alone, never from a setting of
     ours: numba keys its on-disk cache by target, so a cached kernel and the Python code that sizes
     its buffers always agree on the tile width."""
+    return 64 if target_has("avx512f") else 32
+
+
+def target_has(feature: str, cpus=frozenset()) -> bool:
+    """Whether numba's target has ``feature`` (an LLVM feature name such as "avx2"): the host's
+    features, unless NUMBA_CPU_NAME names another CPU; then NUMBA_CPU_FEATURES must enable it, or
+    that CPU must be one of ``cpus`` (names known to have it)."""
     cpu_name = numba.config.CPU_NAME
     if cpu_name and cpu_name != "host":
-        return 64 if "+avx512f" in (numba.config.CPU_FEATURES or "") else 32
-    return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+        return cpu_name in cpus or f"+{feature}" in (numba.config.CPU_FEATURES or "")
+    return bool(llvm.get_host_cpu_features().get(feature, False))
 
 
 VECTOR_BYTES = vector_bytes()
@@ -390,18 +397,10 @@ _AVX2_CPUS = frozenset({"haswell", "broadwell", "skylake", "skylake-avx512", "ca
                         "znver3", "znver4", "znver5", "x86-64-v3", "x86-64-v4"})
 
 
-def has_avx2() -> bool:
-    """Whether numba's target has AVX2 (the named NUMBA_CPU_NAME, else the host)."""
-    cpu_name = numba.config.CPU_NAME
-    if cpu_name and cpu_name != "host":
-        return cpu_name in _AVX2_CPUS or "+avx2" in (numba.config.CPU_FEATURES or "")
-    return bool(llvm.get_host_cpu_features().get("avx2", False))
-
-
 #: whether ``nonzeros`` packs a vector's non-zeros on AVX2, which has no compress: a table of the
 #: 2**lanes lane selections and a permute (vpermps / vpermd; LLVM's own expansion of a compress
 #: there is a branch per lane, slower than the plain loop)
-HAS_PERMUTE_PACK = VECTOR_BYTES == 32 and not HAS_COMPRESS and has_avx2()
+HAS_PERMUTE_PACK = VECTOR_BYTES == 32 and not HAS_COMPRESS and target_has("avx2", _AVX2_CPUS)
 #: whether ``nonzeros`` is compiled here at all (else the callers keep their scalar loop)
 HAS_PACK = HAS_COMPRESS or HAS_PERMUTE_PACK
 

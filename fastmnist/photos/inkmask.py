@@ -45,6 +45,12 @@ PEN_MIN = 0.38
 #: strokes 0.30-0.37 mean with peaks 0.51-0.81; blank pages' largest marks at most 0.27 mean).
 PEN_FAINT_MIN = 0.30
 PEN_PEAK_MIN = 0.55
+#: Away from the picture's edge, a piece with a mean ink of at least PEN_INSIDE_MIN and at least
+#: PEN_INSIDE_SIZE of the shorter side long is a stroke too (a thin pen blurred: means from 0.17;
+#: what light and paper leave on blank pages, means up to 0.27, sits at the edge: the tip of a
+#: shadow where it meets the border, which the closing fills as it fills strokes).
+PEN_INSIDE_MIN = 0.15
+PEN_INSIDE_SIZE = 0.06
 
 
 def _skimage():
@@ -174,6 +180,17 @@ def ink_map(grey: np.ndarray) -> InkMap:
     return InkMap(ink, labels, sorted(pieces, key=lambda p: p.box[0]), scale, floor)
 
 
+def _touches_edge(piece: Piece, h: int, w: int) -> bool:
+    x0, y0, x1, y1 = piece.box
+    return x0 == 0 or y0 == 0 or x1 == w or y1 == h
+
+
+def _pen_ink(piece: Piece) -> bool:
+    """Ink as dark as a pen's anywhere in a picture: evenly dark, or a blurred stroke's strong peak."""
+    mean = piece.mass / piece.area
+    return mean >= PEN_MIN or (mean >= PEN_FAINT_MIN and piece.peak >= PEN_PEAK_MIN)
+
+
 def _keep(labels, ink, measure) -> list[Piece]:
     h, w = labels.shape
     regions = measure.regionprops(labels, intensity_image=ink)
@@ -184,16 +201,19 @@ def _keep(labels, ink, measure) -> list[Piece]:
         thin = r.area / max(bw, bh) <= max(2.5, 0.012 * min(h, w))
         if thin and (bw >= 0.4 * w or bh >= 0.4 * h):  # a ruled line or the page's edge
             continue
-        pieces.append(Piece(r.label, int(r.area), (x0, y0, x1, y1), float(r.intensity_mean * r.area),
-                            float(r.intensity_max)))
+        piece = Piece(r.label, int(r.area), (x0, y0, x1, y1), float(r.intensity_mean * r.area), float(r.intensity_max))
+        if _touches_edge(piece, h, w) and not _pen_ink(piece):
+            continue  # the light's residue where the paper estimate is weakest: a shadow's tip at the border
+        pieces.append(piece)
     if not pieces:
         return []
     biggest = max(p.area for p in pieces)
     pieces = [p for p in pieces if p.area >= SPECK_FRACTION * biggest and p.area >= 6]
     large = [p for p in pieces if p.area >= 0.2 * biggest]
     darkest = max(p.mass / p.area for p in large)
-    pen = darkest >= PEN_MIN or any(p.mass / p.area >= PEN_FAINT_MIN and p.peak >= PEN_PEAK_MIN for p in large)
-    if not pen:  # only the faint residue of shadows and paper texture: no writing
+    faint_stroke = lambda p: p.mass / p.area >= PEN_INSIDE_MIN and max(p.box[2] - p.box[0], p.box[3] - p.box[1]) >= \
+        PEN_INSIDE_SIZE * min(h, w)
+    if not any(_pen_ink(p) or faint_stroke(p) for p in large):  # only the faint residue of shadows and paper
         return []
     return [p for p in pieces if p.mass / p.area >= FAINT_FRACTION * darkest]  # pen ink is evenly dark
 

@@ -1,7 +1,7 @@
 """How well `fastmnist predict` reads phone-like photos of MNIST test digits and numbers.
 
     python3 benchmarks/photo_accuracy.py --model /tmp/fastmnist-photo-simple-cnn.npz --digits 400 --numbers 100 \\
-        --out benchmarks/results/photo-accuracy.json [--wide]
+        --out benchmarks/results/photo-accuracy.json [--wide] [--blanks 1000]
 
 The model is trained first when the file does not exist (simple-cnn, 1 epoch, seed 0). Reports
 accuracy on the photos, on the same digits as MNIST images, and per condition.
@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--digits", type=int, default=400)
     ap.add_argument("--numbers", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--blanks", type=int, default=10, help="blank pages (seeds 0..N-1) that must read as no digit")
     ap.add_argument("--out", default=None)
     ap.add_argument("--wide", action="store_true", help="the harder photos: rotation to 15 degrees, thick and thin "
                     "pens, blur to 1.5 px (photosynth.render(wide=True))")
@@ -84,7 +85,8 @@ def main():
         report["number_digit_count_right"] = float(np.mean(count_ok))
         report["number_misreads"] = [(r["number"], "".join(map(str, p.labels))) for r, p, e in zip(read, nums, exact)
                                      if not e][:20]
-        blank = predict_images(model, [photosynth.blank_photo(s).save(Path(tmp) / f"b{s}.jpg") for s in range(10)])
+        blank = predict_images(model, [photosynth.blank_photo(s).save(Path(tmp) / f"b{s}.jpg") for s in range(args.blanks)])
+        report["blank_pages"] = args.blanks
         report["blank_reported_no_digit"] = sum(b["digit"] is None and "no digit found" in b["error"] for b in blank)
     print(json.dumps(report, indent=1))
     if args.out:

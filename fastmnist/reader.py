@@ -22,9 +22,18 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "fastmnist"
 
 
+def recipe_digest() -> str:
+    """Eight hex digits that change whenever the reader's recipe does (its network, ranges or training)."""
+    import hashlib
+    import json
+    recipe = zoo.recipe(NAME)
+    fields = {k: v for k, v in vars(recipe).items() if not callable(v)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def reader_path() -> Path:
-    """Where the trained reader is kept (versioned: a new fastmnist trains its own)."""
-    return cache_dir() / f"reader-{__version__}.npz"
+    """Where the trained reader is kept: a new fastmnist, or a changed recipe, trains its own."""
+    return cache_dir() / f"reader-{__version__}-{recipe_digest()}.npz"
 
 
 def get_reader(backend=None, data=None, log=lambda line: print(line, file=sys.stderr), verbose: int = 1):

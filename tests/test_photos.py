@@ -169,7 +169,8 @@ def test_predict_without_a_model_trains_the_reader_once_and_caches_it(tmp_path, 
                                  capture_output=True, text=True, env=env, timeout=600)
     first = run()
     assert first.returncode == 0, first.stderr
-    cached = tmp_path / "cache" / "fastmnist" / f"reader-{fastmnist.__version__}.npz"
+    from fastmnist.reader import recipe_digest
+    cached = tmp_path / "cache" / "fastmnist" / f"reader-{fastmnist.__version__}-{recipe_digest()}.npz"
     assert cached.exists() and "training one" in first.stderr and f"saved {cached}" in first.stderr
     assert json.loads(first.stdout.strip().splitlines()[-1])["digit"] in range(10)
     second = run()
@@ -178,6 +179,18 @@ def test_predict_without_a_model_trains_the_reader_once_and_caches_it(tmp_path, 
     cached.write_bytes(b"garbage")  # a cache that no longer loads is trained again, not used
     third = run()
     assert third.returncode == 0 and "does not load" in third.stderr and "training one" in third.stderr
+
+
+def test_a_changed_reader_recipe_is_cached_apart(monkeypatch):
+    """A reader trained by an earlier recipe is never read as today's: the recipe is in the file name."""
+    import dataclasses
+    from fastmnist import zoo
+    from fastmnist.reader import reader_path
+    before = reader_path()
+    assert reader_path() == before  # the name is stable from call to call
+    changed = dataclasses.replace(zoo.ZOO["reader"], augment={**zoo.ZOO["reader"].augment, "blur": 0.5})
+    monkeypatch.setitem(zoo.ZOO, "reader", changed)
+    assert reader_path() != before and reader_path().parent == before.parent
 
 
 def test_wide_photos_record_their_conditions_and_leave_the_default_sample_alone(photo_model):

@@ -184,6 +184,7 @@ def test_predict_without_a_model_trains_the_reader_once_and_caches_it(tmp_path, 
 def test_a_changed_reader_recipe_is_cached_apart(monkeypatch):
     """A reader trained by an earlier recipe is never read as today's: the recipe is in the file name."""
     import dataclasses
+
     from fastmnist import zoo
     from fastmnist.reader import reader_path
     before = reader_path()

@@ -247,6 +247,20 @@ def test_a_faint_stroke_counts_inside_the_picture_not_at_its_edge():
     assert len(inkmask.ink_map(page * (1 - darker)).pieces) == 1
 
 
+def test_a_faint_pens_fainter_digit_is_not_lost_from_the_number():
+    """Two faint strokes side by side, peaks 0.4 and 0.2 of the paper's light: the second is under the
+    threshold that seeds strokes (0.22 at the least), so it is found only because the pen is faint and
+    the seed follows it (FAINT_SEED times the darkest piece's mean ink)."""
+    from fastmnist.photos import inkmask
+    page = np.full((200, 300), 0.9)
+    x = np.arange(300)
+    bars = 0.4 * np.exp(-0.5 * ((x - 80) / 3.0) ** 2) + 0.2 * np.exp(-0.5 * ((x - 200) / 3.0) ** 2)
+    stroke = np.zeros((200, 300))
+    stroke[60:140] = bars
+    found = inkmask.ink_map(page * (1 - stroke)).pieces
+    assert [p.box[0] < 100 for p in found] == [True, False], [p.box for p in found]
+
+
 def test_a_faint_digit_is_placed_with_solid_strokes_like_mnist(photo_model):
     """MNIST's strokes are solid (about 40% of a digit's ink pixels at full strength); a faint, uneven
     stroke's ink is scaled so that its cores are too, not by its one darkest pixel."""

@@ -40,6 +40,7 @@ def test_single_digit_photos_at_least_97_percent(photo_model, tmp_path):
     # 198-199 of these 200 (the earlier 400 photos, seed 7: 390-394, as results/test-margins.json
     # has them over 10+ models: 389-394). The goal, 97% (194 of 200), is measured on more photos by
     # benchmarks/photo_accuracy.py; here the threshold sits 4 photos below the worst model.
+    # Since the 2026-12-01 ink mask: 392-395 of the 400 (results/test-margins-zen3-2026-12-01.json).
     assert right >= 194, f"{right}/{len(photos)}"
 
 
@@ -78,7 +79,9 @@ def test_numbers_at_least_90_percent_exact_with_boxes(photo_model, tmp_path):
     paths = [p.save(tmp_path / f"n{k}{p.suffix}") for k, p in enumerate(photos)]
     read = read_numbers(model, paths)
     exact = sum(r["number"] == "".join(map(str, p.labels)) for r, p in zip(read, photos))
-    assert exact >= 88, f"{exact}/100 read exactly"  # measured 92-94 over the 10+ models above
+    # measured 92-94 over the 10+ models above; 94-95 since the 2026-12-01 ink mask
+    # (results/test-margins-zen3-2026-12-01.json: numba seeds 0-4, AVX2 and haswell code, numpy seed 0)
+    assert exact >= 88, f"{exact}/100 read exactly"
     for r, p in zip(read, photos):  # boxes in the upright picture's pixels, on the written digits
         if len(r["digits"]) != len(p.labels):
             continue

@@ -28,6 +28,7 @@ def recipe_digest() -> str:
     import json
     recipe = zoo.recipe(NAME)
     fields = {k: v for k, v in vars(recipe).items() if not callable(v)}
+    fields["layers"] = [{"type": type(layer).__name__, **layer.config()} for layer in recipe.layers()]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 

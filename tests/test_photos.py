@@ -189,12 +189,17 @@ def test_a_changed_reader_recipe_is_cached_apart(monkeypatch):
     import dataclasses
 
     from fastmnist import zoo
+    from fastmnist.layers import Dense
     from fastmnist.reader import reader_path
     before = reader_path()
     assert reader_path() == before  # the name is stable from call to call
-    changed = dataclasses.replace(zoo.ZOO["reader"], augment={**zoo.ZOO["reader"].augment, "blur": 0.5})
-    monkeypatch.setitem(zoo.ZOO, "reader", changed)
+    recipe = zoo.ZOO["reader"]
+    monkeypatch.setitem(zoo.ZOO, "reader", dataclasses.replace(recipe, augment={**recipe.augment, "blur": 0.5}))
     assert reader_path() != before and reader_path().parent == before.parent
+    wider = lambda: [Dense(300) if isinstance(layer, Dense) and layer.units == 256 else layer  # noqa: E731
+                     for layer in recipe.layers()]
+    monkeypatch.setitem(zoo.ZOO, "reader", dataclasses.replace(recipe, layers=wider))
+    assert reader_path() != before  # another network, the same description
 
 
 def test_wide_photos_record_their_conditions_and_leave_the_default_sample_alone(photo_model):

@@ -88,7 +88,7 @@ ZOO: dict[str, Recipe] = {
                      lambda: [Conv2D(24, 5), MaxPool2D(2), ReLU(), Conv2D(32, 3), MaxPool2D(2), ReLU(), Flatten(),
                               Dense(256), ReLU(), Dense(10)],
                      "adam", 0.01, 256, 2, {"beta1": 0.7, "beta2": 0.9}, {"type": "onecycle"},
-                     # strokes and blur: +1.5 to +2.8 points of wide photos read right (docs/photos.md)
+                     # strokes and blur: +0.75 to +2.75 points of wide photos read right (docs/photos.md)
                      augment={"rotation": 15.0, "thickness": 0.5, "blur": 1.0}),
 }
 

@@ -269,6 +269,28 @@ def test_a_faint_pens_fainter_digit_is_not_lost_from_the_number():
     assert [p.box[0] < 100 for p in found] == [True, False], [p.box for p in found]
 
 
+def test_a_digits_crop_keeps_the_faint_ink_beside_its_strokes_not_a_neighbours():
+    """A thin pen's stroke fades below the mask's floor along its thinnest part: the crop keeps the
+    unmasked ink within STROKE_REACH of the piece's box (here 3 px), but not ink farther away, nor
+    another piece's ink inside the box."""
+    from fastmnist.photos import inkmask
+    ink, labels = np.zeros((50, 60)), np.zeros((50, 60), int)
+    labels[10:40, 20:22] = 1
+    labels[38:40, 20:50] = 1  # an L: the box is x 20..50, y 10..40, its longer side 30
+    ink[labels == 1] = 0.8
+    ink[10:30, 24] = 0.08   # faint, 3 px from the stroke: part of it
+    ink[10:30, 40] = 0.08   # faint, 18 px from the nearest stroke: not
+    labels[20:25, 30:32] = 2  # another piece inside the box
+    ink[20:25, 30:32] = 0.9
+    piece = inkmask.Piece(1, int((labels == 1).sum()), (20, 10, 50, 40), float(ink[labels == 1].sum()))
+    crop = inkmask.InkMap(ink, labels, [piece], 1.0, floor=0.15).crop([piece])
+    assert crop.shape == (30, 30)
+    assert np.allclose(crop[0:20, 4], 0.08)   # the faint stroke beside the piece
+    assert not crop[0:20, 20].any()           # the faint mark beyond reach
+    assert not crop[10:15, 10:12].any()       # the other piece
+    assert np.allclose(crop[labels[10:40, 20:50] == 1], 0.8)  # the piece's own ink as it is
+
+
 def test_a_faint_digit_is_placed_with_solid_strokes_like_mnist(photo_model):
     """MNIST's strokes are solid (about 40% of a digit's ink pixels at full strength); a faint, uneven
     stroke's ink is scaled so that its cores are too, not by its one darkest pixel."""

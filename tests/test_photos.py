@@ -291,6 +291,23 @@ def test_a_digits_crop_keeps_the_faint_ink_beside_its_strokes_not_a_neighbours()
     assert np.allclose(crop[labels[10:40, 20:50] == 1], 0.8)  # the piece's own ink as it is
 
 
+def test_a_fainter_digit_in_line_with_the_others_is_kept_shading_is_not(monkeypatch):
+    """Three strokes 80 px tall in a row, the third much fainter (mean ink under half the darkest's,
+    the faint-shading test): it stands in line with the writing, as tall as its digits, so it is a
+    digit; a faint mark a quarter of their height is not."""
+    from fastmnist.photos import inkmask
+    page = np.full((200, 400), 0.9)
+    x = np.arange(400)
+    profile = lambda at, peak: peak * np.exp(-0.5 * ((x - at) / 3.0) ** 2)
+    stroke = np.zeros((200, 400))
+    stroke[60:140] = profile(80, 0.8) + profile(180, 0.8) + profile(280, 0.3)
+    stroke[90:110] += profile(350, 0.3)  # short: shading, not a digit
+    found = inkmask.ink_map(page * (1 - stroke)).pieces
+    assert [round((p.box[0] + p.box[2]) / 2) for p in found] == [80, 180, 280], [p.box for p in found]
+    monkeypatch.setattr(inkmask, "IN_LINE", False)
+    assert len(inkmask.ink_map(page * (1 - stroke)).pieces) == 2
+
+
 def test_a_faint_digit_is_placed_with_solid_strokes_like_mnist(photo_model):
     """MNIST's strokes are solid (about 40% of a digit's ink pixels at full strength); a faint, uneven
     stroke's ink is scaled so that its cores are too, not by its one darkest pixel."""

@@ -25,9 +25,11 @@ WORK_SIDE = 800
 MIN_SIDE = 112
 #: Closing width as a fraction of the shorter side: wider than pen strokes, even in close-ups.
 CLOSING_FRACTION = 0.2
-#: Bounds on Otsu's threshold of the ink map; below INK_MIN nothing counts as ink at all.
+#: Bounds on Otsu's threshold of the ink map; below INK_MIN nothing counts as ink at all (0.3
+#: refused thin, blurred digits whose strongest ink is 0.23-0.29; at 0.2, 1000 of 1000 blank pages
+#: are still "no digit found": the piece tests below refuse what light and paper leave).
 THRESHOLD_BOUNDS = (0.22, 0.6)
-INK_MIN = 0.3
+INK_MIN = 0.2
 #: A picture whose median grey is darker than this is light ink on a dark ground.
 DARK_PAPER = 0.35
 #: The second pass's closing is this many stroke widths wide.
@@ -61,6 +63,10 @@ FAINT_SEED = 0.6
 #: 0.2 read 96.5%, 96.75% and 96.6% right, the mask alone 95.9%, the mask with ink counted from
 #: 0.3 of the hysteresis floor 96.4% (benchmarks/results/photo-mask-ab-2026-12-01.txt, sixth session).
 STROKE_REACH = 0.1
+#: A fainter piece (mean ink from PEN_INSIDE_MIN) beside writing counts when it is as tall as the
+#: writing's pieces, within these fractions of their median height, and in their rows (_in_line).
+IN_LINE = True
+IN_LINE_HEIGHT = (0.5, 1.5)
 
 
 def _skimage():
@@ -222,7 +228,7 @@ def _pen_ink(piece: Piece) -> bool:
 def _keep(labels, ink, measure) -> list[Piece]:
     h, w = labels.shape
     regions = measure.regionprops(labels, intensity_image=ink)
-    pieces = []
+    pieces, at_edge = [], []
     for r in regions:
         y0, x0, y1, x1 = r.bbox
         bw, bh = x1 - x0, y1 - y0
@@ -231,19 +237,38 @@ def _keep(labels, ink, measure) -> list[Piece]:
             continue
         piece = Piece(r.label, int(r.area), (x0, y0, x1, y1), float(r.intensity_mean * r.area), float(r.intensity_max))
         if _touches_edge(piece, h, w) and not _pen_ink(piece):
-            continue  # the light's residue where the paper estimate is weakest: a shadow's tip at the border
+            at_edge.append(piece)  # the light's residue where the paper estimate is weakest (a shadow's
+            continue               # tip at the border), unless it stands in line with writing (below)
         pieces.append(piece)
     if not pieces:
         return []
     biggest = max(p.area for p in pieces)
-    pieces = [p for p in pieces if p.area >= SPECK_FRACTION * biggest and p.area >= 6]
+    big_enough = lambda p: p.area >= SPECK_FRACTION * biggest and p.area >= 6
+    pieces = [p for p in pieces if big_enough(p)]
     large = [p for p in pieces if p.area >= 0.2 * biggest]
     darkest = max(p.mass / p.area for p in large)
     faint_stroke = lambda p: p.mass / p.area >= PEN_INSIDE_MIN and max(p.box[2] - p.box[0], p.box[3] - p.box[1]) >= \
         PEN_INSIDE_SIZE * min(h, w)
     if not any(_pen_ink(p) or faint_stroke(p) for p in large):  # only the faint residue of shadows and paper
         return []
-    return [p for p in pieces if p.mass / p.area >= FAINT_FRACTION * darkest]  # pen ink is evenly dark
+    kept = [p for p in pieces if p.mass / p.area >= FAINT_FRACTION * darkest]  # pen ink is evenly dark
+    if not IN_LINE:
+        return kept
+    fainter = [p for p in pieces + at_edge if p not in kept and big_enough(p) and p.mass / p.area >= PEN_INSIDE_MIN]
+    return kept + _in_line(fainter, [p for p in kept if p.area >= 0.2 * biggest])
+
+
+def _in_line(candidates: list[Piece], writing: list[Piece]) -> list[Piece]:
+    """The candidates that stand in line with the writing as a digit would: as tall as its pieces
+    are (IN_LINE_HEIGHT of their median), and within the rows they span. A thin pen's digits differ
+    in strength within one number (a fainter 8 beside a darker 7), and a number may run to the
+    picture's edge; shading does not take a digit's height in the digits' row."""
+    heights = sorted(p.box[3] - p.box[1] for p in writing)
+    typical = heights[len(heights) // 2]
+    top, bottom = min(p.box[1] for p in writing), max(p.box[3] for p in writing)
+    lo, hi = IN_LINE_HEIGHT
+    inside = lambda p: min(bottom, p.box[3]) - max(top, p.box[1]) >= 0.8 * (p.box[3] - p.box[1])
+    return [p for p in candidates if lo * typical <= p.box[3] - p.box[1] <= hi * typical and inside(p)]
 
 
 def group_digits(pieces: list[Piece], overlap: float = 0.4) -> list[list[Piece]]:

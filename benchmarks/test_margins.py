@@ -49,7 +49,22 @@ def photo_metrics(model, xt, yt) -> dict:
         paths = [p.save(Path(tmp) / f"n{k}{p.suffix}") for k, p in enumerate(photos)]
         read = read_numbers(model, paths)
     out["numbers100_seed7_exact"] = sum(r["number"] == "".join(map(str, p.labels)) for r, p in zip(read, photos))
+    out.update(wide_metrics(model, xt, yt))
     return out
+
+
+def wide_metrics(model, xt, yt) -> dict:
+    """tests/test_photos.py's wide-photo verdicts: 200 wide single digits and 50 wide numbers, seed 3."""
+    from PIL import Image
+
+    from fastmnist.photos import photosynth
+    from fastmnist.photos.images import predict_images, read_numbers
+    photos = photosynth.digit_photos(xt, yt, 200, seed=3, wide=True)
+    got = predict_images(model, [Image.open(io.BytesIO(p.data)) for p in photos])
+    numbers = photosynth.number_photos(xt, yt, 50, seed=3, wide=True)
+    read = read_numbers(model, [Image.open(io.BytesIO(p.data)) for p in numbers])
+    return {"wide200_seed3_right": sum(g.get("digit") == p.labels[0] for g, p in zip(got, photos)),
+            "wide_numbers50_seed3_exact": sum(r["number"] == "".join(map(str, p.labels)) for r, p in zip(read, numbers))}
 
 
 def run_one(backend: str, seed: int, data: str) -> dict:

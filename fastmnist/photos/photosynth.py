@@ -109,7 +109,13 @@ def render(digits: list[np.ndarray], labels: list[int], rng: np.random.Generator
         glyphs = [_ink_alpha(d, height * rng.uniform(0.92, 1.08)) for d in digits]
         gaps = [max(3, int(rng.uniform(0.2, 0.6) * height)) for _ in glyphs[1:]]
         total = sum(g.shape[1] for g in glyphs) + sum(gaps)
-        x = int(rng.uniform(0.05, 0.95) * max(w - total, 0)) if w > total else 0
+        if w > total:
+            x = int(rng.uniform(0.05, 0.95) * (w - total))
+        else:  # turned digits and wide gaps outgrew the page: the whole number is photographed, smaller,
+            shrink = 0.96 * w / total  # else its last digits were cut off by the edge (no random draw
+            glyphs = [_ink_alpha(d, g.shape[0] * shrink) for d, g in zip(digits, glyphs)]  # here, as before:
+            gaps = [max(3, int(g * shrink)) for g in gaps]  # every photo that fitted is drawn as it was)
+            x = max(0, (w - sum(g.shape[1] for g in glyphs) - sum(gaps)) // 2)
         base = int(rng.uniform(0.1, 0.9) * max(h - height, 0))
         for k, g in enumerate(glyphs):
             y = int(np.clip(base + rng.uniform(-0.08, 0.08) * height, 0, h - g.shape[0]))

@@ -41,12 +41,14 @@ def test_single_digit_photos_at_least_97_percent(photo_model, tmp_path):
     # has them over 10+ models: 389-394). The goal, 97% (194 of 200), is measured on more photos by
     # benchmarks/photo_accuracy.py; here the threshold sits 4 photos below the worst model.
     # Since the 2026-12-01 ink mask: 392-395 of the 400 (results/test-margins-zen3-2026-12-01.json).
+    # Since the sixth session's mask and photosynth fix: 390-394 (results/test-margins-zen3-2026-12-01b.json).
     assert right >= 194, f"{right}/{len(photos)}"
 
 
 # size -> (photos, fewest read right). Measured over the same 10+ models: 28 px 59/60 every time,
 # 40 px 56-58/60, 4000 px 3/3 (an Intel Xeon read 10/12 of the earlier 12-photo 28-px sample,
-# failing a threshold of 11); the thresholds sit 3-4 photos below the worst.
+# failing a threshold of 11); the thresholds sit 3-4 photos below the worst. Since the sixth session's
+# mask: 28 px 57-59, 40 px 55-58 (results/test-margins-zen3-2026-12-01b.json), 2 above the thresholds.
 SIZES = {28: (60, 55), 40: (60, 53), 4000: (3, 2)}
 
 
@@ -81,6 +83,7 @@ def test_numbers_at_least_90_percent_exact_with_boxes(photo_model, tmp_path):
     exact = sum(r["number"] == "".join(map(str, p.labels)) for r, p in zip(read, photos))
     # measured 92-94 over the 10+ models above; 94-95 since the 2026-12-01 ink mask
     # (results/test-margins-zen3-2026-12-01.json: numba seeds 0-4, AVX2 and haswell code, numpy seed 0)
+    # 95-96 since the sixth session's mask and whole numbers (results/test-margins-zen3-2026-12-01b.json)
     assert exact >= 88, f"{exact}/100 read exactly"
     for r, p in zip(read, photos):  # boxes in the upright picture's pixels, on the written digits
         if len(r["digits"]) != len(p.labels):
@@ -213,6 +216,23 @@ def test_wide_photos_record_their_conditions_and_leave_the_default_sample_alone(
     for p in wide:
         c = p.conditions
         assert c["pen"] in ("thick", "thin", "normal") and -15 <= c["rotation"] <= 15 and 0 <= c["blur"] <= 1.5
+
+
+def test_wide_photos_are_read(photo_model):
+    """The wide photos (turns to 15 degrees, thick and thin pens, blur to 1.5 px) with the photo tests'
+    fast-cnn, trained without augmentation: a guard on the whole chain for them. Measured (numba seeds
+    0-4, host and haswell code, numpy seed 0; results/test-margins-zen3-2026-12-01b.json): 187-190 of
+    the 200 digits, 33-40 of the 50 numbers; the thresholds sit 4 and 3 below the worst. (The reader,
+    trained with augmentation, reads 96.5-97.75% of such digits: docs/photos.md.)"""
+    model, _, xt, yt = photo_model
+    photos = photosynth.digit_photos(xt, yt, 200, seed=3, wide=True)
+    got = predict_images(model, [Image.open(io.BytesIO(p.data)) for p in photos])
+    right = sum(g.get("digit") == p.labels[0] for g, p in zip(got, photos))
+    assert right >= 183, f"{right}/200"
+    numbers = photosynth.number_photos(xt, yt, 50, seed=3, wide=True)
+    exact = sum(r["number"] == "".join(map(str, p.labels))
+                for r, p in zip(read_numbers(model, [Image.open(io.BytesIO(p.data)) for p in numbers]), numbers))
+    assert exact >= 30, f"{exact}/50"
 
 
 def test_a_number_photo_holds_the_whole_number(photo_model):

@@ -93,7 +93,7 @@ class InkMap:
     labels: np.ndarray     # (h, w) piece labels (0: paper)
     pieces: list           # kept Pieces, left to right
     scale: float           # work pixels per original pixel
-    floor: float = 0.0     # the hysteresis threshold: ink below it is not part of a stroke
+    floor: float = 0.0     # the hysteresis threshold: ink below it is not part of a stroke (crop keeps it beside one)
 
     def crop(self, pieces) -> np.ndarray:
         """The ink of ``pieces`` and of the unmasked ink around them (within STROKE_REACH of the
@@ -103,7 +103,7 @@ class InkMap:
         (a 6's loop, a 4's first stroke): the mask cuts them off, and MNIST's recipe then sees
         another digit. Their faint grey levels beside the strokes keep the shape; paper there is
         near 0 once the light is divided out."""
-        from scipy import ndimage
+        ndimage = _skimage()[0]
         x0, y0 = min(p.box[0] for p in pieces), min(p.box[1] for p in pieces)
         x1, y1 = max(p.box[2] for p in pieces), max(p.box[3] for p in pieces)
         labels = self.labels[y0:y1, x0:x1]

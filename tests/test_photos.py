@@ -338,6 +338,43 @@ def test_a_fainter_digit_in_line_with_the_others_is_kept_shading_is_not(monkeypa
     assert len(inkmask.ink_map(page * (1 - stroke)).pieces) == 2
 
 
+def _three_strokes(third_rows, third_peak, third_width, dark_peak, dark_width):
+    """A page with two strokes 80 px tall at x 80 and 180 (peak ink ``dark_peak``) and a third at
+    x 280 over ``third_rows`` (slices), fainter and maybe wider: its ink map's pieces."""
+    from fastmnist.photos import inkmask
+    page = np.full((200, 400), 0.9)
+    x = np.arange(400)
+    profile = lambda at, peak, width: peak * np.exp(-0.5 * ((x - at) / width) ** 2)
+    stroke = np.zeros((200, 400))
+    stroke[60:140] = profile(80, dark_peak, dark_width) + profile(180, dark_peak, dark_width)
+    for rows in third_rows:
+        stroke[rows] += profile(280, third_peak, third_width)
+    return inkmask.ink_map(page * (1 - stroke)).pieces
+
+
+def test_a_faint_digit_broken_in_two_is_judged_whole(monkeypatch):
+    """A faint third digit whose stroke breaks in the middle: each half is under half the writing's
+    height, but the two share their columns and together stand as tall as a digit in line."""
+    from fastmnist.photos import inkmask
+    halves = (slice(60, 97), slice(103, 140))
+    found = _three_strokes(halves, 0.3, 3.0, 0.8, 3.0)
+    assert sorted(round((p.box[0] + p.box[2]) / 2) for p in found) == [80, 180, 280, 280], [p.box for p in found]
+    monkeypatch.setattr(inkmask, "IN_LINE_GROUPS", False)  # each half judged alone: too short
+    assert len(_three_strokes(halves, 0.3, 3.0, 0.8, 3.0)) == 2
+
+
+def test_a_fainter_digit_of_a_faint_pen_is_kept_from_IN_LINE_MIN(monkeypatch):
+    """A faint pen (every stroke under PEN_MIN): the third digit, fainter and blurred wider, has a
+    mean ink between IN_LINE_MIN and PEN_INSIDE_MIN (as a thin pen's 7 beside its 4 and 8 had on a
+    wide photo): it is a digit in line with the writing."""
+    from fastmnist.photos import inkmask
+    found = _three_strokes((slice(60, 140),), 0.19, 6.0, 0.5, 4.0)
+    assert [round((p.box[0] + p.box[2]) / 2) for p in found] == [80, 180, 280], [p.box for p in found]
+    assert inkmask.IN_LINE_MIN <= found[2].mass / found[2].area < inkmask.PEN_INSIDE_MIN  # the case meant
+    monkeypatch.setattr(inkmask, "IN_LINE_MIN", inkmask.PEN_INSIDE_MIN)
+    assert len(_three_strokes((slice(60, 140),), 0.19, 6.0, 0.5, 4.0)) == 2
+
+
 def test_a_faint_digit_is_placed_with_solid_strokes_like_mnist(photo_model):
     """MNIST's strokes are solid (about 40% of a digit's ink pixels at full strength); a faint, uneven
     stroke's ink is scaled so that its cores are too, not by its one darkest pixel."""

@@ -2,9 +2,11 @@
 
     python3 benchmarks/photo_accuracy.py --model /tmp/fastmnist-photo-simple-cnn.npz --digits 400 --numbers 100 \\
         --out benchmarks/results/photo-accuracy.json [--wide] [--blanks 1000]
+    python3 benchmarks/photo_accuracy.py --reader ...          # the reader `fastmnist predict` uses
+    python3 benchmarks/photo_accuracy.py --model A.npz B.npz ...  # models read together (an Ensemble)
 
-The model is trained first when the file does not exist (simple-cnn, 1 epoch, seed 0). Reports
-accuracy on the photos, on the same digits as MNIST images, and per condition.
+The model is trained first when the one file given does not exist (simple-cnn, 1 epoch, seed 0).
+Reports accuracy on the photos, on the same digits as MNIST images, and per condition.
 """
 import argparse
 import json
@@ -18,13 +20,16 @@ import numpy as np
 
 import fastmnist
 from fastmnist import zoo
+from fastmnist.ensemble import Ensemble
 from fastmnist.photos import photosynth
 from fastmnist.photos.images import predict_images, read_numbers
+from fastmnist.reader import get_reader
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="/tmp/fastmnist-photo-simple-cnn.npz")
+    ap.add_argument("--model", nargs="+", default=["/tmp/fastmnist-photo-simple-cnn.npz"])
+    ap.add_argument("--reader", action="store_true", help="the reader `fastmnist predict` uses (cached, or trained)")
     ap.add_argument("--digits", type=int, default=400)
     ap.add_argument("--numbers", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
@@ -34,14 +39,18 @@ def main():
                     "pens, blur to 1.5 px (photosynth.render(wide=True))")
     args = ap.parse_args()
     (x, y), (xt, yt) = fastmnist.load_mnist()
-    if not Path(args.model).exists():
-        model = zoo.create("simple-cnn", seed=0)
-        model.fit(x, y, epochs=1, batch_size=100, optimizer="adam", lr=1e-3, verbose=0)
-        model.save(args.model)
-    model = fastmnist.load(args.model)
+    if args.reader:
+        model = get_reader()
+    else:
+        if len(args.model) == 1 and not Path(args.model[0]).exists():
+            model = zoo.create("simple-cnn", seed=0)
+            model.fit(x, y, epochs=1, batch_size=100, optimizer="adam", lr=1e-3, verbose=0)
+            model.save(args.model[0])
+        model = Ensemble([fastmnist.load(path) for path in args.model])
     mnist_acc = model.evaluate(xt, yt)["accuracy"]
     images = xt[:, 0]
-    report = {"model": args.model, "mnist_test_accuracy": mnist_acc, "seed": args.seed, "wide": args.wide}
+    report = {"model": "reader" if args.reader else args.model, "networks": len(model),
+              "mnist_test_accuracy": mnist_acc, "seed": args.seed, "wide": args.wide}
     with tempfile.TemporaryDirectory() as tmp:
         photos = photosynth.digit_photos(images, yt, args.digits, seed=args.seed, wide=args.wide)
         paths = [p.save(Path(tmp) / f"d{k}{p.suffix}") for k, p in enumerate(photos)]

@@ -87,8 +87,9 @@ def _add_people(sub):
     p = sub.add_parser("predict", help="predict digits in your own images (PNG, JPEG, BMP, ...)")
     p.add_argument("images", nargs="+", metavar="[MODEL.npz] IMAGE",
                    help="pictures to read; a first argument ending in .npz is the model (as --model)")
-    p.add_argument("--model", default=None, help="a saved model (.npz); without one, the reader cached in "
-                   "$XDG_CACHE_HOME/fastmnist (trained there on first use: zoo recipe 'reader')")
+    p.add_argument("--model", action="append", default=None, help="a saved model (.npz); given more than once, the "
+                   "models read together (the mean of their probabilities); without one, the reader cached in "
+                   "$XDG_CACHE_HOME/fastmnist (trained there on first use: zoo recipe 'reader', three seeds)")
     p.add_argument("--data", default=None, help="MNIST directory, to train the reader on first use")
     p.add_argument("--backend", default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
@@ -467,7 +468,7 @@ def cmd_predict(args) -> dict:
 
     images = list(args.images)
     if args.model is None and images[0].endswith(".npz"):  # the older form: predict MODEL IMAGE...
-        args.model = images.pop(0)
+        args.model = [images.pop(0)]
     if not images:
         from .errors import FastMnistError
         raise FastMnistError("no image to read (give one or more picture files after the model)")
@@ -475,7 +476,8 @@ def cmd_predict(args) -> dict:
         from .reader import get_reader
         model = get_reader(backend=args.backend, data=args.data, verbose=1)
     else:
-        model = _mnist_model(load(args.model, backend=args.backend), args.model)
+        from .ensemble import Ensemble
+        model = Ensemble([_mnist_model(load(path, backend=args.backend), path) for path in args.model])
     results = (read_numbers if args.number else predict_images)(model, images, show=args.show)
     for r in results:
         if "warning" in r:

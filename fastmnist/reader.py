@@ -1,9 +1,10 @@
 """The reader: the model ``fastmnist predict`` uses when it is given none.
 
 On first use it is trained (zoo recipe ``reader``: fast-cnn's network on randomly warped digits,
-two epochs) and saved in the user's cache directory — ``$XDG_CACHE_HOME/fastmnist`` or
-``~/.cache/fastmnist`` — so that every later ``fastmnist predict photo.jpg`` starts at once; a
-cached file that no longer loads is trained again, never used half-read.
+two epochs; ``config.READER_MEMBERS`` networks from seeds 0, 1, ..., read together by the mean of
+their probabilities) and saved in the user's cache directory — ``$XDG_CACHE_HOME/fastmnist`` or
+``~/.cache/fastmnist``, one file a network — so that every later ``fastmnist predict photo.jpg``
+starts at once; a cached file that no longer loads is trained again, never used half-read.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__, config, zoo
+from .ensemble import Ensemble
 
 NAME = "reader"
 
@@ -32,38 +34,57 @@ def recipe_digest() -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def reader_path() -> Path:
-    """Where the trained reader is kept: a new fastmnist, or a changed recipe, trains its own."""
-    return cache_dir() / f"reader-{__version__}-{recipe_digest()}.npz"
+def reader_paths() -> list[Path]:
+    """Where the reader's networks are kept, one file each (seed 0, 1, ...): a new fastmnist, or a
+    changed recipe, trains its own."""
+    stem = f"reader-{__version__}-{recipe_digest()}"
+    return [cache_dir() / f"{stem}-seed{seed}.npz" for seed in range(max(1, config.READER_MEMBERS))]
 
 
-def get_reader(backend=None, data=None, log=lambda line: print(line, file=sys.stderr), verbose: int = 1):
-    """The cached reader, or a freshly trained one (saved to :func:`reader_path`)."""
-    from .data import load_mnist
+def get_reader(backend=None, data=None, log=lambda line: print(line, file=sys.stderr), verbose: int = 1) -> Ensemble:
+    """The cached reader, with any network not cached (or no longer loading) freshly trained and
+    saved (:func:`reader_paths`)."""
+    paths = reader_paths()
+    members = [_cached(path, backend, log) for path in paths]
+    missing = [seed for seed, m in enumerate(members) if m is None]
+    if missing:
+        from .data import load_mnist
+        data_sets = load_mnist(data)
+        for k, seed in enumerate(missing):
+            members[seed] = _train(seed, paths[seed], data_sets, backend, log, verbose, f"{k + 1} of {len(missing)}")
+    return Ensemble(members)
+
+
+def _cached(path: Path, backend, log):
     from .errors import ModelFileError
     from .model import load
-    path = reader_path()
-    if path.exists():
-        try:
-            return load(path, backend=backend)
-        except ModelFileError as exc:
-            log(f"the cached reader {path} does not load ({exc}); training it again")
-    (x, y), (xt, yt) = load_mnist(data)
+    if not path.exists():
+        return None
+    try:
+        return load(path, backend=backend)
+    except ModelFileError as exc:
+        log(f"the cached reader network {path} does not load ({exc}); training it again")
+        return None
+
+
+def _train(seed: int, path: Path, data_sets, backend, log, verbose: int, which: str):
+    """One of the reader's networks, trained from ``seed`` and saved to ``path`` where it can be."""
+    (x, y), (xt, yt) = data_sets
     if config.READER_TRAIN_LIMIT:
         x, y = x[:config.READER_TRAIN_LIMIT], y[:config.READER_TRAIN_LIMIT]
     recipe = zoo.recipe(NAME)
-    model = zoo.create(NAME, backend=backend, seed=0)
-    log(f"no reader cached yet: training one ({recipe.description}; {recipe.epochs} epochs on {len(x)} images, "
-        f"{model.backend.name}); it is saved to {path} for every later run")
+    model = zoo.create(NAME, backend=backend, seed=seed)
+    log(f"no reader cached yet: training network {which} ({recipe.description}; seed {seed}, {recipe.epochs} "
+        f"epochs on {len(x)} images, {model.backend.name}); it is saved to {path} for every later run")
     started = time.perf_counter()
-    model.fit(x, y, **zoo.fit_args(NAME), verbose=verbose)
+    model.fit(x, y, **zoo.fit_args(NAME), verbose=verbose, seed=seed)
     accuracy = model.evaluate(xt, yt)["accuracy"]
     seconds = time.perf_counter() - started
     try:
         model.save(path)
     except OSError as exc:  # a read-only cache: read with it now, train again next time
-        log(f"reader trained in {seconds:.0f} s: MNIST test accuracy {accuracy:.4f}; could not cache it in {path} "
-            f"({exc}); set XDG_CACHE_HOME to a writable directory to keep it")
+        log(f"reader network trained in {seconds:.0f} s: MNIST test accuracy {accuracy:.4f}; could not cache it in "
+            f"{path} ({exc}); set XDG_CACHE_HOME to a writable directory to keep it")
         return model
-    log(f"reader trained in {seconds:.0f} s: MNIST test accuracy {accuracy:.4f}; saved {path}")
+    log(f"reader network trained in {seconds:.0f} s: MNIST test accuracy {accuracy:.4f}; saved {path}")
     return model

@@ -166,25 +166,75 @@ def test_arrays_and_images_are_accepted(photo_model):
 
 
 def test_predict_without_a_model_trains_the_reader_once_and_caches_it(tmp_path, mnist_dir):
-    """fastmnist predict photo.jpg on a fresh machine: the reader is trained on first use (here on
-    2000 images, numpy), saved under $XDG_CACHE_HOME/fastmnist and reused by the next run."""
+    """fastmnist predict photo.jpg on a fresh machine: the reader's networks are trained on first use
+    (here on 2000 images, numpy, two networks), saved under $XDG_CACHE_HOME/fastmnist and reused by
+    the next run; a cached network that no longer loads is trained again, the others are kept."""
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), FASTMNIST_READER_TRAIN_LIMIT="2000",
                FASTMNIST_DATA=str(mnist_dir), FASTMNIST_BACKEND="numpy")
     photo = REPO / "docs" / "img" / "photo-example.jpg"
-    run = lambda: subprocess.run([sys.executable, "-m", "fastmnist", "predict", str(photo), "--json"],  # noqa: E731
+    code = "import sys; from fastmnist import cli, config; config.READER_MEMBERS = 2; sys.exit(cli.main(sys.argv[1:]))"
+    run = lambda: subprocess.run([sys.executable, "-c", code, "predict", str(photo), "--json"],  # noqa: E731
                                  capture_output=True, text=True, env=env, timeout=600)
     first = run()
     assert first.returncode == 0, first.stderr
     from fastmnist.reader import recipe_digest
-    cached = tmp_path / "cache" / "fastmnist" / f"reader-{fastmnist.__version__}-{recipe_digest()}.npz"
-    assert cached.exists() and "training one" in first.stderr and f"saved {cached}" in first.stderr
+    stem = tmp_path / "cache" / "fastmnist" / f"reader-{fastmnist.__version__}-{recipe_digest()}"
+    cached = [stem.with_name(f"{stem.name}-seed{seed}.npz") for seed in (0, 1)]
+    assert all(c.exists() and f"saved {c}" in first.stderr for c in cached), first.stderr
+    assert first.stderr.count("training network") == 2
     assert json.loads(first.stdout.strip().splitlines()[-1])["digit"] in range(10)
     second = run()
     assert second.returncode == 0 and "training" not in second.stderr  # loaded, not trained again
     assert second.stdout == first.stdout
-    cached.write_bytes(b"garbage")  # a cache that no longer loads is trained again, not used
+    cached[1].write_bytes(b"garbage")  # a cache that no longer loads is trained again, not used
     third = run()
-    assert third.returncode == 0 and "does not load" in third.stderr and "training one" in third.stderr
+    assert third.returncode == 0 and "does not load" in third.stderr and third.stderr.count("training network") == 1
+    assert "seed 1," in third.stderr and third.stdout == first.stdout  # the same network, trained again
+
+
+def test_the_reader_reads_by_the_mean_of_its_networks(monkeypatch, tmp_path, photo_model):
+    """get_reader gives an Ensemble of READER_MEMBERS networks from seeds 0, 1, ...; its
+    probabilities are the mean of theirs."""
+    from fastmnist import config, reader
+    from fastmnist.ensemble import Ensemble
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(config, "READER_MEMBERS", 2)
+    model, _, xt, _ = photo_model
+    for seed, path in enumerate(reader.reader_paths()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fastmnist.zoo.create("reader", seed=seed).save(path)  # untrained, but different networks
+    ensemble = reader.get_reader(log=lambda line: pytest.fail(f"nothing to train: {line}"))
+    assert isinstance(ensemble, Ensemble) and [m.seed for m in ensemble.models] == [0, 1]
+    x = xt[:5, None]
+    want = (ensemble.models[0].predict(x).astype(np.float64) + ensemble.models[1].predict(x)) / 2
+    assert np.allclose(ensemble.predict(x), want, atol=1e-6) and not np.allclose(want, ensemble.models[0].predict(x))
+
+
+def test_an_ensemble_refuses_models_of_other_shapes(photo_model):
+    from fastmnist.ensemble import Ensemble
+    from fastmnist.errors import InvalidArgument
+    with pytest.raises(InvalidArgument, match="ensemble model 1 takes \\(784,\\)"):
+        Ensemble([fastmnist.zoo.create("fast-cnn"), fastmnist.zoo.create("two-layer")])
+    with pytest.raises(InvalidArgument, match="at least one"):
+        Ensemble([])
+
+
+def test_predict_reads_with_several_models_together(tmp_path, photo_model):
+    """fastmnist predict --model A --model B: the mean of both models' probabilities."""
+    model, _, xt, _ = photo_model
+    other = fastmnist.zoo.create("fast-cnn", seed=1)
+    a, b = model.save(tmp_path / "a.npz"), other.save(tmp_path / "b.npz")
+    img = tmp_path / "d.png"
+    from fastmnist.photos.images import save_input_png
+    save_input_png(xt[3], img)
+    out = subprocess.run([sys.executable, "-m", "fastmnist", "predict", "--model", str(a), "--model", str(b), str(img),
+                          "--json"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    probs = np.array(json.loads(out.stdout.strip().splitlines()[-1])["probabilities"])
+    from fastmnist.photos.images import load_grey, mnistify
+    x = mnistify(load_grey(img))[None, None]
+    want = (model.predict(x)[0].astype(np.float64) + other.predict(x)[0]) / 2
+    assert np.allclose(probs, want, atol=1e-5)
 
 
 def test_a_changed_reader_recipe_is_cached_apart(monkeypatch):
@@ -193,16 +243,16 @@ def test_a_changed_reader_recipe_is_cached_apart(monkeypatch):
 
     from fastmnist import zoo
     from fastmnist.layers import Dense
-    from fastmnist.reader import reader_path
-    before = reader_path()
-    assert reader_path() == before  # the name is stable from call to call
+    from fastmnist.reader import reader_paths
+    before = reader_paths()
+    assert reader_paths() == before  # the names are stable from call to call
     recipe = zoo.ZOO["reader"]
     monkeypatch.setitem(zoo.ZOO, "reader", dataclasses.replace(recipe, augment={**recipe.augment, "blur": 0.5}))
-    assert reader_path() != before and reader_path().parent == before.parent
+    assert not set(reader_paths()) & set(before) and reader_paths()[0].parent == before[0].parent
     wider = lambda: [Dense(300) if isinstance(layer, Dense) and layer.units == 256 else layer  # noqa: E731
                      for layer in recipe.layers()]
     monkeypatch.setitem(zoo.ZOO, "reader", dataclasses.replace(recipe, layers=wider))
-    assert reader_path() != before  # another network, the same description
+    assert not set(reader_paths()) & set(before)  # another network, the same description
 
 
 def test_wide_photos_record_their_conditions_and_leave_the_default_sample_alone(photo_model):

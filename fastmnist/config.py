@@ -197,7 +197,7 @@ READER_TRAIN_LIMIT = _from_env("READER_TRAIN_LIMIT", "FASTMNIST_READER_TRAIN_LIM
 
 #: The reader is this many networks of its recipe (seeds 0, 1, ...), read by the mean of their
 #: probabilities (fastmnist.ensemble). Three against one, on five wide photo samples: digits
-#: 97.25% -> 97.3%, numbers exact 87.8% -> 89.2%, MNIST test 99.32% -> 99.47% (docs/photos.md).
+#: 96.65% -> 96.9%, numbers exact 87.8% -> 89.2%, MNIST test 99.32% -> 99.47% (docs/photos.md).
 READER_MEMBERS = 3
 
 

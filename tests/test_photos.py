@@ -237,6 +237,16 @@ def test_predict_reads_with_several_models_together(tmp_path, photo_model):
     assert np.allclose(probs, want, atol=1e-5)
 
 
+def test_predict_refuses_models_of_other_inputs_together_naming_them(tmp_path, capsys):
+    from fastmnist import cli
+    a, b = tmp_path / "cnn.npz", tmp_path / "mlp.npz"
+    fastmnist.zoo.create("fast-cnn").save(a)
+    fastmnist.zoo.create("two-layer").save(b)
+    rc = cli.main(["predict", "--model", str(a), "--model", str(b), str(REPO / "docs" / "img" / "photo-example.jpg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--model {b} takes inputs of shape (784,)" in err and str(a) in err and "Traceback" not in err
+
+
 def test_a_changed_reader_recipe_is_cached_apart(monkeypatch):
     """A reader trained by an earlier recipe is never read as today's: the recipe is in the file name."""
     import dataclasses

@@ -23,8 +23,11 @@ multiply-adds, and no gradient before pooling to build.
 
   for r < kh and j*L + v < width, L = :data:`WINDOW_LANES` values (32 bytes), nvec = ceil(width /
   L); arg(q) = arg[abase + q*astride] and d(q) = dy[dbase + q*dstep] where arg(q) >= 0, else 0 (the
-  ReLU stopped that window: nothing is read). Lanes past ``width`` are neither read nor changed
-  in value (they add 0). The caller keeps every index in bounds.
+  ReLU stopped that window: nothing is read). Where ``xrow`` is at least L, every row of a window
+  but its last is read whole (WINDOW_PLAIN_ROWS: a masked load costs the loop its mask register
+  and more), reaching into the window's next row; the lanes of ``out`` past ``width`` then hold
+  what those reads bring, and the caller drops them. The last row is read only up to ``width``.
+  The caller keeps every index in bounds.
 
 Two sets of accumulators take alternate windows, so consecutive multiply-adds into one register do
 not wait on each other; ``kh * nvec`` is at most :data:`WINDOW_MAX_VECTORS`.
@@ -44,6 +47,9 @@ WINDOW_BYTES = 32
 #: 32 registers and spill a little on AVX2's 16 at the largest
 WINDOW_MAX_VECTORS = 10
 WINDOW_MAX_ROWS = 7
+#: read every window row but the last whole, unmasked (the lanes past the row's width then hold
+#: values the caller drops), where rows are at least a vector apart
+WINDOW_PLAIN_ROWS = True
 #: accumulators of window_grad_wide, one set: 16 of AVX-512's 32 registers, 12 of AVX2's 16
 WIDE_MAX_VECTORS = 16 if VECTOR_BYTES == 64 else 12
 
@@ -163,27 +169,40 @@ def _codegen(dtype, lanes, bodies, nsets):
             sets = [[[cgutils.alloca_once_value(builder, zero_v) for _ in range(nv)] for _ in range(rows)]
                     for _ in range(nsets)]
             bias = [cgutils.alloca_once_value(builder, zero_s) for _ in range(nsets)]
-            full = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * lanes)
 
-            def axpy(acc, bsum, q):
+            def axpy(acc, bsum, q, plain):
+                """One window into ``acc``; with ``plain``, a row that another row of the window
+                follows is read whole (its last vector past the row's end, in the next row: the
+                lanes past the width then hold what the caller drops), the last row masked."""
                 d, base = window(q)
                 ds = splat(d)
                 for r in range(rows):
                     row = builder.add(base, builder.mul(xrow_, ir.Constant(i64t, r)))
                     for j in range(nv):
                         ptr = builder.bitcast(at(xp, builder.add(row, ir.Constant(i64t, j * lanes))), vty.as_pointer())
-                        xv = builder.call(masked_load, [ptr, align, last_mask if j == nv - 1 else full, zero_v])
+                        if j < nv - 1 or (plain and r < rows - 1):
+                            xv = builder.load(ptr, align=dtype.bitwidth // 8)
+                        else:
+                            xv = builder.call(masked_load, [ptr, align, last_mask, zero_v])
                         prod = builder.fmul(ds, xv, flags=("contract",))
                         builder.store(builder.fadd(prod, builder.load(acc[r][j]), flags=("contract",)), acc[r][j])
                 builder.store(builder.fadd(builder.load(bsum), d), bsum)
 
             groups = builder.udiv(count_, ir.Constant(i64t, nsets))
-            with cgutils.for_range(builder, groups) as loop:
-                q = builder.mul(loop.index, ir.Constant(i64t, nsets))
-                for k in range(nsets):
-                    axpy(sets[k], bias[k], builder.add(q, ir.Constant(i64t, k)))
+            # a row's last vector read whole stays inside the window's next row when rows are at
+            # least a vector apart (every convolution's are: a row of the input is wider than one
+            # of the window's)
+            plain_ok = builder.icmp_signed(">=", xrow_, ir.Constant(i64t, lanes)) if WINDOW_PLAIN_ROWS else \
+                ir.Constant(ir.IntType(1), 0)
+            with builder.if_else(plain_ok) as (then, otherwise):
+                for plain, branch in ((True, then), (False, otherwise)):
+                    with branch:
+                        with cgutils.for_range(builder, groups) as loop:
+                            q = builder.mul(loop.index, ir.Constant(i64t, nsets))
+                            for k in range(nsets):
+                                axpy(sets[k], bias[k], builder.add(q, ir.Constant(i64t, k)), plain)
             with cgutils.for_range(builder, builder.urem(count_, ir.Constant(i64t, nsets))) as loop:
-                axpy(sets[0], bias[0], builder.add(builder.mul(groups, ir.Constant(i64t, nsets)), loop.index))
+                axpy(sets[0], bias[0], builder.add(builder.mul(groups, ir.Constant(i64t, nsets)), loop.index), False)
             for r in range(rows):
                 for j in range(nv):
                     idx = builder.add(obase_, ir.Constant(i64t, (r * nv + j) * lanes))

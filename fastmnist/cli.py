@@ -477,13 +477,8 @@ def cmd_predict(args) -> dict:
         model = get_reader(backend=args.backend, data=args.data, verbose=1)
     else:
         from .ensemble import Ensemble
-        models = [_mnist_model(load(path, backend=args.backend), path) for path in args.model]
-        for path, m in zip(args.model[1:], models[1:]):
-            if m.input_shape != models[0].input_shape:
-                from .errors import InvalidArgument
-                raise InvalidArgument(f"--model {path} takes inputs of shape {m.input_shape}, --model {args.model[0]} "
-                                      f"{models[0].input_shape}: models read together take the same input")
-        model = Ensemble(models)
+        model = Ensemble([_mnist_model(load(path, backend=args.backend), path) for path in args.model],
+                         [f"--model {path}" for path in args.model])
     results = (read_numbers if args.number else predict_images)(model, images, show=args.show)
     for r in results:
         if "warning" in r:

@@ -18,16 +18,20 @@ class Ensemble:
     ----------
     models : list of Sequential
         At least one; each takes inputs of the same shape and gives the same number of classes.
+    names : list of str, optional
+        What to call each model in an error (e.g. its file); default "ensemble model K".
     """
 
-    def __init__(self, models: list):
+    def __init__(self, models: list, names: list | None = None):
         if not models:
             raise InvalidArgument("an ensemble needs at least one model")
+        names = names or [f"ensemble model {k}" for k in range(len(models))]
         first = models[0]
-        for k, m in enumerate(models[1:], 1):
+        for name, m in zip(names[1:], models[1:]):
             if tuple(m.input_shape) != tuple(first.input_shape) or tuple(m.output_shape) != tuple(first.output_shape):
-                raise InvalidArgument(f"ensemble model {k} takes {tuple(m.input_shape)} -> {tuple(m.output_shape)}; "
-                                      f"model 0 takes {tuple(first.input_shape)} -> {tuple(first.output_shape)}")
+                raise InvalidArgument(f"{name} takes inputs {tuple(m.input_shape)} -> {tuple(m.output_shape)}, "
+                                      f"{names[0]} {tuple(first.input_shape)} -> {tuple(first.output_shape)}: "
+                                      "models read together take the same input and give the same classes")
         self.models = list(models)
         self.input_shape, self.output_shape = tuple(first.input_shape), tuple(first.output_shape)
         self.dtype, self.backend, self.name = first.dtype, first.backend, first.name

@@ -83,7 +83,8 @@ def main():
     for batch, width, model in ((100, 50, "two-layer"), (200, 256, "relu-mlp")):
         d = x.shape[1]
         perm = rng.permutation(len(x)).astype(np.int64)
-        idx, val = np.empty((batch, d), np.int32), np.empty((batch, d), np.float32)
+        # nonzeros stores whole vectors: a row needs _ROW_SLACK entries past its last (as numba_steps allocates)
+        idx, val = np.empty((batch, d + S._ROW_SLACK), np.int32), np.empty((batch, d + S._ROW_SLACK), np.float32)
         cnt = np.empty(batch, np.int64)
         S._nonzeros_gathered(x, perm, 0, idx, val, cnt, False)
         w, b = rng.standard_normal((d, width)).astype(np.float32), np.zeros(width, np.float32)

@@ -200,6 +200,15 @@ READER_TRAIN_LIMIT = _from_env("READER_TRAIN_LIMIT", "FASTMNIST_READER_TRAIN_LIM
 #: 96.65% -> 96.9%, numbers exact 87.8% -> 89.2%, MNIST test 99.32% -> 99.47% (docs/photos.md).
 READER_MEMBERS = 3
 
+#: Training digits photographed and prepared as predict reads a photo (fastmnist.photos.training,
+#: a zoo recipe's ``photo_digits``): the photo's long side in pixels is drawn from this range (the
+#: ink mask works on at least 112), and this share of the photos take the wide conditions (turns to
+#: 15 degrees, thick and thin pens, blur to 1.5 px); the rest are the ordinary ones.
+PHOTO_DIGIT_SIDES = (112, 300)
+PHOTO_DIGIT_WIDE = 0.8
+#: Digits per task handed to a worker process.
+PHOTO_DIGIT_CHUNK = 500
+
 
 for _setting in _BAD_ENVIRONMENT:  # read, they raise (__getattr__); assigned again, they work
     del globals()[_setting]

@@ -49,9 +49,12 @@ def get_reader(backend=None, data=None, log=lambda line: print(line, file=sys.st
     missing = [seed for seed, m in enumerate(members) if m is None]
     if missing:
         from .data import load_mnist
-        data_sets = load_mnist(data)
+        (x, y), test = load_mnist(data)
+        if config.READER_TRAIN_LIMIT:
+            x, y = x[:config.READER_TRAIN_LIMIT], y[:config.READER_TRAIN_LIMIT]
+        train = zoo.training_data(NAME, x, y, log=log)  # once, for every network the cache lacks
         for k, seed in enumerate(missing):
-            members[seed] = _train(seed, paths[seed], data_sets, backend, log, verbose, f"{k + 1} of {len(missing)}")
+            members[seed] = _train(seed, paths[seed], (train, test), backend, log, verbose, f"{k + 1} of {len(missing)}")
     return Ensemble(members)
 
 
@@ -70,8 +73,6 @@ def _cached(path: Path, backend, log):
 def _train(seed: int, path: Path, data_sets, backend, log, verbose: int, which: str):
     """One of the reader's networks, trained from ``seed`` and saved to ``path`` where it can be."""
     (x, y), (xt, yt) = data_sets
-    if config.READER_TRAIN_LIMIT:
-        x, y = x[:config.READER_TRAIN_LIMIT], y[:config.READER_TRAIN_LIMIT]
     recipe = zoo.recipe(NAME)
     model = zoo.create(NAME, backend=backend, seed=seed)
     log(f"no reader cached yet: training network {which} ({recipe.description}; seed {seed}, {recipe.epochs} "

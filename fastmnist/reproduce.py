@@ -29,6 +29,7 @@ def reproduce(name: str, backend=None, data=None, seed: int = 0, out=None, verbo
     epochs, val_fraction, reported, schedule = CLASSIC[name]
     r = zoo.recipe(name)
     (x, y), (xt, yt) = load_mnist(data, flatten=r.flat_input)
+    x, y = zoo.training_data(name, x, y, log=print if verbose else None)
     model = zoo.create(name, backend=backend, seed=seed)
     args = zoo.fit_args(name, epochs=epochs)
     optimizer = args["optimizer"]

@@ -134,6 +134,7 @@ def run_one(run: dict, data_root=None, threads=None) -> dict:
         (x, y), (xt, yt) = _data(data_root, r.flat_input, run["dtype"])
         n, m = run.get("limit_train"), run.get("limit_test")
         x, y, xt, yt = x[:n], y[:n], xt[:m], yt[:m]
+        x, y = zoo.training_data(run["model"], x, y)
         fit = zoo.fit_args(run["model"], lr=run["lr"], batch_size=run["batch_size"], epochs=run["epochs"])
         model = zoo.create(run["model"], backend=run["backend"], seed=run["seed"], dtype=run["dtype"],
                            batch_size=fit["batch_size"])

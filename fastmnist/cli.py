@@ -195,7 +195,8 @@ def cmd_train(args) -> dict:
         optimizer = zoo.fit_args(run["model"], optimizer=run["optimizer"], lr=run["lr"])["optimizer"]
     (x, y), (xt, yt) = load_mnist(args.data, flatten=recipe.flat_input, dtype=run["dtype"])
     x, y = _limit(x, run["limit_train"]), _limit(y, run["limit_train"])
-    x, y = zoo.training_data(run["model"], x, y, log=None if args.quiet else lambda line: print(line, file=sys.stderr))
+    x, y = zoo.training_data(run["model"], x, y, log=None if args.quiet else lambda line: print(line, file=sys.stderr),
+                             progress=not args.quiet)
     xt, yt = _limit(xt, args.limit_test), _limit(yt, args.limit_test)
     if not args.quiet:
         print(f"training {run['model']} on {model.backend.name} ({run['dtype']}): {len(x)} images, {run['epochs']} "

@@ -52,7 +52,7 @@ def get_reader(backend=None, data=None, log=lambda line: print(line, file=sys.st
         (x, y), test = load_mnist(data)
         if config.READER_TRAIN_LIMIT:
             x, y = x[:config.READER_TRAIN_LIMIT], y[:config.READER_TRAIN_LIMIT]
-        train = zoo.training_data(NAME, x, y, log=log)  # once, for every network the cache lacks
+        train = zoo.training_data(NAME, x, y, log=log, progress=verbose >= 1)  # once, for every network missing
         for k, seed in enumerate(missing):
             members[seed] = _train(seed, paths[seed], (train, test), backend, log, verbose, f"{k + 1} of {len(missing)}")
     return Ensemble(members)

@@ -25,7 +25,7 @@ from .optim import Optimizer, make_optimizer, make_schedule
 from .steps import chunk_steps, dropout_seeds, program_for, step_rates
 
 
-def _progress(total, desc, enabled):
+def _progress(total, desc, enabled, unit="step"):
     """A bar on the terminal (verbose=1): tqdm redraws it at most every ``config.PROGRESS_SECONDS``
     however often it is updated; it is removed at the epoch's end, where the epoch's line stays."""
     if not enabled:
@@ -37,7 +37,7 @@ def _progress(total, desc, enabled):
     import shutil
     columns = shutil.get_terminal_size(fallback=(80, 24)).columns
     narrow = columns < 20  # a terminal that reports 0 columns would get an invisible bar
-    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=not narrow,
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=not narrow,
                 ncols=80 if narrow else None, mininterval=config.PROGRESS_SECONDS)
 
 

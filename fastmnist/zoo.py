@@ -133,11 +133,12 @@ def fit_args(name: str, *, optimizer: str | None = None, lr: float | None = None
             "epochs": epochs if epochs is not None else r.epochs, "augment": warp}
 
 
-def training_data(name: str, x, y, log=None):
+def training_data(name: str, x, y, log=None, progress: bool = False):
     """The training set of zoo model ``name``'s recipe: ``(x, y)`` as given, and where the recipe
     has ``photo_digits``, that share of them once more, photographed and prepared as ``fastmnist
     predict`` prepares a photo (:func:`fastmnist.photos.training.photo_digits`, seed 0: the same
-    photos for every seed of the model), appended. ``log`` gets one line on the photos made.
+    photos for every seed of the model), appended. ``log`` gets one line on the photos made;
+    ``progress`` draws a bar on the terminal while they are made.
     The one path from a recipe to its data: the CLI, reproduce and the reader train on it."""
     r = recipe(name)
     if not r.photo_digits:
@@ -148,7 +149,7 @@ def training_data(name: str, x, y, log=None):
     if log is not None:
         log(f"{name}: photographing {round(r.photo_digits * len(x))} training digits and preparing them as "
             "predict reads a photo")
-    px, py = photo_digits(x, y, round(r.photo_digits * len(x)), seed=0, log=log)
+    px, py = photo_digits(x, y, round(r.photo_digits * len(x)), seed=0, log=log, progress=progress)
     return np.concatenate([x, px]), np.concatenate([y, py.astype(y.dtype, copy=False)])
 
 

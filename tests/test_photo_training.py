@@ -1,5 +1,7 @@
 """Training digits photographed and prepared as `fastmnist predict` reads a photo
 (fastmnist.photos.training, the zoo recipe's photo_digits)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,13 @@ def test_labels_that_do_not_match_the_images_are_refused(train_set):
     x, y = train_set
     with pytest.raises(InvalidArgument, match="400 images but y has 399 labels"):
         photo_digits(x, y[:399], 10)
+
+
+def test_training_the_reader_shows_the_photos_being_made(mnist_dir):
+    """`fastmnist train --model reader` at a terminal: a bar counts the photographed digits (with
+    the time left) before the epochs' bars, and a line says how many were made."""
+    from test_progress import run_in_terminal
+    text = run_in_terminal(["train", "--backend", "numpy", "--model", "reader", "--data", str(mnist_dir),
+                            "--limit-train", "300", "--limit-test", "100", "--epochs", "1"])
+    assert "photographing training digits" in text and re.search(r"\d+/100 \[", text), text[-2000:]
+    assert re.search(r"\d+ training digits photographed and prepared as predict reads a photo", text), text[-2000:]

@@ -10,8 +10,10 @@ Measured: docs/photos.md ("Trained on its own preparation").
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 import time
 
 import numpy as np
@@ -55,7 +57,7 @@ def _chunk(args) -> tuple[np.ndarray, np.ndarray]:
 
 
 def photo_digits(x: np.ndarray, y: np.ndarray, count: int, seed: int = 0, workers: int | None = None,
-                 log=None) -> tuple[np.ndarray, np.ndarray]:
+                 log=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``count`` of the training digits, each rendered as a phone photo and prepared as
     ``fastmnist predict`` prepares one.
 
@@ -74,6 +76,8 @@ def photo_digits(x: np.ndarray, y: np.ndarray, count: int, seed: int = 0, worker
         Processes to spread the work over (default: every core); 1 works in this process.
     log : callable, optional
         Called with one line saying how many photos were made and how long it took.
+    progress : bool
+        A bar on the terminal with the time left (minutes for the reader's 20000 photos).
 
     Returns
     -------
@@ -95,13 +99,23 @@ def photo_digits(x: np.ndarray, y: np.ndarray, count: int, seed: int = 0, worker
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if multiprocessing.current_process().daemon:  # a pool's worker (a sweep's) may not start processes
         workers = 1
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        # spawn, not fork: the parent may hold numba's or BLAS's threads, which a fork does not copy
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_chunk, jobs))
-    else:
-        parts = [_chunk(job) for job in jobs]
+    from ..trainer import _progress
+    bar = _progress(count, "photographing training digits", progress and sys.stderr.isatty(), unit="photo")
+    parts = []
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            # spawn, not fork: the parent may hold numba's or BLAS's threads, which a fork does not copy
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            done = pool.map(_chunk, jobs)
+        else:
+            done = map(_chunk, jobs)
+        for job, part in zip(jobs, done):  # in order, as each chunk is finished
+            parts.append(part)
+            if bar is not None:
+                bar.update(len(job[0]))
+    if bar is not None:
+        bar.close()
     inputs = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 28, 28), np.float32)
     kept = np.concatenate([p[1] for p in parts]) if parts else labels[:0]
     if log is not None:

@@ -139,7 +139,7 @@ def training_data(name: str, x, y, log=None, progress: bool = False):
     predict`` prepares a photo (:func:`fastmnist.photos.training.photo_digits`, seed 0: the same
     photos for every seed of the model), appended. ``log`` gets one line on the photos made;
     ``progress`` draws a bar on the terminal while they are made.
-    The one path from a recipe to its data: the CLI, reproduce and the reader train on it."""
+    The one path from a recipe to its data: the CLI, reproduce, sweep and the reader train on it."""
     r = recipe(name)
     if not r.photo_digits:
         return x, y

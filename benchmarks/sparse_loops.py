@@ -98,7 +98,8 @@ def main():
         start, fill, rows = np.empty(d + 1, np.int64), np.empty(d, np.int64), np.empty(d, np.int64)
         slot_of = np.zeros(d, np.int64)
         csc_r, csc_v = np.empty(batch * d, np.int32), np.empty(batch * d, np.float32)
-        now = median_us(S._by_feature, idx, val, cnt, start, fill, csc_r, csc_v)
+        runs = np.empty((batch, 2), np.int64)
+        now = median_us(S._by_feature, idx, val, cnt, start, fill, csc_r, csc_v, runs)
         before = median_us(by_feature_before, idx, val, cnt, slot_of, rows, start, fill, csc_r, csc_v)
         print(f"{model} batch {batch}: regrouping by feature {now:.1f} us (counting sort) against {before:.1f} us "
               f"(slot map), {before / now:.2f}x")

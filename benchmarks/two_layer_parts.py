@@ -42,6 +42,7 @@ def main():
     out, g = np.empty((nb, m), np.float32), rng.normal(0, 0.01, (nb, m)).astype(np.float32)
     start, fill = np.empty(d + 1, np.int64), np.empty(d, np.int64)
     csc_r, csc_v = np.empty(nb * d, np.int32), np.empty(nb * d, np.float32)
+    runs = np.empty((nb, 2), np.int64)
     row, hyper, unused = np.empty(m, np.float32), np.zeros(6, np.float32), np.empty((1, 1), np.float32)
     lo = [0]
 
@@ -52,7 +53,7 @@ def main():
     parts = {
         "finding the non-zeros": next_rows,
         "sparse forward product (784 -> 50)": lambda: S._sparse_forward(idx, val, cnt, w, b, out),
-        "regrouping by feature": lambda: S._by_feature(idx, val, cnt, start, fill, csc_r, csc_v),
+        "regrouping by feature": lambda: S._by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, 0, d),
         "gradient rows into the weights (SGD)": lambda: S._grad_update_rows(
             0, d, OPT_SGD, start, csc_r, csc_v, g, w, unused, unused, np.float32(0), np.float32(0),
             np.float32(1), hyper, row),

@@ -187,6 +187,18 @@ STEP_SPARSE_MIN_OUTPUTS = 32
 #: with passive waiting): two-layer's batch of 100 ran 0.29 s an epoch parallel, 0.23 s not.
 STEP_PARALLEL_BATCH = 128
 
+#: numba's compiled steps: batches of at least STEP_SPLIT_BATCH rows are split over STEP_SPLIT_PARTS
+#: threads for a whole chunk of steps (one parallel region, the parts meeting at spin barriers:
+#: numba_sync.py) where Numba has that many threads and a threading layer that runs them at once;
+#: the per-phase regions of STEP_PARALLEL_BATCH serve only where it has not. 1 turns the split off.
+#: Measured on a 2-core Zen 3, epochs alternated in one process (docs/benchmarks.md): two-layer
+#: (b100) 0.19 s split against 0.27 s not, relu-mlp (b200) 0.53 against 0.95 s (its phases on the
+#: threads). small-mlp (b10) gained on a quiet VM (0.25 against 0.30 s) and lost when the other
+#: core was taken now and then (0.58 against 0.41 s): its steps are a few microseconds between
+#: barriers, and a part whose core is taken stalls the other. So it is not split.
+STEP_SPLIT_PARTS = 2
+STEP_SPLIT_BATCH = 64
+
 #: fastmnist sweep: seconds to wait for a Dask scheduler given with --scheduler before saying it
 #: did not answer.
 SWEEP_CONNECT_TIMEOUT_S = 5

@@ -69,10 +69,21 @@ OPTIMIZERS = [("sgd", 0.1), ("momentum", 0.05), ("adagrad", 0.05), ("adam", 0.01
 
 # numba's ways through a dense layer: row loops over the non-zeros (small batches, or sparse inputs
 # to wide layers: min_outputs 16 lets both MLPs' first layers take them), BLAS (density 0), each
-# serial or on the threads (parallel from 32 rows)
-PATHS = {"b1": (1, 0.5, 16, 32), "b5": (5, 0.5, 16, 32), "b40-sparse-parallel": (40, 0.5, 16, 32),
-         "b40-sparse-serial": (40, 0.5, 16, 10**9), "b40-blas-parallel": (40, 0.0, 16, 32),
-         "b40-blas-serial": (40, 0.5, 10**9, 10**9)}
+# serial, on the threads a phase at a time (parallel from 32 rows), or each step split over the
+# threads for the whole chunk (split from the last number of rows; where numba has 2 threads)
+OFF = 10**9
+PATHS = {"b1": (1, 0.5, 16, 32, OFF), "b5": (5, 0.5, 16, 32, OFF), "b5-split": (5, 0.5, 16, OFF, 1),
+         "b40-sparse-parallel": (40, 0.5, 16, 32, OFF), "b40-sparse-serial": (40, 0.5, 16, OFF, OFF),
+         "b40-sparse-split": (40, 0.5, 16, OFF, 32), "b40-blas-parallel": (40, 0.0, 16, 32, OFF),
+         "b40-blas-serial": (40, 0.5, OFF, OFF, OFF), "b40-blas-split": (40, 0.0, 16, OFF, 32)}
+
+
+def set_paths(monkeypatch, density, min_outputs, parallel, split):
+    monkeypatch.setattr(config, "STEP_SMALL_BATCH", 16)
+    monkeypatch.setattr(config, "STEP_SPARSE_DENSITY", density)
+    monkeypatch.setattr(config, "STEP_SPARSE_MIN_OUTPUTS", min_outputs)
+    monkeypatch.setattr(config, "STEP_PARALLEL_BATCH", parallel)
+    monkeypatch.setattr(config, "STEP_SPLIT_BATCH", split)
 
 
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
@@ -81,11 +92,8 @@ PATHS = {"b1": (1, 0.5, 16, 32), "b5": (5, 0.5, 16, 32), "b40-sparse-parallel": 
 def test_every_backend_matches_the_reference_in_float64(backend, path, optimizer, monkeypatch):
     """Both losses, dropout, every optimizer; float64 weights within 1e-10 of numpy's per-layer path
     (measured 1e-15..6e-13 over these cases: only the order of the sums differs)."""
-    batch_size, density, min_outputs, parallel = PATHS[path]
-    monkeypatch.setattr(config, "STEP_SMALL_BATCH", 16)
-    monkeypatch.setattr(config, "STEP_SPARSE_DENSITY", density)
-    monkeypatch.setattr(config, "STEP_SPARSE_MIN_OUTPUTS", min_outputs)
-    monkeypatch.setattr(config, "STEP_PARALLEL_BATCH", parallel)
+    batch_size, *paths = PATHS[path]
+    set_paths(monkeypatch, *paths)
     for name, dropout in (("small-mlp", None), ("relu-mlp", 0.3)):
         got, hist = train(name, backend, batch_size=batch_size, optimizer=optimizer, dropout=dropout, n=60)
         ref, ref_hist = train(name, "numpy", fused=False, batch_size=batch_size, optimizer=optimizer, dropout=dropout,
@@ -94,6 +102,48 @@ def test_every_backend_matches_the_reference_in_float64(backend, path, optimizer
             err = np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
             assert err < 1e-10, (name, err)
         assert hist["accuracy"] == ref_hist["accuracy"]
+
+
+@pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("name, batch_size", [("small-mlp", 5), ("sigmoid-mlp", 3), ("relu-mlp", 13)])
+def test_numba_split_steps_are_the_one_thread_steps_bit_for_bit(name, batch_size, monkeypatch):
+    """Where every product runs on the row loops (small batches), a step split over the threads does
+    the same arithmetic per row and per weight as one thread: identical weights and history. Odd
+    batches leave the parts unequal; several epochs and dropout give a race many chances to show."""
+    numba = pytest.importorskip("numba")
+    if numba.get_num_threads() < 2:
+        pytest.skip(f"numba has {numba.get_num_threads()} thread here: nothing to split over")
+    from fastmnist.backends import numba_backend
+    runs = []
+    for split in (OFF, 1):
+        set_paths(monkeypatch, 0.5, 16, OFF, split)
+        assert numba_backend._step_parts(batch_size) == (1 if split == OFF else 2)
+        model, hist = train(name, "numba", "float32", epochs=3, batch_size=batch_size,
+                            dropout=0.5 if name == "relu-mlp" else None)
+        runs.append((weights(model), hist))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][1]["loss"] == runs[1][1]["loss"] and runs[0][1]["accuracy"] == runs[1][1]["accuracy"]
+
+
+@pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
+def test_numba_splits_steps_only_where_every_part_gets_its_own_thread(monkeypatch):
+    """A part without its own thread would wait at its first barrier forever: no split with a
+    threading layer that may run two iterations on one thread, or where OpenMP may give fewer."""
+    numba = pytest.importorskip("numba")
+    from fastmnist.backends import numba_backend
+    monkeypatch.setattr(config, "STEP_SPLIT_BATCH", 64)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(numba_backend, "_started_threading_layer", lambda: "omp")
+    assert numba_backend._step_parts(64) == 2 and numba_backend._step_parts(63) == 1
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    assert numba_backend._step_parts(100) == 1
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setenv("OMP_DYNAMIC", "true")
+    assert numba_backend._step_parts(100) == 1
+    monkeypatch.delenv("OMP_DYNAMIC")
+    monkeypatch.setattr(numba_backend, "_started_threading_layer", lambda: "tbb")
+    assert numba_backend._step_parts(100) == 1
 
 
 @pytest.mark.parametrize("backend", STEP_BACKENDS)

@@ -823,8 +823,29 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
         _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
         np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
         np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH, config.STEP_SPARSE_DENSITY,
-        config.STEP_SPARSE_MIN_OUTPUTS, config.STEP_PARALLEL_BATCH)
+        config.STEP_SPARSE_MIN_OUTPUTS, config.STEP_PARALLEL_BATCH, _step_parts(batch_size))
     return float(loss_sum), int(correct), int(done), (float(bad_loss) if bad else None)
+
+
+def _step_parts(batch_size):
+    """How many threads share each compiled step (config.STEP_SPLIT_PARTS): every part must run at
+    once, or its first barrier waits forever, so only with that many threads and a threading
+    layer that gives each iteration of a parallel loop its own thread (OpenMP, workqueue; TBB may
+    run two on one thread), and not where OpenMP may hand out fewer threads than asked (OMP_DYNAMIC)."""
+    parts = config.STEP_SPLIT_PARTS
+    if parts < 2 or batch_size < config.STEP_SPLIT_BATCH or numba.get_num_threads() < parts:
+        return 1
+    if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("true", "1", "yes", "on"):
+        return 1
+    return parts if _started_threading_layer() in ("omp", "workqueue") else 1
+
+
+def _started_threading_layer():
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel region has run yet: run one, so that the layer is chosen
+        K.warm_threads()
+        return numba.threading_layer()
 
 
 def _flat_check(arrays):

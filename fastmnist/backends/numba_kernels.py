@@ -927,4 +927,11 @@ def _adam_kernel(p, g, m, v, b1, c1, b2, c2, step, sqrt_bc2, eps):
         p[i] -= step * m[i] / (math.sqrt(v[i]) / sqrt_bc2 + eps)
 
 
+@njit(**_pjit)
+def warm_threads():
+    """An empty parallel region: starts Numba's threads, which fixes its threading layer."""
+    for _ in prange(1):
+        pass
+
+
 lock_caches(globals())  # several processes compiling into one cache at once: numba_cache.py

@@ -29,6 +29,8 @@ from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_A
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
 from .numba_kernels import _softmax_ce_row, sigmoid_value
+from .numba_sync import __file__ as _sync_file
+from .numba_sync import barrier
 from .numba_tiles import HAS_PACK, VECTOR_BYTES, nonzeros, sparse_rows, sparse_rows_scaled, sparse_width
 from .numba_tiles import __file__ as _tiles_file
 
@@ -94,8 +96,8 @@ def _dropout_row(a, y, mask, p, scale, seed, r):
 
 
 @njit(**_jit)
-def _dropout_forward(a, y, mask, p, scale, seed):
-    for r in range(a.shape[0]):
+def _dropout_rows(a, y, mask, p, scale, seed, r0, r1):
+    for r in range(r0, r1):
         _dropout_row(a, y, mask, p, scale, seed, r)
 
 
@@ -206,25 +208,33 @@ def _sgd_one_sample(idx, val, cnt, g, w, lr):
 
 
 @njit(**_jit)
-def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v):
-    """a's non-zeros regrouped by input feature (the rows of a.T @ g they write): feature f has
-    samples csc_r[start[f]:start[f + 1]] in ascending order, with values csc_v. A counting sort
-    over the D features (an earlier version kept them in first-seen order through a slot map:
-    1.5x slower, benchmarks/sparse_loops.py)."""
-    d = fill.shape[0]
+def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, f0=0, f1=-1):
+    """a's non-zeros in features f0 <= f < f1 (f1 = -1: every feature) regrouped by feature (the
+    rows of a.T @ g they write): feature f has samples csc_r[start[f - f0]:start[f - f0 + 1]] in
+    ascending order, with values csc_v. A counting sort (an earlier version kept first-seen order
+    through a slot map: 1.5x slower, benchmarks/sparse_loops.py). A row's non-zeros are in
+    ascending feature order, so those of a range of features are one run of them: row r's is
+    idx[r, runs[r, 0]:runs[r, 1]]."""
+    if f1 < 0:
+        f1 = fill.shape[0]
+    d = f1 - f0
     for f in range(d + 1):
         start[f] = 0
     for r in range(cnt.shape[0]):
         ir = idx[r]
-        for k in range(cnt[r]):
-            start[ir[k] + 1] += 1
+        k0, k1 = 0, cnt[r]
+        if f0 > 0 or f1 < fill.shape[0]:
+            k0, k1 = np.searchsorted(ir[:k1], f0), np.searchsorted(ir[:k1], f1)
+        runs[r, 0], runs[r, 1] = k0, k1
+        for k in range(k0, k1):
+            start[ir[k] - f0 + 1] += 1
     for f in range(d):
         start[f + 1] += start[f]
         fill[f] = start[f]
     for r in range(cnt.shape[0]):
         ir, vr = idx[r], val[r]
-        for k in range(cnt[r]):
-            f = ir[k]
+        for k in range(runs[r, 0], runs[r, 1]):
+            f = ir[k] - f0
             at = fill[f]
             csc_r[at] = r
             csc_v[at] = vr[k]
@@ -232,15 +242,16 @@ def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v):
 
 
 @njit(**_jit)
-def _grad_update_rows(f0, f1, kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row):
-    """For features f0 <= f < f1: row (M,) = row f of a.T @ g (the samples that feature feeds),
+def _grad_update_rows(f0, f1, kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row, base=0):
+    """For features f0 <= f < f1: row (M,) = row f of a.T @ g (the samples that feature feeds:
+    csc_r[start[f - base]:start[f - base + 1]], as _by_feature from feature ``base`` left them),
     then the optimizer's update of w[f] from it while it is in cache (the whole (D, M) gradient
     was written, read and zeroed again every step). Under plain SGD the row stays in registers
     and goes into w[f] at once (no row buffer, no update pass). A feature no sample feeds has a
     zero gradient: plain SGD skips it, momentum, AdaGrad and Adam still move it."""
     gflat, wflat, m = g.reshape(-1), w.reshape(-1), g.shape[1]
     for f in range(f0, f1):
-        lo, hi = start[f], start[f + 1]
+        lo, hi = start[f - base], start[f - base + 1]
         if kind == OPT_SGD:  # w[f] -= lr * (its row of a.T @ g), the row in registers
             if hi > lo:
                 _sparse_times_dense(csc_r, csc_v, lo, hi, gflat, m, wflat, f * m, -lr)
@@ -272,9 +283,13 @@ def _update_par(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
 @njit(**_jit)
 def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases,
                              w_s1, w_s2, b_s1, b_s2, xs, targets, labels, perm, first, batch, lrs, step_size,
-                             sqrt_bc2, seeds, small_batch, sparse_density, sparse_min_outputs, parallel_batch):
-    """Steps ``first .. first + len(lrs) - 1``; returns (loss_sum, correct, done, bad_loss, bad)."""
-    n = xs.shape[0]
+                             sqrt_bc2, seeds, small_batch, sparse_density, sparse_min_outputs, parallel_batch,
+                             parts):
+    """Steps ``first .. first + len(lrs) - 1``; returns (loss_sum, correct, done, bad_loss, bad).
+
+    ``parts`` > 1: every step is split over that many threads (see ``_steps_part``), which the
+    caller guarantees run at once; 1: one thread, with parallel regions inside the steps from
+    ``parallel_batch`` rows."""
     n_ops = ops.shape[0]
     dt = xs.dtype
     acts = [np.empty((batch, widths[0]), dt)]  # acts[k]: the input of op k (acts[n_ops]: the output)
@@ -284,8 +299,7 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
     idxs = [np.empty((1, 1), np.int32) for _ in range(0)]
     vals = [np.empty((1, 1), dt) for _ in range(0)]
     cnts = [np.empty(1, np.int64) for _ in range(0)]
-    grad_rows = [np.empty(1, dt) for _ in range(0)]
-    fills = [np.empty(1, np.int64) for _ in range(0)]
+    grad_rows = [np.empty((1, 1), dt) for _ in range(0)]
     for k in range(n_ops):
         dense, d, m = ops[k] == OP_DENSE, widths[k], widths[k + 1]
         acts.append(np.empty((batch, m), dt))
@@ -295,74 +309,118 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
         idxs.append(np.empty((batch, d + _ROW_SLACK) if dense else (1, 1), np.int32))
         vals.append(np.empty((batch, d + _ROW_SLACK) if dense else (1, 1), dt))
         cnts.append(np.empty(batch if dense else 1, np.int64))
-        grad_rows.append(np.empty(m if dense else 1, dt))  # one row of the weight gradient
-        fills.append(np.empty(d if dense else 1, np.int64))  # the counting sort's cursor per feature
+        grad_rows.append(np.empty((parts, m) if dense else (1, 1), dt))  # a weight-gradient row per part
+    # per part: a dense layer's non-zero inputs in its features, grouped by feature (the layers'
+    # updates take turns with them), and the counting sort's cursor per feature
+    wide = widths.max()
+    start, fill = np.empty((parts, wide + 1), np.int64), np.empty((parts, wide), np.int64)
+    csc_r, csc_v = np.empty((parts, batch * wide), np.int32), np.empty((parts, batch * wide), dt)
+    runs = np.empty((parts, batch, 2), np.int64)  # each row's run of non-zeros in the part's features
+    # shared by the parts besides the layers' buffers: numba_sync.barrier's counter; per layer, each
+    # part's count of its non-zero inputs; each sample's loss (summed in order once all parts are
+    # done: the same sum as on one thread); per part: its share of a layer's bias gradient (its
+    # columns), and loss sum, correct predictions, steps done, the non-finite loss, whether one
+    sync, nonzero, row_loss = np.zeros(16, np.int64), np.empty((n_ops, parts), np.int64), np.empty(batch)
+    gbias, res = np.empty((parts, wide), dt), np.zeros((parts, 5))
+    args = (ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases, w_s1, w_s2, b_s1, b_s2,
+            xs, targets, labels, perm, first, batch, lrs, step_size, sqrt_bc2, seeds, small_batch,
+            sparse_density, sparse_min_outputs, parallel_batch, acts, grads, masks, idxs, vals, cnts,
+            grad_rows, start, fill, csc_r, csc_v, runs, sync, nonzero, row_loss, gbias, res)
+    if parts > 1:
+        _steps_split(parts, args)
+    else:
+        _steps_part(0, 1, args)
+    return res[0, 0], int(res[:, 1].sum()), int(res[0, 2]), res[0, 3], res[0, 4] != 0
+
+
+@njit(**_pjit)
+def _steps_split(parts, args):
+    """One parallel region for the whole chunk: part t of every step on thread t (numba_sync.py:
+    a region per phase would wake the sleeping threads each time)."""
+    for t in prange(parts):
+        _steps_part(t, parts, args)
+
+
+@njit(**_jit)
+def _steps_part(t, parts, args):
+    """Part t of ``parts`` of every step of the chunk. The forward pass, the loss and every input
+    gradient run over the part's share of the batch's rows; then, once all parts have them (a
+    barrier), each dense layer's update over the part's share of its weight rows (input features)
+    and bias columns, which only that part writes; then a barrier before the next step reads the
+    weights. The same arithmetic per row and per weight as on one thread: only who does it changes."""
+    (ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases, w_s1, w_s2, b_s1, b_s2,
+     xs, targets, labels, perm, first, batch, lrs, step_size, sqrt_bc2, seeds, small_batch,
+     sparse_density, sparse_min_outputs, parallel_batch, acts, grads, masks, idxs, vals, cnts,
+     grad_rows, start, fill, csc_r, csc_v, runs, sync, nonzero, row_loss, gbias, res) = args
+    n = xs.shape[0]
+    n_ops = ops.shape[0]
+    dt = xs.dtype
     sparse = np.zeros(n_ops, np.bool_)
-    # a dense layer's non-zero inputs grouped by feature (shared by the layers, one after another)
-    start = np.empty(widths.max() + 1, np.int64)
-    csc_r, csc_v = np.empty(batch * widths.max(), np.int32), np.empty(batch * widths.max(), dt)
-    gbias = np.empty(widths.max(), dt)
     cast = np.empty(1, dt)  # rounds a float64 to the dtype
     identity = np.arange(batch)  # a hidden layer's input is already the batch, row by row
+    passed = 0  # barriers crossed
     loss_sum, correct = 0.0, 0
     for k in range(lrs.shape[0]):
         lo = (first + k) * batch
         hi = min(n, lo + batch)
         nb = hi - lo
-        par = nb >= parallel_batch
+        r0, r1 = t * nb // parts, (t + 1) * nb // parts  # this part's rows
+        par = parts == 1 and nb >= parallel_batch
         lr, ss, bc2 = lrs[k], step_size[k], sqrt_bc2[k]
-        x0 = acts[0][:nb]
+        x0 = acts[0]
         if ops[0] != OP_DENSE:  # a first dense layer reads its non-zeros in place; gathered if BLAS needs it
-            for r in range(nb):
+            for r in range(r0, r1):
                 x0[r] = xs[perm[lo + r]]
-        # ---- forward
+        # ---- forward, rows r0 .. r1 - 1
         for j in range(n_ops):
-            a, y = acts[j][:nb], acts[j + 1][:nb]
+            a, y = acts[j], acts[j + 1]
             kind = ops[j]
             if kind == OP_DENSE:
                 w, b = weights[slot[j]], biases[slot[j]]
+                idx, val, cnt = idxs[j][r0:r1], vals[j][r0:r1], cnts[j][r0:r1]
                 # Loops over the non-zeros for small batches, or for sparse inputs feeding many outputs
                 # (a 50-wide layer ran about as fast either way: docs/benchmarks.md, "Sparse rows").
                 if nb <= small_batch or w.shape[1] >= sparse_min_outputs:
                     if j == 0:
-                        nonzero = _nonzeros_gathered(xs, perm, lo, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], par)
+                        nonzero[j, t] = _nonzeros_gathered(xs, perm, lo + r0, idx, val, cnt, par)
                     else:
-                        nonzero = _nonzeros_gathered(a, identity, 0, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], par)
-                    sparse[j] = nb <= small_batch or nonzero <= sparse_density * nb * a.shape[1]
+                        nonzero[j, t] = _nonzeros_gathered(a, identity, r0, idx, val, cnt, par)
+                    passed += 1
+                    barrier(sync, parts, passed)
+                    sparse[j] = nb <= small_batch or nonzero[j].sum() <= sparse_density * nb * a.shape[1]
                 else:
                     sparse[j] = False
                 if j == 0 and not sparse[j]:
-                    for r in range(nb):
+                    for r in range(r0, r1):
                         x0[r] = xs[perm[lo + r]]
                 if sparse[j] and par:
-                    _sparse_forward_par(idxs[j][:nb], vals[j][:nb], cnts[j][:nb], w, b, y)
+                    _sparse_forward_par(idx, val, cnt, w, b, y[r0:r1])
                 elif sparse[j]:
-                    _sparse_forward(idxs[j][:nb], vals[j][:nb], cnts[j][:nb], w, b, y)
-                else:
-                    y[:] = np.dot(a, w)
-                    for r in range(nb):
+                    _sparse_forward(idx, val, cnt, w, b, y[r0:r1])
+                elif r1 > r0:
+                    y[r0:r1] = np.dot(a[r0:r1], w)
+                    for r in range(r0, r1):
                         for c in range(y.shape[1]):
                             y[r, c] += b[c]
             elif kind == OP_SIGMOID:
-                for r in range(nb):
+                for r in range(r0, r1):
                     for c in range(y.shape[1]):
                         y[r, c] = sigmoid_value(a[r, c])
             elif kind == OP_RELU:
-                for r in range(nb):
+                for r in range(r0, r1):
                     for c in range(y.shape[1]):
                         v = a[r, c]
                         y[r, c] = v if v > 0 else 0
             else:
                 p = drop_p[j]
                 if par:
-                    _dropout_forward_par(a, y, masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
+                    _dropout_forward_par(a[:nb], y[:nb], masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
                 else:
-                    _dropout_forward(a, y, masks[j][:nb], p, 1.0 / (1.0 - p), seeds[k, slot[j]])
+                    _dropout_rows(a, y, masks[j], p, 1.0 / (1.0 - p), seeds[k, slot[j]], r0, r1)
         # ---- loss, its gradient, accuracy
-        out, d = acts[n_ops][:nb], grads[n_ops][:nb]
+        out, d = acts[n_ops], grads[n_ops]
         m = out.shape[1]
-        s = 0.0
-        for r in range(nb):
+        for r in range(r0, r1):
             row = perm[lo + r]
             best = 0
             for c in range(1, m):
@@ -370,74 +428,102 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                     best = c
             correct += best == labels[row]
             if loss_kind == LOSS_MSE:
+                s = 0.0
                 for c in range(m):
                     diff = out[r, c] - targets[row, c]
                     s += diff * diff
                     d[r, c] = diff * (1.0 / nb)
+                row_loss[r] = s
             else:
-                s += _softmax_ce_row(out, d, r, labels[row], nb)
-        cast[0] = 0.5 * s / nb if loss_kind == LOSS_MSE else s / nb
-        loss = np.float64(cast[0])
-        loss_sum += loss * nb
-        # ---- backward, each dense layer updated as soon as its input gradient is made
-        for j in range(n_ops - 1, -1, -1):
-            a, y, g, dx = acts[j][:nb], acts[j + 1][:nb], grads[j + 1][:nb], grads[j][:nb]
+                row_loss[r] = _softmax_ce_row(out, d, r, labels[row], nb)
+        # ---- backward: every input gradient, with the weights before this step's updates
+        for j in range(n_ops - 1, 0, -1):
+            y, g, dx = acts[j + 1], grads[j + 1], grads[j]
             kind = ops[j]
             if kind == OP_DENSE:
-                i = slot[j]
-                w, b = weights[i], biases[i]
-                if j > 0:
-                    if nb <= small_batch:
-                        _input_grad_rows(g, w, dx)
-                    else:
-                        dx[:] = np.dot(g, w.T)
-                gb = gbias[:b.size]
-                gb[:] = 0
-                for r in range(nb):
-                    for c in range(b.size):
-                        gb[c] += g[r, c]
-                _weight_update(opt_kind, sparse[j], par, a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w,
-                               grad_rows[j], start, fills[j], csc_r, csc_v, w_s1[i], w_s2[i], lr, ss, bc2, hyper)
-                _update(opt_kind, b, gb, b_s1[i], b_s2[i], lr, ss, bc2, hyper)
+                w = weights[slot[j]]
+                if nb <= small_batch:
+                    _input_grad_rows(g[r0:r1], w, dx[r0:r1])
+                elif r1 > r0:
+                    dx[r0:r1] = np.dot(g[r0:r1], w.T)
             elif kind == OP_SIGMOID:
-                for r in range(nb):
+                for r in range(r0, r1):
                     for c in range(y.shape[1]):
                         dx[r, c] = g[r, c] * y[r, c] * (1 - y[r, c])
             elif kind == OP_RELU:
-                for r in range(nb):
+                for r in range(r0, r1):
                     for c in range(y.shape[1]):
                         dx[r, c] = g[r, c] if y[r, c] > 0 else 0
             else:
-                mk = masks[j][:nb]
-                for r in range(nb):
+                mk = masks[j]
+                for r in range(r0, r1):
                     for c in range(y.shape[1]):
                         dx[r, c] = g[r, c] * mk[r, c]
+        passed += 1
+        barrier(sync, parts, passed)
+        s = 0.0
+        for r in range(nb):
+            s += row_loss[r]
+        cast[0] = 0.5 * s / nb if loss_kind == LOSS_MSE else s / nb
+        loss = np.float64(cast[0])
+        loss_sum += loss * nb
+        # ---- updates: this part's weight rows and bias columns of every dense layer
+        for j in range(n_ops - 1, -1, -1):
+            if ops[j] != OP_DENSE:
+                continue
+            a, g = acts[j][:nb], grads[j + 1][:nb]
+            i = slot[j]
+            w, b = weights[i], biases[i]
+            c0, c1 = t * b.size // parts, (t + 1) * b.size // parts
+            gb = gbias[t][:c1 - c0]
+            gb[:] = 0
+            for r in range(nb):
+                for c in range(c0, c1):
+                    gb[c - c0] += g[r, c]
+            _update(opt_kind, b[c0:c1], gb, b_s1[i][c0:c1], b_s2[i][c0:c1], lr, ss, bc2, hyper)
+            f0, f1 = t * w.shape[0] // parts, (t + 1) * w.shape[0] // parts
+            _weight_update(opt_kind, sparse[j], par, a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w,
+                           grad_rows[j][t], start[t], fill[t], csc_r[t], csc_v[t], runs[t], w_s1[i], w_s2[i],
+                           lr, ss, bc2, hyper, f0, f1)
+        passed += 1
+        barrier(sync, parts, passed)
         if not math.isfinite(loss):
-            return loss_sum, correct, k + 1, loss, True
-    return loss_sum, correct, lrs.shape[0], 0.0, False
+            _part_results(res, t, loss_sum, correct, k + 1, loss, True)
+            return
+    _part_results(res, t, loss_sum, correct, lrs.shape[0], 0.0, False)
 
 
 @njit(**_jit)
-def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, row, start, fill, csc_r, csc_v,
-                   s1, s2, lr, ss, bc2, hyper):
-    """The weight gradient a.T @ g and the optimizer's update of w (D, M): BLAS, or row by row
-    from the non-zeros of a (``row`` holds one gradient row)."""
-    par = par and w.size >= _PARALLEL_MIN_UPDATE
+def _part_results(res, t, loss_sum, correct, done, bad_loss, bad):
+    res[t, 0], res[t, 1], res[t, 2], res[t, 3], res[t, 4] = loss_sum, correct, done, bad_loss, bad
+
+
+@njit(**_jit)
+def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, row, start, fill, csc_r, csc_v, runs,
+                   s1, s2, lr, ss, bc2, hyper, f0, f1):
+    """Rows f0 <= f < f1 of the weight gradient a.T @ g and the optimizer's update of those rows of
+    w (D, M): BLAS, or row by row from the non-zeros of a (``row`` holds one gradient row)."""
+    whole = f0 == 0 and f1 == w.shape[0]
+    par = par and whole and w.size >= _PARALLEL_MIN_UPDATE
+    m = w.shape[1]
     if not sparse:  # BLAS
-        gw_dense = np.dot(a.T, g)
+        gw = np.dot(a.T, g) if whole else np.dot(np.ascontiguousarray(a[:, f0:f1]).T, g)
+        wr, gr = w.reshape(-1)[f0 * m:f1 * m], gw.reshape(-1)
+        s1r, s2r = s1.reshape(-1)[f0 * m:f1 * m], s2.reshape(-1)[f0 * m:f1 * m]
         if par:
-            _update_par(opt_kind, w.ravel(), gw_dense.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+            _update_par(opt_kind, wr, gr, s1r, s2r, lr, ss, bc2, hyper)
         else:
-            _update(opt_kind, w.ravel(), gw_dense.ravel(), s1.ravel(), s2.ravel(), lr, ss, bc2, hyper)
+            _update(opt_kind, wr, gr, s1r, s2r, lr, ss, bc2, hyper)
         return
-    if opt_kind == OPT_SGD and a.shape[0] == 1:
+    if opt_kind == OPT_SGD and a.shape[0] == 1 and whole:
         _sgd_one_sample(idx, val, cnt, g, w, lr)
         return
-    _by_feature(idx, val, cnt, start, fill, csc_r, csc_v)
     if par:
+        _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs)
         _grad_update_rows_par(_FEATURE_PARTS, opt_kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper)
     else:
-        _grad_update_rows(0, w.shape[0], opt_kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row)
+        _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, f0, f1)
+        _grad_update_rows(f0, f1, opt_kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper, row, f0)
 
 
-lock_caches(globals(), depends=(_kernels_file, _tiles_file))  # one cache for several processes; numba_cache.py
+lock_caches(globals(), depends=(_kernels_file, _tiles_file, _sync_file))  # one cache for several processes; numba_cache.py

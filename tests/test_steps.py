@@ -106,10 +106,11 @@ def test_every_backend_matches_the_reference_in_float64(backend, path, optimizer
 
 @pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
 @pytest.mark.parametrize("name, batch_size", [("small-mlp", 5), ("sigmoid-mlp", 3), ("relu-mlp", 13)])
-def test_numba_split_steps_are_the_one_thread_steps_bit_for_bit(name, batch_size, monkeypatch):
-    """Where every product runs on the row loops (small batches), a step split over the threads does
-    the same arithmetic per row and per weight as one thread: identical weights and history. Odd
-    batches leave the parts unequal; several epochs and dropout give a race many chances to show."""
+def test_numba_split_steps_are_the_one_thread_steps(name, batch_size, monkeypatch):
+    """A step split over the threads does the arithmetic of one thread, but for the input layer's
+    product, summed from one part per share of the features: float64 weights within 1e-10 of an
+    unsplit run's, the same accuracy. Odd batches leave the parts unequal; several epochs and
+    dropout give a race many chances to show."""
     numba = pytest.importorskip("numba")
     if numba.get_num_threads() < 2:
         pytest.skip(f"numba has {numba.get_num_threads()} thread here: nothing to split over")
@@ -118,12 +119,13 @@ def test_numba_split_steps_are_the_one_thread_steps_bit_for_bit(name, batch_size
     for split in (OFF, 1):
         set_paths(monkeypatch, 0.5, 16, OFF, split)
         assert numba_backend._step_parts(batch_size) == (1 if split == OFF else 2)
-        model, hist = train(name, "numba", "float32", epochs=3, batch_size=batch_size,
+        model, hist = train(name, "numba", "float64", epochs=3, batch_size=batch_size,
                             dropout=0.5 if name == "relu-mlp" else None)
         runs.append((weights(model), hist))
     for a, b in zip(runs[0][0], runs[1][0]):
-        np.testing.assert_array_equal(a, b)
-    assert runs[0][1]["loss"] == runs[1][1]["loss"] and runs[0][1]["accuracy"] == runs[1][1]["accuracy"]
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-10
+    assert runs[0][1]["accuracy"] == runs[1][1]["accuracy"]
+    np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-10)
 
 
 @pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")

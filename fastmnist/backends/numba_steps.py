@@ -15,8 +15,11 @@ layer and step from its input:
   under plain SGD (where a zero gradient changes nothing) only the rows with a non-zero input move;
 * BLAS products otherwise.
 
-Batches of ``config.STEP_PARALLEL_BATCH`` rows or more spread the products, dropout and the
-optimizer over Numba's threads (BLAS stays on one thread inside ``training_context``).
+Batches of ``config.STEP_SPLIT_BATCH`` rows or more split every step of a chunk over two threads
+in one parallel region (``_steps_part``; the threads meet at numba_sync.barrier). Where that cannot
+run, batches of ``config.STEP_PARALLEL_BATCH`` rows or more spread the products, dropout and the
+optimizer over Numba's threads a phase at a time (BLAS stays on one thread inside
+``training_context``).
 
 Only imported where numba is installed.
 """
@@ -108,18 +111,18 @@ def _dropout_forward_par(a, y, mask, p, scale, seed):
 
 
 @njit(**_jit)
-def _nonzeros_row(a, idx, val):
-    """The non-zero entries of the row a: columns idx[:count], values val[:count]; returns count.
-    idx and val have _ROW_SLACK entries more than a. A vector at a time on AVX-512 and AVX2
+def _nonzeros_row(a, a0, n, idx, val):
+    """The non-zero entries of a[a0:a0 + n]: their positions from a0 in idx[:count], values in
+    val[:count]; returns count. idx and val have _ROW_SLACK entries more than n. A vector at a time on AVX-512 and AVX2
     (numba_tiles.nonzeros: by compresses, 11.5 against 46 us for a batch of 100 MNIST images on a
     Zen 4; by table-driven permutes on AVX2); else branch-free: every entry is written, the count
     moves on non-zeros only (measured 2.7x faster than skipping all-zero runs of 16 with a test,
     whose loop does not vectorise)."""
     if HAS_PACK:
-        return nonzeros(a, 0, a.size, idx, val)
+        return nonzeros(a, a0, n, idx, val)
     c = 0
-    for i in range(a.size):
-        v = a[i]
+    for i in range(n):
+        v = a[a0 + i]
         idx[c] = i
         val[c] = v
         c += v != 0
@@ -127,21 +130,22 @@ def _nonzeros_row(a, idx, val):
 
 
 @njit(**_jit)
-def _nonzeros_gathered(xs, perm, lo, idx, val, cnt, par):
-    """Row r of the batch, xs[perm[lo + r]] read in place (no gathered copy), as its non-zeros
-    idx[r, :cnt[r]], val[r, :cnt[r]]; returns their total. On the threads when ``par``."""
+def _nonzeros_gathered(xs, perm, lo, idx, val, cnt, par, a0, n):
+    """Columns a0 .. a0 + n - 1 of row r of the batch, xs[perm[lo + r]] read in place (no
+    gathered copy), as its non-zeros idx[r, :cnt[r]] (from a0), val[r, :cnt[r]]; returns their
+    total. On the threads when ``par``."""
     if par:
-        _nonzeros_par(xs, perm, lo, idx, val, cnt)
+        _nonzeros_par(xs, perm, lo, idx, val, cnt, a0, n)
     else:
         for r in range(cnt.shape[0]):
-            cnt[r] = _nonzeros_row(xs[perm[lo + r]], idx[r], val[r])
+            cnt[r] = _nonzeros_row(xs[perm[lo + r]], a0, n, idx[r], val[r])
     return cnt.sum()
 
 
 @njit(**_pjit)
-def _nonzeros_par(xs, perm, lo, idx, val, cnt):
+def _nonzeros_par(xs, perm, lo, idx, val, cnt, a0, n):
     for r in prange(cnt.shape[0]):
-        cnt[r] = _nonzeros_row(xs[perm[lo + r]], idx[r], val[r])
+        cnt[r] = _nonzeros_row(xs[perm[lo + r]], a0, n, idx[r], val[r])
 
 
 @njit(**_jit)
@@ -166,6 +170,18 @@ def _sparse_times_dense(ix, v, lo, hi, bflat, m, out, obase, scale=None):
             sparse_rows(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0))
         else:
             sparse_rows_scaled(ix, v, lo, hi, bflat, c0, m, out, obase + c0, min(block, m - c0), scale)
+
+
+@njit(**_jit)
+def _sparse_partial(idx, val, cnt, w, f0, out):
+    """out (nb, M) = a[:, f0:f0 + n] @ w[f0:f0 + n] from the rows' non-zeros in those columns
+    (positions from f0): one part's share of a product split by input features."""
+    m = w.shape[1]
+    wflat, oflat = w.reshape(-1)[f0 * m:], out.reshape(-1)
+    for r in range(out.shape[0]):
+        for j in range(m):
+            oflat[r * m + j] = 0
+        _sparse_times_dense(idx[r], val[r], 0, cnt[r], wflat, m, oflat, r * m)
 
 
 @njit(**_jit)
@@ -316,6 +332,12 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
     start, fill = np.empty((parts, wide + 1), np.int64), np.empty((parts, wide), np.int64)
     csc_r, csc_v = np.empty((parts, batch * wide), np.int32), np.empty((parts, batch * wide), dt)
     runs = np.empty((parts, batch, 2), np.int64)  # each row's run of non-zeros in the part's features
+    # split steps: each part's share (of the features) of the input rows' non-zeros and of the
+    # input layer's product
+    cols = (widths[0] // parts + 1 + _ROW_SLACK) if parts > 1 else 1
+    col_idx, col_val = np.empty((parts, batch, cols), np.int32), np.empty((parts, batch, cols), dt)
+    col_cnt = np.empty((parts, batch), np.int64)
+    partial = np.empty((parts, batch if parts > 1 else 1, widths[1]), dt)
     # shared by the parts besides the layers' buffers: numba_sync.barrier's counter; per layer, each
     # part's count of its non-zero inputs; each sample's loss (summed in order once all parts are
     # done: the same sum as on one thread); per part: its share of a layer's bias gradient (its
@@ -325,7 +347,8 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
     args = (ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases, w_s1, w_s2, b_s1, b_s2,
             xs, targets, labels, perm, first, batch, lrs, step_size, sqrt_bc2, seeds, small_batch,
             sparse_density, sparse_min_outputs, parallel_batch, acts, grads, masks, idxs, vals, cnts,
-            grad_rows, start, fill, csc_r, csc_v, runs, sync, nonzero, row_loss, gbias, res)
+            grad_rows, start, fill, csc_r, csc_v, runs, col_idx, col_val, col_cnt, partial, sync, nonzero, row_loss,
+            gbias, res)
     if parts > 1:
         _steps_split(parts, args)
     else:
@@ -343,19 +366,23 @@ def _steps_split(parts, args):
 
 @njit(**_jit)
 def _steps_part(t, parts, args):
-    """Part t of ``parts`` of every step of the chunk. The forward pass, the loss and every input
-    gradient run over the part's share of the batch's rows; then, once all parts have them (a
-    barrier), each dense layer's update over the part's share of its weight rows (input features)
-    and bias columns, which only that part writes; then a barrier before the next step reads the
-    weights. The same arithmetic per row and per weight as on one thread: only who does it changes."""
+    """Part t of ``parts`` of every step of the chunk. The input layer's non-zeros and product over
+    the part's share of the input features, for every row (its weight rows stay with this thread);
+    a barrier; the rest of the forward pass, the loss and every input gradient over the part's
+    share of the batch's rows; a barrier; each dense layer's update over the part's share of its
+    weight rows (input features) and bias columns, which only that part writes; a barrier before
+    the next step reads the weights. With ``parts`` 1, the whole step on this thread."""
     (ops, widths, slot, drop_p, loss_kind, opt_kind, hyper, weights, biases, w_s1, w_s2, b_s1, b_s2,
      xs, targets, labels, perm, first, batch, lrs, step_size, sqrt_bc2, seeds, small_batch,
      sparse_density, sparse_min_outputs, parallel_batch, acts, grads, masks, idxs, vals, cnts,
-     grad_rows, start, fill, csc_r, csc_v, runs, sync, nonzero, row_loss, gbias, res) = args
+     grad_rows, start, fill, csc_r, csc_v, runs, col_idx, col_val, col_cnt, partial, sync, nonzero, row_loss,
+            gbias, res) = args
     n = xs.shape[0]
     n_ops = ops.shape[0]
     dt = xs.dtype
     sparse = np.zeros(n_ops, np.bool_)
+    guess = True  # whether the input layer's product runs on the row loops (it did the last step)
+    d_in = widths[0]
     cast = np.empty(1, dt)  # rounds a float64 to the dtype
     identity = np.arange(batch)  # a hidden layer's input is already the batch, row by row
     passed = 0  # barriers crossed
@@ -380,11 +407,38 @@ def _steps_part(t, parts, args):
                 idx, val, cnt = idxs[j][r0:r1], vals[j][r0:r1], cnts[j][r0:r1]
                 # Loops over the non-zeros for small batches, or for sparse inputs feeding many outputs
                 # (a 50-wide layer ran about as fast either way: docs/benchmarks.md, "Sparse rows").
-                if nb <= small_batch or w.shape[1] >= sparse_min_outputs:
+                loops = nb <= small_batch or w.shape[1] >= sparse_min_outputs
+                if loops and j == 0 and parts > 1:
+                    # The input layer split by features instead: this part's share of every row's
+                    # non-zeros and of the product, so that each weight row is read and written by
+                    # one thread only (a row split read all of w on both cores, and the weight rows
+                    # one had updated went to the other's cache every step).
+                    f0, f1 = t * d_in // parts, (t + 1) * d_in // parts
+                    ci, cv, cc, pt = col_idx[t][:nb], col_val[t][:nb], col_cnt[t][:nb], partial[t][:nb]
+                    nonzero[j, t] = _nonzeros_gathered(xs, perm, lo, ci, cv, cc, False, f0, f1 - f0)
+                    if guess:  # the product before the choice, as the last step chose it: a barrier less
+                        _sparse_partial(ci, cv, cc, w, f0, pt)
+                    passed += 1
+                    barrier(sync, parts, passed)
+                    sparse[j] = nb <= small_batch or nonzero[j].sum() <= sparse_density * nb * d_in
+                    if sparse[j] and not guess:
+                        _sparse_partial(ci, cv, cc, w, f0, pt)
+                        passed += 1
+                        barrier(sync, parts, passed)
+                    guess = sparse[j]
+                    if sparse[j]:
+                        for r in range(r0, r1):
+                            for c in range(y.shape[1]):
+                                v = b[c]
+                                for q in range(parts):
+                                    v += partial[q, r, c]
+                                y[r, c] = v
+                        continue
+                elif loops:
                     if j == 0:
-                        nonzero[j, t] = _nonzeros_gathered(xs, perm, lo + r0, idx, val, cnt, par)
+                        nonzero[j, t] = _nonzeros_gathered(xs, perm, lo + r0, idx, val, cnt, par, 0, d_in)
                     else:
-                        nonzero[j, t] = _nonzeros_gathered(a, identity, r0, idx, val, cnt, par)
+                        nonzero[j, t] = _nonzeros_gathered(a, identity, r0, idx, val, cnt, par, 0, a.shape[1])
                     passed += 1
                     barrier(sync, parts, passed)
                     sparse[j] = nb <= small_batch or nonzero[j].sum() <= sparse_density * nb * a.shape[1]
@@ -482,6 +536,13 @@ def _steps_part(t, parts, args):
                     gb[c - c0] += g[r, c]
             _update(opt_kind, b[c0:c1], gb, b_s1[i][c0:c1], b_s2[i][c0:c1], lr, ss, bc2, hyper)
             f0, f1 = t * w.shape[0] // parts, (t + 1) * w.shape[0] // parts
+            if j == 0 and parts > 1 and sparse[j]:  # the input layer's non-zeros by feature, this part's
+                cc = col_cnt[t][:nb]
+                _by_feature(col_idx[t][:nb], col_val[t][:nb], cc, start[t], fill[t][:f1 - f0], csc_r[t], csc_v[t],
+                            runs[t], 0, f1 - f0)
+                _grad_update_rows(f0, f1, opt_kind, start[t], csc_r[t], csc_v[t], g, w, w_s1[i], w_s2[i],
+                                  lr, ss, bc2, hyper, grad_rows[j][t], f0)
+                continue
             _weight_update(opt_kind, sparse[j], par, a, idxs[j][:nb], vals[j][:nb], cnts[j][:nb], g, w,
                            grad_rows[j][t], start[t], fill[t], csc_r[t], csc_v[t], runs[t], w_s1[i], w_s2[i],
                            lr, ss, bc2, hyper, f0, f1)

@@ -148,6 +148,29 @@ def test_numba_splits_steps_only_where_every_part_gets_its_own_thread(monkeypatc
     assert numba_backend._step_parts(100) == 1
 
 
+@pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
+def test_numba_sees_whether_a_prange_runs_its_parts_at_once():
+    """OMP_THREAD_LIMIT=1 runs a prange's two iterations one after the other on one thread: a split
+    step would wait forever at its first barrier. The probe says so (and returns) instead."""
+    import os
+    import subprocess
+    import sys
+    numba = pytest.importorskip("numba")
+    if numba.get_num_threads() < 2:
+        pytest.skip(f"numba has {numba.get_num_threads()} thread here: nothing to split over")
+    code = ("import fastmnist.backends.numba_backend\n"
+            "from fastmnist.backends.numba_sync import parts_run_together\nprint(parts_run_together(2))")
+    answers = []
+    for limit in ("1", None):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_THREAD_LIMIT"}
+        if limit:
+            env["OMP_THREAD_LIMIT"] = limit
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        answers.append(out.stdout.split()[-1])
+    assert answers == ["False", "True"]
+
+
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
 def test_float32_training_matches_the_layer_path(backend):
     got, hist = train("relu-mlp", backend, "float32", dropout=0.5)

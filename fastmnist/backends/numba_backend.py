@@ -837,7 +837,16 @@ def _step_parts(batch_size):
         return 1
     if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("true", "1", "yes", "on"):
         return 1
-    return parts if _started_threading_layer() in ("omp", "workqueue") else 1
+    if _started_threading_layer() not in ("omp", "workqueue"):
+        return 1
+    key = (parts, numba.get_num_threads())
+    if key not in _TOGETHER:  # once a process and thread count: e.g. OMP_THREAD_LIMIT=1 runs them in turn
+        from .numba_sync import parts_run_together
+        _TOGETHER[key] = parts_run_together(parts)
+    return parts if _TOGETHER[key] else 1
+
+
+_TOGETHER = {}  # (parts, Numba's thread count) -> whether a prange's parts were seen to run at once
 
 
 def _started_threading_layer():

@@ -12,12 +12,14 @@ other here, spinning with ``pause`` and then yielding the core, on a counter onl
 
 Every thread of the region must run its part at the same time, or the first barrier waits forever:
 the caller starts one only where Numba's threading layer runs each iteration of a ``prange`` on its
-own thread (OpenMP and workqueue; TBB may run two on one thread) and has as many threads as parts.
+own thread (OpenMP and workqueue; TBB may run two on one thread), has as many threads as parts, and
+``parts_run_together`` has seen them start together.
 """
 import platform
 
+import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -103,6 +105,31 @@ def barrier(sync, parts, passed):
             spin_pause()
         else:
             yield_core()
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _arrive_together(parts, arrived, patience):
+    """Part 0 waits (at most ``patience`` yields of its core) for the other parts of a ``prange``
+    to start; arrived[1] says how many had."""
+    for t in prange(parts):
+        if t > 0:
+            atomic_add(arrived, 0, 1)
+        else:
+            waited = 0
+            while atomic_load(arrived, 0) < parts - 1 and waited < patience:
+                waited += 1
+                yield_core()
+            arrived[1] = atomic_load(arrived, 0)
+
+
+def parts_run_together(parts: int, patience: int = 200_000) -> bool:
+    """Whether the ``parts`` iterations of a Numba ``prange`` run at the same time here, each on its
+    own thread: a barrier between them would otherwise wait forever (an OpenMP runtime capped by
+    OMP_THREAD_LIMIT runs them one after another on one thread). Never blocks: the first part
+    gives up after ``patience`` yields (well under a second) and the answer is no."""
+    arrived = np.zeros(2, np.int64)
+    _arrive_together(parts, arrived, patience)
+    return bool(arrived[1] == parts - 1)
 
 
 lock_caches(globals())  # one cache for several processes; numba_cache.py

@@ -86,7 +86,7 @@ def main():
         # nonzeros stores whole vectors: a row needs _ROW_SLACK entries past its last (as numba_steps allocates)
         idx, val = np.empty((batch, d + S._ROW_SLACK), np.int32), np.empty((batch, d + S._ROW_SLACK), np.float32)
         cnt = np.empty(batch, np.int64)
-        S._nonzeros_gathered(x, perm, 0, idx, val, cnt, False, 0, d)
+        S._nonzeros_gathered(x, perm, 0, idx, val, cnt, False)
         w, b = rng.standard_normal((d, width)).astype(np.float32), np.zeros(width, np.float32)
         out, ref = np.empty((batch, width), np.float32), np.empty((batch, width), np.float32)
         S._sparse_forward(idx, val, cnt, w, b, out)

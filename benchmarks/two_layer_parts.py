@@ -48,7 +48,7 @@ def main():
 
     def next_rows():
         lo[0] = (lo[0] + nb) % (len(x) - nb)
-        return S._nonzeros_gathered(x, perm, lo[0], idx, val, cnt, False, 0, d)
+        return S._nonzeros_gathered(x, perm, lo[0], idx, val, cnt, False)
 
     parts = {
         "finding the non-zeros": next_rows,

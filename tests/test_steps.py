@@ -128,6 +128,65 @@ def test_numba_split_steps_are_the_one_thread_steps(name, batch_size, monkeypatc
     np.testing.assert_allclose(runs[0][1]["loss"], runs[1][1]["loss"], rtol=1e-10)
 
 
+def naive_feature_lists(batch, f0, f1):
+    """The oracle: for each feature f0 <= f < f1, the rows where it is non-zero (NaN counts), in order."""
+    return [[r for r in range(len(batch)) if batch[r, f] != 0] for f in range(f0, f1)]
+
+
+@pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("width, nb, f0, f1", [(784, 100, 392, 784), (13, 67, 0, 6), (13, 67, 6, 13),
+                                               (30, 8, 3, 30), (20, 5, 0, 20), (40, 24, 8, 40)])
+def test_feature_lists_and_their_partial_product_match_the_oracle(dtype, width, nb, f0, f1):
+    """A split step's input layer (numba_steps._feature_lists, _sparse_partial): each feature's
+    non-zero rows in order, with their values, from rows read in place through 8 x 8 transposes
+    (a batch that is not a multiple of 8, features that are not, fewer than 8 of either), and the
+    part's product from them, into rows padded to whole vectors (71 columns: more than one
+    register block of float32 on AVX2)."""
+    from fastmnist.backends import numba_steps as S
+    rng = np.random.default_rng(width + nb)
+    xs = (rng.random((150, width)) * (rng.random((150, width)) < 0.3)).astype(dtype)
+    perm, lo = rng.permutation(150), 20
+    batch = xs[perm[lo:lo + nb]]
+    nf = f1 - f0
+    block = np.full(nf * ((nb + 7) // 8 * 8), np.nan, dtype)
+    start, rows = np.empty(nf + 1, np.int64), np.empty(nf * nb + S._ROW_SLACK, np.int32)
+    vals = np.empty(nf * nb + S._ROW_SLACK, dtype)
+    count = S._feature_lists(xs, perm, lo, nb, f0, f1, block, np.empty(8, np.int64), start, rows, vals)
+    at = 0
+    for c, want in enumerate(naive_feature_lists(batch, f0, f1)):
+        assert start[c] == at and list(rows[at:at + len(want)]) == want, (c, f0 + c)
+        np.testing.assert_array_equal(vals[at:at + len(want)], batch[want, f0 + c])
+        at += len(want)
+    assert start[nf] == at == count
+    w = rng.normal(size=(width, 71)).astype(dtype)
+    out = np.full((nb, (71 + S._ROW_SLACK - 1) // S._ROW_SLACK * S._ROW_SLACK), np.nan, dtype)
+    S._sparse_partial(start, rows, vals, w, f0, f1, out)
+    np.testing.assert_allclose(out[:, :71], batch[:, f0:f1].astype(np.float64) @ w[f0:f1],
+                               rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
+def test_numba_split_steps_with_a_narrow_input_are_the_one_thread_steps(monkeypatch):
+    """An input 13 features wide (each part's share not a multiple of 8) and a batch of 21: the
+    split steps' weights within 1e-10 of one thread's (float64), the same accuracy."""
+    numba = pytest.importorskip("numba")
+    if numba.get_num_threads() < 2:
+        pytest.skip(f"numba has {numba.get_num_threads()} thread here: nothing to split over")
+    rng = np.random.default_rng(3)
+    x = rng.random((120, 13)) * (rng.random((120, 13)) < 0.4)
+    y = rng.integers(0, 3, 120)
+    runs = []
+    for split in (OFF, 1):
+        set_paths(monkeypatch, 0.5, 4, OFF, split)
+        model = Sequential([Dense(6), Sigmoid(), Dense(3)], (13,), backend="numba", dtype="float64", seed=2)
+        hist = model.fit(x, y, epochs=3, batch_size=21, optimizer="sgd", lr=0.5, verbose=0, seed=1)
+        runs.append((weights(model), hist))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-10
+    assert runs[0][1]["accuracy"] == runs[1][1]["accuracy"]
+
+
 @pytest.mark.skipif("numba" not in STEP_BACKENDS, reason="numba is not installed")
 def test_numba_splits_steps_only_where_every_part_gets_its_own_thread(monkeypatch):
     """A part without its own thread would wait at its first barrier forever: no split with a

@@ -376,6 +376,56 @@ def _sparse_rows(ix, v, b, out, scaled):
 
 
 @intrinsic
+def sparse_scatter(typingctx, ix, v, lo, hi, b, bbase, out, ldo, obase, cols):
+    """out[ix[k]*ldo + obase + c] += v[k] * b[bbase + c] for k in [lo, hi), c < cols (1 to
+    ``sparse_block_columns``): a column of a sparse matrix (rows ix, values v) times a row of b,
+    added to those rows of out. b's block of columns stays in registers across every non-zero;
+    each non-zero costs a load, an FMA and a store of out per vector. out's rows are stored as
+    whole vectors: they need room (and are written) up to cols rounded up to a vector, where
+    b's missing lanes add v[k] * 0. The caller keeps every index in bounds."""
+    dtype = _check_arrays("sparse_scatter", v, b, out)
+    if not isinstance(ix.dtype, types.Integer):
+        raise numba.core.errors.TypingError(f"sparse_scatter: integer row indices expected, got {ix}")
+    i64 = types.int64
+    sig = types.void(ix, v, i64, i64, b, i64, out, i64, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        xa, va, lo, hi, ba, bbase, oa, ldo, obase, cols = args
+        xp, vp = _data(context, builder, ix, xa), _data(context, builder, v, va)
+        bp, op = _data(context, builder, b, ba), _data(context, builder, out, oa)
+        vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
+        masked_load, _ = _masked(builder, vty)
+        align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
+        i64t = ir.IntType(64)
+        lanes_c = ir.Constant(i64t, lanes)
+        nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
+        left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
+        mask = lane_mask(builder, left, lanes)
+
+        def emit(nv):
+            offs = [ir.Constant(i64t, j * lanes) for j in range(nv)]
+            brow = [vload(bp, builder.add(bbase, o)) if j < nv - 1 else
+                    builder.call(masked_load, [builder.bitcast(at(bp, builder.add(bbase, o)), vty.as_pointer()),
+                                               align, mask, ir.Constant(vty, None)])
+                    for j, o in enumerate(offs)]
+            with cgutils.for_range(builder, builder.sub(hi, lo)) as loop:
+                k = builder.add(lo, loop.index)
+                row = builder.load(at(xp, k))
+                if row.type.width < 64:
+                    row = builder.sext(row, i64t)
+                base = builder.add(builder.mul(row, ldo), obase)
+                s = splat(builder.load(at(vp, k)))
+                for j, o in enumerate(offs):
+                    idx = builder.add(base, o)
+                    vstore(fma(s, brow[j], vload(op, idx)), op, idx)
+
+        _switch_on(builder, nvec, SPARSE_VECTORS, emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def sparse_width(typingctx, a):
     """The output columns one sparse_rows call covers for a's dtype, as it was compiled."""
     width = sparse_block_columns(a.dtype.bitwidth // 8)
@@ -667,17 +717,57 @@ def transpose8(typingctx, src, sbase, sstride, dst, dbase, dstride):
             return builder.bitcast(builder.gep(ptr, [idx], inbounds=True), vty.as_pointer())
 
         rows = [builder.load(row(sp, sbase, sstride, r), align=align) for r in range(8)]
-        for pairs, low, high in _STAGES:
-            out = list(rows)
-            for a, b in pairs:
-                out[a] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), low))
-                out[b] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), high))
-            rows = out
-        for c in range(8):
-            builder.store(rows[_COLUMN[c]], row(dp, dbase, dstride, c), align=align)
+        _transpose_rows(builder, rows, dp, dbase, dstride, row, align)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def transpose8_rows(typingctx, src, starts, offset, dst, dbase, dstride):
+    """dst[dbase + c*dstride + r] = src[starts[r] + offset + c] for r, c < 8: transpose8 of eight
+    rows that lie anywhere in src (a batch's rows of the training set, read in place). The caller
+    keeps every index in bounds."""
+    dtype = _check_arrays("transpose8_rows", src, dst)
+    if not isinstance(starts.dtype, types.Integer):
+        raise numba.core.errors.TypingError(f"transpose8_rows: integer row starts expected, got {starts}")
+    i64 = types.int64
+    sig = types.void(src, starts, i64, dst, i64, i64)
+
+    def codegen(context, builder, signature, args):
+        sa, st, offset, da, dbase, dstride = args
+        sp, stp, dp = _data(context, builder, src, sa), _data(context, builder, starts, st), _data(context, builder, dst, da)
+        vty = ir.VectorType(context.get_value_type(dtype), 8)
+        align = dtype.bitwidth // 8
+
+        def row(ptr, base, stride, r):
+            idx = builder.add(base, builder.mul(stride, ir.Constant(stride.type, r)))
+            return builder.bitcast(builder.gep(ptr, [idx], inbounds=True), vty.as_pointer())
+
+        rows = []
+        for r in range(8):
+            start = builder.load(builder.gep(stp, [ir.Constant(ir.IntType(64), r)], inbounds=True))
+            if start.type.width < 64:
+                start = builder.sext(start, ir.IntType(64))
+            ptr = builder.gep(sp, [builder.add(start, offset)], inbounds=True)
+            rows.append(builder.load(builder.bitcast(ptr, vty.as_pointer()), align=align))
+        _transpose_rows(builder, rows, dp, dbase, dstride, row, align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _transpose_rows(builder, rows, dp, dbase, dstride, row, align):
+    """The 8 x 8 block whose rows are the vectors ``rows``, transposed by three rounds of
+    two-vector shuffles, its column c stored at ``row(dp, dbase, dstride, c)``."""
+    for pairs, low, high in _STAGES:
+        out = list(rows)
+        for a, b in pairs:
+            out[a] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), low))
+            out[b] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), high))
+        rows = out
+    for c in range(8):
+        builder.store(rows[_COLUMN[c]], row(dp, dbase, dstride, c), align=align)
 
 
 def vector_parts(builder, count, lanes, emit):

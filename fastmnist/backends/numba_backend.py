@@ -832,14 +832,14 @@ def _step_parts(batch_size):
     once, or its first barrier waits forever, so only with that many threads and a threading
     layer that gives each iteration of a parallel loop its own thread (OpenMP, workqueue; TBB may
     run two on one thread), and not where OpenMP may hand out fewer threads than asked (OMP_DYNAMIC)."""
-    parts = config.STEP_SPLIT_PARTS
-    if parts < 2 or batch_size < config.STEP_SPLIT_BATCH or numba.get_num_threads() < parts:
+    parts, threads = config.STEP_SPLIT_PARTS, numba.get_num_threads()
+    if parts < 2 or batch_size < config.STEP_SPLIT_BATCH or threads < parts:
         return 1
     if os.environ.get("OMP_DYNAMIC", "").strip().lower() in ("true", "1", "yes", "on"):
         return 1
     if _started_threading_layer() not in ("omp", "workqueue"):
         return 1
-    key = (parts, numba.get_num_threads())
+    key = (parts, threads)
     if key not in _TOGETHER:  # once a process and thread count: e.g. OMP_THREAD_LIMIT=1 runs them in turn
         from .numba_sync import parts_run_together
         _TOGETHER[key] = parts_run_together(parts)

@@ -270,22 +270,20 @@ def _sgd_one_sample(idx, val, cnt, g, w, lr):
 
 
 @njit(**_jit)
-def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, f0=0, f1=-1):
-    """a's non-zeros in features f0 <= f < f1 (f1 = -1: every feature) regrouped by feature (the
-    rows of a.T @ g they write): feature f has samples csc_r[start[f - f0]:start[f - f0 + 1]] in
-    ascending order, with values csc_v. A counting sort (an earlier version kept first-seen order
+def _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, f0, f1):
+    """a's non-zeros in features f0 <= f < f1 regrouped by feature (the rows of a.T @ g they
+    write): feature f has samples csc_r[start[f - f0]:start[f - f0 + 1]] in ascending order, with
+    values csc_v. A counting sort (an earlier version kept first-seen order
     through a slot map: 1.5x slower, benchmarks/sparse_loops.py). A row's non-zeros are in
     ascending feature order, so those of a range of features are one run of them: row r's is
     idx[r, runs[r, 0]:runs[r, 1]]."""
-    if f1 < 0:
-        f1 = fill.shape[0]
     d = f1 - f0
     for f in range(d + 1):
         start[f] = 0
     for r in range(cnt.shape[0]):
         ir = idx[r]
         k0, k1 = 0, cnt[r]
-        if f0 > 0 or f1 < fill.shape[0]:
+        if f0 > 0 or (k1 > 0 and ir[k1 - 1] >= f1):  # not every one of the row's features
             k0, k1 = np.searchsorted(ir[:k1], f0), np.searchsorted(ir[:k1], f1)
         runs[r, 0], runs[r, 1] = k0, k1
         for k in range(k0, k1):
@@ -628,7 +626,7 @@ def _weight_update(opt_kind, sparse, par, a, idx, val, cnt, g, w, row, start, fi
         _sgd_one_sample(idx, val, cnt, g, w, lr)
         return
     if par:
-        _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs)
+        _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, 0, w.shape[0])
         _grad_update_rows_par(_FEATURE_PARTS, opt_kind, start, csc_r, csc_v, g, w, s1, s2, lr, ss, bc2, hyper)
     else:
         _by_feature(idx, val, cnt, start, fill, csc_r, csc_v, runs, f0, f1)

@@ -302,6 +302,21 @@ def _vname(vty):
     return f"v{vty.count}f{32 if isinstance(vty.element, ir.FloatType) else 64}"
 
 
+def _column_vectors(builder, cols, lanes):
+    """(vectors, the last one's lane mask) covering ``cols`` columns (an i64, >= 1)."""
+    i64t = ir.IntType(64)
+    lanes_c = ir.Constant(i64t, lanes)
+    nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
+    left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
+    return nvec, lane_mask(builder, left, lanes)
+
+
+def _index(builder, ptr):
+    """The integer at ``ptr`` as an i64 (sign-extended)."""
+    value = builder.load(ptr)
+    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
+
+
 @intrinsic
 def sparse_rows(typingctx, ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
     """out[obase + c] += sum over k in [lo, hi) of v[k] * b[ix[k]*ldb + bbase + c], for c < cols
@@ -335,10 +350,7 @@ def _sparse_rows(ix, v, b, out, scaled):
         masked_load, masked_store = _masked(builder, vty)
         align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
         i64t = ir.IntType(64)
-        lanes_c = ir.Constant(i64t, lanes)
-        nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
-        left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
-        mask = lane_mask(builder, left, lanes)
+        nvec, mask = _column_vectors(builder, cols, lanes)
 
         def load(ptr, idx, last):
             if not last:
@@ -353,10 +365,7 @@ def _sparse_rows(ix, v, b, out, scaled):
                    for j, o in enumerate(offs)]
             with cgutils.for_range(builder, builder.sub(hi, lo)) as loop:
                 k = builder.add(lo, loop.index)
-                col = builder.load(at(xp, k))
-                if col.type.width < 64:
-                    col = builder.sext(col, i64t)
-                row = builder.add(builder.mul(col, ldb), bbase)
+                row = builder.add(builder.mul(_index(builder, at(xp, k)), ldb), bbase)
                 s = splat(builder.load(at(vp, k)))
                 for j, o in enumerate(offs):
                     builder.store(fma(s, load(bp, builder.add(row, o), j == nv - 1), builder.load(acc[j])), acc[j])
@@ -397,10 +406,7 @@ def sparse_scatter(typingctx, ix, v, lo, hi, b, bbase, out, ldo, obase, cols):
         masked_load, _ = _masked(builder, vty)
         align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
         i64t = ir.IntType(64)
-        lanes_c = ir.Constant(i64t, lanes)
-        nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
-        left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
-        mask = lane_mask(builder, left, lanes)
+        nvec, mask = _column_vectors(builder, cols, lanes)
 
         def emit(nv):
             offs = [ir.Constant(i64t, j * lanes) for j in range(nv)]
@@ -410,10 +416,7 @@ def sparse_scatter(typingctx, ix, v, lo, hi, b, bbase, out, ldo, obase, cols):
                     for j, o in enumerate(offs)]
             with cgutils.for_range(builder, builder.sub(hi, lo)) as loop:
                 k = builder.add(lo, loop.index)
-                row = builder.load(at(xp, k))
-                if row.type.width < 64:
-                    row = builder.sext(row, i64t)
-                base = builder.add(builder.mul(row, ldo), obase)
+                base = builder.add(builder.mul(_index(builder, at(xp, k)), ldo), obase)
                 s = splat(builder.load(at(vp, k)))
                 for j, o in enumerate(offs):
                     idx = builder.add(base, o)

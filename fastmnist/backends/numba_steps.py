@@ -186,9 +186,10 @@ def _feature_lists(xs, perm, lo, nb, f0, f1, block, starts, start, csc_r, csc_v)
     list of non-zeros per feature (the rows of a.T @ g they feed): feature f's samples are
     csc_r[start[f - f0]:start[f - f0 + 1]], in ascending order, values csc_v; returns their count.
     Eight rows at a time go through ``block`` (the features by rows, (f1 - f0) x nb rounded up to
-    8) by vector transposes, then each feature's row of it through the vector non-zeros. Against
-    finding each row's non-zeros and regrouping them by feature (a counting sort): 27 against 55
-    us for half of a batch of 100 MNIST images on a Zen 3, in cache (benchmarks/feature_lists.py).
+    8) by vector transposes, then each feature's row of it through the vector non-zeros: about half
+    the time of finding each row's non-zeros and regrouping them by feature (a counting sort), 34-44
+    against 62-82 us for half of a batch of 100 MNIST images on a Zen 3, in cache
+    (benchmarks/feature_lists.py).
     csc_r and csc_v have _ROW_SLACK entries more than the count (whole-vector stores)."""
     d = xs.shape[1]
     nf = f1 - f0

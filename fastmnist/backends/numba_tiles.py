@@ -715,12 +715,8 @@ def transpose8(typingctx, src, sbase, sstride, dst, dbase, dstride):
         vty = ir.VectorType(context.get_value_type(dtype), 8)
         align = dtype.bitwidth // 8
 
-        def row(ptr, base, stride, r):
-            idx = builder.add(base, builder.mul(stride, ir.Constant(stride.type, r)))
-            return builder.bitcast(builder.gep(ptr, [idx], inbounds=True), vty.as_pointer())
-
-        rows = [builder.load(row(sp, sbase, sstride, r), align=align) for r in range(8)]
-        _transpose_rows(builder, rows, dp, dbase, dstride, row, align)
+        rows = [builder.load(_strided_vector(builder, sp, sbase, sstride, r, vty), align=align) for r in range(8)]
+        _transpose_rows(builder, rows, dp, dbase, dstride, vty, align)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -743,26 +739,29 @@ def transpose8_rows(typingctx, src, starts, offset, dst, dbase, dstride):
         vty = ir.VectorType(context.get_value_type(dtype), 8)
         align = dtype.bitwidth // 8
 
-        def row(ptr, base, stride, r):
-            idx = builder.add(base, builder.mul(stride, ir.Constant(stride.type, r)))
-            return builder.bitcast(builder.gep(ptr, [idx], inbounds=True), vty.as_pointer())
-
         rows = []
         for r in range(8):
-            start = builder.load(builder.gep(stp, [ir.Constant(ir.IntType(64), r)], inbounds=True))
-            if start.type.width < 64:
-                start = builder.sext(start, ir.IntType(64))
-            ptr = builder.gep(sp, [builder.add(start, offset)], inbounds=True)
-            rows.append(builder.load(builder.bitcast(ptr, vty.as_pointer()), align=align))
-        _transpose_rows(builder, rows, dp, dbase, dstride, row, align)
+            start = _index(builder, builder.gep(stp, [ir.Constant(ir.IntType(64), r)], inbounds=True))
+            rows.append(builder.load(_vector_at(builder, sp, builder.add(start, offset), vty), align=align))
+        _transpose_rows(builder, rows, dp, dbase, dstride, vty, align)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-def _transpose_rows(builder, rows, dp, dbase, dstride, row, align):
+def _vector_at(builder, ptr, idx, vty):
+    """A pointer to the vector of type vty at element ``idx`` of ptr."""
+    return builder.bitcast(builder.gep(ptr, [idx], inbounds=True), vty.as_pointer())
+
+
+def _strided_vector(builder, ptr, base, stride, r, vty):
+    """A pointer to the vector of type vty at element base + r*stride of ptr."""
+    return _vector_at(builder, ptr, builder.add(base, builder.mul(stride, ir.Constant(stride.type, r))), vty)
+
+
+def _transpose_rows(builder, rows, dp, dbase, dstride, vty, align):
     """The 8 x 8 block whose rows are the vectors ``rows``, transposed by three rounds of
-    two-vector shuffles, its column c stored at ``row(dp, dbase, dstride, c)``."""
+    two-vector shuffles, its column c stored at element dbase + c*dstride of dp."""
     for pairs, low, high in _STAGES:
         out = list(rows)
         for a, b in pairs:
@@ -770,7 +769,7 @@ def _transpose_rows(builder, rows, dp, dbase, dstride, row, align):
             out[b] = builder.shuffle_vector(rows[a], rows[b], ir.Constant(ir.VectorType(ir.IntType(32), 8), high))
         rows = out
     for c in range(8):
-        builder.store(rows[_COLUMN[c]], row(dp, dbase, dstride, c), align=align)
+        builder.store(rows[_COLUMN[c]], _strided_vector(builder, dp, dbase, dstride, c, vty), align=align)
 
 
 def vector_parts(builder, count, lanes, emit):

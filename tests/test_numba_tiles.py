@@ -22,6 +22,10 @@ if backend_status("numba")[0]:
         T.tile_rows(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
     @njit
+    def _rows_add(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+        T.tile_rows_add(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
+
+    @njit
     def _rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
         T.tile_rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
@@ -55,15 +59,17 @@ if backend_status("numba")[0]:
 
     # (tile_rows kind, tile_grad kind, the fraction of a two-vector tile's columns covered, most pixels)
     KERNELS = {"wide": (_rows, _grad, (1, 1), T.TILE_PIXELS),
+               "wide, adding": (_rows_add, None, (1, 1), T.TILE_PIXELS),
                "narrow": (_rows_narrow, _grad_narrow, (1, 2), T.NARROW_PIXELS),
                "three ymm": (_rows3y, None, (3, T.VECTOR_BYTES // 16), T.TILE3Y_PIXELS)}
 
 
-def rows_oracle(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix, cols):
+def rows_oracle(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix, cols, add=False):
     out = out.copy()
     for p in range(npix):
         for v in range(cols):
-            out[obase + p * ldo + v] = sum(x[xbase + roff[k0 + k] + p * ps] * w[k * ldw + wcol + v] for k in range(nk))
+            total = sum(x[xbase + roff[k0 + k] + p * ps] * w[k * ldw + wcol + v] for k in range(nk))
+            out[obase + p * ldo + v] = (out[obase + p * ldo + v] if add else 0) + total
     return out
 
 
@@ -76,7 +82,7 @@ def grad_oracle(x, xbase, roff, k0, nrow, g, gbase, rows, ncols, rsx, psx, rsg, 
     return out
 
 
-@pytest.mark.parametrize("kind", ["wide", "narrow", "three ymm"])
+@pytest.mark.parametrize("kind", ["wide", "wide, adding", "narrow", "three ymm"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tile_rows_every_size(dtype, kind):
     rows, _, (num, den), most = KERNELS[kind]
@@ -90,7 +96,7 @@ def test_tile_rows_every_size(dtype, kind):
         out = rng.standard_normal(2000).astype(dtype)
         args = (x, 11, 7, roff, 2, 17, w, 4, ldw, out.copy(), 5, ldo, npix)
         rows(*args)
-        want = rows_oracle(*args[:-4], out, 5, ldo, npix if npix <= most else 0, cols)
+        want = rows_oracle(*args[:-4], out, 5, ldo, npix if npix <= most else 0, cols, add=kind == "wide, adding")
         np.testing.assert_allclose(args[9], want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
 
 

@@ -13,6 +13,7 @@ softmax + cross-entropy + gradient, one Adam pass per parameter.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import NamedTuple
 
@@ -175,8 +176,10 @@ one_hot = _ref.one_hot
 
 if numba is not None:
     from . import numba_conv as _tiled
+    from . import numba_dense as _dense
     from . import numba_kernels as K
     from . import numba_steps as _numba_steps
+    from . import numba_tiles as _tiles_mod
     from . import numba_window_grad as _window
     from . import numba_winograd as _winograd
 
@@ -599,10 +602,34 @@ def maxpool2d_backward(dy, argmax, x_shape, size=2, stride=2, check=True):
 
 # ---- affine ----
 
+def _dense_parts(n: int, d: int, m: int, dtype) -> int:
+    """The threads an (N, D) @ (D, M) product of a dense layer splits over on numba_dense.py's
+    tiles, or 0 for BLAS: tiles inside training_context, with config.NUMBA_DENSE_TILES, at least
+    config.SPLIT_GEMM_MIN_FLOPS, M a whole number of tiles and more than one thread."""
+    if not (_SPLIT_GEMMS and config.NUMBA_DENSE_TILES and 2 * n * d * m >= config.SPLIT_GEMM_MIN_FLOPS
+            and m % _tiles_mod.tile_columns(np.dtype(dtype).itemsize) == 0):
+        return 0
+    parts = numba.get_num_threads()
+    return parts if parts > 1 else 0
+
+
+@functools.lru_cache(maxsize=32)
+def _arange(n: int) -> np.ndarray:
+    """0..n-1 as int64: the row offsets of a plain matrix for the tile kernels (never written)."""
+    return np.arange(n, dtype=np.int64)
+
+
 def affine_forward(x, w, b):
     """x (N, D), w (D, M), b (M,) -> (N, M)."""
     C.check_affine_forward(x, w, b)
-    y = _matmul(_c(x), _c(w))  # BLAS
+    x, w = _c(x), _c(w)
+    (n, d), m = x.shape, w.shape[1]
+    parts = _dense_parts(n, d, m, x.dtype)
+    if parts:
+        y = np.empty((n, m), x.dtype)
+        _dense.matmul_kernel(x, w, _arange(d), config.DENSE_K_BLOCK, parts, y)
+    else:
+        y = _matmul(x, w)  # BLAS
     _small(K._bias_add_kernel, y.size, y, _c(b))
     return y
 

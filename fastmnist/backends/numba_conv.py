@@ -10,10 +10,11 @@ reduction index ``k = (a*KW + b)*C + c`` (tap (a, b), input channel c), the outp
 padded with zeros to ``Fp``, a whole number of vectors. ``roff[k] = (a*Wp + b)*C + c`` is where
 that row's input sits relative to an output pixel's top-left input, so an output row of pixels
 is a few ``tile_rows`` calls (two vectors of channels each, a ``tile_rows_narrow`` one for an
-odd vector; a ``tile_rows3y`` one of three 32-byte vectors on AVX-512 where the used channels
-end 3/4 into a two-vector tile, as 24 do, and on AVX2 for the last two-vector tile and an odd
-vector together), and the weight gradient a few ``tile_grad`` calls per image. Tiles split a row
-into near-equal parts (``_cut``): 24 pixels as 8 + 8 + 8 rather than 10 + 10 + 4.
+odd vector; a ``tile_rows3y`` one of three 32-byte vectors on AVX-512 cores with half-rate zmm
+multiply-adds (``HALF_RATE_ZMM``) where the used channels end 3/4 into a two-vector tile, as 24
+do, and on AVX2 for the last two-vector tile and an odd vector together), and the weight
+gradient a few ``tile_grad`` calls per image. Tiles split a row into near-equal parts
+(``_cut``): 24 pixels as 8 + 8 + 8 rather than 10 + 10 + 4.
 
 Pooling. The accumulator ``acc (OH, OW, Fp)`` is pooled channels last (``pool22_relu`` for the
 usual 2x2 window, ``_pool_relu`` for others) into ``pooled (PH, PW, Fp)`` and ``arg (N, PH, PW,
@@ -48,6 +49,7 @@ from . import numba_tiles, numba_window_grad
 from . import numba_winograd as wino
 from .numba_cache import lock_caches
 from .numba_tiles import (
+    HALF_RATE_ZMM,
     NARROW_PIXELS,
     TILE3Y_PIXELS,
     TILE_PIXELS,
@@ -117,12 +119,13 @@ def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix, used):
     """out[obase + p*ldo + v] = sum over k of x[xbase + p*ps + roff[k]] * w[k*ldw + v], for p < npix
     and v < ldw (whole vectors) of which the first ``used`` matter: a row of pixels by every
     column, in two-vector tiles, then a one-vector tile where ldw leaves an odd vector, or a
-    tile of three 32-byte vectors: on AVX-512 where ``used`` ends 3/4 into the last two-vector tile
-    (columns past it then stay as they were), on AVX2 for the last two-vector tile and the odd
+    tile of three 32-byte vectors: on AVX-512 with HALF_RATE_ZMM where ``used`` ends 3/4 into the
+    last two-vector tile (columns past it then stay as they were), on AVX2 for the last two-vector tile and the odd
     vector together."""
     nk, cols = roff.shape[0], tile_width(w)
     wide = ldw - ldw % cols
-    three_y = wide > 0 and ((wide - cols // 2 < used <= wide - cols // 4) if VECTOR_BYTES == 64 else wide < ldw)
+    three_y = wide > 0 and ((HALF_RATE_ZMM and wide - cols // 2 < used <= wide - cols // 4) if VECTOR_BYTES == 64
+                            else wide < ldw)
     if three_y:
         wide -= cols
     if wide > 0:

@@ -42,8 +42,8 @@ if backend_status("numba")[0]:
         T.tile_grad_narrow(x, xbase, roff, k0, nrow, g, gbase, rows, cols, rsx, psx, rsg, psg, out, obase, ldo)
 
     @njit
-    def _pool(acc, fp, ow, ph, pw, bp, pooled, arg, abase):
-        T.pool22_relu(acc, fp, ow, ph, pw, bp, pooled, arg, abase)
+    def _pool(acc, fp, ow, prow0, ph, pw, bp, pooled, arg, abase):
+        T.pool22_relu(acc, fp, ow, prow0, ph, pw, bp, pooled, arg, abase)
 
     @njit
     def _unpool(dyl, arg, abase, fp, ow, ph, pw, g, gbase, db):
@@ -140,10 +140,18 @@ def test_pool22_relu_and_unpool22_against_loops(dtype):
     acc = rng.integers(-3, 4, oh * ow * fp).astype(dtype)  # small integers: many ties
     bp = rng.integers(-1, 2, fp).astype(dtype)
     pooled, arg = np.empty(ph * pw * fp, dtype), np.zeros(7 + ph * pw * fp, np.int32)
-    _pool(acc, fp, ow, ph, pw, bp, pooled, arg, 7)
+    _pool(acc, fp, ow, 0, ph, pw, bp, pooled, arg, 7)
     want_pooled, want_arg = pool_oracle(acc, fp, ow, ph, pw, bp)
     np.testing.assert_array_equal(pooled, want_pooled)
     np.testing.assert_array_equal(arg[7:], want_arg)
+    # a pooled row at a time from a buffer of its two convolution rows, as the forward pass pools
+    by_rows, arg_rows = np.full(ph * pw * fp, np.nan, dtype), np.full(7 + ph * pw * fp, -9, np.int32)
+    for pi in range(ph):
+        pair = acc[2 * pi * ow * fp:(2 * pi + 2) * ow * fp].copy()
+        _pool(pair, fp, ow, pi, 1, pw, bp, by_rows, arg_rows, 7)
+    np.testing.assert_array_equal(by_rows, want_pooled)
+    np.testing.assert_array_equal(arg_rows[7:], want_arg)
+    assert (arg_rows[:7] == -9).all()
     assert (want_arg == -1).any() and (want_arg >= 0).any()
     dyl = rng.standard_normal(ph * pw * fp).astype(dtype)
     g, db = np.full(3 + oh * ow * fp, 9.0, dtype), np.ones(fp, dtype)

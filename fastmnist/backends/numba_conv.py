@@ -211,11 +211,15 @@ def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y,
         acc = np.zeros(oh * ow * fp, y.dtype)
         pooled = np.empty(ph * pw * fp, y.dtype)  # (PH, PW, Fp)
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
-            for i in range(oh):
-                _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow, f_)
-            if size == 2 and pstride == 2:
-                pool22_relu(acc, fp, ow, ph, pw, bp, pooled, argflat, n * ph * pw * fp)
+            if size == 2 and pstride == 2:  # each pair of rows pooled while it is in L1
+                for pi in range(ph):
+                    for i in range(2 * pi, 2 * pi + 2):
+                        _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc,
+                                     (i - 2 * pi) * ow * fp, fp, ow, f_)
+                    pool22_relu(acc, fp, ow, pi, 1, pw, bp, pooled, argflat, n * ph * pw * fp)
             else:
+                for i in range(oh):
+                    _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow, f_)
                 _pool_relu(acc, fp, ow, bp, size, pstride, arg[n], pooled)
             _store_pooled(pooled, fp, y[n], cl)
 

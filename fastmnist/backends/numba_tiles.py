@@ -650,26 +650,32 @@ def pool_window(builder, vals, kv, bias):
 
 
 @intrinsic
-def pool22_relu(typingctx, acc, fp, ow, ph, pw, bp, pooled, arg, abase):
-    """pooled[(pi*PW + pj)*Fp + f] = ReLU(max of acc (OH, OW, Fp) over the 2x2 window (pi, pj),
-    plus bp[f]); arg[abase + the same] = the maximum's pixel index i*OW + j (the first one
-    row-major on ties), or -1 where the ReLU stopped it. fp: a whole number of vectors."""
+def pool22_relu(typingctx, acc, fp, ow, prow0, ph, pw, bp, pooled, arg, abase):
+    """pooled[(pi*PW + pj)*Fp + f] = ReLU(max of the convolution's output (OH, OW, Fp) over the 2x2
+    window (pi, pj), plus bp[f]); arg[abase + the same] = the maximum's pixel index i*OW + j (the
+    first one row-major on ties), or -1 where the ReLU stopped it; for the pooled rows prow0 <= pi
+    < prow0 + ph, whose convolution rows acc holds from row 2*prow0 on (all of them: prow0 = 0;
+    two rows at a time: the forward pass pools each pair while it is in L1). fp: a whole number of
+    vectors."""
     dtype = _check_arrays("pool22_relu", acc, bp, pooled)
     i64 = types.int64
-    sig = types.void(acc, i64, i64, i64, i64, bp, pooled, arg, i64)
+    sig = types.void(acc, i64, i64, i64, i64, i64, bp, pooled, arg, i64)
 
     def codegen(context, builder, signature, args):
-        aa, fp, ow, ph, pw, ba, pa, ga, abase = args
+        aa, fp, ow, prow0, ph, pw, ba, pa, ga, abase = args
         accp, bpp = _data(context, builder, acc, aa), _data(context, builder, bp, ba)
         pp, gp = _data(context, builder, pooled, pa), _data(context, builder, arg, ga)
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
         ity = ir.VectorType(ir.IntType(32), lanes)
         lanes_c = ir.Constant(ir.IntType(64), lanes)
+        first = builder.mul(builder.mul(prow0, ir.Constant(prow0.type, 2)), ow)  # 2*prow0*OW
 
         def body(pi, pj, v):
-            ks, lane0, out = _window(builder, pi, pj, v, ow, pw, fp, lanes_c)
+            ks, lane0, _ = _window(builder, pi, pj, v, ow, pw, fp, lanes_c)  # in acc
+            out = builder.add(builder.mul(builder.add(builder.mul(builder.add(prow0, pi), pw), pj), fp), lane0)
             vals = [vload(accp, builder.add(builder.mul(k, fp), lane0)) for k in ks]
-            best, where = pool_window(builder, vals, [_int_splat(builder, k, lanes) for k in ks], vload(bpp, lane0))
+            kv = [_int_splat(builder, builder.add(first, k), lanes) for k in ks]
+            best, where = pool_window(builder, vals, kv, vload(bpp, lane0))
             vstore(best, pp, out)
             builder.store(where, builder.bitcast(at(gp, builder.add(abase, out)), ity.as_pointer()), align=4)
 

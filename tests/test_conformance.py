@@ -278,11 +278,11 @@ def test_optimizer_updates(be, rng, dtype):
 @pytest.mark.parametrize("sizes", [[(3, 4), (5,)], [(40000,), (7,), (300, 110)]], ids=["tiny", "parallel"])
 def test_adam_update_many_matches_one_at_a_time(be, rng, dtype, sizes, monkeypatch):
     """The optimizer's one-call Adam, where a backend has it, against the loop oracle parameter by
-    parameter; "parallel" crosses config.PARALLEL_MIN_ELEMENTS and splits arrays into blocks."""
+    parameter; "parallel" crosses config.ADAM_PARALLEL_MIN_ELEMENTS and splits arrays into blocks."""
     if be.adam_update_many is None:
         pytest.skip(f"{be.name} has no adam_update_many (the optimizer loops over adam_update)")
     monkeypatch.setattr(config, "ADAM_BLOCK", 4096)  # several blocks per array, one ending short
-    monkeypatch.setattr(config, "PARALLEL_MIN_ELEMENTS", 32768)
+    monkeypatch.setattr(config, "ADAM_PARALLEL_MIN_ELEMENTS", 32768)
     params = [rand(rng, s, dtype) for s in sizes]
     grads = [rand(rng, s, dtype) for s in sizes]
     states = [{"m": rand(rng, s, dtype), "v": rand(rng, s, dtype) ** 2} for s in sizes]

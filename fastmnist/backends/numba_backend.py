@@ -468,7 +468,12 @@ def _window_offsets(cache):
     """Where output pixel p = i*OW + j's window starts in an image of the channels-last input xh:
     (i*Wp + j)*C, for numba_window_grad.window_grad (a pooling argmax names p)."""
     _, _, wp, c = cache.xh.shape
-    i, j = np.divmod(np.arange(cache.oh * cache.ow, dtype=np.int64), cache.ow)
+    return _pixel_offsets(cache.oh, cache.ow, wp, c)
+
+
+@functools.lru_cache(maxsize=64)
+def _pixel_offsets(oh, ow, wp, c):  # _window_offsets' array, once per shape: shared, never written
+    i, j = np.divmod(np.arange(oh * ow, dtype=np.int64), ow)
     return (i * wp + j) * c
 
 
@@ -512,13 +517,13 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
                                      cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw,
                                      poff, dwin, wrows, dy_cl, cache.channels_last)
     if by_window:  # (F, KH, nvec*L) -> (F, KH, KW, C) -> (F, C, KH, KW)
-        rows = dwin.sum(axis=0, dtype=np.float64).reshape(f, kh, -1)[:, :, :kw * c]
+        rows = _tiled.sum_partials(dwin).reshape(f, kh, -1)[:, :, :kw * c]
         dw = rows.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
     elif wino_dw:
-        dw = _winograd.weight_gradient(dwp.sum(axis=0, dtype=np.float64).reshape(16, c, fp), f)
+        dw = _winograd.weight_gradient(_tiled.sum_partials(dwp.reshape(chunks, -1)).reshape(16, c, fp), f)
     else:
-        dw = dwp.sum(axis=0, dtype=np.float64)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
-    db = dbp.sum(axis=0, dtype=np.float64)[:f]
+        dw = _tiled.sum_partials(dwp.reshape(chunks, -1)).reshape(-1, fp)[:, :f].reshape(kh, kw, c, f).transpose(3, 2, 0, 1)
+    db = _tiled.sum_partials(dbp)[:f]
     if cache.channels_last:
         dx = dx.transpose(0, 3, 1, 2)
     return (dx if need_dx else None), np.ascontiguousarray(dw, dtype), db.astype(dtype)
@@ -804,8 +809,8 @@ def adam_update(param, grad, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
 
 def adam_update_many(params, grads, states, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     """adam_update for every parameter in one parallel region (the optimizer uses it where present);
-    ``states[k]`` holds ``m`` and ``v``. Tiny models (under config.PARALLEL_MIN_ELEMENTS in all) run
-    on one core, as a wake-up of the other threads would cost more than their work."""
+    ``states[k]`` holds ``m`` and ``v``. Models under config.ADAM_PARALLEL_MIN_ELEMENTS parameters
+    in all run on one core, as a wake-up of the other threads would cost more than their work."""
     op = "adam_update_many"
     C.check_update_many(op, params, grads, states, ("m", "v"), lr)
     t = C.require_int(op, "t", t, 1)
@@ -817,7 +822,7 @@ def adam_update_many(params, grads, states, t, lr, beta1=0.9, beta2=0.999, eps=1
     gs = tuple((_c(g) if g.flags.writeable else g.copy()).reshape(-1) for g in grads)
     step_size, sqrt_bc2 = C.adam_corrections(lr, t, beta1, beta2)
     hyper = (f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(step_size), f(sqrt_bc2), f(eps))
-    if sum(p.size for p in ps) < config.PARALLEL_MIN_ELEMENTS:
+    if sum(p.size for p in ps) < config.ADAM_PARALLEL_MIN_ELEMENTS:
         for p, g, m, v in zip(ps, gs, ms, vs):
             K._adam_range(p, g, m, v, 0, p.size, *hyper)
         return

@@ -42,6 +42,8 @@ value, and builds g only when the input gradient needs it. Images go in chunks o
 ``config.CONV_TILE_CHUNK``; each chunk writes its own weight- and bias-gradient partial, summed
 in chunk order afterwards: the result does not depend on the number of threads.
 """
+import functools
+
 import numpy as np
 from numba import njit, prange
 
@@ -94,9 +96,11 @@ def pack_columns(w: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def row_offsets(kh: int, kw: int, channels: int, row_pixels: int, pixel_stride: int) -> np.ndarray:
     """roff[(a*KW + b)*C + c] = (a*row_pixels + b)*pixel_stride + c: each reduction row's offset
-    in a channels-last image whose rows hold ``row_pixels`` pixels of ``pixel_stride`` elements."""
+    in a channels-last image whose rows hold ``row_pixels`` pixels of ``pixel_stride`` elements.
+    Cached (a meshgrid each pass cost fast-cnn 0.15 ms a step): shared, never written."""
     a, b, c = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(channels), indexing="ij")
     return ((a * row_pixels + b) * pixel_stride + c).reshape(-1).astype(np.int64)
 
@@ -166,6 +170,18 @@ def _grad_product(x, xbase, roff, g, gbase, rows, cols, rsx, psx, rsg, psg, out,
             r0, nrow = _cut(nk, tiles, part)
             tile_grad_narrow(x, xbase, roff, r0, nrow, g, gbase + wide, rows, cols, rsx, psx, rsg, psg,
                              out, obase + r0 * ldo + wide, ldo)
+
+
+@njit(cache=True, nogil=True)
+def sum_partials(parts):
+    """parts (P, L) -> float64 (L,): the P partial sums (one per chunk of images) added in order,
+    as ``parts.sum(axis=0, dtype=np.float64)`` adds them, without NumPy's buffered casts (fast-cnn's
+    conv2: 94 us there against 20-30 here)."""
+    out = np.zeros(parts.shape[1], np.float64)
+    for i in range(parts.shape[0]):
+        for j in range(parts.shape[1]):
+            out[j] += parts[i, j]
+    return out
 
 
 @njit(cache=True, nogil=True)

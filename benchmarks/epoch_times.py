@@ -23,9 +23,9 @@ def main():
     ap.add_argument("models", help="zoo models, comma-separated")
     ap.add_argument("fits", type=int, help="timed one-epoch fits per model")
     args = ap.parse_args()
-    (x, y), _ = fastmnist.load_mnist(flatten=True)
     parts = []
     for name in args.models.split(","):
+        (x, y), _ = fastmnist.load_mnist(flatten=zoo.recipe(name).flat_input)  # images for the CNNs
         warm = zoo.create(name, backend="numba", seed=0)
         warm.fit(x[:4000], y[:4000], **zoo.fit_args(name, epochs=1), verbose=0)
         times = []

@@ -121,3 +121,27 @@ def test_each_target_says_which_cases_apply_to_it():
     assert [t.name for t in bench.requested_targets(["numpy", "torch-cl"])] == ["numpy", "torch-cl"]
     assert bench.target("numpy").device() == "cpu" and not bench.target("numpy").is_reference
     assert all(bench.target(name).is_reference for name in bench.REFERENCES)
+
+
+def test_a_backend_whose_worker_fails_is_left_out_with_its_reason(monkeypatch):
+    """One backend's worker dying (torch.compile under ATEN_CPU_CAPABILITY=avx2 did) leaves the
+    others' rows and the report; the failed backend is listed as unavailable, with why."""
+    from fastmnist.bench import runner
+
+    def fake_worker(t, spec, log):
+        if t.name == "numpy":
+            raise runner.WorkerFailed("its benchmark worker failed (exit 1): RuntimeError: index out of bounds")
+        return [{"case": "epoch[simple-cnn,b100,n2000]", "backend": t.name, "median_s": 1.0, "flops": 1, "bytes": 1}]
+
+    monkeypatch.setattr(runner, "_run_isolated", fake_worker)
+    monkeypatch.setattr(runner, "measure_ceilings", lambda quick, gpu: {"cpu_matmul_gflops": 1.0, "cpu_copy_gbs": 1.0})
+    monkeypatch.setattr(runner, "add_ratios", lambda results: None)
+    monkeypatch.setattr(runner, "add_floors", lambda results, ceilings: None)
+    logs = []
+    report = runner.run(["numpy", "tutorial"], models=["simple-cnn"], kernels=[], epochs_only=True, quick=True,
+                        log=logs.append)
+    listed = {b["name"]: b for b in report["backends"]}
+    assert listed["numpy"]["available"] is False and "index out of bounds" in listed["numpy"]["reason"]
+    assert listed["tutorial"]["available"] is True
+    assert [r["backend"] for r in report["results"]] == ["tutorial"]
+    assert any(line.startswith("leaving out backend numpy:") for line in logs)

@@ -77,8 +77,13 @@ def _run_isolated(t: Target, spec: dict, log) -> list[dict]:
     for line in proc.stderr.splitlines():
         log(line)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker for {t.name} failed (exit {proc.returncode}); its output is above")
+        last = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "no output")
+        raise WorkerFailed(f"its benchmark worker failed (exit {proc.returncode}): {last.strip()}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class WorkerFailed(RuntimeError):
+    """A backend's benchmark process ended in an error; the report leaves that backend out."""
 
 
 def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_only=False,
@@ -100,8 +105,13 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
     spec = {"models": list(models), "kernels": list(kernels), "batch_sizes": batch_sizes or {},
             "kernels_only": kernels_only, "epochs_only": epochs_only, "quick": quick}
     results = []
-    for t in usable:
-        results += _run_isolated(t, spec, log) if isolate else run_backend(t.name, spec, log)
+    for t in list(usable):
+        try:
+            results += _run_isolated(t, spec, log) if isolate else run_backend(t.name, spec, log)
+        except WorkerFailed as exc:  # e.g. torch.compile under ATEN_CPU_CAPABILITY=avx2: the others still count
+            log(f"leaving out backend {t.name}: {exc} (its output is above)")
+            usable.remove(t)
+            statuses = [(s, False, str(exc)) if s is t else (s, ok, why) for s, ok, why in statuses]
     add_floors(results, ceilings)
     order = {c: i for i, c in enumerate(dict.fromkeys(r["case"] for r in results))}
     names = [t.name for t in usable]

@@ -96,23 +96,23 @@ USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (
 #: numba backend: an elementwise kernel (activations, bias, dropout, softmax, optimizer updates)
 #: over fewer elements runs on one core: a parallel region wakes the sleeping OpenMP threads, ~37-45
 #: us measured on a 2-core VM, against ~3 us of work for 24 biases and ~17 us for ReLU over 65k
-#: floats. Adam over many parameters goes parallel above it in tasks of ADAM_BLOCK elements.
+#: floats. Adam goes parallel from ADAM_PARALLEL_MIN_ELEMENTS, in tasks of ADAM_BLOCK elements.
 PARALLEL_MIN_ELEMENTS = 131072
 ADAM_BLOCK = 16384
 #: numba backend: Adam over all of a model's parameters runs on one core below this many: it is
 #: memory-bound, and a parallel region's wake-up costs more than the second core gains. fast-cnn's
 #: 215k parameters on a 2-core Xeon (AVX-512): 0.19 ms on one thread against 0.27 ms on two alone,
-#: 0.31-0.34 against 0.39 ms in a training step; simple-cnn's 434k on a 2-core Zen 3: 0.29 against
-#: 0.40 ms.
+#: 0.31-0.34 against 0.39 ms in a training step (benchmarks/step_profile.py).
 ADAM_PARALLEL_MIN_ELEMENTS = 1_000_000
 
 #: numba backend: inside training_context, matrix products of at least this many FLOPs are split
 #: over the cores by hand (BLAS itself is single-threaded there).
 SPLIT_GEMM_MIN_FLOPS = 20_000_000
 
-#: numba backend: above SPLIT_GEMM_MIN_FLOPS, a dense layer's products whose output columns are a
-#: whole number of micro-kernel tiles run on numba_dense.py's tiles (one parallel region a pass)
-#: instead of single-threaded BLAS calls split over the cores; False: the split BLAS calls.
+#: numba backend: inside training_context, above SPLIT_GEMM_MIN_FLOPS, a dense layer's forward
+#: product whose output columns are a whole number of micro-kernel tiles runs on numba_dense.py's
+#: tiles (one parallel region) instead of single-threaded BLAS calls split over the cores; its
+#: backward pass stays on those BLAS calls. False: BLAS for the forward product too.
 NUMBA_DENSE_TILES = True
 
 #: numba_dense.py: the reduction of a tiled product goes in blocks of this many terms, so a block

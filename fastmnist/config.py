@@ -88,10 +88,26 @@ AUTO_DEVICE_MIN_BATCH = 128
 NUMBA_SINGLE_THREAD_BLAS = True
 
 #: numba backend: OMP_WAIT_POLICY for Numba's OpenMP threads, set when the backend is imported unless
-#: the environment already sets it ('' leaves it alone). PASSIVE: idle threads sleep instead of
-#: spinning on a core the next serial loop or BLAS needs (numba_backend.py says what it measured).
+#: the environment already sets it ('' leaves it alone). PASSIVE: idle threads sleep, after
+#: NUMBA_GOMP_SPINCOUNT spins, instead of spinning for good on a core the next serial loop or BLAS
+#: needs (numba_backend.py says what it measured).
 NUMBA_OMP_WAIT_POLICY = os.environ.get("FASTMNIST_OMP_WAIT_POLICY", "PASSIVE")
 USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (bench restores it for PyTorch)
+
+#: numba backend: GOMP_SPINCOUNT for Numba's OpenMP threads, set with the wait policy unless the
+#: environment sets it ('' leaves it alone; '0': no spinning, the threads sleep at once). An idle
+#: thread spins this many times (a few milliseconds) before it sleeps, so the next parallel region
+#: of a training step finds it awake: waking a sleeping one cost 60-180 us a region on a 2-core
+#: Zen 4 VM (benchmarks/results/spin-zen4.txt). Nothing else runs on the cores inside a training
+#: step: its parallel BLAS products run on the same threads (NUMBA_BLAS_IN_REGIONS).
+NUMBA_GOMP_SPINCOUNT = os.environ.get("FASTMNIST_GOMP_SPINCOUNT", "300000")
+USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
+
+#: numba backend: the parallel BLAS products of a training step (a dense layer's backward pass, a
+#: product split over the cores: numba_backend._products_at_once) run as one Numba parallel region
+#: calling NumPy's BLAS (numba_blas.py); False: on a pool of Python threads, as where NumPy's BLAS
+#: cannot be called from Numba.
+NUMBA_BLAS_IN_REGIONS = True
 
 #: numba backend: an elementwise kernel (activations, bias, dropout, softmax, optimizer updates)
 #: over fewer elements runs on one core: a parallel region wakes the sleeping OpenMP threads, ~37-45

@@ -145,3 +145,19 @@ def test_a_backend_whose_worker_fails_is_left_out_with_its_reason(monkeypatch):
     assert listed["tutorial"]["available"] is True
     assert [r["backend"] for r in report["results"]] == ["tutorial"]
     assert any(line.startswith("leaving out backend numpy:") for line in logs)
+
+
+def test_reference_workers_get_the_users_openmp_settings(monkeypatch):
+    """fastmnist sets OMP_WAIT_POLICY and GOMP_SPINCOUNT for Numba's threads; a PyTorch worker gets
+    the user's own values back (or none), a fastmnist worker keeps fastmnist's."""
+    from fastmnist import config
+    from fastmnist.bench import runner
+    from fastmnist.bench.targets import target
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    monkeypatch.setattr(config, "USER_OMP_WAIT_POLICY", None)
+    monkeypatch.setattr(config, "USER_GOMP_SPINCOUNT", "42")
+    env = runner._worker_environment(target("torch"))
+    assert "OMP_WAIT_POLICY" not in env and env["GOMP_SPINCOUNT"] == "42"
+    env = runner._worker_environment(target("numba"))
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["GOMP_SPINCOUNT"] == "300000"

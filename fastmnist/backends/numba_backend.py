@@ -21,13 +21,18 @@ import numpy as np
 
 from .. import config
 
-# Numba's OpenMP threads spin after every parallel region by default, taking a core from the
-# thread that goes on: the next serial loop, BLAS, or the GEMM pool. Passive waiting measured
-# simple-cnn 4.27 s against 5.70 s an epoch, and relu-mlp a steady 0.38-0.42 s against runs that
-# drifted from 0.33 to 0.54 s in one process (docs/benchmarks.md). libgomp reads the variable when
-# it loads, at the first parallel region: set here, before that, unless the user set it.
+# How Numba's OpenMP threads wait between parallel regions. Spinning for good (libgomp's ACTIVE)
+# took a core from whatever ran next on it: the next serial loop, BLAS, or the GEMM thread pool of
+# earlier versions (simple-cnn 4.27 s against 5.70 s an epoch, docs/benchmarks.md). Sleeping at once
+# (PASSIVE) made every region wake a thread: 60-180 us a region on a 2-core Zen 4 VM. So the threads
+# wait PASSIVE-ly, but only after spinning config.NUMBA_GOMP_SPINCOUNT times (a few milliseconds,
+# longer than the gaps inside a training step), and the step's parallel BLAS products run on these
+# same threads (numba_blas.py). libgomp reads both variables when it loads, at the first parallel
+# region: set here, before that, unless the user set them.
 if config.NUMBA_OMP_WAIT_POLICY:
     os.environ.setdefault("OMP_WAIT_POLICY", config.NUMBA_OMP_WAIT_POLICY)
+if config.NUMBA_GOMP_SPINCOUNT:
+    os.environ.setdefault("GOMP_SPINCOUNT", config.NUMBA_GOMP_SPINCOUNT)
 
 try:
     import numba
@@ -139,10 +144,26 @@ def _pool():
     return _POOL
 
 
+def _products_at_once(products) -> None:
+    """out = a @ b for every (a, b, out), one product per core, on single-threaded BLAS: as the
+    iterations of one Numba parallel region (numba_blas.py), so Numba's own threads run them, or,
+    where NumPy's BLAS cannot be called from Numba (config.NUMBA_BLAS_IN_REGIONS off), on a pool of
+    Python threads (numpy releases the GIL)."""
+    lib = _blas.gemm_library() if config.NUMBA_BLAS_IN_REGIONS else None
+    if lib is not None and _blas.run_products(lib, products):
+        return
+    pool = _pool()
+    futures = [pool.submit(np.matmul, a, b, out) for a, b, out in products[1:]]
+    a, b, out = products[0]
+    np.matmul(a, b, out)
+    for f in futures:
+        f.result()
+
+
 def _matmul(a, b):
     """a @ b through BLAS. Inside training_context (single-threaded BLAS), a large product is cut
     into one piece per thread, along the rows of a or, when a has few rows, along the shared
-    dimension (partial products summed); numpy releases the GIL, so the pieces run in parallel.
+    dimension (partial products summed), the pieces run at once (_products_at_once).
     simple-cnn's first dense layer and fast-cnn's second convolution gain most (see docs)."""
     m, k = a.shape
     n = b.shape[1]
@@ -151,20 +172,18 @@ def _matmul(a, b):
     parts = numba.get_num_threads()  # asked only here: the call costs ~10 us
     if parts < 2:
         return a @ b
-    pool = _pool()
+    dtype = np.result_type(a, b)
     if m >= 64 * parts:
-        out = np.empty((m, n), np.result_type(a, b))
+        out = np.empty((m, n), dtype)
         cuts = np.linspace(0, m, parts + 1).astype(int)
-        futures = [pool.submit(np.matmul, a[lo:hi], b, out[lo:hi]) for lo, hi in zip(cuts[1:-1], cuts[2:])]
-        np.matmul(a[:cuts[1]], b, out[:cuts[1]])
-        for f in futures:
-            f.result()
+        _products_at_once([(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:])])
         return out
     cuts = np.linspace(0, k, parts + 1).astype(int)
-    futures = [pool.submit(np.matmul, a[:, lo:hi], b[lo:hi]) for lo, hi in zip(cuts[1:-1], cuts[2:])]
-    out = a[:, :cuts[1]] @ b[:cuts[1]]
-    for f in futures:
-        out += f.result()
+    partial = np.empty((parts, m, n), dtype)
+    _products_at_once([(a[:, lo:hi], b[lo:hi], partial[i]) for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))])
+    out = partial[0]
+    for piece in partial[1:]:
+        out += piece
     return out
 
 
@@ -175,6 +194,7 @@ one_hot = _ref.one_hot
 
 
 if numba is not None:
+    from . import numba_blas as _blas
     from . import numba_conv as _tiled
     from . import numba_dense as _dense
     from . import numba_kernels as K
@@ -649,9 +669,10 @@ def affine_backward(dy, x, w, need_dx=True):
     dy, x, w = _c(dy), _c(x), _c(w)
     if need_dx and _SPLIT_GEMMS and 2 * dy.size * w.shape[0] >= config.SPLIT_GEMM_MIN_FLOPS \
             and numba.get_num_threads() > 1:
-        weight_grad = _pool().submit(np.matmul, x.T, dy)
-        dx = dy @ w.T
-        return dx, weight_grad.result(), dy.sum(axis=0)
+        dx = np.empty(x.shape, dy.dtype)
+        dw = np.empty(w.shape, dy.dtype)
+        _products_at_once([(dy, w.T, dx), (x.T, dy, dw)])
+        return dx, dw, dy.sum(axis=0)
     return (_matmul(dy, w.T) if need_dx else None), _matmul(x.T, dy), dy.sum(axis=0)
 
 

@@ -64,9 +64,11 @@ def _worker_environment(t: Target) -> dict:
     env = dict(os.environ)
     if t.is_reference:  # PyTorch's OpenMP threads wait as the user's environment says, not as fastmnist's
         from .. import config
-        env.pop("OMP_WAIT_POLICY", None)
-        if config.USER_OMP_WAIT_POLICY is not None:
-            env["OMP_WAIT_POLICY"] = config.USER_OMP_WAIT_POLICY
+        for name, users in (("OMP_WAIT_POLICY", config.USER_OMP_WAIT_POLICY),
+                            ("GOMP_SPINCOUNT", config.USER_GOMP_SPINCOUNT)):
+            env.pop(name, None)
+            if users is not None:
+                env[name] = users
     return env
 
 

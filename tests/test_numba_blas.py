@@ -1,0 +1,88 @@
+"""numba_blas.py: NumPy's BLAS gemm called from a Numba parallel region, against plain loops, and
+the products numba_backend spreads over the cores with it against its Python-thread fallback."""
+import naive
+import numpy as np
+import pytest
+
+from fastmnist import config
+from fastmnist.backends import backend_status
+
+pytestmark = pytest.mark.skipif(not backend_status("numba")[0], reason="numba backend unavailable")
+
+if backend_status("numba")[0]:
+    from fastmnist.backends import numba_backend as NB
+    from fastmnist.backends import numba_blas as B
+
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def numpy_ships_openblas() -> bool:
+    from threadpoolctl import threadpool_info
+    return any(i.get("internal_api") == "openblas" and "numpy" in i.get("filepath", "") for i in threadpool_info())
+
+
+@pytest.fixture(scope="module")
+def lib():
+    found = B.gemm_library()
+    if found is None:
+        if numpy_ships_openblas():
+            pytest.fail("NumPy's bundled OpenBLAS is loaded, but numba_blas found no gemm in it")
+        pytest.skip("this NumPy's BLAS exports no gemm numba_blas knows: numba_backend uses its thread pool")
+    return found
+
+
+def oracle(a, b):
+    return naive.affine_forward(a, b, np.zeros(b.shape[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_against_loops(lib, dtype):
+    """Three products at once on two threads: plain; a transposed a and b; a column slice of a
+    (lda > K) into the middle columns of a wider output (ldc > N)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((33, 17)).astype(dtype), rng.standard_normal((17, 9)).astype(dtype)
+    at, bt = np.ascontiguousarray(a.T).T, np.ascontiguousarray(b.T).T  # columns contiguous
+    wide_a = rng.standard_normal((33, 40)).astype(dtype)
+    wide_out = np.full((17, 30), np.nan, dtype)
+    outs = [np.full((33, 9), np.nan, dtype), np.full((33, 9), np.nan, dtype)]
+    assert B.run_products(lib, [(a, b, outs[0]), (at, bt, outs[1]), (wide_a[:17, 5:22], b, wide_out[:, 3:12])])
+    np.testing.assert_allclose(outs[0], oracle(a, b), **TOL[dtype])
+    np.testing.assert_allclose(outs[1], oracle(a, b), **TOL[dtype])
+    np.testing.assert_allclose(wide_out[:, 3:12], oracle(wide_a[:17, 5:22], b), **TOL[dtype])
+    assert np.isnan(wide_out[:, :3]).all() and np.isnan(wide_out[:, 12:]).all()  # nothing outside written
+
+
+def test_refuses_what_is_not_a_blas_product(lib):
+    """Strided both ways, mixed or integer dtypes, mismatched or empty shapes: False, nothing run."""
+    f32 = np.ones((8, 8), np.float32)
+    out = np.zeros((8, 8), np.float32)
+    for a, b, o in [(f32[::2, ::2], f32[:4, :4], out[:4, :4]),
+                    (f32, f32.astype(np.float64), out),
+                    (f32.astype(np.int32), f32.astype(np.int32), out.astype(np.int32)),
+                    (f32, f32[:7], out),
+                    (f32[:, :0], f32[:0], out),
+                    (f32, f32, out[:, ::-1])]:
+        assert not B.run_products(lib, [(a, b, o)])
+    assert not out.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [300, 40], ids=["rows cut", "reduction cut"])
+def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
+    """Inside training_context, _matmul's pieces and affine_backward's two products give the
+    thread pool's results to the bit (the same BLAS calls), and the loops' within rounding."""
+    monkeypatch.setattr(config, "SPLIT_GEMM_MIN_FLOPS", 1000)
+    monkeypatch.setattr(config, "NUMBA_DENSE_TILES", False)
+    rng = np.random.default_rng(rows)
+    x, w = rng.standard_normal((rows, 70)).astype(dtype), rng.standard_normal((70, 30)).astype(dtype)
+    dy = rng.standard_normal((rows, 30)).astype(dtype)
+    results = {}
+    for in_regions in (True, False):
+        monkeypatch.setattr(config, "NUMBA_BLAS_IN_REGIONS", in_regions)
+        with NB.training_context():
+            results[in_regions] = (NB._matmul(x, w),) + NB.affine_backward(dy, x, w)
+    for got, want in zip(results[True], results[False]):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(results[True][0], oracle(x, w), **TOL[dtype])
+    for got, want in zip(results[True][1:], naive.affine_backward(dy, x, w)):
+        np.testing.assert_allclose(got, want, **TOL[dtype])

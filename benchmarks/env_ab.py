@@ -8,7 +8,8 @@ machine whose speed drifts from minute to minute (flags inside one process: epoc
 Each process loads MNIST, warms every model up (compiles) on 4000 rows, then waits. Each round,
 each process in turn (the order alternating round by round) fits each model for one epoch on the
 first ``--rows`` rows (fresh weights, seed 0) while the other one waits on its pipe, and reports
-the seconds. Printed: per model, each side's median, and the median over rounds of B's time over
+the seconds after ``--gap`` seconds of sleep: an idle side's OpenMP threads spin a while after
+their last parallel region (GOMP_SPINCOUNT), and must not spin into the other side's turn. Printed: per model, each side's median, and the median over rounds of B's time over
 A's (below 1: B faster), with the lowest and highest of those ratios.
 """
 import argparse
@@ -21,7 +22,7 @@ import time
 import numpy as np
 
 
-def child(models, rows):
+def child(models, rows, gap):
     import fastmnist
     from fastmnist import zoo
     data = {}
@@ -36,15 +37,18 @@ def child(models, rows):
         model = zoo.create(name, backend="numba", seed=0)
         t0 = time.perf_counter()
         model.fit(x, y, **zoo.fit_args(name, epochs=1), verbose=0)
-        print(json.dumps(time.perf_counter() - t0), flush=True)
+        seconds = time.perf_counter() - t0
+        time.sleep(gap)  # until this side's OpenMP threads stop spinning, before the other side's turn
+        print(json.dumps(seconds), flush=True)
 
 
-def start(env_text, models, rows):
+def start(env_text, models, rows, gap):
     env = dict(os.environ)
     for item in env_text.split():
         key, _, value = item.partition("=")
         env[key] = value
-    proc = subprocess.Popen([sys.executable, __file__, "--child", ",".join(models), "--rows", str(rows)], env=env,
+    proc = subprocess.Popen([sys.executable, __file__, "--child", ",".join(models), "--rows", str(rows),
+                             "--gap", str(gap)], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if proc.stdout.readline().strip() != "ready":
         raise SystemExit(f"the process for {env_text!r} did not start")
@@ -58,12 +62,14 @@ def main():
     ap.add_argument("a", nargs="?", default="", help="side A: VAR=value ... (space-separated)")
     ap.add_argument("b", nargs="?", default="", help="side B: VAR=value ...")
     ap.add_argument("--rows", type=int, default=60000)
+    ap.add_argument("--gap", type=float, default=0.3,
+                    help="seconds a side waits after each fit, longer than its OpenMP threads spin (GOMP_SPINCOUNT)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     models = args.models.split(",")
     if args.child:
-        return child(models, args.rows)
-    sides = [start(args.a, models, args.rows), start(args.b, models, args.rows)]
+        return child(models, args.rows, args.gap)
+    sides = [start(args.a, models, args.rows, args.gap), start(args.b, models, args.rows, args.gap)]
     times = {name: ([], []) for name in models}
     for r in range(args.rounds):
         for name in models:

@@ -118,12 +118,15 @@ def main():
     env = environment()
     print(f"# {env['cpu_model']}, {env['cpu_count']} cores, {env['cpu_vector_extensions']}; "
           f"numba target {env.get('numba_target_cpu')}")
+    # every model's step first, then the references: BLAS and PyTorch run on all cores, and their
+    # threads slowed the next model's step (simple-cnn's dense backward 2.6 ms after fast-cnn's
+    # references against 1.3 ms alone, on a 2-core Zen 4)
+    profiles = {name: profile(name, args.steps) for name in args.models.split(",")}
     ceiling = measure_ceilings()["cpu_matmul_gflops"]
     print(f"# float32 matmul ceiling {ceiling:.0f} GFLOP/s; conv goal >= {CONV_GOAL:.0%} of it "
           f"= {CONV_GOAL * ceiling:.0f} GFLOP/s; dense goal >= {DENSE_GOAL:.0%} of the faster library")
     misses = 0
-    for name in args.models.split(","):
-        batch, rows = profile(name, args.steps)
+    for name, (batch, rows) in profiles.items():
         print(f"\n{name} (batch {batch}), ms per step; GFLOP/s; against the goal")
         for label, node, shape, sec in rows:
             flops = _node_flops(node, shape)

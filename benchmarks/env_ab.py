@@ -9,8 +9,9 @@ Each process loads MNIST, warms every model up (compiles) on 4000 rows, then wai
 each process in turn (the order alternating round by round) fits each model for one epoch on the
 first ``--rows`` rows (fresh weights, seed 0) while the other one waits on its pipe, and reports
 the seconds after ``--gap`` seconds of sleep: an idle side's OpenMP threads spin a while after
-their last parallel region (GOMP_SPINCOUNT), and must not spin into the other side's turn. Printed: per model, each side's median, and the median over rounds of B's time over
-A's (below 1: B faster), with the lowest and highest of those ratios.
+their last parallel region (GOMP_SPINCOUNT), and must not spin into the other side's turn.
+Printed: per model, each side's median, and the median over rounds of B's time over A's (below 1:
+B faster), with the lowest and highest of those ratios.
 """
 import argparse
 import json

@@ -270,3 +270,8 @@ def check_environment() -> None:
     for setting, message in _BAD_ENVIRONMENT.items():
         if setting not in globals():
             raise InvalidArgument(message)
+
+#: fastmnist bench --interleave: seconds a target's process sleeps after each timed epoch before the
+#: next target's turn, longer than the threads of any library spin after their last parallel region
+#: (Numba's: about 8 ms at NUMBA_GOMP_SPINCOUNT on a 2-core Zen 4; fastmnist/bench/lockstep.py).
+BENCH_INTERLEAVE_GAP_S = 0.3

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fastmnist import bench
 
 # The report's layout, which result files and `fastmnist sweep --bench` read: keys in this order.
@@ -161,3 +163,38 @@ def test_reference_workers_get_the_users_openmp_settings(monkeypatch):
     assert "OMP_WAIT_POLICY" not in env and env["GOMP_SPINCOUNT"] == "42"
     env = runner._worker_environment(target("numba"))
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["GOMP_SPINCOUNT"] == "300000"
+
+
+def test_interleaved_epochs_take_turns_and_survive_a_failed_worker(tmp_path, monkeypatch):
+    """--interleave: every target's worker process at once, repeats turn about; a worker that dies
+    at its start (here: a Python that cannot find its standard library) is left out with its reason."""
+    import os
+
+    from fastmnist.bench import lockstep, runner
+    from fastmnist.errors import InvalidArgument
+
+    def env_for(t):
+        env = dict(os.environ)
+        if t.name == "tutorial":
+            env["PYTHONHOME"] = str(tmp_path / "nowhere")
+        return env
+
+    monkeypatch.setattr(runner, "_worker_environment", env_for)
+    monkeypatch.setattr(runner, "measure_ceilings", lambda quick, gpu: {"cpu_matmul_gflops": 1.0, "cpu_copy_gbs": 1.0})
+    calls = []
+    real_ask = lockstep._Worker.ask
+    monkeypatch.setattr(lockstep._Worker, "ask", lambda self, request: calls.append((self.target.name, request))
+                        or real_ask(self, request))
+    logs = []
+    report = runner.run(["numpy", "numba", "tutorial"], models=["two-layer"], kernels=[], epochs_only=True,
+                        quick=True, log=logs.append, interleave=True)
+    listed = {b["name"]: b for b in report["backends"]}
+    assert listed["tutorial"]["available"] is False and "exit" in listed["tutorial"]["reason"]
+    assert [r["backend"] for r in report["results"]] == ["numpy", "numba"]
+    assert all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in report["results"])
+    timed = [name for name, request in calls if request == {"op": "time"}]
+    built = [name for name, request in calls if request and request["op"] == "build"]
+    assert built == ["numpy", "numba"] and timed == ["numpy", "numba"]
+    assert any(line.startswith("leaving out backend tutorial:") for line in logs)
+    with pytest.raises(InvalidArgument, match="--epochs-only"):
+        runner.run(["numpy"], models=["two-layer"], kernels=[], quick=True, interleave=True)

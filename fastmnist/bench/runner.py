@@ -10,8 +10,10 @@ import time
 
 import numpy as np
 
+from ..errors import InvalidArgument
 from .cases import DEFAULT_MODELS, Case, all_cases, training_data_source
 from .kernel_cases import KERNELS
+from .lockstep import run_interleaved
 from .machine import environment, measure_ceilings
 from .report import add_floors, add_ratios
 from .targets import Target, requested_targets, target
@@ -25,9 +27,7 @@ def time_case(case: Case, backend: str | Target, warmup: int = 2) -> list[float]
     if made is None:
         return None
     fn, sync = made
-    for _ in range(warmup if case.group != "epoch" else 1):
-        fn()
-    sync()
+    warm_up(case, made, warmup)
     times = []
     for _ in range(case.repeat):
         t0 = time.perf_counter()
@@ -35,6 +35,14 @@ def time_case(case: Case, backend: str | Target, warmup: int = 2) -> list[float]
         sync()
         times.append(time.perf_counter() - t0)
     return times
+
+
+def warm_up(case: Case, made, warmup: int = 2) -> None:
+    """Run a made case ``warmup`` times untimed (an epoch once): JIT compilation, CUDA context, caches."""
+    fn, sync = made
+    for _ in range(warmup if case.group != "epoch" else 1):
+        fn()
+    sync()
 
 
 def _row(case: Case, t: Target, times: list[float]) -> dict:
@@ -89,13 +97,18 @@ class WorkerFailed(RuntimeError):
 
 
 def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_only=False,
-        epochs_only=False, quick=False, log=print, isolate=True) -> dict:
+        epochs_only=False, quick=False, log=print, isolate=True, interleave=False) -> dict:
     """Time every case on every available backend; returns the report dict (see ``format_table``).
 
     Each backend runs in a process of its own (``isolate``): thread pools of different libraries
     in one process (Numba's OpenMP, PyTorch's, BLAS's) spin against each other and would distort
-    every number after the first backend.
+    every number after the first backend. With ``interleave`` (epochs only) the processes run at
+    once and take turns, one timed call each (lockstep.py): ratios that a drifting machine's speed
+    does not skew.
     """
+    if interleave and not epochs_only:
+        raise InvalidArgument("interleaved timing is for epochs only (--interleave needs --epochs-only): "
+                              "each timed call is followed by a pause")
     requested = requested_targets(backends)
     statuses = [(t, *t.status()) for t in requested]
     usable = [t for t, ok, _ in statuses if ok]
@@ -106,14 +119,19 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
     ceilings = measure_ceilings(quick, gpu=any(not t.is_reference and t.device() == "gpu" for t in usable))
     spec = {"models": list(models), "kernels": list(kernels), "batch_sizes": batch_sizes or {},
             "kernels_only": kernels_only, "epochs_only": epochs_only, "quick": quick}
-    results = []
-    for t in list(usable):
-        try:
-            results += _run_isolated(t, spec, log) if isolate else run_backend(t.name, spec, log)
-        except WorkerFailed as exc:  # e.g. torch.compile under ATEN_CPU_CAPABILITY=avx2: the others still count
-            log(f"leaving out backend {t.name}: {exc} (its output is above)")
-            usable.remove(t)
-            statuses = [(s, False, str(exc)) if s is t else (s, ok, why) for s, ok, why in statuses]
+    results, failed = [], {}
+    if interleave:
+        results, failed = run_interleaved(usable, spec, _worker_environment, log)
+    else:
+        for t in usable:
+            try:
+                results += _run_isolated(t, spec, log) if isolate else run_backend(t.name, spec, log)
+            except WorkerFailed as exc:  # e.g. torch.compile under ATEN_CPU_CAPABILITY=avx2: the others still count
+                failed[t] = exc
+    for t, exc in failed.items():
+        log(f"leaving out backend {t.name}: {exc} (its output is above)")
+        usable.remove(t)
+        statuses = [(s, False, str(exc)) if s is t else (s, ok, why) for s, ok, why in statuses]
     add_floors(results, ceilings)
     order = {c: i for i, c in enumerate(dict.fromkeys(r["case"] for r in results))}
     names = [t.name for t in usable]

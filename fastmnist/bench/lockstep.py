@@ -108,8 +108,8 @@ def run_interleaved(targets: list, spec: dict, env_for, log) -> tuple[list, dict
                 except WorkerFailed as exc:
                     failed[t] = exc
                     del workers[t]
-            order = list(times)
-            for r in range(case.repeat):
+            order = list(times)  # the targets this case applies to (none: the tutorials and a CNN)
+            for r in range(case.repeat if order else 0):
                 for t in order[r % len(order):] + order[:r % len(order)]:
                     if t not in workers:
                         continue

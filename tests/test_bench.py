@@ -168,6 +168,7 @@ def test_reference_workers_get_the_users_openmp_settings(monkeypatch):
 def test_interleaved_epochs_take_turns_and_survive_a_failed_worker(tmp_path, monkeypatch):
     """--interleave: every target's worker process at once, repeats turn about; a worker that dies
     at its start (here: a Python that cannot find its standard library) is left out with its reason."""
+    import dataclasses
     import os
 
     from fastmnist.bench import lockstep, runner
@@ -181,6 +182,8 @@ def test_interleaved_epochs_take_turns_and_survive_a_failed_worker(tmp_path, mon
 
     monkeypatch.setattr(runner, "_worker_environment", env_for)
     monkeypatch.setattr(runner, "measure_ceilings", lambda quick, gpu: {"cpu_matmul_gflops": 1.0, "cpu_copy_gbs": 1.0})
+    real_cases = lockstep.all_cases  # two repeats a case: the second round starts with the other target
+    monkeypatch.setattr(lockstep, "all_cases", lambda *a: [dataclasses.replace(c, repeat=2) for c in real_cases(*a)])
     calls = []
     real_ask = lockstep._Worker.ask
     monkeypatch.setattr(lockstep._Worker, "ask", lambda self, request: calls.append((self.target.name, request))
@@ -191,10 +194,10 @@ def test_interleaved_epochs_take_turns_and_survive_a_failed_worker(tmp_path, mon
     listed = {b["name"]: b for b in report["backends"]}
     assert listed["tutorial"]["available"] is False and "exit" in listed["tutorial"]["reason"]
     assert [r["backend"] for r in report["results"]] == ["numpy", "numba"]
-    assert all(r["median_s"] > 0 and len(r["times_s"]) == 1 for r in report["results"])
+    assert all(r["median_s"] > 0 and len(r["times_s"]) == 2 for r in report["results"])
     timed = [name for name, request in calls if request == {"op": "time"}]
     built = [name for name, request in calls if request and request["op"] == "build"]
-    assert built == ["numpy", "numba"] and timed == ["numpy", "numba"]
+    assert built == ["numpy", "numba"] and timed == ["numpy", "numba", "numba", "numpy"]
     assert any(line.startswith("leaving out backend tutorial:") for line in logs)
     with pytest.raises(InvalidArgument, match="--epochs-only"):
         runner.run(["numpy"], models=["two-layer"], kernels=[], quick=True, interleave=True)

@@ -53,17 +53,23 @@ def test_products_against_loops(lib, dtype):
 
 
 def test_refuses_what_is_not_a_blas_product(lib):
-    """Strided both ways, mixed or integer dtypes, mismatched or empty shapes: False, nothing run."""
+    """Strided both ways, mixed or integer dtypes, mismatched or empty shapes, a reversed, read-only
+    or overlapping output: False, nothing written."""
     f32 = np.ones((8, 8), np.float32)
-    out = np.zeros((8, 8), np.float32)
+    out = np.full((8, 8), np.nan, np.float32)
+    frozen = np.full((8, 8), np.nan, np.float32)
+    frozen.flags.writeable = False
+    shared = np.ones((8, 16), np.float32)
     for a, b, o in [(f32[::2, ::2], f32[:4, :4], out[:4, :4]),
                     (f32, f32.astype(np.float64), out),
-                    (f32.astype(np.int32), f32.astype(np.int32), out.astype(np.int32)),
+                    (f32.astype(np.int32), f32.astype(np.int32), np.zeros((8, 8), np.int32)),
                     (f32, f32[:7], out),
                     (f32[:, :0], f32[:0], out),
-                    (f32, f32, out[:, ::-1])]:
+                    (f32, f32, out[:, ::-1]),
+                    (f32, f32, frozen),
+                    (shared[:, :8], f32, shared[:, 8:])]:
         assert not B.run_products(lib, [(a, b, o)])
-    assert not out.any()
+    assert np.isnan(out).all() and np.isnan(frozen).all() and (shared == 1).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -71,8 +77,14 @@ def test_refuses_what_is_not_a_blas_product(lib):
 def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
     """Inside training_context, _matmul's pieces and affine_backward's two products give the
     thread pool's results to the bit (the same BLAS calls), and the loops' within rounding."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: training_context splits no product")
     monkeypatch.setattr(config, "SPLIT_GEMM_MIN_FLOPS", 1000)
     monkeypatch.setattr(config, "NUMBA_DENSE_TILES", False)
+    ran = []
+    real = B.run_products
+    monkeypatch.setattr(B, "run_products", lambda lib, products: ran.append(real(lib, products)) or ran[-1])
     rng = np.random.default_rng(rows)
     x, w = rng.standard_normal((rows, 70)).astype(dtype), rng.standard_normal((70, 30)).astype(dtype)
     dy = rng.standard_normal((rows, 30)).astype(dtype)
@@ -81,6 +93,7 @@ def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
         monkeypatch.setattr(config, "NUMBA_BLAS_IN_REGIONS", in_regions)
         with NB.training_context():
             results[in_regions] = (NB._matmul(x, w),) + NB.affine_backward(dy, x, w)
+    assert ran == [True, True]  # _matmul's pieces, then affine_backward's pair, in regions (not with the flag off)
     for got, want in zip(results[True], results[False]):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(results[True][0], oracle(x, w), **TOL[dtype])

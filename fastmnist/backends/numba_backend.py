@@ -181,8 +181,8 @@ def _matmul(a, b):
     cuts = np.linspace(0, k, parts + 1).astype(int)
     partial = np.empty((parts, m, n), dtype)
     _products_at_once([(a[:, lo:hi], b[lo:hi], partial[i]) for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))])
-    out = partial[0]
-    for piece in partial[1:]:
+    out = partial[0] + partial[1]  # a new array: the partials' buffer goes
+    for piece in partial[2:]:
         out += piece
     return out
 

@@ -91,7 +91,8 @@ def _operand(a: np.ndarray):
 def job_table(lib: GemmLibrary, products):
     """(dims, ptrs) for :func:`gemm_jobs_kernel` from (a, b, out) triples, or None where one is not
     a BLAS product: other than 2-D float32/float64 arrays of one dtype with matching, non-zero
-    shapes, a and b rows- or columns-contiguous, out rows-contiguous."""
+    shapes, a and b rows- or columns-contiguous, out rows-contiguous, writeable and apart from a
+    and b."""
     dtype = products[0][2].dtype
     if dtype not in lib.addresses:
         return None
@@ -102,7 +103,8 @@ def job_table(lib: GemmLibrary, products):
             return None
         (m, k), n = a.shape, b.shape[1]
         if b.shape[0] != k or out.shape != (m, n) or 0 in (m, n, k) or out.strides[1] != out.itemsize \
-                or out.strides[0] < n * out.itemsize:
+                or out.strides[0] < n * out.itemsize or not out.flags.writeable \
+                or np.may_share_memory(out, a) or np.may_share_memory(out, b):
             return None
         fa, fb = _operand(a), _operand(b)
         if fa is None or fb is None:

@@ -48,6 +48,7 @@ def serve(name: str, spec: dict) -> None:
                 current = case.make(t)
                 if current is not None:
                     warm_up(case, current)
+                    time.sleep(config.BENCH_INTERLEAVE_GAP_S)  # as after a timed call: no spinning into a turn
                 answer(current is not None)
             else:
                 fn, sync = current
@@ -74,9 +75,11 @@ class _Worker:
                 self.proc.stdin.write(json.dumps(request) + "\n")
                 self.proc.stdin.flush()
             for line in self.proc.stdout:
-                if line.startswith(MARK):
-                    return json.loads(line[len(MARK):])
-                self.log(line.rstrip())  # the library's own output
+                at = line.find(MARK)  # after whatever a library left on the line without a newline
+                if line[:max(at, 0)].strip() or at < 0:
+                    self.log(line[:at if at >= 0 else len(line)].rstrip())  # the library's own output
+                if at >= 0:
+                    return json.loads(line[at + len(MARK):])
         except (BrokenPipeError, OSError):
             pass
         code = self.proc.wait()

@@ -128,6 +128,8 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
                 results += _run_isolated(t, spec, log) if isolate else run_backend(t.name, spec, log)
             except WorkerFailed as exc:  # e.g. torch.compile under ATEN_CPU_CAPABILITY=avx2: the others still count
                 failed[t] = exc
+    gone = {t.name for t in failed}
+    results = [r for r in results if r["backend"] not in gone]  # an interleaved worker may die after some cases
     for t, exc in failed.items():
         log(f"leaving out backend {t.name}: {exc} (its output is above)")
         usable.remove(t)

@@ -95,12 +95,13 @@ NUMBA_OMP_WAIT_POLICY = os.environ.get("FASTMNIST_OMP_WAIT_POLICY", "PASSIVE")
 USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (bench restores it for PyTorch)
 
 #: numba backend: GOMP_SPINCOUNT for Numba's OpenMP threads, set with the wait policy unless the
-#: environment sets it ('' leaves it alone; '0': no spinning, the threads sleep at once). An idle
-#: thread spins this many times (a few milliseconds) before it sleeps, so the next parallel region
-#: of a training step finds it awake: waking a sleeping one cost 60-180 us a region on a 2-core
-#: Zen 4 VM (benchmarks/results/spin-zen4.txt). Nothing else runs on the cores inside a training
-#: step: its parallel BLAS products run on the same threads (NUMBA_BLAS_IN_REGIONS).
-NUMBA_GOMP_SPINCOUNT = os.environ.get("FASTMNIST_GOMP_SPINCOUNT", "300000")
+#: environment sets GOMP_SPINCOUNT itself (0: no spinning, the threads sleep at once). An idle thread
+#: spins this many times (about 8 ms on a 2-core Zen 4) before it sleeps, so the next parallel
+#: region of a training step finds it awake: waking a sleeping one cost 10-70 us for an empty region
+#: and up to 350 us for a working one there (benchmarks/results/spin-zen4.txt). Nothing else runs on
+#: the cores inside a training step: its parallel BLAS products run on the same threads
+#: (NUMBA_BLAS_IN_REGIONS).
+NUMBA_GOMP_SPINCOUNT = _from_env("NUMBA_GOMP_SPINCOUNT", "FASTMNIST_GOMP_SPINCOUNT", 300000, integer=True)
 USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
 
 #: numba backend: the parallel BLAS products of a training step (a dense layer's backward pass, a
@@ -254,6 +255,11 @@ PHOTO_DIGIT_WIDE = 0.8
 PHOTO_DIGIT_CHUNK = 500
 
 
+#: fastmnist bench --interleave: seconds a target's process sleeps after each timed epoch before the
+#: next target's turn, longer than the threads of any library spin after their last parallel region
+#: (Numba's: about 8 ms at NUMBA_GOMP_SPINCOUNT on a 2-core Zen 4; fastmnist/bench/lockstep.py).
+BENCH_INTERLEAVE_GAP_S = 0.3
+
 for _setting in _BAD_ENVIRONMENT:  # read, they raise (__getattr__); assigned again, they work
     del globals()[_setting]
 
@@ -270,8 +276,3 @@ def check_environment() -> None:
     for setting, message in _BAD_ENVIRONMENT.items():
         if setting not in globals():
             raise InvalidArgument(message)
-
-#: fastmnist bench --interleave: seconds a target's process sleeps after each timed epoch before the
-#: next target's turn, longer than the threads of any library spin after their last parallel region
-#: (Numba's: about 8 ms at NUMBA_GOMP_SPINCOUNT on a 2-core Zen 4; fastmnist/bench/lockstep.py).
-BENCH_INTERLEAVE_GAP_S = 0.3

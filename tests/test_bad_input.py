@@ -319,6 +319,23 @@ def test_a_bad_numeric_variable_is_one_line_even_for_help(value):
                            "must be a finite number > 0 (unset: 30.0)\n")
 
 
+def test_a_bad_spin_count_is_refused_and_not_passed_to_openmp():
+    """FASTMNIST_GOMP_SPINCOUNT must be a whole number >= 0: the CLI says so, and the numba backend
+    leaves GOMP_SPINCOUNT unset rather than hand libgomp text it would ignore."""
+    env = dict(os.environ, FASTMNIST_GOMP_SPINCOUNT="lots")
+    env.pop("GOMP_SPINCOUNT", None)
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "info"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("fastmnist: error: environment variable FASTMNIST_GOMP_SPINCOUNT='lots'")
+    code = "import os; import fastmnist.backends.numba_backend; print(os.environ.get('GOMP_SPINCOUNT'))"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert probe.stdout.strip() == "None", probe.stderr
+    env["FASTMNIST_GOMP_SPINCOUNT"] = "0"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert probe.stdout.strip() == "0", probe.stderr
+
+
 def test_env_number_names_the_variable_the_value_and_the_range(monkeypatch):
     from fastmnist.config import env_number
     from fastmnist.errors import InvalidArgument

@@ -24,15 +24,15 @@ from .. import config
 # How Numba's OpenMP threads wait between parallel regions. Spinning for good (libgomp's ACTIVE)
 # took a core from whatever ran next on it: the next serial loop, BLAS, or the GEMM thread pool of
 # earlier versions (simple-cnn 4.27 s against 5.70 s an epoch, docs/benchmarks.md). Sleeping at once
-# (PASSIVE) made every region wake a thread: 60-180 us a region on a 2-core Zen 4 VM. So the threads
+# (PASSIVE) made every region wake a thread: up to 350 us a region on a 2-core Zen 4 VM. So the threads
 # wait PASSIVE-ly, but only after spinning config.NUMBA_GOMP_SPINCOUNT times (a few milliseconds,
 # longer than the gaps inside a training step), and the step's parallel BLAS products run on these
 # same threads (numba_blas.py). libgomp reads both variables when it loads, at the first parallel
 # region: set here, before that, unless the user set them.
 if config.NUMBA_OMP_WAIT_POLICY:
     os.environ.setdefault("OMP_WAIT_POLICY", config.NUMBA_OMP_WAIT_POLICY)
-if config.NUMBA_GOMP_SPINCOUNT:
-    os.environ.setdefault("GOMP_SPINCOUNT", config.NUMBA_GOMP_SPINCOUNT)
+if "NUMBA_GOMP_SPINCOUNT" in vars(config):  # absent: FASTMNIST_GOMP_SPINCOUNT was refused (the CLI says so)
+    os.environ.setdefault("GOMP_SPINCOUNT", str(config.NUMBA_GOMP_SPINCOUNT))
 
 try:
     import numba

@@ -78,6 +78,9 @@ def _add_bench(sub):
     p.add_argument("--json", dest="json_file", default=None, metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw a grouped bar chart (needs matplotlib)")
     p.add_argument("--quick", action="store_true", help="few repeats, a 2000-image epoch: under a minute")
+    p.add_argument("--repeats", type=O.int_at_least(1, 1000), default=None, metavar="N",
+                   help="timed calls per case, 1 to 1000 (default: 3 per epoch, 20 per kernel or step; with "
+                        "--quick 1 and 5): more make the medians steadier on a noisy machine")
     p.add_argument("--interleave", action="store_true",
                    help="with --epochs-only: every backend's process at once, taking turns epoch by epoch, so that a "
                         "machine whose speed drifts skews no ratio")
@@ -451,7 +454,7 @@ def cmd_bench(args) -> dict:
         os.environ["FASTMNIST_DATA"] = str(args.data)
     report = bench.run(split(args.backends), models, kernels, bench.parse_batch_sizes(args.batch_sizes, models),
                        args.kernels_only, args.epochs_only, args.quick, log=lambda s: print(s, file=sys.stderr),
-                       interleave=args.interleave)
+                       interleave=args.interleave, repeats=args.repeats)
     print(bench.format_table(report))
     if args.json_file:
         _write_text(args.json_file, json.dumps(report, indent=1), "--json")

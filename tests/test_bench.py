@@ -62,6 +62,26 @@ def test_bad_bench_arguments():
     proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", "bench", "--kernels", "fft"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "unknown kernel" in proc.stderr
+    for value, said in (("0", "must be >= 1, got 0"), ("2.5", "expected an integer, got '2.5'"),
+                        ("1001", "must be <= 1000")):
+        proc = subprocess.run([sys.executable, "-m", "fastmnist.cli", "bench", "--repeats", value], capture_output=True,
+                              text=True)
+        assert proc.returncode == 2 and f"--repeats: {said}" in proc.stderr
+
+
+def test_repeats_set_how_often_each_case_is_timed(monkeypatch):
+    """--repeats N: N timed calls a case, in the backends' own worker processes (the spec carries it)."""
+    from fastmnist.bench import runner
+    from fastmnist.errors import InvalidArgument
+
+    monkeypatch.setattr(runner, "measure_ceilings", lambda quick, gpu: {"cpu_matmul_gflops": 1.0, "cpu_copy_gbs": 1.0})
+    report = runner.run(["numpy"], models=["two-layer"], kernels=["affine_forward"], quick=True, repeats=4)
+    assert {r["case"] for r in report["results"]} == {"affine_forward[two-layer,b100]", "train_step[two-layer,b100]",
+                                                      "epoch[two-layer,b100,n2000]"}
+    assert all(len(r["times_s"]) == 4 for r in report["results"])
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(InvalidArgument, match="repeats must be an integer >= 1"):
+            runner.run(["numpy"], models=["two-layer"], kernels=[], epochs_only=True, quick=True, repeats=bad)
 
 
 def test_the_tutorials_reference_code_really_trains(mnist_dir):
@@ -168,7 +188,6 @@ def test_reference_workers_get_the_users_openmp_settings(monkeypatch):
 def test_interleaved_epochs_take_turns_and_survive_a_failed_worker(tmp_path, monkeypatch):
     """--interleave: every target's worker process at once, repeats turn about; a worker that dies
     at its start (here: a Python that cannot find its standard library) is left out with its reason."""
-    import dataclasses
     import os
 
     from fastmnist.bench import lockstep, runner
@@ -182,15 +201,14 @@ def test_interleaved_epochs_take_turns_and_survive_a_failed_worker(tmp_path, mon
 
     monkeypatch.setattr(runner, "_worker_environment", env_for)
     monkeypatch.setattr(runner, "measure_ceilings", lambda quick, gpu: {"cpu_matmul_gflops": 1.0, "cpu_copy_gbs": 1.0})
-    real_cases = lockstep.all_cases  # two repeats a case: the second round starts with the other target
-    monkeypatch.setattr(lockstep, "all_cases", lambda *a: [dataclasses.replace(c, repeat=2) for c in real_cases(*a)])
     calls = []
     real_ask = lockstep._Worker.ask
     monkeypatch.setattr(lockstep._Worker, "ask", lambda self, request: calls.append((self.target.name, request))
                         or real_ask(self, request))
     logs = []
+    # two repeats a case (the workers read them from the spec): the second round starts with the other target
     report = runner.run(["numpy", "numba", "tutorial"], models=["two-layer"], kernels=[], epochs_only=True,
-                        quick=True, log=logs.append, interleave=True)
+                        quick=True, log=logs.append, interleave=True, repeats=2)
     listed = {b["name"]: b for b in report["backends"]}
     assert listed["tutorial"]["available"] is False and "exit" in listed["tutorial"]["reason"]
     assert [r["backend"] for r in report["results"]] == ["numpy", "numba"]

@@ -125,10 +125,11 @@ def epoch_case(model_name: str, batch: int, samples: int = 60000, repeat: int = 
 
 
 def all_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_only=False, epochs_only=False,
-              quick=False) -> list[Case]:
-    """Every case of a run: kernels at each model's shapes, a training step, and an epoch."""
+              quick=False, repeats=None) -> list[Case]:
+    """Every case of a run: kernels at each model's shapes, a training step, and an epoch; each
+    timed ``repeats`` times (default: 20 a kernel or step, 3 an epoch; with ``quick`` 5 and 1)."""
     cases = []
-    rep = 5 if quick else 20
+    rep = repeats or (5 if quick else 20)
     if not epochs_only:
         cases += kernel_cases(models[:1] if quick else models, kernels, batch_sizes, rep)
     if not kernels_only:
@@ -136,8 +137,14 @@ def all_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_
             batch = _batch_size(model_name, batch_sizes)
             if not epochs_only:
                 cases.append(step_case(model_name, batch, rep))
-            cases.append(epoch_case(model_name, batch, 2000 if quick else 60000, 1 if quick else 3))
+            cases.append(epoch_case(model_name, batch, 2000 if quick else 60000, repeats or (1 if quick else 3)))
     return cases
+
+
+def spec_cases(spec: dict) -> list[Case]:
+    """:func:`all_cases` of a run's spec (``bench.run``'s arguments as a dict, as its workers get them)."""
+    return all_cases(spec["models"], spec["kernels"], spec["batch_sizes"], spec["kernels_only"], spec["epochs_only"],
+                     spec["quick"], spec.get("repeats"))
 
 
 def parse_batch_sizes(text: str | None, models) -> dict:

@@ -21,7 +21,7 @@ import sys
 import time
 
 from .. import config
-from .cases import all_cases
+from .cases import spec_cases
 
 MARK = "@fastmnist-bench "
 
@@ -31,8 +31,7 @@ def serve(name: str, spec: dict) -> None:
     from .runner import warm_up
     from .targets import target
     t = target(name)
-    cases = {c.name: c for c in all_cases(spec["models"], spec["kernels"], spec["batch_sizes"], spec["kernels_only"],
-                                          spec["epochs_only"], spec["quick"])}
+    cases = {c.name: c for c in spec_cases(spec)}
     current = None
 
     def answer(value):
@@ -101,8 +100,7 @@ def run_interleaved(targets: list, spec: dict, env_for, log) -> tuple[list, dict
         except WorkerFailed as exc:
             failed[t] = exc
     try:
-        for case in all_cases(spec["models"], spec["kernels"], spec["batch_sizes"], spec["kernels_only"],
-                              spec["epochs_only"], spec["quick"]):
+        for case in spec_cases(spec):
             times = {}
             for t, worker in list(workers.items()):
                 try:

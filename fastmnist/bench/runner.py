@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..errors import InvalidArgument
-from .cases import DEFAULT_MODELS, Case, all_cases, training_data_source
+from .cases import DEFAULT_MODELS, Case, spec_cases, training_data_source
 from .kernel_cases import KERNELS
 from .lockstep import run_interleaved
 from .machine import environment, measure_ceilings
@@ -59,8 +59,7 @@ def run_backend(name: str, spec: dict, log=print) -> list[dict]:
     t = target(name)
     rows = []
     with t.context():
-        for case in all_cases(spec["models"], spec["kernels"], spec["batch_sizes"], spec["kernels_only"],
-                              spec["epochs_only"], spec["quick"]):
+        for case in spec_cases(spec):
             times = time_case(case, t)
             if times is not None:
                 rows.append(_row(case, t, times))
@@ -97,15 +96,17 @@ class WorkerFailed(RuntimeError):
 
 
 def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_only=False,
-        epochs_only=False, quick=False, log=print, isolate=True, interleave=False) -> dict:
+        epochs_only=False, quick=False, log=print, isolate=True, interleave=False, repeats=None) -> dict:
     """Time every case on every available backend; returns the report dict (see ``format_table``).
 
     Each backend runs in a process of its own (``isolate``): thread pools of different libraries
     in one process (Numba's OpenMP, PyTorch's, BLAS's) spin against each other and would distort
     every number after the first backend. With ``interleave`` (epochs only) the processes run at
     once and take turns, one timed call each (lockstep.py): ratios that a drifting machine's speed
-    does not skew.
+    does not skew. ``repeats``: timed calls per case (default: see ``all_cases``), an integer >= 1.
     """
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
+        raise InvalidArgument(f"repeats must be an integer >= 1, got {repeats!r}")
     if interleave and not epochs_only:
         raise InvalidArgument("interleaved timing is for epochs only (--interleave needs --epochs-only): "
                               "each timed call is followed by a pause")
@@ -118,7 +119,7 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
     # the GPU ceilings are measured with CuPy: where a fastmnist backend runs on a GPU, CuPy does
     ceilings = measure_ceilings(quick, gpu=any(not t.is_reference and t.device() == "gpu" for t in usable))
     spec = {"models": list(models), "kernels": list(kernels), "batch_sizes": batch_sizes or {},
-            "kernels_only": kernels_only, "epochs_only": epochs_only, "quick": quick}
+            "kernels_only": kernels_only, "epochs_only": epochs_only, "quick": quick, "repeats": repeats}
     results, failed = [], {}
     if interleave:
         results, failed = run_interleaved(usable, spec, _worker_environment, log)

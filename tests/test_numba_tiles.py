@@ -57,6 +57,10 @@ if backend_status("numba")[0]:
     def _sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
         T.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
 
+    @njit
+    def _scatter(ix, v, lo, hi, b, bbase, out, ldo, obase, cols):
+        T.sparse_scatter(ix, v, lo, hi, b, bbase, out, ldo, obase, cols)
+
     # (tile_rows kind, tile_grad kind, the fraction of a two-vector tile's columns covered, most pixels)
     KERNELS = {"wide": (_rows, _grad, (1, 1), T.TILE_PIXELS),
                "wide, adding": (_rows_add, None, (1, 1), T.TILE_PIXELS),
@@ -213,9 +217,34 @@ def sparse_check(sparse_rows, block, dt, rng):
                                        atol=1e-5 if dt == np.float32 else 1e-13, err_msg=f"cols {cols}, k {lo}:{hi}")
 
 
+def scatter_check(sparse_scatter, block, dt, rng):
+    """sparse_scatter against loops for every column count of a block (each number of vectors,
+    each tail: whole, or half a vector where at most half is left), rows repeated among the
+    non-zeros, at offsets: only the named columns change (the lanes it stores past them add 0)."""
+    ldo, nrows = block + 11, 7
+    b = rng.standard_normal(block + 9).astype(dt)
+    ix = rng.integers(0, nrows, 12).astype(np.int32)
+    v = rng.standard_normal(12).astype(dt)
+    for cols in range(1, block + 1):
+        for lo, hi in [(0, 12), (3, 7), (5, 5)]:
+            out = rng.standard_normal(nrows * ldo + 4).astype(dt)
+            want = out.copy()
+            for k in range(lo, hi):
+                for c in range(cols):
+                    want[ix[k] * ldo + 4 + c] += v[k] * b[2 + c]
+            sparse_scatter(ix, v, lo, hi, b, 2, out, ldo, 4, cols)
+            np.testing.assert_allclose(out, want, rtol=1e-5 if dt == np.float32 else 1e-13,
+                                       atol=1e-5 if dt == np.float32 else 1e-13, err_msg=f"cols {cols}, k {lo}:{hi}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sparse_rows_every_column_count(dtype):
     sparse_check(_sparse, T.sparse_block_columns(np.dtype(dtype).itemsize), dtype, np.random.default_rng(5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_scatter_every_column_count(dtype):
+    scatter_check(_scatter, T.sparse_block_columns(np.dtype(dtype).itemsize), dtype, np.random.default_rng(6))
 
 
 def test_vector_width_follows_numbas_target(monkeypatch):
@@ -241,8 +270,13 @@ from tests.test_numba_tiles import sparse_check
 @njit
 def sparse(ix, v, lo, hi, b, bbase, ldb, out, obase, cols):
     numba_tiles.sparse_rows(ix, v, lo, hi, b, bbase, ldb, out, obase, cols)
-for dt in DTYPES:  # AVX2's masked moves (vmaskmov) for a block's last vector
+@njit
+def scatter(ix, v, lo, hi, b, bbase, out, ldo, obase, cols):
+    numba_tiles.sparse_scatter(ix, v, lo, hi, b, bbase, out, ldo, obase, cols)
+from tests.test_numba_tiles import scatter_check
+for dt in DTYPES:  # AVX2's masked moves (vmaskmov) for a block's last vector, whole or half (xmm)
     sparse_check(sparse, numba_tiles.sparse_block_columns(np.dtype(dt).itemsize), dt, rng)
+    scatter_check(scatter, numba_tiles.sparse_block_columns(np.dtype(dt).itemsize), dt, rng)
 assert numba_tiles.HAS_PERMUTE_PACK and not numba_tiles.HAS_COMPRESS
 from tests.test_numba_sparse import test_nonzeros_every_length_and_tail
 for dt in DTYPES:  # nonzeros by table-driven permutes (vpermps), as AVX2 packs them

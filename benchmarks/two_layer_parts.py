@@ -5,7 +5,10 @@ compiled step's parts timed one by one on MNIST batches, one core.
 
 Each part is the function the compiled step calls (fastmnist/backends/numba_steps.py), on a batch of
 random training rows as in an epoch (``--sequential``: consecutive rows, which the hardware
-prefetches), mean of 300 calls after a warm-up.
+prefetches), mean of 300 calls after a warm-up. The first parts are the one-thread step's (each
+row's non-zeros, the product row by row, the regrouping by feature, the update); the "split" ones
+are what each of the two threads does in a split step (numba_steps._steps_part), for half of the
+input features: list them by transposes, the product from the lists, the update from the lists.
 """
 import argparse
 import time
@@ -45,10 +48,21 @@ def main():
     runs = np.empty((nb, 2), np.int64)
     row, hyper, unused = np.empty(m, np.float32), np.zeros(6, np.float32), np.empty((1, 1), np.float32)
     lo = [0]
+    # a split step's part 0: features 0 .. d/2 - 1 (numba_steps.dense_train_steps_kernel's buffers)
+    f0, f1 = 0, d // 2
+    own = d // 2 + 1
+    block, row_starts = np.empty(own * ((nb + 7) // 8 * 8), np.float32), np.empty(8, np.int64)
+    in_start = np.empty(own + 1, np.int64)
+    in_r, in_v = np.empty(own * nb + S._ROW_SLACK, np.int32), np.empty(own * nb + S._ROW_SLACK, np.float32)
+    partial = np.empty((nb, (m + S._ROW_SLACK - 1) // S._ROW_SLACK * S._ROW_SLACK), np.float32)
 
     def next_rows():
         lo[0] = (lo[0] + nb) % (len(x) - nb)
         return S._nonzeros_gathered(x, perm, lo[0], idx, val, cnt, False)
+
+    def next_lists():
+        lo[0] = (lo[0] + nb) % (len(x) - nb)
+        return S._feature_lists(x, perm, lo[0], nb, f0, f1, block, row_starts, in_start, in_r, in_v)
 
     parts = {
         "finding the non-zeros": next_rows,
@@ -58,6 +72,11 @@ def main():
             0, d, OPT_SGD, start, csc_r, csc_v, g, w, unused, unused, np.float32(0), np.float32(0),
             np.float32(1), hyper, row),
         "sigmoid (5000 exp)": lambda: _sigmoid(out, g.copy()),
+        "split: feature lists (half)": next_lists,
+        "split: product from the lists (half)": lambda: S._sparse_partial(in_start, in_r, in_v, w, f0, f1, partial),
+        "split: update from the lists (SGD, half)": lambda: S._grad_update_rows(
+            f0, f1, OPT_SGD, in_start, in_r, in_v, g, w, unused, unused, np.float32(0), np.float32(0),
+            np.float32(1), hyper, row, f0),
     }
     env = environment()
     print(f"# {env['cpu_model']}, {env['cpu_vector_extensions']}; numba target {env['numba_target_cpu']}; "

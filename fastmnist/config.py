@@ -117,10 +117,13 @@ NUMBA_BLAS_IN_REGIONS = True
 PARALLEL_MIN_ELEMENTS = 131072
 ADAM_BLOCK = 16384
 #: numba backend: Adam over all of a model's parameters runs on one core below this many: it is
-#: memory-bound, and a parallel region's wake-up costs more than the second core gains. fast-cnn's
-#: 215k parameters on a 2-core Xeon (AVX-512): 0.19 ms on one thread against 0.27 ms on two alone,
-#: 0.31-0.34 against 0.39 ms in a training step (benchmarks/step_profile.py).
-ADAM_PARALLEL_MIN_ELEMENTS = 1_000_000
+#: memory-bound, and a parallel region's wake-up can cost more than the second core gains. With
+#: the threads spinning between regions (NUMBA_GOMP_SPINCOUNT), on a 2-core Zen 4, training steps
+#: alternated in blocks in one process (Adam's time, the step's; medians): dropout-cnn's 403k
+#: parameters 0.67 -> 0.50 ms, 7.00 -> 6.73 ms; simple-cnn's 434k 0.50 -> 0.40 ms, 4.52 -> 4.45 ms;
+#: fast-cnn's 215k 0.53 -> 0.50 ms, steps within their noise (12.57 / 12.60 ms). (Before the
+#: spinning, on a 2-core Xeon, fast-cnn's took 0.31-0.34 ms on one thread and 0.39 on two.)
+ADAM_PARALLEL_MIN_ELEMENTS = 100_000
 
 #: numba backend: inside training_context, matrix products of at least this many FLOPs are split
 #: over the cores by hand (BLAS itself is single-threaded there).

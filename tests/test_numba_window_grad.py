@@ -50,13 +50,15 @@ def window_oracle(x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase
 @pytest.mark.parametrize("which", ["narrow", "wide"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_body_against_a_loop(rng, dtype, which):
-    """Each (rows, vectors) body of both intrinsics, with a width that leaves the last vector part
-    full, an odd and an even count of windows, stopped windows (arg -1) and offsets into the middle
-    of the arrays."""
+    """Each (rows, vectors) body of both intrinsics, with widths that leave the last vector part
+    full (the wide one's half-width last vector where at most half is left: both sides of that
+    edge), an odd and an even count of windows, stopped windows (arg -1) and offsets into the
+    middle of the arrays."""
     call, lanes_of, bodies = INTRINSICS[which]
     lanes = lanes_of(np.dtype(dtype).itemsize)
     for kh, nvec in bodies:
-        for width in sorted({(nvec - 1) * lanes + 1, nvec * lanes}):
+        tails = {1, lanes // 2, lanes // 2 + 1, lanes} - {0}
+        for width in sorted((nvec - 1) * lanes + t for t in tails):
             xrow = width + 3
             x = rng.standard_normal(40 * xrow + kh * xrow).astype(dtype)
             poff = rng.integers(0, 30 * xrow, 12).astype(np.int64)

@@ -93,10 +93,11 @@ def _bodies(max_vectors):  # every (kh, nvec) an intrinsic of at most max_vector
             if kh * nv <= max_vectors]
 
 
-def _window_grad_intrinsic(name, vector_bytes, max_vectors, sets):
+def _window_grad_intrinsic(name, vector_bytes, max_vectors, sets, halves=False):
     """An intrinsic of window_grad's signature and meaning whose vectors are ``vector_bytes`` wide,
     with a body for every (kh, nvec) of kh <= WINDOW_MAX_ROWS and kh * nvec <= ``max_vectors``,
-    the windows taken in turn by ``sets`` sets of accumulators."""
+    the windows taken in turn by ``sets`` sets of accumulators; with ``halves``, a row's last vector
+    is half as wide where at most half of it is left (a second body per pair)."""
 
     def typer(typingctx, x, xbase, xrow, kh, width, dy, dbase, dstep, count, arg, abase, astride, poff, out, obase,
               db, dbi):
@@ -106,7 +107,7 @@ def _window_grad_intrinsic(name, vector_bytes, max_vectors, sets):
                 raise numba.core.errors.TypingError(f"{name}: integer {what} expected, got {a}")
         i64 = types.int64
         sig = types.void(x, i64, i64, i64, i64, dy, i64, i64, i64, arg, i64, i64, poff, out, i64, db, i64)
-        return sig, _codegen(dtype, vector_bytes // (dtype.bitwidth // 8), _bodies(max_vectors), sets)
+        return sig, _codegen(dtype, vector_bytes // (dtype.bitwidth // 8), _bodies(max_vectors), sets, halves)
 
     typer.__name__ = name
     return intrinsic(typer)
@@ -119,8 +120,9 @@ def _sum(builder, values):  # the accumulator sets added up
     return total
 
 
-def _codegen(dtype, lanes, bodies, nsets):
-    """window_grad's code: a switch on (kh, nvec) to a body per pair of ``bodies``."""
+def _codegen(dtype, lanes, bodies, nsets, halves=False):
+    """window_grad's code: a switch on (kh, nvec) to a body per pair of ``bodies`` (and with
+    ``halves``, on whether a row's last vector is a half-width one)."""
     def codegen(context, builder, signature, args):
         x, dy, arg, poff, out, db = (signature.args[i] for i in (0, 5, 9, 12, 13, 15))
         (xa, xbase_, xrow_, kh_, width_, da, dbase_, dstep_, count_, aa, abase_, astride_, pa, oa, obase_,
@@ -130,21 +132,27 @@ def _codegen(dtype, lanes, bodies, nsets):
         fty = context.get_value_type(dtype)
         vty = ir.VectorType(fty, lanes)
         i64t = ir.IntType(64)
+        halves_ = halves and lanes >= 2
+        hty = ir.VectorType(fty, max(1, lanes // 2))
         masked_load, _ = _masked(builder, vty)
+        masked_load_h, _ = _masked(builder, hty)
         align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
         lanes_c = ir.Constant(i64t, lanes)
         nvec = builder.udiv(builder.add(width_, ir.Constant(i64t, lanes - 1)), lanes_c)
-        last_mask = lane_mask(builder, builder.sub(width_, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)),
-                                                                        lanes_c)), lanes)
-        zero_v, zero_s = ir.Constant(vty, None), ir.Constant(fty, None)
+        left = builder.sub(width_, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
+        last_mask = lane_mask(builder, left, lanes)
+        half_mask = lane_mask(builder, left, hty.count)
+        half = builder.icmp_signed("<=", left, ir.Constant(i64t, lanes // 2)) if halves_ else \
+            ir.Constant(ir.IntType(1), 0)
+        zero_s = ir.Constant(fty, None)
 
         def at(ptr, idx):
             return builder.gep(ptr, [idx], inbounds=True)
 
-        def splat(s):
-            one = builder.insert_element(ir.Constant(vty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
-                                          ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+        def splat(s, ty):
+            one = builder.insert_element(ir.Constant(ty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), ty.count), [0] * ty.count))
 
         ity = ir.IntType(dtype.bitwidth)
 
@@ -165,9 +173,11 @@ def _codegen(dtype, lanes, bodies, nsets):
             d = builder.bitcast(builder.and_(builder.bitcast(dval, ity), keep), fty)
             return d, builder.add(xbase_, off)
 
-        def emit(rows, nv):
-            sets = [[[cgutils.alloca_once_value(builder, zero_v) for _ in range(nv)] for _ in range(rows)]
-                    for _ in range(nsets)]
+        def emit(rows, nv, hv):
+            # vector j's type: the last one half as wide with ``hv``
+            types_ = [hty if hv and j == nv - 1 else vty for j in range(nv)]
+            sets = [[[cgutils.alloca_once_value(builder, ir.Constant(types_[j], None)) for j in range(nv)]
+                     for _ in range(rows)] for _ in range(nsets)]
             bias = [cgutils.alloca_once_value(builder, zero_s) for _ in range(nsets)]
 
             def axpy(acc, bsum, q, plain):
@@ -175,16 +185,19 @@ def _codegen(dtype, lanes, bodies, nsets):
                 follows is read whole (its last vector past the row's end, in the next row: the
                 lanes past the width then hold what the caller drops), the last row masked."""
                 d, base = window(q)
-                ds = splat(d)
+                ds = {ty.count: splat(d, ty) for ty in set(types_)}
                 for r in range(rows):
                     row = builder.add(base, builder.mul(xrow_, ir.Constant(i64t, r)))
                     for j in range(nv):
-                        ptr = builder.bitcast(at(xp, builder.add(row, ir.Constant(i64t, j * lanes))), vty.as_pointer())
+                        ty = types_[j]
+                        ptr = builder.bitcast(at(xp, builder.add(row, ir.Constant(i64t, j * lanes))), ty.as_pointer())
                         if j < nv - 1 or (plain and r < rows - 1):
                             xv = builder.load(ptr, align=dtype.bitwidth // 8)
+                        elif ty is hty:
+                            xv = builder.call(masked_load_h, [ptr, align, half_mask, ir.Constant(hty, None)])
                         else:
-                            xv = builder.call(masked_load, [ptr, align, last_mask, zero_v])
-                        prod = builder.fmul(ds, xv, flags=("contract",))
+                            xv = builder.call(masked_load, [ptr, align, last_mask, ir.Constant(vty, None)])
+                        prod = builder.fmul(ds[ty.count], xv, flags=("contract",))
                         builder.store(builder.fadd(prod, builder.load(acc[r][j]), flags=("contract",)), acc[r][j])
                 builder.store(builder.fadd(builder.load(bsum), d), bsum)
 
@@ -206,7 +219,7 @@ def _codegen(dtype, lanes, bodies, nsets):
             for r in range(rows):
                 for j in range(nv):
                     idx = builder.add(obase_, ir.Constant(i64t, (r * nv + j) * lanes))
-                    ptr = builder.bitcast(at(op, idx), vty.as_pointer())
+                    ptr = builder.bitcast(at(op, idx), types_[j].as_pointer())
                     total = _sum(builder, [builder.load(acc[r][j]) for acc in sets])
                     builder.store(builder.fadd(builder.load(ptr, align=dtype.bitwidth // 8), total), ptr,
                                   align=dtype.bitwidth // 8)
@@ -215,14 +228,16 @@ def _codegen(dtype, lanes, bodies, nsets):
                           dptr)
 
         end = builder.append_basic_block("window.end")
-        key = builder.add(builder.mul(kh_, ir.Constant(i64t, 64)), nvec)
+        key = builder.add(builder.mul(builder.add(builder.mul(kh_, ir.Constant(i64t, 64)), nvec), ir.Constant(i64t, 2)),
+                          builder.zext(half, i64t))
         switch = builder.switch(key, end)
         for rows, nv in bodies:
-            block = builder.append_basic_block(f"window.{rows}x{nv}")
-            switch.add_case(ir.Constant(i64t, rows * 64 + nv), block)
-            builder.position_at_end(block)
-            emit(rows, nv)
-            builder.branch(end)
+            for hv in ((False, True) if halves_ else (False,)):
+                block = builder.append_basic_block(f"window.{rows}x{nv}{'h' if hv else ''}")
+                switch.add_case(ir.Constant(i64t, (rows * 64 + nv) * 2 + hv), block)
+                builder.position_at_end(block)
+                emit(rows, nv, hv)
+                builder.branch(end)
         builder.position_at_end(end)
         return context.get_dummy_value()
 
@@ -232,5 +247,6 @@ def _codegen(dtype, lanes, bodies, nsets):
 #: the first layers' short window rows (see the module's docstring)
 window_grad = _window_grad_intrinsic("window_grad", WINDOW_BYTES, WINDOW_MAX_VECTORS, 2)
 #: longer rows (fast-cnn's conv2, 3 x 72 values), a few rows a call: vectors of the target's
-#: width, one set of accumulators (so many keep the multiply-adds independent anyway)
-window_grad_wide = _window_grad_intrinsic("window_grad_wide", VECTOR_BYTES, WIDE_MAX_VECTORS, 1)
+#: width, one set of accumulators (so many keep the multiply-adds independent anyway), a row's last
+#: vector half as wide where at most half of it is left (72 float32 on AVX-512: 4 zmm and a ymm)
+window_grad_wide = _window_grad_intrinsic("window_grad_wide", VECTOR_BYTES, WIDE_MAX_VECTORS, 1, halves=True)

@@ -75,7 +75,9 @@ def test_repeats_set_how_often_each_case_is_timed(monkeypatch):
     from fastmnist.errors import InvalidArgument
 
     monkeypatch.setattr(runner, "measure_ceilings", lambda quick, gpu: {"cpu_matmul_gflops": 1.0, "cpu_copy_gbs": 1.0})
-    report = runner.run(["numpy"], models=["two-layer"], kernels=["affine_forward"], quick=True, repeats=4)
+    import numpy as np
+    report = runner.run(["numpy"], models=["two-layer"], kernels=["affine_forward"], quick=True,
+                        repeats=np.int64(4))  # a NumPy integer too: the spec the workers read is JSON
     assert {r["case"] for r in report["results"]} == {"affine_forward[two-layer,b100]", "train_step[two-layer,b100]",
                                                       "epoch[two-layer,b100,n2000]"}
     assert all(len(r["times_s"]) == 4 for r in report["results"])

@@ -278,9 +278,13 @@ for dt in DTYPES:  # AVX2's masked moves (vmaskmov) for a block's last vector, w
     sparse_check(sparse, numba_tiles.sparse_block_columns(np.dtype(dt).itemsize), dt, rng)
     scatter_check(scatter, numba_tiles.sparse_block_columns(np.dtype(dt).itemsize), dt, rng)
 assert numba_tiles.HAS_PERMUTE_PACK and not numba_tiles.HAS_COMPRESS
-from tests.test_numba_sparse import test_nonzeros_every_length_and_tail
+from tests.test_numba_sparse import test_nonzeros_every_length_and_tail, test_sparse_rows_scaled_against_loops
 for dt in DTYPES:  # nonzeros by table-driven permutes (vpermps), as AVX2 packs them
     test_nonzeros_every_length_and_tail(dt)
+    test_sparse_rows_scaled_against_loops(dt)  # plain SGD's rows, their half-width (xmm) last vectors too
+from tests.test_numba_window_grad import test_every_body_against_a_loop
+for dt in DTYPES:  # the pooled-side windows in AVX2's vectors, the wide one's half-width last vectors too
+    test_every_body_against_a_loop(rng, np.dtype(dt).name, "wide")
 for dt in DTYPES:
     for n, c, h, f, k, pad in [(3, 24, 12, 32, 3, 0), (2, 1, 28, 24, 5, 0), (2, 3, 9, 5, 3, 1)]:
         x, w = rng.standard_normal((n, c, h, h)).astype(dt), rng.standard_normal((f, c, k, k)).astype(dt)

@@ -351,7 +351,8 @@ def _tail_switch(builder, cols, lanes, most, emit):
 
 
 def _typed_ops(builder, vty, align):
-    """(load, store, masked load, masked store, splat) for vectors of type ``vty`` at element pointers."""
+    """(load, store, splat) for vectors of type ``vty`` at element pointers; load and store take
+    an optional lane mask (of vty's width): then only those lanes are read (the others 0) or written."""
     masked_load, masked_store = _masked(builder, vty)
     a32 = ir.Constant(ir.IntType(32), align)
 
@@ -457,8 +458,9 @@ def sparse_scatter(typingctx, ix, v, lo, hi, b, bbase, out, ldo, obase, cols):
     each non-zero costs a load, an FMA and a store of out per vector, the last one half a vector
     wide where at most half of it is left (_tail_switch: two-layer's 50 columns, 13% faster as
     3 zmm and a ymm on a Zen 4, in one process alternated with 4 zmm). out's rows are stored as
-    whole vectors: they need room (and are written) up to cols rounded up to a vector, where b's
-    missing lanes add v[k] * 0. The caller keeps every index in bounds."""
+    whole vectors: they need room up to cols rounded up to a vector and are written up to cols
+    rounded up to a vector or, with a half-width last one, half a vector, where b's missing lanes
+    add v[k] * 0. The caller keeps every index in bounds."""
     dtype = _check_arrays("sparse_scatter", v, b, out)
     if not isinstance(ix.dtype, types.Integer):
         raise numba.core.errors.TypingError(f"sparse_scatter: integer row indices expected, got {ix}")

@@ -27,7 +27,8 @@ multiply-adds, and no gradient before pooling to build.
   but its last is read whole (WINDOW_PLAIN_ROWS: a masked load costs the loop its mask register
   and more), reaching into the window's next row; the lanes of ``out`` past ``width`` then hold
   what those reads bring, and the caller drops them. The last row is read only up to ``width``.
-  The caller keeps every index in bounds.
+  (``window_grad_wide``'s last vector of a row may be half as wide: the lanes of ``out`` past it
+  are then left as they were.) The caller keeps every index in bounds.
 
 Two sets of accumulators take alternate windows, so consecutive multiply-adds into one register do
 not wait on each other; ``kh * nvec`` is at most :data:`WINDOW_MAX_VECTORS`.
@@ -185,7 +186,7 @@ def _codegen(dtype, lanes, bodies, nsets, halves=False):
                 follows is read whole (its last vector past the row's end, in the next row: the
                 lanes past the width then hold what the caller drops), the last row masked."""
                 d, base = window(q)
-                ds = {ty.count: splat(d, ty) for ty in set(types_)}
+                ds = {ty.count: splat(d, ty) for ty in dict.fromkeys(types_)}  # each type once, in order
                 for r in range(rows):
                     row = builder.add(base, builder.mul(xrow_, ir.Constant(i64t, r)))
                     for j in range(nv):

@@ -129,7 +129,7 @@ def all_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_
     """Every case of a run: kernels at each model's shapes, a training step, and an epoch; each
     timed ``repeats`` times (default: 20 a kernel or step, 3 an epoch; with ``quick`` 5 and 1)."""
     cases = []
-    rep = repeats or (5 if quick else 20)
+    rep = repeats if repeats is not None else (5 if quick else 20)
     if not epochs_only:
         cases += kernel_cases(models[:1] if quick else models, kernels, batch_sizes, rep)
     if not kernels_only:
@@ -137,7 +137,8 @@ def all_cases(models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None, kernels_
             batch = _batch_size(model_name, batch_sizes)
             if not epochs_only:
                 cases.append(step_case(model_name, batch, rep))
-            cases.append(epoch_case(model_name, batch, 2000 if quick else 60000, repeats or (1 if quick else 3)))
+            cases.append(epoch_case(model_name, batch, 2000 if quick else 60000,
+                                    repeats if repeats is not None else (1 if quick else 3)))
     return cases
 
 

@@ -105,7 +105,7 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
     once and take turns, one timed call each (lockstep.py): ratios that a drifting machine's speed
     does not skew. ``repeats``: timed calls per case (default: see ``all_cases``), an integer >= 1.
     """
-    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1):
         raise InvalidArgument(f"repeats must be an integer >= 1, got {repeats!r}")
     if interleave and not epochs_only:
         raise InvalidArgument("interleaved timing is for epochs only (--interleave needs --epochs-only): "
@@ -119,7 +119,8 @@ def run(backends=None, models=DEFAULT_MODELS, kernels=KERNELS, batch_sizes=None,
     # the GPU ceilings are measured with CuPy: where a fastmnist backend runs on a GPU, CuPy does
     ceilings = measure_ceilings(quick, gpu=any(not t.is_reference and t.device() == "gpu" for t in usable))
     spec = {"models": list(models), "kernels": list(kernels), "batch_sizes": batch_sizes or {},
-            "kernels_only": kernels_only, "epochs_only": epochs_only, "quick": quick, "repeats": repeats}
+            "kernels_only": kernels_only, "epochs_only": epochs_only, "quick": quick,
+            "repeats": None if repeats is None else int(repeats)}
     results, failed = [], {}
     if interleave:
         results, failed = run_interleaved(usable, spec, _worker_environment, log)

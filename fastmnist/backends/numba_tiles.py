@@ -325,6 +325,19 @@ def _vname(vty):
     return f"v{vty.count}f{32 if isinstance(vty.element, ir.FloatType) else 64}"
 
 
+def tail_vectors(builder, cols, lanes, halves=True):
+    """(nvec, left, half) for ``cols`` columns (an i64, >= 1) in vectors of ``lanes``: how many
+    vectors cover them, how many columns the last one holds (1..lanes), and (an i1) whether at
+    most half of it is used, so that a half-width vector serves (never without ``halves``)."""
+    i64t = ir.IntType(64)
+    lanes_c = ir.Constant(i64t, lanes)
+    nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
+    left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
+    half = builder.icmp_signed("<=", left, ir.Constant(i64t, lanes // 2)) if halves and lanes >= 2 else \
+        ir.Constant(ir.IntType(1), 0)
+    return nvec, left, half
+
+
 def _tail_switch(builder, cols, lanes, most, emit):
     """Branch on the vectors that cover ``cols`` columns (an i64, >= 1) to ``emit(nv, half, mask)``
     for nv in 1..most (others: no-op): nv - 1 whole vectors of ``lanes``, then a last one that is
@@ -332,11 +345,8 @@ def _tail_switch(builder, cols, lanes, most, emit):
     AVX-512 as 3 zmm and a ymm rather than 4 zmm: an eighth less work in every row of a 50-wide
     layer), ``mask`` its lanes' mask (of its own width)."""
     i64t = ir.IntType(64)
-    lanes_c = ir.Constant(i64t, lanes)
-    nvec = builder.udiv(builder.add(cols, ir.Constant(i64t, lanes - 1)), lanes_c)
-    left = builder.sub(cols, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
+    nvec, left, half = tail_vectors(builder, cols, lanes)
     halves = lanes >= 2
-    half = builder.icmp_signed("<=", left, ir.Constant(i64t, lanes // 2)) if halves else ir.Constant(ir.IntType(1), 0)
     key = builder.add(builder.mul(nvec, ir.Constant(i64t, 2)), builder.zext(half, i64t))
     end = builder.append_basic_block("tail.end")
     switch = builder.switch(key, end)

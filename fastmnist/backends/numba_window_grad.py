@@ -39,7 +39,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numba_tiles import VECTOR_BYTES, _check_arrays, _data, _masked, lane_mask
+from .numba_tiles import VECTOR_BYTES, _check_arrays, _data, _masked, lane_mask, tail_vectors
 
 #: values in one vector of window_grad: 32 bytes (8 float32, 4 float64) on every x86 target; a
 #: window row of fast-cnn's first layer is 5 values
@@ -138,13 +138,9 @@ def _codegen(dtype, lanes, bodies, nsets, halves=False):
         masked_load, _ = _masked(builder, vty)
         masked_load_h, _ = _masked(builder, hty)
         align = ir.Constant(ir.IntType(32), dtype.bitwidth // 8)
-        lanes_c = ir.Constant(i64t, lanes)
-        nvec = builder.udiv(builder.add(width_, ir.Constant(i64t, lanes - 1)), lanes_c)
-        left = builder.sub(width_, builder.mul(builder.sub(nvec, ir.Constant(i64t, 1)), lanes_c))
+        nvec, left, half = tail_vectors(builder, width_, lanes, halves_)
         last_mask = lane_mask(builder, left, lanes)
         half_mask = lane_mask(builder, left, hty.count)
-        half = builder.icmp_signed("<=", left, ir.Constant(i64t, lanes // 2)) if halves_ else \
-            ir.Constant(ir.IntType(1), 0)
         zero_s = ir.Constant(fty, None)
 
         def at(ptr, idx):

@@ -3,7 +3,8 @@
     FASTMNIST_DATA=../shared/data/mnist python3 benchmarks/step_profile.py fast-cnn 256 40
 
 Each node's forward and backward are timed where they are called, inside the training context
-(single-threaded BLAS), on random batches of MNIST; the loss and optimizer are timed apart.
+(single-threaded BLAS), on random batches of MNIST; the batch's gather, the loss and the optimizer
+are timed apart.
 """
 import collections
 import sys
@@ -42,7 +43,9 @@ def main(name, batch, steps):
                 times.clear()
                 t0 = time.perf_counter()
             idx = rng.integers(0, len(x), batch)
-            xb, yb = x[idx], y[idx].astype(np.int64)
+            t = time.perf_counter()
+            xb, yb = x[idx], y[idx].astype(np.int64)  # the batch from the training set, as the trainer gathers it
+            times[("gather", "")] += time.perf_counter() - t
             out = model.forward(xb, train=True)
             t = time.perf_counter()
             _, d = model.loss_and_grad(out, yb)

@@ -39,6 +39,14 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _scheduler_address(path):
+    """The address in dask's scheduler file, or None while the file is missing or not yet whole."""
+    try:
+        return json.loads(path.read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 @pytest.fixture
 def cluster(tmp_path):
     """`dask scheduler` and two `dask worker` processes (no nanny: a killed worker stays dead)."""
@@ -47,8 +55,9 @@ def cluster(tmp_path):
                                "--no-dashboard", "--scheduler-file", str(sched_file)], env=env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        wait_for(sched_file.exists, 60, "the scheduler file")
-        address = json.loads(sched_file.read_text())["address"]
+        # dask creates the file before it writes it: wait until it parses (an empty one failed CI once)
+        wait_for(lambda: _scheduler_address(sched_file) is not None, 60, "the scheduler file")
+        address = _scheduler_address(sched_file)
         for i in range(2):
             procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
                                            "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 
 from .. import config
@@ -63,12 +64,21 @@ class _Worker:
     def __init__(self, t, spec: dict, env: dict, log):
         self.target, self.log = t, log
         self.proc = subprocess.Popen([sys.executable, "-m", "fastmnist.bench", "--serve", t.name, json.dumps(spec)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+        self.errors: list[str] = []  # its error output, passed on to the log as it comes: the reason if it fails
+        self.reader = threading.Thread(target=self._read_errors, daemon=True)
+        self.reader.start()
         self.ask(None)  # "ready"
+
+    def _read_errors(self):
+        for line in self.proc.stderr:
+            self.errors.append(line.rstrip())
+            self.log(self.errors[-1])
 
     def ask(self, request):
         """Send ``request`` (None: nothing, wait for the next answer); the answer, or WorkerFailed."""
-        from .runner import WorkerFailed
+        from .runner import WorkerFailed, error_line
         try:
             if request is not None:
                 self.proc.stdin.write(json.dumps(request) + "\n")
@@ -82,7 +92,8 @@ class _Worker:
         except (BrokenPipeError, OSError):
             pass
         code = self.proc.wait()
-        raise WorkerFailed(f"its benchmark worker failed (exit {code}; its error output is above)")
+        self.reader.join(timeout=10)  # the rest of its error output
+        raise WorkerFailed(f"its benchmark worker failed (exit {code}): {error_line(self.errors)}")
 
     def close(self):
         if self.proc.poll() is None:

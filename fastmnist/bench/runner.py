@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -86,9 +87,17 @@ def _run_isolated(t: Target, spec: dict, log) -> list[dict]:
     for line in proc.stderr.splitlines():
         log(line)
     if proc.returncode != 0:
-        last = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "no output")
-        raise WorkerFailed(f"its benchmark worker failed (exit {proc.returncode}): {last.strip()}")
+        raise WorkerFailed(f"its benchmark worker failed (exit {proc.returncode}): {error_line(proc.stderr.splitlines())}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def error_line(lines: list[str]) -> str:
+    """What a failed worker's error output says went wrong: its last exception line
+    (``RuntimeError: ...``; Python's fatal errors end with lines of thread state after it), else its
+    last non-empty line."""
+    said = [line.strip() for line in lines if line.strip()]
+    raised = [line for line in said if re.match(r"[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    return (raised or said or ["no output"])[-1]
 
 
 class WorkerFailed(RuntimeError):

@@ -31,7 +31,7 @@ from numba import njit, prange
 from .contract import LOSS_MSE, OP_DENSE, OP_DROPOUT, OP_RELU, OP_SIGMOID, OPT_ADAGRAD, OPT_MOMENTUM, OPT_SGD
 from .numba_cache import lock_caches
 from .numba_kernels import __file__ as _kernels_file
-from .numba_kernels import _softmax_ce_row, sigmoid_value
+from .numba_kernels import _softmax_ce_row, flush_subnormal, sigmoid_value
 from .numba_sync import __file__ as _sync_file
 from .numba_sync import barrier
 from .numba_tiles import (
@@ -85,10 +85,11 @@ def _update(kind, p, g, s1, s2, lr, step_size, sqrt_bc2, hyper):
             p[i] -= lr * g[i] / (math.sqrt(s1[i]) + eps)
     else:
         b1, b2, eps, c1, c2 = hyper[0], hyper[1], hyper[2], hyper[4], hyper[5]  # c = 1 - beta, in the dtype
+        tiny = np.finfo(p.dtype).tiny
         for i in range(p.size):
             gi = g[i]
-            s1[i] = b1 * s1[i] + c1 * gi
-            s2[i] = b2 * s2[i] + c2 * gi * gi
+            s1[i] = flush_subnormal(b1 * s1[i] + c1 * gi, tiny)
+            s2[i] = flush_subnormal(b2 * s2[i] + c2 * gi * gi, tiny)
             p[i] -= step_size * s1[i] / (math.sqrt(s2[i]) / sqrt_bc2 + eps)
 
 

@@ -1,5 +1,6 @@
 """The numba backend's own float32 sigmoid (numba_kernels._sigmoid32: exp by a polynomial, so that
-the loops around it vectorise) against float64 math, over the whole float32 range."""
+the loops around it vectorise) against float64 math, over the whole float32 range; its Adam's
+flushing of subnormal moments."""
 import numpy as np
 import pytest
 

@@ -894,10 +894,10 @@ def flush_subnormal(x, tiny):
     """x, or 0 where x is subnormal (0 < abs(x) < tiny, the dtype's smallest normal); NaN passes.
 
     Adam's moments decay geometrically where a gradient stays 0 and reach the subnormals, and an
-    Intel core takes a microcode assist for every operation on one (AMD's cores barely slow down):
-    fast-cnn's Adam went from 0.57 to 1.9 ms a step once they appeared, at step 200 of its first
-    epoch on a 2-core Xeon. Flushed, a moment below 1.2e-38 (float32) moves no weight anyway: the
-    update it made would be under 1e-30."""
+    Intel core takes a microcode assist for every operation on one: fast-cnn's Adam went from 0.57
+    to 1.9 ms a step once they appeared, after about 200 steps at a fixed learning rate on a 2-core
+    Xeon (docs/benchmarks.md). Flushed, a moment below 1.2e-38 (float32) moves no weight anyway:
+    the update it made would be under 1e-30."""
     return tiny - tiny if abs(x) < tiny else x
 
 

@@ -203,9 +203,16 @@ CUDA_GRAPHS = _from_env("CUDA_GRAPHS", "FASTMNIST_CUDA_GRAPHS", 0, integer=True,
 #: CuPy's OutOfMemoryError, so the out-of-memory path is testable without a GPU).
 CUDASIM_MEMORY_BYTES = _from_env("CUDASIM_MEMORY_BYTES", "FASTMNIST_CUDASIM_MEMORY", 8 * 2**30, integer=True, above=True)
 
-#: Compiled training steps (fastmnist.steps): samples per compiled call. Progress, ``stop`` (Ctrl-C,
-#: checkpoints) and the divergence message run between calls; results never depend on it.
-STEP_CHUNK_SAMPLES = 4096
+#: Compiled training steps (fastmnist.steps): how many steps one compiled call runs. Progress,
+#: ``stop`` (Ctrl-C, checkpoints) and the divergence message run between calls; results never depend
+#: on it. An epoch's first call runs STEP_CHUNK_FIRST_SAMPLES samples of steps; each later one as
+#: many as the last call's pace fits in STEP_CHUNK_SECONDS; never more than STEP_CHUNK_SAMPLES
+#: samples. Each call costs 0.1-0.4 ms (its Python, the call, a cold first step): chunks of 4096
+#: samples, 15 calls a two-layer epoch, spent 9.5 ms of a 134 ms fit outside the steps, one call
+#: 3.9 ms (2-core Xeon, benchmarks/fit_outside.py).
+STEP_CHUNK_SAMPLES = 2**20
+STEP_CHUNK_FIRST_SAMPLES = 1024
+STEP_CHUNK_SECONDS = 0.2
 
 #: numba's compiled steps: a dense layer whose batch has at most STEP_SMALL_BATCH rows, or whose
 #: input has at most STEP_SPARSE_DENSITY non-zeros (MNIST images: ~19%) and which has at least

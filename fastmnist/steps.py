@@ -112,8 +112,23 @@ def program_for(model, optimizer) -> StepProgram | None:
 
 
 def chunk_steps(batch_size: int) -> int:
-    """Steps per compiled call: about ``config.STEP_CHUNK_SAMPLES`` samples, at least one step."""
+    """The most steps one compiled call runs: ``config.STEP_CHUNK_SAMPLES`` samples, at least one step."""
     return max(1, config.STEP_CHUNK_SAMPLES // batch_size)
+
+
+def first_chunk(batch_size: int) -> int:
+    """Steps of an epoch's first compiled call, before its pace is known."""
+    return min(chunk_steps(batch_size), max(1, config.STEP_CHUNK_FIRST_SAMPLES // batch_size))
+
+
+def next_chunk(batch_size: int, done: int, seconds: float) -> int:
+    """Steps of the next compiled call: as many as fit in ``config.STEP_CHUNK_SECONDS`` at the pace
+    of the last call (``done`` steps in ``seconds``), at least one, at most :func:`chunk_steps`.
+    A call that compiled the kernels is slow: the next one is short, the one after it sized again."""
+    most = chunk_steps(batch_size)
+    if seconds <= 0:
+        return most
+    return max(1, min(most, int(done * config.STEP_CHUNK_SECONDS / seconds)))
 
 
 def step_rates(optimizer, schedule, first_global: int, count: int, steps_per_epoch: int, total_steps: int):

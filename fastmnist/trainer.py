@@ -22,7 +22,7 @@ from .errors import FastMnistError, InvalidArgument, TrainingDiverged, WrongType
 from .graph_steps import GraphSteps
 from .layers import Dropout
 from .optim import Optimizer, make_optimizer, make_schedule
-from .steps import chunk_steps, dropout_seeds, program_for, step_rates
+from .steps import dropout_seeds, first_chunk, next_chunk, program_for, step_rates
 
 
 def _progress(total, desc, enabled, unit="step"):
@@ -166,6 +166,17 @@ class _Curve:
         self.history["curve_accuracy"].append((right - self.correct) / n)
         self.step, self.loss, self.correct, self.samples = step, loss, right, samples
 
+    def add_steps(self, first, loss_sums, corrects, batch_size, n) -> None:
+        """The points that fall due among steps ``first + 1 .. first + len(loss_sums)``, whose running
+        sums are ``loss_sums`` and ``corrects``: the same points as :meth:`add` called every step."""
+        last = first + len(loss_sums)
+        due = self.step + config.CURVE_STEPS
+        while due < last:
+            self.add(due, loss_sums[due - first - 1], corrects[due - first - 1], min(n, due * batch_size))
+            due = self.step + config.CURVE_STEPS
+        if last > first:
+            self.add(last, loss_sums[-1], corrects[-1], min(n, last * batch_size))
+
 
 class TrainState(dict):
     """Where a run stands, as plain JSON-able values: ``epoch`` and ``step`` (the next to run),
@@ -280,7 +291,8 @@ class _Loop:
         if perm is None:
             perm = be.asarray(np.arange(n, dtype=np.int64))
         total_steps = steps * self.epochs
-        chunk = chunk_steps(self.batch_size)
+        # sized by the last call's pace (steps.next_chunk), from the last epoch's on
+        chunk = getattr(self, "chunk", None) or first_chunk(self.batch_size)
         lr_now, step = self.optimizer.lr, start
         while step < steps:
             if self.stop is not None and self.stop():
@@ -290,17 +302,25 @@ class _Loop:
             lrs, step_size, sqrt_bc2 = step_rates(self.optimizer, self.schedule, epoch * steps + step, count, steps,
                                                   total_steps)
             seeds = dropout_seeds(self.rng, count, program.n_dropout)
-            part_loss, part_correct, done, bad = be.dense_train_steps(
+            called = time.perf_counter()
+            step_loss, step_correct, done, bad = be.dense_train_steps(
                 program, xs, targets, labels, perm, step, self.batch_size, lrs, step_size, sqrt_bc2, seeds)
+            chunk = next_chunk(self.batch_size, done, time.perf_counter() - called)
+            # running sums added step by step, as the per-step loop adds them: the same sums, and the
+            # same curve, wherever the chunks end
+            loss_sums = np.cumsum(np.concatenate(([float(loss_sum)], step_loss)))[1:]
+            corrects = float(correct) + np.cumsum(step_correct)
+            good = done - (bad is not None)  # as the per-step loop, no point for a step whose loss is not finite
+            curve.add_steps(step, loss_sums[:good], corrects[:good], self.batch_size, n)
             self.optimizer.t += done
-            loss_sum, correct = float(loss_sum) + part_loss, float(correct) + part_correct
+            loss_sum, correct = float(loss_sums[-1]), float(corrects[-1])
             lr_now, step = float(lrs[done - 1]), step + done
             if bad is not None:
                 raise _diverged(bad, epoch, f"step {step}", steps, lr_now)
-            curve.add(step, loss_sum, correct, min(n, step * self.batch_size))
             if bar is not None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss_sum / min(n, step * self.batch_size):.4f}")
+        self.chunk = chunk
         return loss_sum, correct, lr_now
 
     def _graph_steps(self, graphs, perm, epoch, start, steps, bar, t0, spent, epoch_rng, loss_sum, correct, curve):

@@ -53,8 +53,8 @@ def test_plot_cli(mnist_dir, tmp_path):
 @pytest.mark.parametrize("name, backend, n", [("simple-cnn", "numpy", 1500), ("relu-mlp", "numba", 12000)])
 def test_one_epoch_history_has_a_curve_within_the_epoch(name, backend, n, tmp_path):
     """A one-epoch run draws a curve, not one dot: points every ~config.CURVE_STEPS steps (per-layer
-    path) or per compiled chunk (numba's MLP steps: config.STEP_CHUNK_SAMPLES = 4096 samples), each
-    window's loss and batch accuracy."""
+    path, and numba's compiled MLP steps, which return each step's loss and count), each window's
+    loss and batch accuracy."""
     from fastmnist import zoo
     from fastmnist.backends import backend_status
     if not backend_status(backend)[0]:

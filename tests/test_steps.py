@@ -255,6 +255,41 @@ def test_chunk_size_never_changes_the_result(backend, name, monkeypatch):
         assert loss == results[0][1] and acc == results[0][2]
 
 
+def test_chunks_are_sized_by_the_last_calls_pace(monkeypatch):
+    """An epoch's first call runs STEP_CHUNK_FIRST_SAMPLES samples; each later one what the last
+    call's pace fits in STEP_CHUNK_SECONDS, at least a step, at most STEP_CHUNK_SAMPLES samples."""
+    from fastmnist.steps import first_chunk, next_chunk
+    monkeypatch.setattr(config, "STEP_CHUNK_SECONDS", 0.2)
+    monkeypatch.setattr(config, "STEP_CHUNK_FIRST_SAMPLES", 1024)
+    monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", 100_000)
+    assert first_chunk(100) == 10 and first_chunk(5000) == 1
+    assert next_chunk(100, 10, 0.002) == 1000  # 0.2 ms a step
+    assert next_chunk(100, 10, 20.0) == 1  # a call that compiled the kernels
+    assert next_chunk(100, 10, 1e-6) == 1000 and next_chunk(100, 10, 0.0) == 1000  # the cap: 100000 samples
+    monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", 512)
+    assert first_chunk(100) == 5 and next_chunk(100, 5, 1e-3) == 5
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_the_curve_is_the_layer_paths_whatever_the_chunks(backend, monkeypatch):
+    """Each step's loss and correct count come back from the compiled call: the curve's points fall
+    on the per-layer path's steps (every config.CURVE_STEPS) for chunks of 3 steps or of the whole
+    epoch, with the same values, and the epoch sums are the same bit for bit."""
+    monkeypatch.setattr(config, "CURVE_STEPS", 4)
+    runs = []
+    for samples in (3 * 8, 10**9):
+        monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", samples)
+        runs.append(train("relu-mlp", backend, "float64", n=150, batch_size=8)[1])
+    layered = train("relu-mlp", "numpy", "float64", fused=False, n=150, batch_size=8)[1]
+    steps = -(-150 // 8)
+    assert runs[0]["curve_epoch"] == layered["curve_epoch"]
+    assert runs[0]["curve_epoch"][:5] == [4 / steps, 8 / steps, 12 / steps, 16 / steps, 1.0]
+    for key in ("curve_epoch", "curve_loss", "curve_accuracy", "loss", "accuracy"):
+        assert runs[1][key] == runs[0][key], key
+    np.testing.assert_allclose(runs[0]["curve_loss"], layered["curve_loss"], rtol=1e-9)
+    np.testing.assert_allclose(runs[0]["curve_accuracy"], layered["curve_accuracy"], rtol=1e-9)
+
+
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
 def test_interrupted_mid_chunk_and_resumed_equals_uninterrupted(backend, monkeypatch):
     """Stopped at step 5 of epoch 2 (chunks of 5 steps), resumed with chunks of 7 so that it stops in

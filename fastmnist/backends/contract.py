@@ -363,9 +363,10 @@ def check_dense_train_steps(program, xs, targets, labels, perm, first, batch_siz
     """``dense_train_steps`` runs ``len(lrs)`` steps from step ``first`` of an epoch: step ``s``
     trains on rows ``perm[s*batch_size : (s+1)*batch_size]`` of ``xs`` (the last batch may be
     short), with learning rate ``lrs[k]``, Adam's ``step_size[k]`` (lr / (1 - beta1**t)) and
-    ``sqrt_bc2[k]`` (sqrt(1 - beta2**t)), and dropout seeds ``seeds[k]``. It returns the sum of the
-    per-step mean loss times the batch size, the count of correct predictions, the number of steps
-    done, and the loss of the step that stopped the chunk because it was not finite (else None)."""
+    ``sqrt_bc2[k]`` (sqrt(1 - beta2**t)), and dropout seeds ``seeds[k]``. It returns, for each step
+    done, its mean loss times its batch's size (float64, ``(done,)``) and its count of correct
+    predictions (int64, ``(done,)``), then the number of steps done, and the loss of the step that
+    stopped the chunk because it was not finite (else None)."""
     op = "dense_train_steps"
     dtype = require_float(op, xs=xs, **{f"weights[{i}]": w for i, w in enumerate(program.weights)})
     require_array(op, "xs", xs, 2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -98,18 +99,34 @@ def training_context():
     if not config.NUMBA_SINGLE_THREAD_BLAS:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # without threadpoolctl, training is correct, only slower
+    controller = _blas_controller()
+    if controller is None:  # without threadpoolctl, training is correct, only slower
         yield
         return
     global _SPLIT_GEMMS
-    with threadpool_limits(limits=1, user_api="blas"):
+    with controller.limit(limits=1, user_api="blas"):
         previous, _SPLIT_GEMMS = _SPLIT_GEMMS, True
         try:
             yield
         finally:
             _SPLIT_GEMMS = previous
+
+
+_CONTROLLER = [-1, None]  # len(sys.modules) at threadpoolctl's last scan, its ThreadpoolController
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the loaded thread pools, scanned again only when a module was
+    imported since the last scan (that is how a new BLAS arrives): a scan reads /proc/self/maps and
+    makes a controller per library, 1.5-2 ms, once per fit() before (cProfile, a two-layer fit)."""
+    if _CONTROLLER[0] != len(sys.modules):
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return None
+        _CONTROLLER[1] = ThreadpoolController()
+        _CONTROLLER[0] = len(sys.modules)
+    return _CONTROLLER[1]
 
 
 def _small(kernel, size, *args):
@@ -871,13 +888,13 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
     targets = targets if program.loss == C.LOSS_MSE else np.empty((1, 1), dt)
     hyper = np.concatenate([program.hyper, 1 - program.hyper[:2]]).astype(dt)  # + (1 - beta1, 1 - beta2)
     # Inside training_context BLAS runs on one thread: the chunk's own parallel loops use the cores.
-    loss_sum, correct, done, bad_loss, bad = _numba_steps.dense_train_steps_kernel(
+    step_loss, step_correct, done, bad_loss, bad = _numba_steps.dense_train_steps_kernel(
         program.ops, program.widths, program.slot, program.drop_p, program.loss, program.optimizer, hyper, *lists,
         _c(xs), _c(targets), _c(labels), _c(perm), first, batch_size,
         np.asarray(lrs, dt), np.asarray(step_size, dt), np.asarray(sqrt_bc2, dt),
         np.ascontiguousarray(seeds, np.int64), config.STEP_SMALL_BATCH, config.STEP_SPARSE_DENSITY,
         config.STEP_SPARSE_MIN_OUTPUTS, config.STEP_PARALLEL_BATCH, _step_parts(batch_size))
-    return float(loss_sum), int(correct), int(done), (float(bad_loss) if bad else None)
+    return step_loss, step_correct, int(done), (float(bad_loss) if bad else None)
 
 
 def _step_parts(batch_size):

@@ -347,7 +347,8 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
                              w_s1, w_s2, b_s1, b_s2, xs, targets, labels, perm, first, batch, lrs, step_size,
                              sqrt_bc2, seeds, small_batch, sparse_density, sparse_min_outputs, parallel_batch,
                              parts):
-    """Steps ``first .. first + len(lrs) - 1``; returns (loss_sum, correct, done, bad_loss, bad).
+    """Steps ``first .. first + len(lrs) - 1``; returns (step_loss, step_correct, done, bad_loss, bad):
+    each step done's mean loss times its rows and its correct predictions.
 
     ``parts`` > 1: every step is split over that many threads (see ``_steps_part``), which the
     caller guarantees run at once; 1: one thread, with parallel regions inside the steps from
@@ -392,9 +393,13 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
     # shared by the parts besides the layers' buffers: numba_sync.barrier's counter; per layer, each
     # part's count of its non-zero inputs; each sample's loss (summed in order once all parts are
     # done: the same sum as on one thread); per part: its share of a layer's bias gradient (its
-    # columns), and loss sum, correct predictions, steps done, the non-finite loss, whether one
+    # columns), and steps done, the non-finite loss, whether one
     sync, nonzero, row_loss = np.zeros(16, np.int64), np.empty((n_ops, parts), np.int64), np.empty(batch)
-    gbias, res = np.empty((parts, wide), dt), np.zeros((parts, 5))
+    gbias, res = np.empty((parts, wide), dt), np.zeros((parts, 3))
+    # each step's mean loss times its rows (the same on every part; part 0 writes it) and each
+    # part's count of correct predictions: the trainer adds them up step by step, so that its sums
+    # and its curve's points do not depend on where the chunks end
+    step_loss, step_correct = np.zeros(lrs.shape[0]), np.zeros((parts, lrs.shape[0]), np.int64)
     # each step's labels (and squared error's targets), gathered as the step starts (_steps_part)
     step_lab = np.empty(batch, np.int64)
     step_tgt = np.empty((batch, widths[n_ops]) if loss_kind == LOSS_MSE else (1, 1), targets.dtype)
@@ -402,12 +407,13 @@ def dense_train_steps_kernel(ops, widths, slot, drop_p, loss_kind, opt_kind, hyp
             xs, targets, labels, perm, first, batch, lrs, step_size, sqrt_bc2, seeds, small_batch,
             sparse_density, sparse_min_outputs, parallel_batch, acts, grads, masks, idxs, vals, cnts,
             grad_rows, start, fill, csc_r, csc_v, runs, block, in_start, in_r, in_v, row_starts, partial, sync, nonzero,
-            row_loss, gbias, res, step_lab, step_tgt)
+            row_loss, gbias, res, step_lab, step_tgt, step_loss, step_correct)
     if parts > 1:
         _steps_split(parts, args)
     else:
         _steps_part(0, 1, args)
-    return res[0, 0], int(res[:, 1].sum()), int(res[0, 2]), res[0, 3], res[0, 4] != 0
+    done = int(res[0, 0])
+    return step_loss[:done], step_correct.sum(axis=0)[:done], done, res[0, 1], res[0, 2] != 0
 
 
 @njit(**_pjit)
@@ -430,7 +436,7 @@ def _steps_part(t, parts, args):
      xs, targets, labels, perm, first, batch, lrs, step_size, sqrt_bc2, seeds, small_batch,
      sparse_density, sparse_min_outputs, parallel_batch, acts, grads, masks, idxs, vals, cnts,
      grad_rows, start, fill, csc_r, csc_v, runs, block, in_start, in_r, in_v, row_starts, partial, sync, nonzero,
-     row_loss, gbias, res, step_lab, step_tgt) = args
+     row_loss, gbias, res, step_lab, step_tgt, step_loss, step_correct) = args
     n = xs.shape[0]
     n_ops = ops.shape[0]
     dt = xs.dtype
@@ -441,7 +447,6 @@ def _steps_part(t, parts, args):
     identity = np.arange(batch)  # a hidden layer's input is already the batch, row by row
     own_row = np.empty((1, widths[n_ops]), dt)  # a loss gradient row, allocated by this thread
     passed = 0  # barriers crossed
-    loss_sum, correct = 0.0, 0
     for k in range(lrs.shape[0]):
         lo = (first + k) * batch
         hi = min(n, lo + batch)
@@ -538,12 +543,13 @@ def _steps_part(t, parts, args):
         # ---- loss, its gradient, accuracy
         out, d = acts[n_ops], grads[n_ops]
         m = out.shape[1]
+        right = 0
         for r in range(r0, r1):
             best = 0
             for c in range(1, m):
                 if out[r, c] > out[r, best]:
                     best = c
-            correct += best == step_lab[r]
+            right += best == step_lab[r]
             if loss_kind == LOSS_MSE:
                 s = 0.0
                 for c in range(m):
@@ -588,7 +594,9 @@ def _steps_part(t, parts, args):
             s += row_loss[r]
         cast[0] = 0.5 * s / nb if loss_kind == LOSS_MSE else s / nb
         loss = np.float64(cast[0])
-        loss_sum += loss * nb
+        if t == 0:
+            step_loss[k] = loss * nb
+        step_correct[t, k] = right
         # ---- updates: this part's weight rows and bias columns of every dense layer
         for j in range(n_ops - 1, -1, -1):
             if ops[j] != OP_DENSE:
@@ -614,14 +622,14 @@ def _steps_part(t, parts, args):
         passed += 1
         barrier(sync, parts, passed)
         if not math.isfinite(loss):
-            _part_results(res, t, loss_sum, correct, k + 1, loss, True)
+            _part_results(res, t, k + 1, loss, True)
             return
-    _part_results(res, t, loss_sum, correct, lrs.shape[0], 0.0, False)
+    _part_results(res, t, lrs.shape[0], 0.0, False)
 
 
 @njit(**_jit)
-def _part_results(res, t, loss_sum, correct, done, bad_loss, bad):
-    res[t, 0], res[t, 1], res[t, 2], res[t, 3], res[t, 4] = loss_sum, correct, done, bad_loss, bad
+def _part_results(res, t, done, bad_loss, bad):
+    res[t, 0], res[t, 1], res[t, 2] = done, bad_loss, bad
 
 
 @njit(**_jit)

@@ -355,11 +355,11 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
 
     The reference: each step calls this backend's kernels in the order the layers and the optimizer
     call them, so its weights are bit for bit those of the per-layer path. Returns
-    ``(loss_sum, correct, done, bad_loss)``; see :func:`contract.check_dense_train_steps`.
+    ``(step_loss, step_correct, done, bad_loss)``; see :func:`contract.check_dense_train_steps`.
     """
     n, batch_size, count = C.check_dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs,
                                                      step_size, sqrt_bc2, seeds)
-    loss_sum, correct = 0.0, 0
+    step_loss, step_correct = np.zeros(count), np.zeros(count, np.int64)
     beta1, beta2, eps, momentum = (float(h) for h in program.hyper)
     for k in range(count):
         lo, hi = (first + k) * batch_size, min(n, (first + k + 1) * batch_size)
@@ -405,11 +405,11 @@ def dense_train_steps(program, xs, targets, labels, perm, first, batch_size, lrs
                     adagrad_update(param, grad, slots[0], lrs[k], eps)
                 else:
                     _adam_apply(param, grad, slots[0], slots[1], step_size[k], sqrt_bc2[k], beta1, beta2, eps)
-        correct += int(count_correct(out, labels[idx]))
-        loss_sum += float(loss) * (hi - lo)
+        step_correct[k] = int(count_correct(out, labels[idx]))
+        step_loss[k] = float(loss) * (hi - lo)
         if not np.isfinite(loss):
-            return loss_sum, correct, k + 1, float(loss)
-    return loss_sum, correct, count, None
+            return step_loss[:k + 1], step_correct[:k + 1], k + 1, float(loss)
+    return step_loss, step_correct, count, None
 
 
 # ---- helpers the trainer uses ----

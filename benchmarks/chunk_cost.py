@@ -23,7 +23,8 @@ def main():
     times = {batch: [], len(x): []}
     for _ in range(5):
         for chunk in times:
-            config.STEP_CHUNK_SAMPLES = chunk
+            config.STEP_CHUNK_SAMPLES = config.STEP_CHUNK_FIRST_SAMPLES = chunk
+            config.STEP_CHUNK_SECONDS = float("inf")  # calls of exactly ``chunk`` samples, not sized by pace
             model = zoo.create(name, backend="numba", seed=0)
             t0 = time.perf_counter()
             model.fit(x, y, **zoo.fit_args(name, epochs=1), verbose=0)

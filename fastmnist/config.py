@@ -205,7 +205,7 @@ CUDASIM_MEMORY_BYTES = _from_env("CUDASIM_MEMORY_BYTES", "FASTMNIST_CUDASIM_MEMO
 
 #: Compiled training steps (fastmnist.steps): how many steps one compiled call runs. Progress,
 #: ``stop`` (Ctrl-C, checkpoints) and the divergence message run between calls; results never depend
-#: on it. An epoch's first call runs STEP_CHUNK_FIRST_SAMPLES samples of steps; each later one as
+#: on it. A fit's first call runs STEP_CHUNK_FIRST_SAMPLES samples of steps; each later one as
 #: many as the last call's pace fits in STEP_CHUNK_SECONDS; never more than STEP_CHUNK_SAMPLES
 #: samples. Each call costs 0.1-0.4 ms (its Python, the call, a cold first step): chunks of 4096
 #: samples, 15 calls a two-layer epoch, spent 9.5 ms of a 134 ms fit outside the steps, one call

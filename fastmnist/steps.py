@@ -117,7 +117,7 @@ def chunk_steps(batch_size: int) -> int:
 
 
 def first_chunk(batch_size: int) -> int:
-    """Steps of an epoch's first compiled call, before its pace is known."""
+    """Steps of a fit's first compiled call, before the pace is known."""
     return min(chunk_steps(batch_size), max(1, config.STEP_CHUNK_FIRST_SAMPLES // batch_size))
 
 
@@ -128,7 +128,7 @@ def next_chunk(batch_size: int, done: int, seconds: float) -> int:
     most = chunk_steps(batch_size)
     if seconds <= 0:
         return most
-    return max(1, min(most, int(done * config.STEP_CHUNK_SECONDS / seconds)))
+    return max(1, int(min(most, done * config.STEP_CHUNK_SECONDS / seconds)))
 
 
 def step_rates(optimizer, schedule, first_global: int, count: int, steps_per_epoch: int, total_steps: int):

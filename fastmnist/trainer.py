@@ -170,10 +170,11 @@ class _Curve:
         """The points that fall due among steps ``first + 1 .. first + len(loss_sums)``, whose running
         sums are ``loss_sums`` and ``corrects``: the same points as :meth:`add` called every step."""
         last = first + len(loss_sums)
-        due = self.step + config.CURVE_STEPS
+        every = max(1, config.CURVE_STEPS)
+        due = self.step + every
         while due < last:
             self.add(due, loss_sums[due - first - 1], corrects[due - first - 1], min(n, due * batch_size))
-            due = self.step + config.CURVE_STEPS
+            due = self.step + every
         if last > first:
             self.add(last, loss_sums[-1], corrects[-1], min(n, last * batch_size))
 

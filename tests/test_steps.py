@@ -16,6 +16,13 @@ STEP_BACKENDS = [n for n in available_backends() if get_backend(n).dense_train_s
 MLPS = ["sigmoid-mlp", "two-layer", "small-mlp", "relu-mlp"]
 
 
+@pytest.fixture(autouse=True)
+def chunks_by_count(monkeypatch):
+    """Chunks of STEP_CHUNK_SAMPLES here, never shortened by a slow call's pace (config.STEP_CHUNK_SECONDS):
+    tests below count the polls of ``stop`` between chunks."""
+    monkeypatch.setattr(config, "STEP_CHUNK_SECONDS", float("inf"))
+
+
 def flat_data(n=90, seed=0):
     """MNIST-like: mostly zero inputs (the row loops skip zeros), a learnable stroke per class."""
     rng = np.random.default_rng(seed)
@@ -256,7 +263,7 @@ def test_chunk_size_never_changes_the_result(backend, name, monkeypatch):
 
 
 def test_chunks_are_sized_by_the_last_calls_pace(monkeypatch):
-    """An epoch's first call runs STEP_CHUNK_FIRST_SAMPLES samples; each later one what the last
+    """A fit's first call runs STEP_CHUNK_FIRST_SAMPLES samples; each later one what the last
     call's pace fits in STEP_CHUNK_SECONDS, at least a step, at most STEP_CHUNK_SAMPLES samples."""
     from fastmnist.steps import first_chunk, next_chunk
     monkeypatch.setattr(config, "STEP_CHUNK_SECONDS", 0.2)
@@ -266,6 +273,8 @@ def test_chunks_are_sized_by_the_last_calls_pace(monkeypatch):
     assert next_chunk(100, 10, 0.002) == 1000  # 0.2 ms a step
     assert next_chunk(100, 10, 20.0) == 1  # a call that compiled the kernels
     assert next_chunk(100, 10, 1e-6) == 1000 and next_chunk(100, 10, 0.0) == 1000  # the cap: 100000 samples
+    monkeypatch.setattr(config, "STEP_CHUNK_SECONDS", float("inf"))  # never by time
+    assert next_chunk(100, 10, 0.5) == 1000
     monkeypatch.setattr(config, "STEP_CHUNK_SAMPLES", 512)
     assert first_chunk(100) == 5 and next_chunk(100, 5, 1e-3) == 5
 

@@ -2,6 +2,7 @@
 
     FASTMNIST_DATA=../shared/data/mnist python3 benchmarks/step_ab.py dropout-cnn 200 ADAM_PARALLEL_MIN_ELEMENTS \\
         1000000,100000 800
+    FASTMNIST_DATA=../shared/data/mnist python3 benchmarks/step_ab.py simple-cnn 100 NUMBA_GEMM numpy,mkl 800
 
 Runs ``STEPS`` steps of the zoo model's recipe (its optimizer, fixed learning rate 0.001) on random
 MNIST batches of ``BATCH`` inside the numba backend's training context; the value of ``FLAG``
@@ -46,6 +47,14 @@ def main(name, batch, flag, values, steps):
               f"step {np.median(whole[value]) * 1e3:.3f} ms (medians of {len(whole[value])})")
 
 
+def _value(text):
+    """A flag's value as given: an integer where it reads as one (1000000), else the string (mkl)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], [int(v) for v in sys.argv[4].split(",")],
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], [_value(v) for v in sys.argv[4].split(",")],
          int(sys.argv[5]) if len(sys.argv) > 5 else 400)

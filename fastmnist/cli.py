@@ -367,7 +367,8 @@ def gather_info() -> dict:
         "fastmnist": __version__, "python": platform.python_version(), "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "numpy": np.__version__, "auto_backend": resolve_name("auto"),
         "env": {k: os.environ[k] for k in ("FASTMNIST_BACKEND", "NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR",
-                                           "OMP_NUM_THREADS", "FASTMNIST_DATA") if k in os.environ},
+                                           "OMP_NUM_THREADS", "FASTMNIST_DATA", "FASTMNIST_NUMBA_GEMM")
+                if k in os.environ},
         "backends": backends,
         "models": {name: r.description for name, r in zoo.ZOO.items()},
         "auto_per_model": {name: resolve_for_model("auto", r.flat_input, r.batch_size) for name, r in zoo.ZOO.items()},

@@ -45,6 +45,18 @@ def _from_env(setting: str, name: str, default, **rules):
         _BAD_ENVIRONMENT[setting] = str(exc)
         return default
 
+def _choice_from_env(setting: str, name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Environment variable ``name`` for config.<setting>: one of ``choices`` (case-insensitive),
+    ``default`` where unset or blank; another value is refused as _from_env refuses a number."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() not in choices:
+        _BAD_ENVIRONMENT[setting] = (f"environment variable {name}={raw!r}: must be one of {', '.join(choices)} "
+                                     f"(unset: {default})")
+        return default
+    return raw.lower()
+
 #: Default float dtype of data, weights and kernels.
 DEFAULT_DTYPE = "float32"
 
@@ -109,6 +121,16 @@ USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
 #: calling NumPy's BLAS (numba_blas.py); False: on a pool of Python threads, as where NumPy's BLAS
 #: cannot be called from Numba.
 NUMBA_BLAS_IN_REGIONS = True
+
+#: numba backend: the library whose gemm those products call (numba_blas.gemm_library).
+#: 'numpy': the BLAS NumPy uses. 'mkl': Intel MKL from the ``mkl`` package (``pip install
+#: 'fastmnist[mkl]'``), its sequential layer, so each product runs whole on the Numba thread that
+#: calls it; an error where it is not installed. 'auto': MKL where it is installed and the CPU is
+#: an Intel one, NumPy's BLAS otherwise. On a 2-core Xeon (AVX-512) MKL ran the CNNs' first dense
+#: layers' backward pairs 14-17% faster than NumPy's OpenBLAS, and their training steps 1-7%
+#: (benchmarks/gemm_libraries.py, step_ab.py; docs/benchmarks.md); it was not measured on an AMD
+#: CPU, so 'auto' leaves those on NumPy's. FASTMNIST_NUMBA_GEMM sets it.
+NUMBA_GEMM = _choice_from_env("NUMBA_GEMM", "FASTMNIST_NUMBA_GEMM", "auto", ("auto", "numpy", "mkl"))
 
 #: numba backend: an elementwise kernel (activations, bias, dropout, softmax, optimizer updates)
 #: over fewer elements runs on one core: a parallel region wakes the sleeping OpenMP threads, ~37-45

@@ -356,6 +356,21 @@ def test_env_number_names_the_variable_the_value_and_the_range(monkeypatch):
         assert str(info.value) == f"environment variable FASTMNIST_X={raw!r}: must be {expected} (unset: 7)"
 
 
+def test_a_bad_gemm_choice_is_refused_by_name():
+    """FASTMNIST_NUMBA_GEMM takes auto, numpy or mkl (any case); the CLI names the variable, the
+    value and the choices before it runs anything."""
+    env = dict(os.environ, FASTMNIST_NUMBA_GEMM="openblas")
+    proc = subprocess.run([sys.executable, "-m", "fastmnist", "info"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr == ("fastmnist: error: environment variable FASTMNIST_NUMBA_GEMM='openblas': "
+                           "must be one of auto, numpy, mkl (unset: auto)\n")
+    code = "from fastmnist import config; print(config.NUMBA_GEMM)"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, FASTMNIST_NUMBA_GEMM=" NumPy "))
+    assert probe.stdout.strip() == "numpy", probe.stderr
+
+
 def test_a_bad_variable_does_not_stop_the_import_only_its_setting():
     # the package must import (the command line's error handler is in it); the refused setting
     # raises when read, and works again once a program assigns it

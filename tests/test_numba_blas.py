@@ -82,6 +82,8 @@ def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
         pytest.skip("one Numba thread: training_context splits no product")
     monkeypatch.setattr(config, "SPLIT_GEMM_MIN_FLOPS", 1000)
     monkeypatch.setattr(config, "NUMBA_DENSE_TILES", False)
+    monkeypatch.setattr(config, "NUMBA_GEMM", "numpy")  # the pool runs NumPy's BLAS: the same library
+    B.gemm_library()  # found (and checked by products of its own) before the count starts
     ran = []
     real = B.run_products
     monkeypatch.setattr(B, "run_products", lambda lib, products: ran.append(real(lib, products)) or ran[-1])
@@ -99,3 +101,69 @@ def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
     np.testing.assert_allclose(results[True][0], oracle(x, w), **TOL[dtype])
     for got, want in zip(results[True][1:], naive.affine_backward(dy, x, w)):
         np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def mkl_or_skip():
+    lib, why_not = B.mkl_library()
+    if lib is None:
+        pytest.skip(f"no MKL for numba_blas here: {why_not}")
+    return lib
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mkl_products_inside_training(monkeypatch, dtype):
+    """With config.NUMBA_GEMM 'mkl', _matmul's pieces and affine_backward's pair run on MKL's
+    sequential gemm, within rounding of the loops."""
+    import numba
+    lib = mkl_or_skip()
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: training_context splits no product")
+    monkeypatch.setattr(config, "SPLIT_GEMM_MIN_FLOPS", 1000)
+    monkeypatch.setattr(config, "NUMBA_DENSE_TILES", False)
+    monkeypatch.setattr(config, "NUMBA_GEMM", "mkl")
+    B.gemm_library()
+    used = []
+    real = B.run_products
+    monkeypatch.setattr(B, "run_products", lambda lib, products: used.append(lib) or real(lib, products))
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((300, 70)).astype(dtype), rng.standard_normal((70, 30)).astype(dtype)
+    dy = rng.standard_normal((300, 30)).astype(dtype)
+    with NB.training_context():
+        y = NB._matmul(x, w)
+        grads = NB.affine_backward(dy, x, w)
+    assert used == [lib, lib] and lib.name.startswith("MKL ") and lib.name.endswith(", sequential")
+    np.testing.assert_allclose(y, oracle(x, w), **TOL[dtype])
+    for got, want in zip(grads, naive.affine_backward(dy, x, w)):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+    assert NB.info()["gemm"] == lib.name
+
+
+def test_the_gemm_choice(monkeypatch):
+    """'numpy' is NumPy's BLAS; 'auto' is MKL only on an Intel CPU; 'mkl' without MKL is an error
+    that says how to get it, never a silent substitution."""
+    B._gemm_library.cache_clear()
+    try:
+        monkeypatch.setattr(config, "NUMBA_GEMM", "numpy")
+        assert B.gemm_library() is B.numpy_library()
+        monkeypatch.setattr(B, "_intel_cpu", lambda: False)
+        monkeypatch.setattr(config, "NUMBA_GEMM", "auto")
+        assert B.gemm_library() is B.numpy_library()
+        B._gemm_library.cache_clear()
+        monkeypatch.setattr(B, "_intel_cpu", lambda: True)
+        monkeypatch.setattr(B, "mkl_library", lambda: (None, "MKL is not installed (pip install 'fastmnist[mkl]', or mkl)"))
+        assert B.gemm_library() is B.numpy_library()  # auto: NumPy's where MKL cannot be had
+        monkeypatch.setattr(config, "NUMBA_GEMM", "mkl")
+        with pytest.raises(fastmnist_errors().InvalidArgument,
+                           match=r"FASTMNIST_NUMBA_GEMM is 'mkl', but MKL is not installed \(pip install 'fastmnist\[mkl\]'"):
+            B.gemm_library()
+        assert NB.info()["gemm"].startswith("none: config.NUMBA_GEMM")
+        monkeypatch.setattr(config, "NUMBA_GEMM", "openblas")
+        with pytest.raises(fastmnist_errors().InvalidArgument, match="must be 'auto', 'numpy' or 'mkl'"):
+            B.gemm_library()
+    finally:
+        B._gemm_library.cache_clear()
+
+
+def fastmnist_errors():
+    import fastmnist.errors
+    return fastmnist.errors

@@ -78,7 +78,19 @@ def info():
         return {}
     return {"numba": numba.__version__, "threads": numba.get_num_threads(),
             "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
-            "threading_layer": _threading_layer(), "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "(next to the package)")}
+            "threading_layer": _threading_layer(), "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "(next to the package)"),
+            "gemm": _gemm_name()}
+
+
+def _gemm_name() -> str:
+    """The library the parallel products of a training step call (config.NUMBA_GEMM), for reports."""
+    if not config.NUMBA_BLAS_IN_REGIONS:
+        return "NumPy's BLAS on Python threads (config.NUMBA_BLAS_IN_REGIONS off)"
+    try:
+        lib = _blas.gemm_library()
+    except InvalidArgument as exc:
+        return f"none: {exc}"
+    return lib.name if lib is not None else "NumPy's BLAS on Python threads (no gemm callable from Numba)"
 
 
 def _threading_layer():

@@ -1,4 +1,4 @@
-"""NumPy's own BLAS ``gemm``, called from inside a Numba parallel region: one product per thread.
+"""A BLAS ``gemm`` called from inside a Numba parallel region: one product per thread.
 
 Inside ``training_context`` BLAS runs on one thread, and a dense layer's products are spread over
 the cores by hand (numba_backend._matmul, affine_backward). Handing the pieces to a Python thread
@@ -9,22 +9,32 @@ ordinary ``cblas_?gemm`` call into the library NumPy itself uses, so the same th
 parallel piece of a training step and the results are NumPy's to the bit (same library, same
 kernel, same blocking).
 
-The library is the one threadpoolctl reports for BLAS whose ``gemm`` NumPy's products agree
-with; its C entry point is found by name (``scipy_cblas_sgemm64_`` in NumPy's own wheels, the
-plain ``cblas_sgemm`` of a system OpenBLAS or MKL) and called through its address, so compiled
-kernels stay cacheable. Where none is found, :func:`gemm_library` is None and numba_backend keeps
-its thread pool.
+The library (config.NUMBA_GEMM) is Intel MKL where the ``mkl`` package is installed and chosen,
+loaded with its sequential threading layer so that each call runs whole on the thread that makes
+it; otherwise the one threadpoolctl reports for NumPy's BLAS. Either way its ``gemm``'s products
+must agree with NumPy's; its C entry point is found by name (``scipy_cblas_sgemm64_`` in NumPy's
+own wheels, the plain ``cblas_sgemm`` of a system OpenBLAS or MKL) and called through its address,
+so compiled kernels stay cacheable. Where none is found, :func:`gemm_library` is None and
+numba_backend keeps its thread pool.
 """
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
-from dataclasses import dataclass
+import glob
+import os
+import re
+import sys
+from dataclasses import dataclass, replace
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
+
+from .. import config
+from ..errors import InvalidArgument
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 #: (symbol pattern, integer width): NumPy's wheels (scipy-openblas, 64-bit integers), older
@@ -39,6 +49,7 @@ class GemmLibrary:
     path: str
     addresses: dict  # np.dtype('float32') / np.dtype('float64') -> function address
     int_type: type   # np.int64 or np.int32: the job table's dtype (BLAS's integer arguments)
+    name: str = "NumPy's BLAS"  # what reports print
 
 
 @intrinsic
@@ -154,9 +165,28 @@ def _agrees(lib: GemmLibrary) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1)
 def gemm_library() -> GemmLibrary | None:
-    """The BLAS NumPy uses, callable from Numba kernels, or None (numba_backend then uses threads)."""
+    """The BLAS config.NUMBA_GEMM picks, callable from Numba kernels, or None (numba_backend then
+    uses threads). 'mkl' where MKL cannot be used raises InvalidArgument saying why."""
+    return _gemm_library(config.NUMBA_GEMM)
+
+
+@functools.lru_cache(maxsize=4)
+def _gemm_library(choice: str) -> GemmLibrary | None:
+    if choice not in ("auto", "numpy", "mkl"):
+        raise InvalidArgument(f"config.NUMBA_GEMM={choice!r}: must be 'auto', 'numpy' or 'mkl'")
+    if choice == "mkl" or (choice == "auto" and _intel_cpu()):
+        lib, why_not = mkl_library()
+        if lib is not None:
+            return lib
+        if choice == "mkl":
+            raise InvalidArgument(f"config.NUMBA_GEMM / FASTMNIST_NUMBA_GEMM is 'mkl', but {why_not}")
+    return numpy_library()
+
+
+@functools.lru_cache(maxsize=1)
+def numpy_library() -> GemmLibrary | None:
+    """The BLAS NumPy uses, callable from Numba kernels, or None."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -166,5 +196,50 @@ def gemm_library() -> GemmLibrary | None:
     for info in sorted(found, key=lambda info: "numpy" not in info["filepath"]):  # NumPy's own first
         lib = _find(info["filepath"])
         if lib is not None and _agrees(lib):
-            return lib
+            return replace(lib, name=f"{info.get('internal_api', 'BLAS')} {info.get('version') or ''} (NumPy's)")
     return None
+
+
+def _intel_cpu() -> bool:
+    from ..bench.machine import cpu_vendor
+    return cpu_vendor() == "GenuineIntel"
+
+
+_MKL_THREADING_SEQUENTIAL, _MKL_INTERFACE_LP64 = 1, 0  # mkl_service.h's values
+
+
+@functools.lru_cache(maxsize=1)
+def mkl_library() -> tuple[GemmLibrary | None, str]:
+    """(Intel MKL's gemm with its sequential threading layer and 32-bit integers, None where it
+    cannot be had; why not). MKL is the ``mkl`` package's ``libmkl_rt`` (in the environment's lib
+    folder, else where the loader finds it). Where NumPy itself runs on MKL, numpy_library is that
+    MKL already: switching its threading layer would take NumPy's own threads away."""
+    try:
+        from threadpoolctl import threadpool_info
+        if any(i.get("internal_api") == "mkl" for i in threadpool_info()):
+            return None, "NumPy's BLAS is MKL already (config.NUMBA_GEMM 'numpy' uses it)"
+    except ImportError:
+        pass
+    paths = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+    paths += [p for p in [ctypes.util.find_library("mkl_rt")] if p]
+    if not paths:
+        return None, "MKL is not installed (pip install 'fastmnist[mkl]', or mkl)"
+    try:
+        dll = ctypes.CDLL(paths[0])
+        # before any other MKL call; it answers the layer in force, which another user of this
+        # libmkl_rt may have fixed already
+        layer = dll.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
+        dll.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
+        addresses = {np.dtype(t): ctypes.cast(getattr(dll, f"cblas_{p}gemm"), ctypes.c_void_p).value
+                     for t, p in ((np.float32, "s"), (np.float64, "d"))}
+        version = ctypes.create_string_buffer(256)
+        dll.MKL_Get_Version_String(version, len(version))
+    except (OSError, AttributeError) as exc:
+        return None, f"{paths[0]} is not a usable MKL ({exc})"
+    if layer != _MKL_THREADING_SEQUENTIAL:
+        return None, f"{paths[0]} was loaded with threading layer {layer} before, not sequential"
+    number = re.search(r"Version ([0-9.]+)", version.value.decode(errors="replace"))
+    lib = GemmLibrary(paths[0], addresses, np.int32, f"MKL {number.group(1) if number else '(unknown version)'}, sequential")
+    if not _agrees(lib):
+        return None, f"{paths[0]}'s products disagree with NumPy's"
+    return lib, ""

@@ -12,7 +12,8 @@ import numpy as np
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
                 "amx_tile", "neon", "asimd", "sve")
 # Variables that change what a backend does, recorded when set (the user's, not fastmnist's defaults).
-RECORDED_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FASTMNIST_BACKEND")
+RECORDED_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FASTMNIST_BACKEND",
+                      "FASTMNIST_NUMBA_GEMM")
 
 
 def _cpuinfo_value(prefixes: tuple[str, ...]) -> str | None:
@@ -31,6 +32,12 @@ def cpu_model() -> str:
     """The CPU's name (/proc/cpuinfo's 'model name', else what the platform module says)."""
     name = _cpuinfo_value(("model name",))
     return name.strip() if name is not None else platform.processor() or "unknown"
+
+
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's 'vendor_id' (GenuineIntel, AuthenticAMD, ...); '' where there is none."""
+    vendor = _cpuinfo_value(("vendor_id",))
+    return vendor.strip() if vendor is not None else ""
 
 
 def cpu_vector_extensions() -> list[str]:
@@ -57,8 +64,10 @@ def _numba_versions() -> dict:
         import numba
     except ImportError:
         return {}
+    from ..backends import numba_backend
     return {"numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
-            "numba_target_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name()}  # NUMBA_CPU_NAME overrides
+            "numba_target_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name(),  # NUMBA_CPU_NAME overrides
+            "numba_gemm": numba_backend.info().get("gemm")}  # the BLAS its training steps call
 
 
 def _cupy_versions() -> dict:

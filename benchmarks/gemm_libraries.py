@@ -1,0 +1,64 @@
+"""The dense layers' products inside a training step on each library config.NUMBA_GEMM can pick:
+NumPy's BLAS and MKL (sequential), one product per thread, rounds alternating.
+
+    python3 benchmarks/gemm_libraries.py [ROUNDS]
+
+For each zoo CNN's first dense layer at its recipe's batch (fast-cnn 256 x 800 -> 256, simple-cnn
+100 x 4320 -> 100, dropout-cnn 200 x 3136 -> 128), inside numba's training_context: the backward
+pass (affine_backward: dx and dw, one product per core) and the forward product split over the
+cores on BLAS (config.NUMBA_DENSE_TILES off), and the default forward pass (tiles where the columns
+allow). Medians of 30 calls after 3 warm-up calls, per round; the CPU first.
+"""
+import sys
+import time
+
+import numpy as np
+
+from fastmnist import config
+from fastmnist.backends import numba_backend as NB
+from fastmnist.backends import numba_blas as B
+from fastmnist.bench.machine import cpu_model, cpu_vector_extensions
+
+SHAPES = {"fast-cnn": (256, 800, 256), "simple-cnn": (100, 4320, 100), "dropout-cnn": (200, 3136, 128)}
+
+
+def median_ms(call, repeats=30):
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def main(rounds):
+    libs = {}
+    for choice in ("numpy", "mkl"):
+        config.NUMBA_GEMM = choice
+        libs[choice] = B.gemm_library().name
+    print(f"# {cpu_model()}, {cpu_vector_extensions()}; " + "; ".join(f"{k}: {v}" for k, v in libs.items()))
+    rng = np.random.default_rng(0)
+    results = {}
+    with NB.training_context():
+        for _ in range(rounds):
+            for model, (n, d, m) in SHAPES.items():
+                x, w = rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((d, m)).astype(np.float32)
+                dy, b = rng.standard_normal((n, m)).astype(np.float32), np.zeros(m, np.float32)
+                for choice in libs:
+                    config.NUMBA_GEMM = choice
+                    results.setdefault((model, "backward", choice), []).append(
+                        median_ms(lambda: NB.affine_backward(dy, x, w)))
+                    config.NUMBA_DENSE_TILES = False
+                    results.setdefault((model, "forward, BLAS", choice), []).append(
+                        median_ms(lambda: NB.affine_forward(x, w, b)))
+                    config.NUMBA_DENSE_TILES = True
+                results.setdefault((model, "forward, default", "-"), []).append(median_ms(lambda: NB.affine_forward(x, w, b)))
+    for (model, kind, choice), times in results.items():
+        print(f"{model:12s} {kind:17s} {choice:6s} median {np.median(times):.3f} ms   rounds: "
+              + " ".join(f"{t:.3f}" for t in times))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

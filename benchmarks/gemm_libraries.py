@@ -49,12 +49,13 @@ def main(rounds):
                 for choice in libs:
                     config.NUMBA_GEMM = choice
                     results.setdefault((model, "backward", choice), []).append(
-                        median_ms(lambda: NB.affine_backward(dy, x, w)))
+                        median_ms(lambda dy=dy, x=x, w=w: NB.affine_backward(dy, x, w)))
                     config.NUMBA_DENSE_TILES = False
                     results.setdefault((model, "forward, BLAS", choice), []).append(
-                        median_ms(lambda: NB.affine_forward(x, w, b)))
+                        median_ms(lambda x=x, w=w, b=b: NB.affine_forward(x, w, b)))
                     config.NUMBA_DENSE_TILES = True
-                results.setdefault((model, "forward, default", "-"), []).append(median_ms(lambda: NB.affine_forward(x, w, b)))
+                results.setdefault((model, "forward, default", "-"), []).append(
+                    median_ms(lambda x=x, w=w, b=b: NB.affine_forward(x, w, b)))
     for (model, kind, choice), times in results.items():
         print(f"{model:12s} {kind:17s} {choice:6s} median {np.median(times):.3f} ms   rounds: "
               + " ".join(f"{t:.3f}" for t in times))

@@ -116,6 +116,13 @@ USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")  # as the user set it (
 NUMBA_GOMP_SPINCOUNT = _from_env("NUMBA_GOMP_SPINCOUNT", "FASTMNIST_GOMP_SPINCOUNT", 300000, integer=True)
 USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
 
+#: numba backend: the order in which Numba tries its threading layers, set when the backend is
+#: imported unless the environment sets NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY.
+#: Numba's own order puts TBB first wherever the ``tbb`` package is installed (the ``mkl`` extra
+#: brings it); the spin settings above, the compiled MLP steps split over the cores (TBB may run
+#: two parts on one thread, so they stay whole there) and every figure in docs/ are OpenMP's.
+NUMBA_THREADING_LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+
 #: numba backend: the parallel BLAS products of a training step (a dense layer's backward pass, a
 #: product split over the cores: numba_backend._products_at_once) run as one Numba parallel region
 #: calling NumPy's BLAS (numba_blas.py); False: on a pool of Python threads, as where NumPy's BLAS
@@ -127,7 +134,7 @@ NUMBA_BLAS_IN_REGIONS = True
 #: 'fastmnist[mkl]'``), its sequential layer, so each product runs whole on the Numba thread that
 #: calls it; an error where it is not installed. 'auto': MKL where it is installed and the CPU is
 #: an Intel one, NumPy's BLAS otherwise. On a 2-core Xeon (AVX-512) MKL ran the CNNs' first dense
-#: layers' backward pairs 14-17% faster than NumPy's OpenBLAS, and their training steps 1-7%
+#: layers' backward pairs 20-22% faster than NumPy's OpenBLAS, and their training steps 1.5-5%
 #: (benchmarks/gemm_libraries.py, step_ab.py; docs/benchmarks.md); it was not measured on an AMD
 #: CPU, so 'auto' leaves those on NumPy's. FASTMNIST_NUMBA_GEMM sets it.
 NUMBA_GEMM = _choice_from_env("NUMBA_GEMM", "FASTMNIST_NUMBA_GEMM", "auto", ("auto", "numpy", "mkl"))

@@ -167,3 +167,26 @@ def test_the_gemm_choice(monkeypatch):
 def fastmnist_errors():
     import fastmnist.errors
     return fastmnist.errors
+
+
+def test_openmp_before_tbb_unless_the_user_chose():
+    """The mkl extra installs tbb, which Numba would otherwise prefer to OpenMP: the backend asks
+    for OpenMP first (config.NUMBA_THREADING_LAYER_PRIORITY), whether Numba was imported before it
+    or not, and leaves a user's NUMBA_THREADING_LAYER alone."""
+    import os
+    import subprocess
+    import sys
+    try:
+        import numba.np.ufunc.omppool  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"Numba's OpenMP layer does not load here: {exc}")
+    run = ("import numba, numpy as np\n"
+           "import fastmnist.backends.numba_backend as NB\n"
+           "NB.K.warm_threads(); print(numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    for code in (run, "import numba\n" + run):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.stdout.strip() == "omp", proc.stderr
+    proc = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
+                          env=dict(env, NUMBA_THREADING_LAYER="workqueue"))
+    assert proc.stdout.strip() == "workqueue", proc.stderr

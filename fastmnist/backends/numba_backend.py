@@ -36,6 +36,10 @@ if config.NUMBA_OMP_WAIT_POLICY:
 if "NUMBA_GOMP_SPINCOUNT" in vars(config):  # absent: FASTMNIST_GOMP_SPINCOUNT was refused (the CLI says so)
     os.environ.setdefault("GOMP_SPINCOUNT", str(config.NUMBA_GOMP_SPINCOUNT))
 
+if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
+    # OpenMP before TBB (config.NUMBA_THREADING_LAYER_PRIORITY says why)
+    os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = " ".join(config.NUMBA_THREADING_LAYER_PRIORITY)
+
 try:
     import numba
 except ImportError as exc:  # reported by available(); the registry never returns this backend then
@@ -43,6 +47,10 @@ except ImportError as exc:  # reported by available(); the registry never return
     _IMPORT_ERROR = str(exc)
 else:
     _IMPORT_ERROR = ""
+    if "NUMBA_THREADING_LAYER" not in os.environ and \
+            os.environ.get("NUMBA_THREADING_LAYER_PRIORITY") == " ".join(config.NUMBA_THREADING_LAYER_PRIORITY):
+        # the same for a numba imported before this module, which read its environment already
+        numba.config.THREADING_LAYER_PRIORITY = list(config.NUMBA_THREADING_LAYER_PRIORITY)
 
 from ..errors import InvalidArgument, WrongType
 from . import contract as C

@@ -13,7 +13,7 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl
                 "amx_tile", "neon", "asimd", "sve")
 # Variables that change what a backend does, recorded when set (the user's, not fastmnist's defaults).
 RECORDED_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FASTMNIST_BACKEND",
-                      "FASTMNIST_NUMBA_GEMM")
+                      "FASTMNIST_NUMBA_GEMM", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def _cpuinfo_value(prefixes: tuple[str, ...]) -> str | None:

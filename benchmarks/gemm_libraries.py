@@ -6,31 +6,25 @@ NumPy's BLAS and MKL (sequential), one product per thread, rounds alternating.
 For each zoo CNN's first dense layer at its recipe's batch (fast-cnn 256 x 800 -> 256, simple-cnn
 100 x 4320 -> 100, dropout-cnn 200 x 3136 -> 128), inside numba's training_context: the backward
 pass (affine_backward: dx and dw, one product per core) and the forward product split over the
-cores on BLAS (config.NUMBA_DENSE_TILES off), and the default forward pass (tiles where the columns
-allow). Medians of 30 calls after 3 warm-up calls, per round; the CPU first.
+cores on BLAS (config.NUMBA_DENSE_TILES off), and the forward pass as fit() runs it (tiles where the columns
+allow; BLAS from config.NUMBA_GEMM 'auto'). Medians of 30 calls after one untimed call, per
+round; the CPU first. The backward pass runs its two products at once, one per core, each on one
+thread of the library.
 """
 import sys
-import time
 
 import numpy as np
 
 from fastmnist import config
 from fastmnist.backends import numba_backend as NB
 from fastmnist.backends import numba_blas as B
-from fastmnist.bench.machine import cpu_model, cpu_vector_extensions
+from fastmnist.bench.machine import cpu_model, cpu_vector_extensions, median_seconds
 
 SHAPES = {"fast-cnn": (256, 800, 256), "simple-cnn": (100, 4320, 100), "dropout-cnn": (200, 3136, 128)}
 
 
 def median_ms(call, repeats=30):
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+    return median_seconds(call, repeats) * 1e3  # after one untimed call
 
 
 def main(rounds):
@@ -54,7 +48,8 @@ def main(rounds):
                     results.setdefault((model, "forward, BLAS", choice), []).append(
                         median_ms(lambda x=x, w=w, b=b: NB.affine_forward(x, w, b)))
                     config.NUMBA_DENSE_TILES = True
-                results.setdefault((model, "forward, default", "-"), []).append(
+                config.NUMBA_GEMM = "auto"
+                results.setdefault((model, "forward, as fit", "auto"), []).append(
                     median_ms(lambda x=x, w=w, b=b: NB.affine_forward(x, w, b)))
     for (model, kind, choice), times in results.items():
         print(f"{model:12s} {kind:17s} {choice:6s} median {np.median(times):.3f} ms   rounds: "

@@ -125,8 +125,8 @@ NUMBA_THREADING_LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 
 #: numba backend: the parallel BLAS products of a training step (a dense layer's backward pass, a
 #: product split over the cores: numba_backend._products_at_once) run as one Numba parallel region
-#: calling NumPy's BLAS (numba_blas.py); False: on a pool of Python threads, as where NumPy's BLAS
-#: cannot be called from Numba.
+#: calling a BLAS gemm (numba_blas.py; NUMBA_GEMM below); False: on a pool of Python threads
+#: calling NumPy's BLAS, as where no gemm can be called from Numba.
 NUMBA_BLAS_IN_REGIONS = True
 
 #: numba backend: the library whose gemm those products call (numba_blas.gemm_library).
@@ -137,7 +137,8 @@ NUMBA_BLAS_IN_REGIONS = True
 #: layers' backward pairs 20-22% faster than NumPy's OpenBLAS, and their training steps 1.5-5%
 #: (benchmarks/gemm_libraries.py, step_ab.py; docs/benchmarks.md); it was not measured on an AMD
 #: CPU, so 'auto' leaves those on NumPy's. FASTMNIST_NUMBA_GEMM sets it.
-NUMBA_GEMM = _choice_from_env("NUMBA_GEMM", "FASTMNIST_NUMBA_GEMM", "auto", ("auto", "numpy", "mkl"))
+NUMBA_GEMM_CHOICES = ("auto", "numpy", "mkl")
+NUMBA_GEMM = _choice_from_env("NUMBA_GEMM", "FASTMNIST_NUMBA_GEMM", "auto", NUMBA_GEMM_CHOICES)
 
 #: numba backend: an elementwise kernel (activations, bias, dropout, softmax, optimizer updates)
 #: over fewer elements runs on one core: a parallel region wakes the sleeping OpenMP threads, ~37-45

@@ -1,5 +1,6 @@
-"""numba_blas.py: NumPy's BLAS gemm called from a Numba parallel region, against plain loops, and
-the products numba_backend spreads over the cores with it against its Python-thread fallback."""
+"""numba_blas.py: a BLAS gemm (NumPy's, or MKL's where installed) called from a Numba parallel
+region, against plain loops, and the products numba_backend spreads over the cores with it
+against its Python-thread fallback; which library config.NUMBA_GEMM picks; the threading layer."""
 import naive
 import numpy as np
 import pytest
@@ -21,9 +22,15 @@ def numpy_ships_openblas() -> bool:
     return any(i.get("internal_api") == "openblas" and "numpy" in i.get("filepath", "") for i in threadpool_info())
 
 
-@pytest.fixture(scope="module")
-def lib():
-    found = B.gemm_library()
+@pytest.fixture(scope="module", params=["numpy", "mkl"])
+def lib(request):
+    """Each library numba_blas can call: NumPy's BLAS, and MKL where the mkl extra is installed."""
+    if request.param == "mkl":
+        found, why_not = B.mkl_library()
+        if found is None:
+            pytest.skip(f"no MKL for numba_blas here: {why_not}")
+        return found
+    found = B.numpy_library()
     if found is None:
         if numpy_ships_openblas():
             pytest.fail("NumPy's bundled OpenBLAS is loaded, but numba_blas found no gemm in it")
@@ -74,7 +81,7 @@ def test_refuses_what_is_not_a_blas_product(lib):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [300, 40], ids=["rows cut", "reduction cut"])
-def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
+def test_split_products_match_the_thread_pool(monkeypatch, dtype, rows):
     """Inside training_context, _matmul's pieces and affine_backward's two products give the
     thread pool's results to the bit (the same BLAS calls), and the loops' within rounding."""
     import numba
@@ -83,7 +90,8 @@ def test_split_products_match_the_thread_pool(lib, monkeypatch, dtype, rows):
     monkeypatch.setattr(config, "SPLIT_GEMM_MIN_FLOPS", 1000)
     monkeypatch.setattr(config, "NUMBA_DENSE_TILES", False)
     monkeypatch.setattr(config, "NUMBA_GEMM", "numpy")  # the pool runs NumPy's BLAS: the same library
-    B.gemm_library()  # found (and checked by products of its own) before the count starts
+    if B.gemm_library() is None:  # found (and checked by products of its own) before the count starts
+        pytest.skip("this NumPy's BLAS exports no gemm numba_blas knows: nothing runs in regions")
     ran = []
     real = B.run_products
     monkeypatch.setattr(B, "run_products", lambda lib, products: ran.append(real(lib, products)) or ran[-1])
@@ -124,14 +132,14 @@ def test_mkl_products_inside_training(monkeypatch, dtype):
     B.gemm_library()
     used = []
     real = B.run_products
-    monkeypatch.setattr(B, "run_products", lambda lib, products: used.append(lib) or real(lib, products))
+    monkeypatch.setattr(B, "run_products", lambda lib, products: used.append((lib, real(lib, products))) or used[-1][1])
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((300, 70)).astype(dtype), rng.standard_normal((70, 30)).astype(dtype)
     dy = rng.standard_normal((300, 30)).astype(dtype)
     with NB.training_context():
         y = NB._matmul(x, w)
         grads = NB.affine_backward(dy, x, w)
-    assert used == [lib, lib] and lib.name.startswith("MKL ") and lib.name.endswith(", sequential")
+    assert used == [(lib, True), (lib, True)] and lib.name.startswith("MKL ") and lib.name.endswith(", sequential")
     np.testing.assert_allclose(y, oracle(x, w), **TOL[dtype])
     for got, want in zip(grads, naive.affine_backward(dy, x, w)):
         np.testing.assert_allclose(got, want, **TOL[dtype])
@@ -139,29 +147,67 @@ def test_mkl_products_inside_training(monkeypatch, dtype):
 
 
 def test_the_gemm_choice(monkeypatch):
-    """'numpy' is NumPy's BLAS; 'auto' is MKL only on an Intel CPU; 'mkl' without MKL is an error
-    that says how to get it, never a silent substitution."""
+    """'numpy' is NumPy's BLAS; 'auto' is MKL on an Intel CPU where it can be had, NumPy's BLAS
+    elsewhere (MKL not even looked for); 'mkl' without MKL is an error that says how to get it,
+    raised when training starts, never a silent substitution; a choice is read in any case."""
+    numpy_lib = B.numpy_library()
+    mkl_lib = B.GemmLibrary("(a stand-in)", {}, np.int32, "MKL stand-in")
+    asked = []
+    offer = {"mkl": (mkl_lib, "")}
+    monkeypatch.setattr(B, "mkl_library", lambda: asked.append(1) or offer["mkl"])
     B._gemm_library.cache_clear()
     try:
-        monkeypatch.setattr(config, "NUMBA_GEMM", "numpy")
-        assert B.gemm_library() is B.numpy_library()
-        monkeypatch.setattr(B, "_intel_cpu", lambda: False)
-        monkeypatch.setattr(config, "NUMBA_GEMM", "auto")
-        assert B.gemm_library() is B.numpy_library()
+        for choice, intel, want, looked in (("numpy", True, numpy_lib, 0), ("auto", False, numpy_lib, 0),
+                                            ("auto", True, mkl_lib, 1), (" MKL", False, mkl_lib, 1)):
+            B._gemm_library.cache_clear()
+            asked.clear()
+            monkeypatch.setattr(B, "_intel_cpu", lambda intel=intel: intel)
+            monkeypatch.setattr(config, "NUMBA_GEMM", choice)
+            assert B.gemm_library() is want and len(asked) == looked, (choice, intel)
+        offer["mkl"] = (None, "MKL is not installed (pip install 'fastmnist[mkl]' on Linux x86-64)")
         B._gemm_library.cache_clear()
+        monkeypatch.setattr(config, "NUMBA_GEMM", "auto")
         monkeypatch.setattr(B, "_intel_cpu", lambda: True)
-        monkeypatch.setattr(B, "mkl_library", lambda: (None, "MKL is not installed (pip install 'fastmnist[mkl]', or mkl)"))
-        assert B.gemm_library() is B.numpy_library()  # auto: NumPy's where MKL cannot be had
+        assert B.gemm_library() is numpy_lib  # auto: NumPy's where MKL cannot be had
         monkeypatch.setattr(config, "NUMBA_GEMM", "mkl")
-        with pytest.raises(fastmnist_errors().InvalidArgument,
-                           match=r"FASTMNIST_NUMBA_GEMM is 'mkl', but MKL is not installed \(pip install 'fastmnist\[mkl\]'"):
+        message = r"FASTMNIST_NUMBA_GEMM\) is 'mkl', but MKL is not installed \(pip install 'fastmnist\[mkl\]'"
+        with pytest.raises(fastmnist_errors().InvalidArgument, match=message):
             B.gemm_library()
-        assert NB.info()["gemm"].startswith("none: config.NUMBA_GEMM")
-        monkeypatch.setattr(config, "NUMBA_GEMM", "openblas")
-        with pytest.raises(fastmnist_errors().InvalidArgument, match="must be 'auto', 'numpy' or 'mkl'"):
-            B.gemm_library()
+        with pytest.raises(fastmnist_errors().InvalidArgument, match=message):
+            with NB.training_context():
+                pytest.fail("training started without the library it was told to use")
+        assert NB.info()["gemm"].startswith("error: config.NUMBA_GEMM")
+        for bad in ("openblas", None):
+            monkeypatch.setattr(config, "NUMBA_GEMM", bad)
+            with pytest.raises(fastmnist_errors().InvalidArgument, match="must be one of auto, numpy, mkl"):
+                B.gemm_library()
     finally:
         B._gemm_library.cache_clear()
+
+
+def test_mkl_gives_the_same_bits_whatever_the_alignment():
+    """A repeated run must end with the same weights, bit for bit, and NumPy's allocator places
+    arrays anywhere on 16-byte boundaries: MKL (strict reproducibility) gives the same product from
+    operands and outputs at every offset."""
+    lib = mkl_or_skip()
+    rng = np.random.default_rng(5)
+
+    def placed(a, offset):
+        raw = np.empty(a.nbytes + 128, np.uint8)
+        start = -raw.ctypes.data % 64 + offset
+        view = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        return view
+
+    for m, k, n in ((256, 800, 256), (100, 433, 100), (37, 19, 23)):
+        a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+        results = []
+        for offset_a, offset_b, offset_out in ((0, 0, 0), (4, 16, 32), (16, 4, 8), (32, 48, 4), (60, 12, 20)):
+            out = placed(np.zeros((m, n), np.float32), offset_out)
+            assert B.run_products(lib, [(placed(a, offset_a), placed(b, offset_b), out)])
+            results.append(out.copy())
+        for other in results[1:]:
+            np.testing.assert_array_equal(other, results[0])
 
 
 def fastmnist_errors():
@@ -172,7 +218,7 @@ def fastmnist_errors():
 def test_openmp_before_tbb_unless_the_user_chose():
     """The mkl extra installs tbb, which Numba would otherwise prefer to OpenMP: the backend asks
     for OpenMP first (config.NUMBA_THREADING_LAYER_PRIORITY), whether Numba was imported before it
-    or not, and leaves a user's NUMBA_THREADING_LAYER alone."""
+    or not, and leaves the user's choice alone: an environment variable, or numba.config set in code."""
     import os
     import subprocess
     import sys
@@ -180,13 +226,18 @@ def test_openmp_before_tbb_unless_the_user_chose():
         import numba.np.ufunc.omppool  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"Numba's OpenMP layer does not load here: {exc}")
-    run = ("import numba, numpy as np\n"
-           "import fastmnist.backends.numba_backend as NB\n"
-           "NB.K.warm_threads(); print(numba.threading_layer())\n")
+    run = ("import fastmnist.backends.numba_backend as NB\n"
+           "import numba\n"
+           "NB.K.warm_threads(); print(numba.threading_layer(), list(numba.config.THREADING_LAYER_PRIORITY))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
-    for code in (run, "import numba\n" + run):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-        assert proc.stdout.strip() == "omp", proc.stderr
-    proc = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=300,
-                          env=dict(env, NUMBA_THREADING_LAYER="workqueue"))
-    assert proc.stdout.strip() == "workqueue", proc.stderr
+    ours = "omp ['omp', 'tbb', 'workqueue']"
+    for code, extra, want in ((run, {}, ours),
+                              ("import numba\n" + run, {}, ours),
+                              ("import numba\nnumba.config.THREADING_LAYER = 'workqueue'\n" + run, {},
+                               "workqueue ['tbb', 'omp', 'workqueue']"),
+                              (run, {"NUMBA_THREADING_LAYER": "workqueue"}, "workqueue ['tbb', 'omp', 'workqueue']"),
+                              (run, {"NUMBA_THREADING_LAYER_PRIORITY": "workqueue omp tbb"},
+                               "workqueue ['workqueue', 'omp', 'tbb']")):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(env, **extra),
+                              timeout=300)
+        assert proc.stdout.strip() == want, (code, extra, proc.stderr[-2000:])

@@ -1,4 +1,5 @@
-"""The Numba backend: JIT-compiled, parallel CPU kernels; matrix products through NumPy's BLAS.
+"""The Numba backend: JIT-compiled, parallel CPU kernels; matrix products through BLAS (NumPy's, or
+Intel MKL's where the mkl extra is installed: config.NUMBA_GEMM).
 
 Each public function validates its arguments with :mod:`.contract` (in Python, before any compiled
 code runs) and makes its inputs C-contiguous, then calls an ``@njit`` kernel. Parallel loops run
@@ -36,8 +37,11 @@ if config.NUMBA_OMP_WAIT_POLICY:
 if "NUMBA_GOMP_SPINCOUNT" in vars(config):  # absent: FASTMNIST_GOMP_SPINCOUNT was refused (the CLI says so)
     os.environ.setdefault("GOMP_SPINCOUNT", str(config.NUMBA_GOMP_SPINCOUNT))
 
-if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
-    # OpenMP before TBB (config.NUMBA_THREADING_LAYER_PRIORITY says why)
+# OpenMP before TBB (config.NUMBA_THREADING_LAYER_PRIORITY says why), unless the user chose: through
+# the environment before Numba reads it; once Numba is imported, through its config alone (a changed
+# NUMBA_* variable would make its next compilation reload every setting from the environment,
+# undoing the user's own numba.config assignments), and only where both are still Numba's defaults.
+if "numba" not in sys.modules and not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & set(os.environ):
     os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = " ".join(config.NUMBA_THREADING_LAYER_PRIORITY)
 
 try:
@@ -47,9 +51,7 @@ except ImportError as exc:  # reported by available(); the registry never return
     _IMPORT_ERROR = str(exc)
 else:
     _IMPORT_ERROR = ""
-    if "NUMBA_THREADING_LAYER" not in os.environ and \
-            os.environ.get("NUMBA_THREADING_LAYER_PRIORITY") == " ".join(config.NUMBA_THREADING_LAYER_PRIORITY):
-        # the same for a numba imported before this module, which read its environment already
+    if numba.config.THREADING_LAYER == "default" and list(numba.config.THREADING_LAYER_PRIORITY) == ["tbb", "omp", "workqueue"]:
         numba.config.THREADING_LAYER_PRIORITY = list(config.NUMBA_THREADING_LAYER_PRIORITY)
 
 from ..errors import InvalidArgument, WrongType
@@ -86,8 +88,8 @@ def info():
         return {}
     return {"numba": numba.__version__, "threads": numba.get_num_threads(),
             "NUMBA_NUM_THREADS": numba.config.NUMBA_NUM_THREADS,
-            "threading_layer": _threading_layer(), "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "(next to the package)"),
-            "gemm": _gemm_name()}
+            "threading_layer": _started_threading_layer(),
+            "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "(next to the package)"), "gemm": _gemm_name()}
 
 
 def _gemm_name() -> str:
@@ -97,15 +99,8 @@ def _gemm_name() -> str:
     try:
         lib = _blas.gemm_library()
     except InvalidArgument as exc:
-        return f"none: {exc}"
+        return f"error: {exc}"
     return lib.name if lib is not None else "NumPy's BLAS on Python threads (no gemm callable from Numba)"
-
-
-def _threading_layer():
-    try:
-        return numba.threading_layer()
-    except ValueError:  # no parallel region has run yet
-        return numba.config.THREADING_LAYER
 
 
 @contextlib.contextmanager
@@ -117,6 +112,8 @@ def training_context():
     (simple-cnn step measured 25.6 ms with 2 BLAS threads against 12.8 ms with 1; see
     docs/benchmarks.md). The parallel Numba kernels keep every core busy instead.
     """
+    if config.NUMBA_GEMM != "auto":
+        _blas.gemm_library()  # a library asked for but not to be had says so before training, not mid-step
     if not config.NUMBA_SINGLE_THREAD_BLAS:
         yield
         return

@@ -5,9 +5,9 @@ the cores by hand (numba_backend._matmul, affine_backward). Handing the pieces t
 pool made two kinds of threads share the cores: the pool's, woken through a futex for every
 product, and Numba's OpenMP threads, which then cannot spin between parallel regions without
 taking the pool's core. Here the pieces run as the iterations of one ``prange`` instead, each an
-ordinary ``cblas_?gemm`` call into the library NumPy itself uses, so the same threads run every
-parallel piece of a training step and the results are NumPy's to the bit (same library, same
-kernel, same blocking).
+ordinary ``cblas_?gemm`` call, so the same threads run every parallel piece of a training step.
+With NumPy's own library the results are NumPy's to the bit (same library, same kernel, same
+blocking); with MKL they agree with NumPy's within rounding.
 
 The library (config.NUMBA_GEMM) is Intel MKL where the ``mkl`` package is installed and chosen,
 loaded with its sequential threading layer so that each call runs whole on the thread that makes
@@ -22,10 +22,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import glob
 import os
 import re
-import sys
+import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -168,35 +167,47 @@ def _agrees(lib: GemmLibrary) -> bool:
 def gemm_library() -> GemmLibrary | None:
     """The BLAS config.NUMBA_GEMM picks, callable from Numba kernels, or None (numba_backend then
     uses threads). 'mkl' where MKL cannot be used raises InvalidArgument saying why."""
-    return _gemm_library(config.NUMBA_GEMM)
+    choice = config.NUMBA_GEMM
+    key = choice.strip().lower() if isinstance(choice, str) else None
+    if key not in config.NUMBA_GEMM_CHOICES:
+        raise InvalidArgument(f"config.NUMBA_GEMM={choice!r}: must be one of {', '.join(config.NUMBA_GEMM_CHOICES)}")
+    with _FINDING:  # two threads' first calls must not both load and check a library
+        return _gemm_library(key)
+
+
+_FINDING = threading.Lock()
 
 
 @functools.lru_cache(maxsize=4)
 def _gemm_library(choice: str) -> GemmLibrary | None:
-    if choice not in ("auto", "numpy", "mkl"):
-        raise InvalidArgument(f"config.NUMBA_GEMM={choice!r}: must be 'auto', 'numpy' or 'mkl'")
     if choice == "mkl" or (choice == "auto" and _intel_cpu()):
         lib, why_not = mkl_library()
         if lib is not None:
             return lib
         if choice == "mkl":
-            raise InvalidArgument(f"config.NUMBA_GEMM / FASTMNIST_NUMBA_GEMM is 'mkl', but {why_not}")
+            raise InvalidArgument(f"config.NUMBA_GEMM (FASTMNIST_NUMBA_GEMM) is 'mkl', but {why_not}")
     return numpy_library()
+
+
+def _blas_info() -> list[dict]:
+    """threadpoolctl's entries for the BLAS libraries loaded in this process ([] without it)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [info for info in threadpool_info() if info.get("user_api") == "blas"]
 
 
 @functools.lru_cache(maxsize=1)
 def numpy_library() -> GemmLibrary | None:
     """The BLAS NumPy uses, callable from Numba kernels, or None."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
     np.ones((2, 2)) @ np.ones((2, 2))  # NumPy loads its BLAS lazily on some builds
-    found = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    found = _blas_info()
     for info in sorted(found, key=lambda info: "numpy" not in info["filepath"]):  # NumPy's own first
         lib = _find(info["filepath"])
         if lib is not None and _agrees(lib):
-            return replace(lib, name=f"{info.get('internal_api', 'BLAS')} {info.get('version') or ''} (NumPy's)")
+            name = " ".join(str(part) for part in (info.get("internal_api", "BLAS"), info.get("version")) if part)
+            return replace(lib, name=f"{name} (NumPy's)")
     return None
 
 
@@ -205,41 +216,67 @@ def _intel_cpu() -> bool:
     return cpu_vendor() == "GenuineIntel"
 
 
-_MKL_THREADING_SEQUENTIAL, _MKL_INTERFACE_LP64 = 1, 0  # mkl_service.h's values
+# mkl_service.h: the sequential threading layer, 32-bit integers (LP64), and conditional numerical
+# reproducibility on the code path MKL picks for this CPU, strict: the same bits whatever the
+# operands' alignment (the CPU backends promise a repeated run the same weights, bit for bit)
+_MKL_THREADING_SEQUENTIAL, _MKL_INTERFACE_LP64 = 1, 0
+_MKL_CBWR_AUTO, _MKL_CBWR_STRICT, _MKL_CBWR_SUCCESS = 2, 0x10000, 0
+_MKL_CBWR = _MKL_CBWR_AUTO | _MKL_CBWR_STRICT  # what mkl_library asks for (None: nothing; a timing A/B)
+
+
+def _mkl_paths() -> list[str]:
+    """Where libmkl_rt may be: the ``mkl`` package's own files (newest soname first), then what the
+    loader finds."""
+    paths = []
+    try:
+        from importlib.metadata import PackageNotFoundError, files
+        try:
+            listed = files("mkl") or []
+        except PackageNotFoundError:
+            listed = []
+        found = [str(f.locate()) for f in listed if f.name.startswith("libmkl_rt.so")]
+        paths += sorted(found, key=lambda p: [int(v) for v in re.findall(r"\d+", os.path.basename(p))], reverse=True)
+    except ImportError:
+        pass
+    loader = ctypes.util.find_library("mkl_rt")
+    return [p for p in paths if os.path.exists(p)] + ([loader] if loader else [])
 
 
 @functools.lru_cache(maxsize=1)
 def mkl_library() -> tuple[GemmLibrary | None, str]:
-    """(Intel MKL's gemm with its sequential threading layer and 32-bit integers, None where it
-    cannot be had; why not). MKL is the ``mkl`` package's ``libmkl_rt`` (in the environment's lib
-    folder, else where the loader finds it). Where NumPy itself runs on MKL, numpy_library is that
-    MKL already: switching its threading layer would take NumPy's own threads away."""
-    try:
-        from threadpoolctl import threadpool_info
-        if any(i.get("internal_api") == "mkl" for i in threadpool_info()):
-            return None, "NumPy's BLAS is MKL already (config.NUMBA_GEMM 'numpy' uses it)"
-    except ImportError:
-        pass
-    paths = sorted(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
-    paths += [p for p in [ctypes.util.find_library("mkl_rt")] if p]
+    """(Intel MKL's gemm with its sequential threading layer, 32-bit integers and strict
+    reproducibility, None where it cannot be had; why not). MKL is the ``mkl`` package's
+    ``libmkl_rt``. An MKL already loaded by someone else (NumPy or SciPy built on MKL) is left
+    alone: switching it to sequential would take its threads from whoever loaded it."""
+    paths = _mkl_paths()
     if not paths:
-        return None, "MKL is not installed (pip install 'fastmnist[mkl]', or mkl)"
+        return None, "MKL is not installed (pip install 'fastmnist[mkl]' on Linux x86-64)"
+    path = paths[0]
+    for info in _blas_info():
+        if info.get("internal_api") == "mkl" and not (
+                os.path.realpath(info["filepath"]) == os.path.realpath(path) and info.get("threading_layer") == "sequential"):
+            return None, (f"an MKL is loaded already ({info['filepath']}, threading layer "
+                          f"{info.get('threading_layer')}), which numba_blas leaves as it is")
     try:
-        dll = ctypes.CDLL(paths[0])
-        # before any other MKL call; it answers the layer in force, which another user of this
-        # libmkl_rt may have fixed already
+        dll = ctypes.CDLL(path)
+        # before any other MKL call; each answers the setting in force, which another user of
+        # this libmkl_rt may have fixed already
         layer = dll.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
-        dll.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
-        addresses = {np.dtype(t): ctypes.cast(getattr(dll, f"cblas_{p}gemm"), ctypes.c_void_p).value
-                     for t, p in ((np.float32, "s"), (np.float64, "d"))}
+        interface = dll.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
+        reproducible = _MKL_CBWR_SUCCESS if _MKL_CBWR is None else dll.MKL_CBWR_Set(_MKL_CBWR)
         version = ctypes.create_string_buffer(256)
         dll.MKL_Get_Version_String(version, len(version))
     except (OSError, AttributeError) as exc:
-        return None, f"{paths[0]} is not a usable MKL ({exc})"
-    if layer != _MKL_THREADING_SEQUENTIAL:
-        return None, f"{paths[0]} was loaded with threading layer {layer} before, not sequential"
+        return None, f"{path} is not a usable MKL ({exc})"
+    if layer != _MKL_THREADING_SEQUENTIAL or interface != _MKL_INTERFACE_LP64:
+        return None, f"{path} runs threading layer {layer} and interface {interface}, not sequential and LP64"
+    if reproducible != _MKL_CBWR_SUCCESS:
+        return None, f"{path} refused strict reproducibility (MKL_CBWR_Set answered {reproducible})"
+    lib = _find(path)
+    if lib is None or lib.int_type is not np.int32:
+        return None, f"{path} exports no cblas_sgemm / cblas_dgemm"
     number = re.search(r"Version ([0-9.]+)", version.value.decode(errors="replace"))
-    lib = GemmLibrary(paths[0], addresses, np.int32, f"MKL {number.group(1) if number else '(unknown version)'}, sequential")
+    lib = replace(lib, name=f"MKL {number.group(1) if number else '(version unknown)'}, sequential")
     if not _agrees(lib):
-        return None, f"{paths[0]}'s products disagree with NumPy's"
+        return None, f"{path}'s products disagree with NumPy's"
     return lib, ""

@@ -67,7 +67,7 @@ def _numba_versions() -> dict:
     from ..backends import numba_backend
     return {"numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,
             "numba_target_cpu": numba.config.CPU_NAME or llvm.get_host_cpu_name(),  # NUMBA_CPU_NAME overrides
-            "numba_gemm": numba_backend.info().get("gemm")}  # the BLAS its training steps call
+            **{f"numba_{k}": v for k, v in numba_backend.info().items() if k in ("gemm", "threading_layer")}}
 
 
 def _cupy_versions() -> dict:

@@ -45,6 +45,7 @@ def _from_env(setting: str, name: str, default, **rules):
         _BAD_ENVIRONMENT[setting] = str(exc)
         return default
 
+
 def _choice_from_env(setting: str, name: str, default: str, choices: tuple[str, ...]) -> str:
     """Environment variable ``name`` for config.<setting>: one of ``choices`` (case-insensitive),
     ``default`` where unset or blank; another value is refused as _from_env refuses a number."""
@@ -120,7 +121,8 @@ USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
 #: imported unless the environment sets NUMBA_THREADING_LAYER or NUMBA_THREADING_LAYER_PRIORITY.
 #: Numba's own order puts TBB first wherever the ``tbb`` package is installed (the ``mkl`` extra
 #: brings it); the spin settings above, the compiled MLP steps split over the cores (TBB may run
-#: two parts on one thread, so they stay whole there) and every figure in docs/ are OpenMP's.
+#: two parts on one thread, so they stay whole there) and the figures in docs/ are OpenMP's (one
+#: A/B of the seventeenth session, labelled so, ran on TBB before this setting).
 NUMBA_THREADING_LAYER_PRIORITY = ("omp", "tbb", "workqueue")
 
 #: numba backend: the parallel BLAS products of a training step (a dense layer's backward pass, a

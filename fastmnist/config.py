@@ -203,6 +203,11 @@ CONV_WINDOW_WIDE = True
 #: returns its gradient so, with no transposes between them. False: channels first throughout.
 NUMBA_CHANNELS_LAST = True
 
+#: numba backend: a one-channel input (every zoo CNN's first layer) runs its forward product on the
+#: unit-stride tiles (numba_tiles.tile_rows_unit: no pointer per pixel, longer tiles). False: the
+#: tiles of any other layer, for A/B timings.
+CONV_UNIT_TILES = True
+
 #: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
 #: own weight-gradient partial, summed in task order, so the result does not depend on the number
 #: of threads; 8 images of fast-cnn's conv2 (input and gradient) stay within a 1 MiB L2 cache.

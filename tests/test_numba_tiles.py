@@ -30,6 +30,14 @@ if backend_status("numba")[0]:
         T.tile_rows_narrow(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
     @njit
+    def _rows_unit(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+        T.tile_rows_unit(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
+
+    @njit
+    def _rows_narrow_unit(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
+        T.tile_rows_narrow_unit(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
+
+    @njit
     def _rows3y(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix):
         T.tile_rows3y(x, xbase, ps, roff, k0, nk, w, wcol, ldw, out, obase, ldo, npix)
 
@@ -65,6 +73,8 @@ if backend_status("numba")[0]:
     KERNELS = {"wide": (_rows, _grad, (1, 1), T.TILE_PIXELS),
                "wide, adding": (_rows_add, None, (1, 1), T.TILE_PIXELS),
                "narrow": (_rows_narrow, _grad_narrow, (1, 2), T.NARROW_PIXELS),
+               "wide, unit stride": (_rows_unit, None, (1, 1), T.UNIT_PIXELS),
+               "narrow, unit stride": (_rows_narrow_unit, None, (1, 2), T.NARROW_UNIT_PIXELS),
                "three ymm": (_rows3y, None, (3, T.VECTOR_BYTES // 16), T.TILE3Y_PIXELS)}
 
 
@@ -86,7 +96,8 @@ def grad_oracle(x, xbase, roff, k0, nrow, g, gbase, rows, ncols, rsx, psx, rsg, 
     return out
 
 
-@pytest.mark.parametrize("kind", ["wide", "wide, adding", "narrow", "three ymm"])
+@pytest.mark.parametrize("kind", ["wide", "wide, adding", "narrow", "three ymm", "wide, unit stride",
+                                  "narrow, unit stride"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tile_rows_every_size(dtype, kind):
     rows, _, (num, den), most = KERNELS[kind]
@@ -98,7 +109,8 @@ def test_tile_rows_every_size(dtype, kind):
     w = rng.standard_normal(20 * ldw + 8).astype(dtype)
     for npix in range(most + 2):  # 0 and most + 1 are no-ops
         out = rng.standard_normal(2000).astype(dtype)
-        args = (x, 11, 7, roff, 2, 17, w, 4, ldw, out.copy(), 5, ldo, npix)
+        ps = 1 if "unit" in kind else 7  # the unit-stride kernels read no ps
+        args = (x, 11, ps, roff, 2, 17, w, 4, ldw, out.copy(), 5, ldo, npix)
         rows(*args)
         want = rows_oracle(*args[:-4], out, 5, ldo, npix if npix <= most else 0, cols, add=kind == "wide, adding")
         np.testing.assert_allclose(args[9], want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)

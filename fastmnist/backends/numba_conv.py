@@ -53,8 +53,10 @@ from .numba_cache import lock_caches
 from .numba_tiles import (
     HALF_RATE_ZMM,
     NARROW_PIXELS,
+    NARROW_UNIT_PIXELS,
     TILE3Y_PIXELS,
     TILE_PIXELS,
+    UNIT_PIXELS,
     VECTOR_BYTES,
     copy_rows,
     pool22_relu,
@@ -63,6 +65,8 @@ from .numba_tiles import (
     tile_rows,
     tile_rows3y,
     tile_rows_narrow,
+    tile_rows_narrow_unit,
+    tile_rows_unit,
     tile_width,
     transpose8,
     unpool22,
@@ -119,6 +123,17 @@ def _cut(total, tiles, part):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _three_y(wide, cols, ldw, used):
+    """Whether _row_product ends on a tile_rows3y tile (see there), given the columns ``wide`` of
+    its whole two-vector tiles, a tile's ``cols``, the row length ``ldw`` and the ``used`` columns."""
+    if wide == 0:
+        return False
+    if VECTOR_BYTES == 64:
+        return HALF_RATE_ZMM and wide - cols // 2 < used <= wide - cols // 4
+    return wide < ldw
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix, used):
     """out[obase + p*ldo + v] = sum over k of x[xbase + p*ps + roff[k]] * w[k*ldw + v], for p < npix
     and v < ldw (whole vectors) of which the first ``used`` matter: a row of pixels by every
@@ -128,8 +143,7 @@ def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix, used):
     vector together."""
     nk, cols = roff.shape[0], tile_width(w)
     wide = ldw - ldw % cols
-    three_y = wide > 0 and ((HALF_RATE_ZMM and wide - cols // 2 < used <= wide - cols // 4) if VECTOR_BYTES == 64
-                            else wide < ldw)
+    three_y = _three_y(wide, cols, ldw, used)
     if three_y:
         wide -= cols
     if wide > 0:
@@ -148,6 +162,28 @@ def _row_product(x, xbase, ps, roff, w, ldw, out, obase, ldo, npix, used):
         for part in range(tiles):
             q0, n = _cut(npix, tiles, part)
             tile_rows_narrow(x, xbase + q0 * ps, ps, roff, 0, nk, w, wide, ldw, out, obase + q0 * ldo + wide, ldo, n)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _unit_row_product(x, xbase, roff, w, ldw, out, obase, ldo, npix, used):
+    """_row_product for a pixel stride of 1 (a one-channel input), on the unit-stride tiles and
+    their longer rows; where _row_product would end on a tile_rows3y tile, _row_product itself."""
+    nk, cols = roff.shape[0], tile_width(w)
+    wide = ldw - ldw % cols
+    if _three_y(wide, cols, ldw, used):
+        _row_product(x, xbase, 1, roff, w, ldw, out, obase, ldo, npix, used)
+        return
+    if wide > 0:
+        tiles = _tiles(npix, UNIT_PIXELS)
+        for part in range(tiles):
+            q0, n = _cut(npix, tiles, part)
+            for j0 in range(0, wide, cols):
+                tile_rows_unit(x, xbase + q0, 1, roff, 0, nk, w, j0, ldw, out, obase + q0 * ldo + j0, ldo, n)
+    if wide < ldw:
+        tiles = _tiles(npix, NARROW_UNIT_PIXELS)
+        for part in range(tiles):
+            q0, n = _cut(npix, tiles, part)
+            tile_rows_narrow_unit(x, xbase + q0, 1, roff, 0, nk, w, wide, ldw, out, obase + q0 * ldo + wide, ldo, n)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -212,16 +248,18 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 
 
 @njit(**_pjit)
-def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg, cl):
+def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg, cl, unit):
     """y (N, F, PH, PW), or (N, PH, PW, F) with ``cl``, = max-pool(ReLU(conv(x) + b)); arg
     (N, PH, PW, Fp) each maximum's index i*OW + j in the convolution's output, or -1 where the
     ReLU let nothing through. ``bp`` is the bias padded with zeros to Fp (the padded channels
-    then all read -1). Images go in chunks of ``chunk``, each chunk allocating its buffers once."""
+    then all read -1). Images go in chunks of ``chunk``, each chunk allocating its buffers once.
+    ``unit``: a one-channel input runs on the unit-stride tiles (config.CONV_UNIT_TILES)."""
     n_, hp, wp, c_ = xh.shape
     fp = wpk.shape[1]
     xflat, wflat, argflat = xh.reshape(-1), wpk.reshape(-1), arg.reshape(-1)
     ph, pw = arg.shape[1], arg.shape[2]
     f_ = y.shape[3] if cl else y.shape[1]
+    unit = unit and c_ == 1
     for ci in prange((n_ + chunk - 1) // chunk):
         # (OH, OW, Fp) before the bias; padded channels the product may skip stay 0, so stopped (-1)
         acc = np.zeros(oh * ow * fp, y.dtype)
@@ -230,14 +268,23 @@ def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y,
             if size == 2 and pstride == 2:  # each pair of rows pooled while it is in L1
                 for pi in range(ph):
                     for i in range(2 * pi, 2 * pi + 2):
-                        _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc,
-                                     (i - 2 * pi) * ow * fp, fp, ow, f_)
+                        _image_row(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, (i - 2 * pi) * ow * fp, ow, f_,
+                                   unit)
                     pool22_relu(acc, fp, ow, pi, 1, pw, bp, pooled, argflat, n * ph * pw * fp)
             else:
                 for i in range(oh):
-                    _row_product(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, fp, ow, f_)
+                    _image_row(xflat, ((n * hp + i) * wp) * c_, c_, roff, wflat, fp, acc, i * ow * fp, ow, f_, unit)
                 _pool_relu(acc, fp, ow, bp, size, pstride, arg[n], pooled)
             _store_pooled(pooled, fp, y[n], cl)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _image_row(xflat, xbase, c_, roff, wflat, fp, acc, obase, ow, f_, unit):
+    """One output row of the forward pass into acc: on the unit-stride tiles with ``unit`` (one channel)."""
+    if unit:
+        _unit_row_product(xflat, xbase, roff, wflat, fp, acc, obase, fp, ow, f_)
+    else:
+        _row_product(xflat, xbase, c_, roff, wflat, fp, acc, obase, fp, ow, f_)
 
 
 @njit(**_pjit)

@@ -207,6 +207,11 @@ NUMBA_CHANNELS_LAST = True
 #: unit-stride tiles (numba_tiles.tile_rows_unit: no pointer per pixel, longer tiles). False: the
 #: tiles of any other layer, for A/B timings.
 CONV_UNIT_TILES = True
+#: numba backend: the tiled convolution's forward pass prefetches the next image's lines of its
+#: output for writing before each image (numba_tiles.prefetch_for_write): writing y's memory cost
+#: the first layers' forward pass about as much as their pooling and stores together
+#: (benchmarks/conv_forward_pieces.py). False: no prefetch, for A/B timings.
+CONV_PREFETCH_OUTPUT = True
 
 #: numba backend: images per task in the tiled convolution's backward pass. Each task writes its
 #: own weight-gradient partial, summed in task order, so the result does not depend on the number

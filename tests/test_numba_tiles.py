@@ -340,3 +340,26 @@ def test_tiled_convolution_compiled_for_avx2(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unit_tiles_and_prefetch_leave_every_bit(dtype, monkeypatch):
+    """The one-channel layers' unit-stride tiles sum each output in the same order as the general
+    tiles, and the output prefetch is only a hint: the forward pass's y and arg, bit for bit, with
+    config.CONV_UNIT_TILES and config.CONV_PREFETCH_OUTPUT on and off (rows of 24, 28 and 13
+    pixels: two unit tiles, two narrow ones, one)."""
+    from fastmnist import config
+    from fastmnist.backends import numba_backend as nb
+
+    rng = np.random.default_rng(3)
+    for n, h, f, pad in [(5, 28, 24, 0), (3, 28, 16, 2), (4, 28, 30, 0), (3, 17, 40, 0)]:
+        x = rng.standard_normal((n, 1, h, h)).astype(dtype)
+        w, b = rng.standard_normal((f, 1, 5, 5)).astype(dtype), rng.standard_normal(f).astype(dtype)
+        runs = []
+        for on in (True, False):
+            monkeypatch.setattr(config, "CONV_UNIT_TILES", on)
+            monkeypatch.setattr(config, "CONV_PREFETCH_OUTPUT", on)
+            y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, pad)
+            runs.append((y, cache.arg))
+        np.testing.assert_array_equal(runs[0][0], runs[1][0])
+        np.testing.assert_array_equal(runs[0][1], runs[1][1])

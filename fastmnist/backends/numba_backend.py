@@ -508,7 +508,7 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     else:
         wpk = _tiled.pack_rows(w, fp)
         _tiled.conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pool_stride, config.CONV_TILE_CHUNK, yk, arg,
-                                        cl_out, bool(config.CONV_UNIT_TILES))
+                                        cl_out, bool(config.CONV_UNIT_TILES), bool(config.CONV_PREFETCH_OUTPUT))
     return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg, cl_in)
 
 

@@ -60,6 +60,7 @@ from .numba_tiles import (
     VECTOR_BYTES,
     copy_rows,
     pool22_relu,
+    prefetch_for_write,
     tile_grad,
     tile_grad_narrow,
     tile_rows,
@@ -248,23 +249,28 @@ def to_channels_last_kernel(x, pad, out):  # x (N, C, H, W) -> out (N, H+2p, W+2
 
 
 @njit(**_pjit)
-def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg, cl, unit):
+def conv_pool_forward_kernel(xh, roff, wpk, bp, oh, ow, size, pstride, chunk, y, arg, cl, unit, prefetch):
     """y (N, F, PH, PW), or (N, PH, PW, F) with ``cl``, = max-pool(ReLU(conv(x) + b)); arg
     (N, PH, PW, Fp) each maximum's index i*OW + j in the convolution's output, or -1 where the
     ReLU let nothing through. ``bp`` is the bias padded with zeros to Fp (the padded channels
     then all read -1). Images go in chunks of ``chunk``, each chunk allocating its buffers once.
-    ``unit``: a one-channel input runs on the unit-stride tiles (config.CONV_UNIT_TILES)."""
+    ``unit``: a one-channel input runs on the unit-stride tiles (config.CONV_UNIT_TILES);
+    ``prefetch``: the next image's lines of y are prefetched for writing before each image's
+    products (config.CONV_PREFETCH_OUTPUT)."""
     n_, hp, wp, c_ = xh.shape
     fp = wpk.shape[1]
     xflat, wflat, argflat = xh.reshape(-1), wpk.reshape(-1), arg.reshape(-1)
     ph, pw = arg.shape[1], arg.shape[2]
     f_ = y.shape[3] if cl else y.shape[1]
     unit = unit and c_ == 1
+    yflat, per = y.reshape(-1), y.size // max(n_, 1)  # image n's y: yflat[n*per : (n+1)*per]
     for ci in prange((n_ + chunk - 1) // chunk):
         # (OH, OW, Fp) before the bias; padded channels the product may skip stay 0, so stopped (-1)
         acc = np.zeros(oh * ow * fp, y.dtype)
         pooled = np.empty(ph * pw * fp, y.dtype)  # (PH, PW, Fp)
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
+            if prefetch and n + 1 < n_:
+                prefetch_for_write(yflat, (n + 1) * per, per)
             if size == 2 and pstride == 2:  # each pair of rows pooled while it is in L1
                 for pi in range(ph):
                     for i in range(2 * pi, 2 * pi + 2):

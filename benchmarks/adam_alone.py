@@ -8,23 +8,12 @@ fit); then ``np.copyto`` of 14 bytes a parameter into 14 others (Adam reads para
 and both moments and writes three: 28 bytes a parameter) on one thread. Inside a training step
 (``benchmarks/step_ab.py``'s optimizer column) the moments come from memory instead.
 """
-import time
-
 import numpy as np
 
 from fastmnist.backends import numba_backend as nb
+from fastmnist.bench.machine import median_seconds
 
 SHAPES = [(30, 1, 5, 5), (30,), (4320, 100), (100,), (100, 10), (10,)]  # simple-cnn's parameters
-
-
-def median_ms(fn, rounds=50):
-    fn()
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
 
 
 def main():
@@ -37,8 +26,10 @@ def main():
     dst = np.zeros_like(src)
     steps = iter(range(1, 10**9))
     print(f"{n} parameters, {n * 28 / 1e6:.1f} MB touched a step")
-    print(f"adam_update_many   {median_ms(lambda: nb.adam_update_many(params, grads, states, next(steps), 1e-3)):.3f} ms")
-    print(f"copy of as many bytes, one thread   {median_ms(lambda: np.copyto(dst, src)):.3f} ms")
+    adam = median_seconds(lambda: nb.adam_update_many(params, grads, states, next(steps), 1e-3), 50)
+    copy = median_seconds(lambda: np.copyto(dst, src), 50)
+    print(f"adam_update_many   {adam * 1e3:.3f} ms")
+    print(f"copy of as many bytes, one thread   {copy * 1e3:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -13,44 +13,21 @@ call by call, medians of ROUNDS (default 41), both cores, outputs kept between c
 * ``+store, warm y``: the same stores into a buffer of two images per task, which stays in cache:
   what writing y's memory costs beyond the stores' own work;
 * ``+store, prefetched y``: the pass with the next image's lines of y prefetched for writing
-  (``llvm.prefetch``, rw=1) before each image's products.
+  before each image's products (``numba_tiles.prefetch_for_write``, as config.CONV_PREFETCH_OUTPUT
+  has the real kernel do since these timings).
 """
 import sys
 import time
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from fastmnist.backends import numba_backend  # noqa: F401  (OpenMP first, as training runs)
 from fastmnist.backends import numba_conv as conv
-from fastmnist.backends.numba_tiles import _data, pool22_relu
+from fastmnist.backends.numba_tiles import pool22_relu, prefetch_for_write
 
 SHAPES = {"fast-cnn conv1": (256, 24, 28, 0), "simple-cnn conv": (100, 30, 28, 0), "dropout-cnn conv": (200, 16, 28, 2)}
 VARIANTS = {"tiles": 0, "+pool": 1, "+store": 2, "+store cl": 2, "+store, warm y": 3, "+store, prefetched y": 4}
-
-
-@intrinsic
-def prefetch_for_write(typingctx, a, start, count):
-    """Prefetch for writing the cache lines of a[start : start + count], one per 64 bytes."""
-    sig = types.void(a, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        arr, first, n = args
-        ptr = _data(context, builder, signature.args[0], arr)
-        i8p, i32, i64 = ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(64)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.globals.get("llvm.prefetch.p0i8") or ir.Function(builder.module, fnty, "llvm.prefetch.p0i8")
-        step = ir.Constant(i64, 64 // (signature.args[0].dtype.bitwidth // 8))
-        lines = builder.udiv(builder.add(n, builder.sub(step, ir.Constant(i64, 1))), step)
-        with cgutils.for_range(builder, lines) as loop:
-            at = builder.gep(ptr, [builder.add(first, builder.mul(loop.index, step))], inbounds=True)
-            builder.call(fn, [builder.bitcast(at, i8p), ir.Constant(i32, 1), ir.Constant(i32, 2), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @njit(parallel=True, nogil=True, error_model="numpy")

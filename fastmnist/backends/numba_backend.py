@@ -233,6 +233,7 @@ if numba is not None:
     from . import numba_conv as _tiled
     from . import numba_dense as _dense
     from . import numba_kernels as K
+    from . import numba_lanes as _lanes
     from . import numba_steps as _numba_steps
     from . import numba_tiles as _tiles_mod
     from . import numba_window_grad as _window
@@ -279,6 +280,7 @@ class TiledPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward on numba_conv's
     ow: int
     arg: np.ndarray   # (N, PH, PW, padded F) int32, -1 where the ReLU stopped the gradient
     channels_last: bool  # x came channels last: so does its gradient
+    arg_cf: bool = False  # arg is (N, F, PH, PW) instead: the pixels-in-lanes forward (numba_lanes.py)
 
 
 class DirectPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward, one sample's plane per saxpy
@@ -499,8 +501,12 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     fp = _tiled.padded_width(f, x.dtype.itemsize)
     bp = np.zeros(fp, x.dtype)
     bp[:f] = b
-    arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
     cl_out = channels_last_memory(y)
+    if config.CONV_PIXEL_LANES and _lanes.lanes_apply(x.dtype, c, f, kh, kw, ow, size, pool_stride, cl_out):
+        arg = np.empty(y.shape, np.int32)  # channels first, as y
+        _lanes.lane_pool_forward_kernel(xh, _lanes.pack_lanes(w), _c(b), kh, kw, oh, ow, config.CONV_TILE_CHUNK, y, arg)
+        return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg, cl_in, arg_cf=True)
+    arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
     yk = y.transpose(0, 2, 3, 1) if cl_out else y  # the memory the kernel writes
     if _use_winograd(c, kh, kw, oh, ow) and (size, pool_stride) == (2, 2):
         u = _winograd.transform_filters(w, fp)
@@ -568,9 +574,14 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
         else:
             wcol = _tiled.pack_columns(w, _tiled.padded_width(c * kh * kw, itemsize))
     dyk = dy.transpose(0, 2, 3, 1) if dy_cl else dy  # the memory the kernel reads
-    _tiled.conv_pool_backward_kernel(dyk, cache.arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
+    arg, arg_cf = cache.arg, cache.arg_cf
+    if arg_cf and not (by_window and not need_dx):  # only window_grad reads the argmax channels first
+        arg = np.full((n, ph, pw, fp), -1, np.int32)
+        arg[..., :f] = cache.arg.transpose(0, 2, 3, 1)
+        arg_cf = False
+    _tiled.conv_pool_backward_kernel(dyk, arg, cache.xh, cache.roff, cache.oh, cache.ow, kh, kw, cache.size,
                                      cache.pool_stride, chunk, dwp, dbp, wcol, roffc, cache.pad, udx, dx, wino_dw,
-                                     poff, dwin, wrows, dy_cl, cache.channels_last)
+                                     poff, dwin, wrows, dy_cl, cache.channels_last, arg_cf)
     if by_window:  # (F, KH, nvec*L) -> (F, KH, KW, C) -> (F, C, KH, KW)
         rows = _tiled.sum_partials(dwin).reshape(f, kh, -1)[:, :, :kw * c]
         dw = rows.reshape(f, kh, kw, c).transpose(0, 3, 1, 2)

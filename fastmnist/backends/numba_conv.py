@@ -363,7 +363,7 @@ def _store_pooled(pooled, fp, y, cl):
 
 @njit(**_pjit)
 def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, chunk, dwp, dbp,
-                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin, wrows, dy_cl, dx_cl):
+                              wcol, roffc, pad, udx, dx, wino_dw, poff, dwin, wrows, dy_cl, dx_cl, arg_cf):
     """Per chunk of images: dwp[chunk] (K, Fp) and dbp[chunk] (Fp,) partials; dx (N, C, H, W)
     when it has any images (the input gradient), else skipped: by Winograd's F(2x2, 3x3) from the
     rotated filters' F(4x4, 3x3) transform ``udx`` (36, F, Cp) when it has any rows (_winograd_input_gradient),
@@ -374,7 +374,8 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
 
     When ``poff`` has any entries, the weight gradient comes from the pooled side instead
     (numba_window_grad.py): dwin[chunk] (F, KH*nvec*L) partials, db into dbp, and no gradient
-    before pooling unless dx needs it."""
+    before pooling unless dx needs it. ``arg_cf``: arg is (N, F, PH, PW), as numba_lanes.py writes
+    it, which only window_grad reads (the caller makes it channels last for anything else)."""
     if dy_cl:  # dy (N, PH, PW, F): a channels-last layer's input gradient
         n_, ph, pw, f_ = dy.shape
     else:
@@ -399,12 +400,13 @@ def conv_pool_backward_kernel(dy, arg, xh, roff, oh, ow, kh, kw, size, pstride, 
                 dstep = f_ if dy_cl else 1
                 for f in range(f_):
                     dbase = n * ph * pw * f_ + f if dy_cl else (n * f_ + f) * ph * pw
+                    abase, astep = ((n * f_ + f) * ph * pw, 1) if arg_cf else (n * pplane + f, fp)
                     if wrows == 0:
                         window_grad(xflat, n * xplane, wp * c_, kh, kw * c_, dyflat, dbase, dstep, ph * pw,
-                                    argflat, n * pplane + f, fp, poff, dwin[ci], f * wlen, dbp[ci], f)
+                                    argflat, abase, astep, poff, dwin[ci], f * wlen, dbp[ci], f)
                     for r0 in range(0, kh if wrows > 0 else 0, max(wrows, 1)):  # wrows rows a call
                         window_grad_wide(xflat, n * xplane + r0 * wp * c_, wp * c_, min(wrows, kh - r0), kw * c_,
-                                         dyflat, dbase, dstep, ph * pw, argflat, n * pplane + f, fp, poff, dwin[ci],
+                                         dyflat, dbase, dstep, ph * pw, argflat, abase, astep, poff, dwin[ci],
                                          f * wlen + r0 * (wlen // kh), dbp[ci] if r0 == 0 else dbs, f)
                 if dx.shape[0] == 0:
                     continue

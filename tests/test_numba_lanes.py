@@ -38,7 +38,7 @@ def test_lane_kernel_gives_the_tiles_bits():
         finally:
             config.CONV_PIXEL_LANES = old
         oh = h + 2 * pad - k + 1
-        y2, arg2 = np.full_like(y, np.nan), np.zeros(y.shape, np.int32)
+        y2, arg2 = np.full_like(y, np.nan), np.zeros(y.shape, lanes.arg_dtype(oh, oh))
         lanes.lane_pool_forward_kernel(cache.xh, lanes.pack_lanes(w), b, k, k, oh, oh, 3, y2, arg2)
         np.testing.assert_array_equal(y2, y, err_msg=str((n, h, f, pad, k)))
         np.testing.assert_array_equal(arg2.transpose(0, 2, 3, 1), cache.arg[..., :f], err_msg=str((n, h, f, pad, k)))
@@ -68,6 +68,32 @@ def test_lanes_on_and_off_give_the_same_bits(window, monkeypatch):
                          *nb.conv2d_relu_maxpool_backward(dy, cache, w, need_dx=True)])
         for a, b_ in zip(*runs):
             np.testing.assert_array_equal(a, b_, err_msg=str((n, h, f, pad, k)))
+
+
+def test_argmax_in_int32_where_int16_is_too_small():
+    """A tall image (OH*OW past int16): the argmax as int32, the same bits as the tiles'."""
+    from fastmnist import config
+    from fastmnist.backends import numba_backend as nb
+    from fastmnist.backends import numba_lanes as lanes
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 1200, 36)).astype(np.float32)
+    w, b = rng.standard_normal((16, 1, 5, 5)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    assert lanes.arg_dtype(1196, 32) == np.int32 and lanes.arg_dtype(28, 28) == np.int16
+    runs = []
+    for on in (True, False):
+        config_on = config.CONV_PIXEL_LANES
+        config.CONV_PIXEL_LANES = on
+        try:
+            y, cache = nb.conv2d_relu_maxpool_forward(x, w, b, 1, 0)
+            dy = np.ones(y.shape, np.float32)
+            runs.append([y, *nb.conv2d_relu_maxpool_backward(dy, cache, w, need_dx=False)[1:]])
+        finally:
+            config.CONV_PIXEL_LANES = config_on
+        assert not on or lanes.lanes_apply(np.float32, 1, 16, 5, 5, 32, 2, 2, False) == cache.arg_cf
+        assert not cache.arg_cf or cache.arg.dtype == np.int32
+    for a, b_ in zip(*runs):
+        np.testing.assert_array_equal(a, b_)
 
 
 def test_which_layers_take_the_lanes():

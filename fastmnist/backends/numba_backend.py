@@ -280,7 +280,7 @@ class TiledPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward on numba_conv's
     ow: int
     arg: np.ndarray   # (N, PH, PW, padded F) int32, -1 where the ReLU stopped the gradient
     channels_last: bool  # x came channels last: so does its gradient
-    arg_cf: bool = False  # arg is (N, F, PH, PW) instead: the pixels-in-lanes forward (numba_lanes.py)
+    arg_cf: bool = False  # arg is (N, F, PH, PW) (int16 where it fits) instead: the pixels-in-lanes forward (numba_lanes.py)
 
 
 class DirectPoolCache(NamedTuple):  # conv2d_relu_maxpool_forward, one sample's plane per saxpy
@@ -503,7 +503,7 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     bp[:f] = b
     cl_out = channels_last_memory(y)
     if config.CONV_PIXEL_LANES and _lanes.lanes_apply(x.dtype, c, f, kh, kw, ow, size, pool_stride, cl_out):
-        arg = np.empty(y.shape, np.int32)  # channels first, as y
+        arg = np.empty(y.shape, _lanes.arg_dtype(oh, ow))  # channels first, as y
         _lanes.lane_pool_forward_kernel(xh, _lanes.pack_lanes(w), _c(b), kh, kw, oh, ow, config.CONV_TILE_CHUNK, y, arg)
         return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg, cl_in, arg_cf=True)
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU

@@ -14,7 +14,8 @@ lanes kernel transposes every image's (PH, PW, F) into y.
 Each output is the same sum in the same order as numba_conv's (taps a*KW + b in turn, one
 multiply-add each, from zero), and the pooling takes the first maximum in row-major order, so y
 is the same bits; the argmax comes channels first too, ``arg (N, F, PH, PW)``, which the backward
-pass reads as such (numba_conv.conv_pool_backward_kernel's ``arg_cf``).
+pass reads as such (numba_conv.conv_pool_backward_kernel's ``arg_cf``), as int16 where every index
+of the output fits (arg_dtype): half the bytes written and read back.
 
 - ``tile_lanes(x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow)``::
 
@@ -56,6 +57,11 @@ def lanes_apply(dtype, channels: int, filters: int, kh: int, kw: int, ow: int, s
     return (VECTOR_BYTES == 64 and np.dtype(dtype) == np.float32 and channels == 1 and (size, stride) == (2, 2)
             and LANE_PIXELS - lanes < ow <= LANE_PIXELS and filters % LANE_FILTERS == 0 and (-(-filters // lanes)) % 2 == 1
             and not channels_last_out and kh >= 1 and kw >= 1)
+
+
+def arg_dtype(oh: int, ow: int):
+    """The argmax's integer type for an OH x OW output: int16 where every index i*OW + j fits."""
+    return np.int16 if oh * ow <= np.iinfo(np.int16).max else np.int32
 
 
 def pack_lanes(w: np.ndarray) -> np.ndarray:
@@ -114,12 +120,13 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
     return sig, codegen
 
 
-def _masked_store_i32(builder, ity):
-    """llvm.masked.store for a vector of int32 (numba_tiles._masked declares the float ones)."""
-    ptr = "p0" if llvm.llvm_version_info[0] >= 17 else f"p0v{ity.count}i32"
+def _masked_store_int(builder, ity):
+    """llvm.masked.store for a vector of integers (numba_tiles._masked declares the float ones)."""
+    name = f"v{ity.count}i{ity.element.width}"
+    ptr = "p0" if llvm.llvm_version_info[0] >= 17 else f"p0{name}"
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(
         ir.VoidType(), [ity, ity.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), ity.count)]),
-        f"llvm.masked.store.v{ity.count}i32.{ptr}")
+        f"llvm.masked.store.{name}.{ptr}")
 
 
 @intrinsic
@@ -131,6 +138,8 @@ def pool_lanes(typingctx, acc, f_, pi, pw, ow, plane, bp, y, arg, base):
     the first row's unless the second's is larger. A row's two vectors are split into their even and
     odd lanes (two shuffles), so every comparison is a vector one."""
     dtype = _check_arrays("pool_lanes", acc, bp, y)
+    if not isinstance(arg.dtype, types.Integer) or arg.dtype.bitwidth not in (16, 32):
+        raise numba.core.errors.TypingError(f"pool_lanes: int16 or int32 arg expected, got {arg}")
     i64 = types.int64
     sig = types.void(acc, i64, i64, i64, i64, i64, bp, y, arg, i64)
 
@@ -143,8 +152,8 @@ def pool_lanes(typingctx, acc, f_, pi, pw, ow, plane, bp, y, arg, base):
         hty = ir.VectorType(vty.element, half)
         ity = ir.VectorType(i32t, half)
         _, masked_store = _masked(builder, hty)
-        ipty = ity.as_pointer()
-        store_i = _masked_store_i32(builder, ity)
+        aty = ir.VectorType(ir.IntType(signature.args[8].dtype.bitwidth), half)  # arg's vectors
+        store_arg = _masked_store_int(builder, aty)
         align = ir.Constant(i32t, dtype.bitwidth // 8)
         keep = lane_mask(builder, pw, half)
         even = ir.Constant(ir.VectorType(i32t, half), [2 * k for k in range(half)])
@@ -182,8 +191,11 @@ def pool_lanes(typingctx, acc, f_, pi, pw, ow, plane, bp, y, arg, base):
             out = builder.add(base, builder.mul(f, plane))
             builder.call(masked_store, [builder.select(live, v, ir.Constant(hty, None)),
                                         builder.bitcast(at(yp, out), hty.as_pointer()), align, keep])
-            builder.call(store_i, [builder.select(live, where, ir.Constant(ity, [-1] * half)),
-                                   builder.bitcast(at(gp, out), ipty), ir.Constant(i32t, 4), keep])
+            where = builder.select(live, where, ir.Constant(ity, [-1] * half))
+            if aty.element.width < 32:
+                where = builder.trunc(where, aty)
+            builder.call(store_arg, [where, builder.bitcast(at(gp, out), aty.as_pointer()),
+                                     ir.Constant(i32t, aty.element.width // 8), keep])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -191,8 +203,8 @@ def pool_lanes(typingctx, acc, f_, pi, pw, ow, plane, bp, y, arg, base):
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def lane_pool_forward_kernel(xh, wl, bp, kh, kw, oh, ow, chunk, y, arg):
-    """y (N, F, PH, PW) = max-pool 2x2(ReLU(conv(x) + b)) and arg (N, F, PH, PW) each maximum's
-    index i*OW + j, or -1 where the ReLU let nothing through, for a one-channel input xh (N, Hp,
+    """y (N, F, PH, PW) = max-pool 2x2(ReLU(conv(x) + b)) and arg (N, F, PH, PW) (int16 or int32)
+    each maximum's index i*OW + j, or -1 where the ReLU let nothing through, for a one-channel input xh (N, Hp,
     Wp, 1) and filters wl (KH*KW, F) (pack_lanes); images in chunks of ``chunk``."""
     n_, hp, wp, _ = xh.shape
     f_, ph, pw = y.shape[1], y.shape[2], y.shape[3]

@@ -39,7 +39,7 @@ def test_lane_kernel_gives_the_tiles_bits():
             config.CONV_PIXEL_LANES = old
         oh = h + 2 * pad - k + 1
         y2, arg2 = np.full_like(y, np.nan), np.zeros(y.shape, lanes.arg_dtype(oh, oh))
-        lanes.lane_pool_forward_kernel(cache.xh, lanes.pack_lanes(w), b, k, k, oh, oh, 3, y2, arg2)
+        lanes.lane_pool_forward_kernel(cache.xh, lanes.pack_lanes(w), b, k, k, oh, oh, 3, y2, arg2, lanes.lane_filters(f))
         np.testing.assert_array_equal(y2, y, err_msg=str((n, h, f, pad, k)))
         np.testing.assert_array_equal(arg2.transpose(0, 2, 3, 1), cache.arg[..., :f], err_msg=str((n, h, f, pad, k)))
 
@@ -102,7 +102,9 @@ def test_which_layers_take_the_lanes():
 
     on = VECTOR_BYTES == 64
     assert lanes.lanes_apply(np.float32, 1, 16, 5, 5, 28, 2, 2, False) == on  # dropout-cnn's layer
-    assert not lanes.lanes_apply(np.float32, 1, 30, 5, 5, 24, 2, 2, False)  # two vectors: the tiles are faster
+    assert lanes.lanes_apply(np.float32, 1, 30, 5, 5, 24, 2, 2, False) == on  # simple-cnn's, tiles of 6
+    assert not lanes.lanes_apply(np.float32, 1, 7, 5, 5, 24, 2, 2, False)  # no tile of 4, 5 or 6 filters
+    assert [lanes.lane_filters(f) for f in (16, 30, 25, 24, 7)] == [4, 6, 5, 6, 0]
     assert not lanes.lanes_apply(np.float64, 1, 16, 5, 5, 28, 2, 2, False)
     assert not lanes.lanes_apply(np.float32, 3, 16, 5, 5, 28, 2, 2, False)
     assert not lanes.lanes_apply(np.float32, 1, 16, 5, 5, 28, 3, 3, False)

@@ -504,7 +504,8 @@ def _tiled_pool_forward(x, w, b, pad, oh, ow, size, pool_stride, y):
     cl_out = channels_last_memory(y)
     if config.CONV_PIXEL_LANES and _lanes.lanes_apply(x.dtype, c, f, kh, kw, ow, size, pool_stride, cl_out):
         arg = np.empty(y.shape, _lanes.arg_dtype(oh, ow))  # channels first, as y
-        _lanes.lane_pool_forward_kernel(xh, _lanes.pack_lanes(w), _c(b), kh, kw, oh, ow, config.CONV_TILE_CHUNK, y, arg)
+        _lanes.lane_pool_forward_kernel(xh, _lanes.pack_lanes(w), _c(b), kh, kw, oh, ow, config.CONV_TILE_CHUNK, y, arg,
+                                        _lanes.lane_filters(f))
         return TiledPoolCache(xh, roff, size, pool_stride, x.shape, pad, oh, ow, arg, cl_in, arg_cf=True)
     arg = np.empty((n, y.shape[2], y.shape[3], fp), np.int32)  # channels last, -1: stopped by the ReLU
     yk = y.transpose(0, 2, 3, 1) if cl_out else y  # the memory the kernel writes

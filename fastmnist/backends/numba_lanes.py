@@ -41,21 +41,31 @@ from .numba_tiles import VECTOR_BYTES, _check_arrays, _data, _masked, _vector_op
 LANE_PIXELS = 32
 #: output rows of one tile: the two of a 2x2 pooling window
 LANE_ROWS = 2
-#: filters of one tile: 2 rows x 2 vectors x 4 filters = 16 accumulators of AVX-512's 32 registers,
-#: with the 4 input vectors and a broadcast weight beside them (measured: 135-155 GFLOP/s for
-#: dropout-cnn's layer, 2 x 8 for one row 139-147)
-LANE_FILTERS = 4
+#: filters of one tile, the first of these that divides the layer's: 2 rows x 2 vectors x 6 filters
+#: = 24 accumulators of AVX-512's 32 registers, with the 4 input vectors and a broadcast weight
+#: beside them (measured, dropout-cnn's layer in 2 x 2 x 4: 135-155 GFLOP/s, 2 x 8 for one row 139-147)
+LANE_FILTER_TILES = (6, 5, 4)
+
+
+def lane_filters(filters: int) -> int:
+    """Filters of one tile_lanes tile for a layer of ``filters``: 0 where none divides them."""
+    for ft in LANE_FILTER_TILES:
+        if filters % ft == 0:
+            return ft
+    return 0
 
 
 def lanes_apply(dtype, channels: int, filters: int, kh: int, kw: int, ow: int, size: int, stride: int,
                 channels_last_out: bool) -> bool:
     """Whether a fused layer's forward pass runs here: float32 on AVX-512, one input channel, 2x2
-    pooling of stride 2, output rows of more than one vector and at most LANE_PIXELS, filters a whole number of tiles and an
-    odd number of vectors (one vector: where numba_conv's tiles are the narrow ones; an even number
-    runs faster there), output channels first. config.CONV_PIXEL_LANES decides beside it."""
+    pooling of stride 2, output rows of more than one vector and at most LANE_PIXELS, filters a
+    whole number of tiles (lane_filters), output channels first (the next layer reads y as it is:
+    a channels-last output, fast-cnn's first layer, stays on numba_conv's tiles). On AVX2 the
+    pixels-in-lanes product ran slower than the tiles (benchmarks/pixel_lanes.py): four ymm a row
+    leave room for 3 filters a tile. config.CONV_PIXEL_LANES decides beside it."""
     lanes = VECTOR_BYTES // 4
     return (VECTOR_BYTES == 64 and np.dtype(dtype) == np.float32 and channels == 1 and (size, stride) == (2, 2)
-            and LANE_PIXELS - lanes < ow <= LANE_PIXELS and filters % LANE_FILTERS == 0 and (-(-filters // lanes)) % 2 == 1
+            and LANE_PIXELS - lanes < ow <= LANE_PIXELS and lane_filters(filters) > 0
             and not channels_last_out and kh >= 1 and kw >= 1)
 
 
@@ -71,13 +81,13 @@ def pack_lanes(w: np.ndarray) -> np.ndarray:
 
 
 @intrinsic
-def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow):
+def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow, ft):
     dtype = _check_arrays("tile_lanes", x, w, out)
     i64 = types.int64
-    sig = types.void(x, i64, i64, i64, i64, w, i64, i64, out, i64, i64, i64, i64)
+    sig = types.void(x, i64, i64, i64, i64, w, i64, i64, out, i64, i64, i64, i64, i64)
 
     def codegen(context, builder, signature, args):
-        xa, xbase_, xrow_, kh_, kw_, wa, f0_, ldw_, oa, obase_, ldo_, rstride_, ow_ = args
+        xa, xbase_, xrow_, kh_, kw_, wa, f0_, ldw_, oa, obase_, ldo_, rstride_, ow_, ft_ = args
         xp, wp, op = (_data(context, builder, signature.args[i], a) for i, a in ((0, xa), (5, wa), (8, oa)))
         vty, lanes, at, vload, vstore, splat, fma = _vector_ops(context, builder, dtype)
         i64t = ir.IntType(64)
@@ -87,7 +97,6 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
         # the last vector of a row holds ow - (rv - 1)*lanes pixels; the others are whole
         last = lane_mask(builder, builder.sub(ow_, ir.Constant(i64t, (rv - 1) * lanes)), lanes)
         zero = ir.Constant(vty, None)
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(LANE_ROWS * rv)] for _ in range(LANE_FILTERS)]
 
         def xload(idx, v):
             ptr = builder.bitcast(at(xp, idx), vty.as_pointer())
@@ -95,26 +104,38 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
                 return builder.call(masked_load, [ptr, align, last, zero])
             return builder.load(ptr, align=dtype.bitwidth // 8)
 
-        with cgutils.for_range(builder, kh_) as arow:
-            xr = builder.add(xbase_, builder.mul(arow.index, xrow_))
-            wr = builder.mul(arow.index, kw_)
-            with cgutils.for_range(builder, kw_) as bcol:
-                xo = builder.add(xr, bcol.index)
-                wo = builder.add(builder.mul(builder.add(wr, bcol.index), ldw_), f0_)
-                xv = [xload(builder.add(builder.add(xo, builder.mul(xrow_, ir.Constant(i64t, v // rv))),
-                                        ir.Constant(i64t, v % rv * lanes)), v) for v in range(LANE_ROWS * rv)]
-                for f in range(LANE_FILTERS):
-                    ws = splat(builder.load(at(wp, builder.add(wo, ir.Constant(i64t, f)))))
-                    for v in range(LANE_ROWS * rv):
-                        builder.store(fma(ws, xv[v], builder.load(acc[f][v])), acc[f][v])
-        for f in range(LANE_FILTERS):
-            for v in range(LANE_ROWS * rv):
-                row = builder.add(builder.mul(rstride_, ir.Constant(i64t, v // rv)), builder.mul(ldo_, ir.Constant(i64t, f)))
-                idx = builder.add(builder.add(obase_, row), ir.Constant(i64t, v % rv * lanes))
-                value = builder.load(acc[f][v])
-                if v % rv == rv - 1:  # the lanes past ow: zeros, not what the masked loads left
-                    value = builder.select(last, value, zero)
-                vstore(value, op, idx)
+        def emit(nf):
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(LANE_ROWS * rv)] for _ in range(nf)]
+            with cgutils.for_range(builder, kh_) as arow:
+                xr = builder.add(xbase_, builder.mul(arow.index, xrow_))
+                wr = builder.mul(arow.index, kw_)
+                with cgutils.for_range(builder, kw_) as bcol:
+                    xo = builder.add(xr, bcol.index)
+                    wo = builder.add(builder.mul(builder.add(wr, bcol.index), ldw_), f0_)
+                    xv = [xload(builder.add(builder.add(xo, builder.mul(xrow_, ir.Constant(i64t, v // rv))),
+                                            ir.Constant(i64t, v % rv * lanes)), v) for v in range(LANE_ROWS * rv)]
+                    for f in range(nf):
+                        ws = splat(builder.load(at(wp, builder.add(wo, ir.Constant(i64t, f)))))
+                        for v in range(LANE_ROWS * rv):
+                            builder.store(fma(ws, xv[v], builder.load(acc[f][v])), acc[f][v])
+            for f in range(nf):
+                for v in range(LANE_ROWS * rv):
+                    row = builder.add(builder.mul(rstride_, ir.Constant(i64t, v // rv)), builder.mul(ldo_, ir.Constant(i64t, f)))
+                    idx = builder.add(builder.add(obase_, row), ir.Constant(i64t, v % rv * lanes))
+                    value = builder.load(acc[f][v])
+                    if v % rv == rv - 1:  # the lanes past ow: zeros, not what the masked loads left
+                        value = builder.select(last, value, zero)
+                    vstore(value, op, idx)
+
+        end = builder.append_basic_block("lanes.end")
+        switch = builder.switch(ft_, end)
+        for nf in LANE_FILTER_TILES:
+            block = builder.append_basic_block(f"lanes.{nf}")
+            switch.add_case(ir.Constant(i64t, nf), block)
+            builder.position_at_end(block)
+            emit(nf)
+            builder.branch(end)
+        builder.position_at_end(end)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -202,7 +223,7 @@ def pool_lanes(typingctx, acc, f_, pi, pw, ow, plane, bp, y, arg, base):
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def lane_pool_forward_kernel(xh, wl, bp, kh, kw, oh, ow, chunk, y, arg):
+def lane_pool_forward_kernel(xh, wl, bp, kh, kw, oh, ow, chunk, y, arg, ft):
     """y (N, F, PH, PW) = max-pool 2x2(ReLU(conv(x) + b)) and arg (N, F, PH, PW) (int16 or int32)
     each maximum's index i*OW + j, or -1 where the ReLU let nothing through, for a one-channel input xh (N, Hp,
     Wp, 1) and filters wl (KH*KW, F) (pack_lanes); images in chunks of ``chunk``."""
@@ -215,9 +236,9 @@ def lane_pool_forward_kernel(xh, wl, bp, kh, kw, oh, ow, chunk, y, arg):
         for n in range(ci * chunk, min(n_, (ci + 1) * chunk)):
             for pi in range(ph):
                 base = (n * hp + 2 * pi) * wp
-                for f0 in range(0, f_, LANE_FILTERS):
+                for f0 in range(0, f_, ft):
                     tile_lanes(xflat, base, wp, kh, kw, wflat, f0, f_, acc, f0 * LANE_PIXELS, LANE_PIXELS,
-                               f_ * LANE_PIXELS, ow)
+                               f_ * LANE_PIXELS, ow, ft)
                 pool_lanes(acc, f_, pi, pw, ow, ph * pw, bp, yflat, aflat, n * per + pi * pw)
 
 

@@ -207,10 +207,11 @@ NUMBA_CHANNELS_LAST = True
 #: unit-stride tiles (numba_tiles.tile_rows_unit: no pointer per pixel, longer tiles). False: the
 #: tiles of any other layer, for A/B timings.
 CONV_UNIT_TILES = True
-#: numba backend: a one-channel layer whose filters are one AVX-512 vector (an odd number of them)
-#: and whose output rows fit two (dropout-cnn's 16 filters, 28 pixels) runs its forward pass with
-#: the output pixels in the vector lanes (numba_lanes.py), y and its argmax channels first, the
-#: same bits as the filters-in-lanes tiles. False: numba_conv's tiles, for A/B timings.
+#: numba backend: a one-channel layer on AVX-512 whose output rows fit two vectors and whose output
+#: goes on channels first (dropout-cnn's and simple-cnn's first layers: numba_lanes.lanes_apply)
+#: runs its forward pass with the output pixels in the vector lanes (numba_lanes.py), y and its
+#: argmax channels first, the same bits as the filters-in-lanes tiles. False: numba_conv's tiles,
+#: for A/B timings.
 CONV_PIXEL_LANES = True
 #: numba backend: the tiled convolution's forward pass prefetches the next image's lines of its
 #: output for writing before each image (numba_tiles.prefetch_for_write): writing y's memory cost

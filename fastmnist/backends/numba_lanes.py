@@ -1,15 +1,17 @@
 """The forward pass of a one-channel convolution + ReLU + 2x2 max-pooling layer with the output
-pixels in the vector lanes (the numba backend's first layer of dropout-cnn).
+pixels in the vector lanes (the numba backend's first layers of dropout-cnn and simple-cnn).
 
 Why. numba_conv's tiles put the filters in the lanes: each multiply-add is a broadcast input pixel
 times a vector of filters. With 16 filters (one AVX-512 vector) every multiply-add then loads its
 own broadcast, where two vectors of filters share one; alone in L1 the 16-filter tiles ran at
 105-111 GFLOP/s on a 2-core Xeon against 135-155 with the pixels in the lanes
 (``benchmarks/pixel_lanes.py``). Here a tile holds two output rows of up to 32 pixels (two vectors
-each) by ``LANE_FILTERS`` filters: a tap loads four input vectors, one element apart, and
-LANE_FILTERS broadcast weights for 4 * LANE_FILTERS multiply-adds. The output comes channels
-first, the layout of y (N, F, PH, PW): each pooled row is stored as it is, where the filters-in-
-lanes kernel transposes every image's (PH, PW, F) into y.
+each) by 4-6 filters (``LANE_FILTER_TILES``): a tap loads four input vectors, one element apart,
+and a broadcast weight per filter, for 4 multiply-adds each. The output comes channels first, the
+layout of y (N, F, PH, PW): each pooled row is stored as it is, where the filters-in-lanes kernel
+transposes every image's (PH, PW, F) into y. That is why simple-cnn's 30 filters gain too, though
+their product alone ran faster on the tiles (143-153 against 127-136 GFLOP/s): its stores cost
+numba_conv's forward pass as much as its products (benchmarks/conv_forward_pieces.py).
 
 Each output is the same sum in the same order as numba_conv's (taps a*KW + b in turn, one
 multiply-add each, from zero), and the pooling takes the first maximum in row-major order, so y
@@ -17,13 +19,15 @@ is the same bits; the argmax comes channels first too, ``arg (N, F, PH, PW)``, w
 pass reads as such (numba_conv.conv_pool_backward_kernel's ``arg_cf``), as int16 where every index
 of the output fits (arg_dtype): half the bytes written and read back.
 
-- ``tile_lanes(x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow)``::
+- ``tile_lanes(x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow, ft)``::
 
       out[obase + r*rstride + f*ldo + j] = sum over a < kh, b < kw of
           x[xbase + (r + a)*xrow + b + j] * w[(a*kw + b)*ldw + f0 + f]
 
-  for r < 2, f < LANE_FILTERS, j < ow (<= LANE_PIXELS); the lanes past ow are loaded masked (no
-  read past a row's last input) and written as zeros.
+  for r < 2, f < ft (one of LANE_FILTER_TILES; others are no-ops), j < ow (<= LANE_PIXELS); the
+  lanes past ow are loaded masked (no read past a row's last input) and written as zeros.
+- ``pool_lanes``: a pooled row of every filter from two such rows, vector compares on the rows'
+  even and odd lanes.
 """
 import numba
 import numpy as np

@@ -1,5 +1,7 @@
 """A probe, not a kernel of the library: the first layers' forward product with the output pixels
-in the vector lanes, against the unit-stride tiles (filters in the lanes) that run it now.
+in the vector lanes, against the unit-stride tiles (filters in the lanes). It measured the shapes
+before ``numba_lanes.tile_lanes`` (the library's form: two rows by 4-6 filters) was written; its
+own intrinsic also builds the one-row, 8- and 10-filter tiles the library does not have.
 
     python3 benchmarks/pixel_lanes.py [ROUNDS]
 

@@ -118,6 +118,15 @@ def by_filters(xh, roff, wpk, oh, ow, acc, threads):  # numba_conv's unit-stride
                 conv._unit_row_product(xflat, ((n * hp + i) * wp), roff, wflat, fp, a, 0, fp, ow, fp)
 
 
+def by_filters_call(xh, roff, wpk, wl, oh, ow, f, acc, out, threads, tile):
+    by_filters(xh, roff, wpk, oh, ow, acc, threads)
+
+
+def by_lanes_call(xh, roff, wpk, wl, oh, ow, f, acc, out, threads, tile):
+    rows, ft, which = tile
+    by_lanes(xh, 5, 5, wl, oh, f, rows, ft, which, out, threads)
+
+
 def main(rounds=21):
     rng = np.random.default_rng(0)
     print(f"# {numba.config.CPU_NAME or 'host'} target, vector bytes {T.VECTOR_BYTES}")
@@ -133,20 +142,20 @@ def main(rounds=21):
         wl = np.ascontiguousarray(w.reshape(f, 25).T)  # (K, F): a tap's filters side by side
         flops = 2.0 * n * oh * ow * 25 * f
         for threads in (1, 2):
-            kinds = {"filters in lanes (unit tiles)": lambda: by_filters(xh, roff, wpk, oh, ow, acc, threads)}
-            for which, (rows, ft) in enumerate(TILES):
-                if f % ft == 0 and f"pixels in lanes, {rows * ROW_VECTORS} x {ft}" not in kinds:
-                    kinds[f"pixels in lanes, {rows * ROW_VECTORS} x {ft}"] = (
-                        lambda rows=rows, ft=ft, which=which: by_lanes(xh, 5, 5, wl, oh, f, rows, ft, which, out, threads))
             acc = np.zeros((threads, ow * fp + 64), np.float32)
             out = np.zeros((threads, 2 * 10 * 32 + 64), np.float32)
+            args = (xh, roff, wpk, wl, oh, ow, f, acc, out, threads)
+            kinds = {"filters in lanes (unit tiles)": (by_filters_call, args, None)}
+            for which, (rows, ft) in enumerate(TILES):
+                if f % ft == 0 and f"pixels in lanes, {rows * ROW_VECTORS} x {ft}" not in kinds:
+                    kinds[f"pixels in lanes, {rows * ROW_VECTORS} x {ft}"] = (by_lanes_call, args, (rows, ft, which))
             times = {k: [] for k in kinds}
-            for fn in kinds.values():
-                fn()
+            for fn, fargs, tile in kinds.values():
+                fn(*fargs, tile)
             for _ in range(rounds):
-                for k, fn in kinds.items():
+                for k, (fn, fargs, tile) in kinds.items():
                     t = time.perf_counter()
-                    fn()
+                    fn(*fargs, tile)
                     times[k].append(time.perf_counter() - t)
             for k, ts in times.items():
                 print(f"{name:18s} {threads} thread(s)  {k:32s} {np.median(ts) * 1e3:7.3f} ms  "

@@ -1,7 +1,7 @@
 """A probe, not a kernel of the library: the first layers' forward product with the output pixels
 in the vector lanes, against the unit-stride tiles (filters in the lanes). It measured the shapes
-before ``numba_lanes.tile_lanes`` (the library's form: two rows by 4-6 filters) was written; its
-own intrinsic also builds the one-row, 8- and 10-filter tiles the library does not have.
+before ``numba_lanes.tile_lanes`` (two rows by 4-6 filters) went into the library, and now runs
+on that intrinsic (``numba_lanes.make_tile_lanes``), built also for one-row, 8- and 10-filter tiles.
 
     python3 benchmarks/pixel_lanes.py [ROUNDS]
 
@@ -22,72 +22,28 @@ import time
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from fastmnist.backends import numba_backend  # noqa: F401  (OpenMP first, as training runs)
 from fastmnist.backends import numba_conv as conv
+from fastmnist.backends import numba_lanes as lanes
 from fastmnist.backends import numba_tiles as T
 
-ROW_VECTORS = 128 // T.VECTOR_BYTES  # pixel vectors a row of 24 or 28 outputs takes (32 lanes)
+ROW_VECTORS = lanes.LANE_PIXELS * 4 // T.VECTOR_BYTES  # vectors a row of 24 or 28 outputs takes (32 lanes)
 SHAPES = {"simple-cnn conv": (100, 30, 28, 0), "dropout-cnn conv": (200, 16, 28, 2)}
-
-
-def _lanes_intrinsic(rows, ft):
-    pv = rows * ROW_VECTORS
-
-    @intrinsic
-    def lane_rows(typingctx, x, xbase, xrow, kh, kw, w, f0, fw, out, obase, ldo):
-        """out[obase + (r*ft + f)*ldo + v] = sum over taps (a, b) of x[xbase + (r + a)*xrow + b + v]
-        * w[(a*kw + b)*fw + f0 + f] for r < rows output rows, f < ft, v < ROW_VECTORS vectors."""
-        i64 = types.int64
-        sig = types.void(x, i64, i64, i64, i64, w, i64, i64, out, i64, i64)
-
-        def codegen(context, builder, signature, args):
-            xa, xbase, xrow, kh, kw, wa, f0, fw, oa, obase, ldo = args
-            xp = T._data(context, builder, signature.args[0], xa)
-            wp = T._data(context, builder, signature.args[5], wa)
-            op = T._data(context, builder, signature.args[8], oa)
-            vty, lanes, at, vload, vstore, splat, fma = T._vector_ops(context, builder, signature.args[0].dtype)
-            i64t = ir.IntType(64)
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vty, None)) for _ in range(pv)] for _ in range(ft)]
-            with cgutils.for_range(builder, kh) as arow:
-                xr = builder.add(xbase, builder.mul(arow.index, xrow))
-                wr = builder.mul(arow.index, kw)
-                with cgutils.for_range(builder, kw) as bcol:
-                    xo = builder.add(xr, bcol.index)
-                    wo = builder.add(builder.mul(builder.add(wr, bcol.index), fw), f0)
-                    xv = [vload(xp, builder.add(builder.add(xo, builder.mul(xrow, ir.Constant(i64t, v // ROW_VECTORS))),
-                                                ir.Constant(i64t, v % ROW_VECTORS * lanes))) for v in range(pv)]
-                    for f in range(ft):
-                        ws = splat(builder.load(at(wp, builder.add(wo, ir.Constant(i64t, f)))))
-                        for v in range(pv):
-                            builder.store(fma(ws, xv[v], builder.load(acc[f][v])), acc[f][v])
-            for f in range(ft):
-                for v in range(pv):
-                    row = (v // ROW_VECTORS) * ft + f
-                    idx = builder.add(builder.add(obase, builder.mul(ldo, ir.Constant(i64t, row))),
-                                      ir.Constant(i64t, v % ROW_VECTORS * lanes))
-                    vstore(builder.load(acc[f][v]), op, idx)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return lane_rows
 
 
 #: (output rows, filters) of the tiles tried. AVX-512: 2 x 8 and 2 x 10 vectors of accumulators for
 #: one row, 4 x 4 and 4 x 5 for two rows (fewer loads per multiply-add: 8 for 16, 9 for 20); AVX2
 #: (four ymm a row, 16 registers): 4 x 2 and 4 x 3
-TILES = ((1, 8), (1, 10), (2, 4), (2, 5)) if T.VECTOR_BYTES == 64 else ((1, 2), (1, 3), (1, 2), (1, 3))
-LANES = [_lanes_intrinsic(r, ft) for r, ft in TILES]
-lane_a, lane_b, lane_c, lane_d = LANES
+TILES = ((1, 8), (1, 10), (2, 4), (2, 5)) if T.VECTOR_BYTES == 64 else ((1, 2), (1, 3))
+# the library's tile_lanes, built for these shapes (numba_lanes.make_tile_lanes)
+one_row = lanes.make_tile_lanes(1, tuple(ft for r, ft in TILES if r == 1))
+two_rows = lanes.make_tile_lanes(2, tuple(ft for r, ft in TILES if r == 2) or (4,))
 
 
 @njit(parallel=True, nogil=True)
-def by_lanes(xh, kh, kw, wl, oh, f_, rows, ft, which, out, threads):
+def by_lanes(xh, kh, kw, wl, oh, ow, f_, rows, ft, out, threads):
     n_, hp, wp, _ = xh.shape
     xflat, wflat = xh.reshape(-1), wl.reshape(-1)
     for t in prange(threads):
@@ -96,14 +52,10 @@ def by_lanes(xh, kh, kw, wl, oh, f_, rows, ft, which, out, threads):
             for i in range(0, oh, rows):
                 for f0 in range(0, f_, ft):
                     base = (n * hp + i) * wp
-                    if which == 0:
-                        lane_a(xflat, base, wp, kh, kw, wflat, f0, f_, o, 0, 32)
-                    elif which == 1:
-                        lane_b(xflat, base, wp, kh, kw, wflat, f0, f_, o, 0, 32)
-                    elif which == 2:
-                        lane_c(xflat, base, wp, kh, kw, wflat, f0, f_, o, 0, 32)
+                    if rows == 1:
+                        one_row(xflat, base, wp, kh, kw, wflat, f0, f_, o, 0, 32, ft * 32, ow, ft)
                     else:
-                        lane_d(xflat, base, wp, kh, kw, wflat, f0, f_, o, 0, 32)
+                        two_rows(xflat, base, wp, kh, kw, wflat, f0, f_, o, 0, 32, ft * 32, ow, ft)
 
 
 @njit(parallel=True, nogil=True)
@@ -123,8 +75,8 @@ def by_filters_call(xh, roff, wpk, wl, oh, ow, f, acc, out, threads, tile):
 
 
 def by_lanes_call(xh, roff, wpk, wl, oh, ow, f, acc, out, threads, tile):
-    rows, ft, which = tile
-    by_lanes(xh, 5, 5, wl, oh, f, rows, ft, which, out, threads)
+    rows, ft = tile
+    by_lanes(xh, 5, 5, wl, oh, ow, f, rows, ft, out, threads)
 
 
 def main(rounds=21):
@@ -146,9 +98,9 @@ def main(rounds=21):
             out = np.zeros((threads, 2 * 10 * 32 + 64), np.float32)
             args = (xh, roff, wpk, wl, oh, ow, f, acc, out, threads)
             kinds = {"filters in lanes (unit tiles)": (by_filters_call, args, None)}
-            for which, (rows, ft) in enumerate(TILES):
-                if f % ft == 0 and f"pixels in lanes, {rows * ROW_VECTORS} x {ft}" not in kinds:
-                    kinds[f"pixels in lanes, {rows * ROW_VECTORS} x {ft}"] = (by_lanes_call, args, (rows, ft, which))
+            for rows, ft in TILES:
+                if f % ft == 0:
+                    kinds[f"pixels in lanes, {rows * ROW_VECTORS} x {ft}"] = (by_lanes_call, args, (rows, ft))
             times = {k: [] for k in kinds}
             for fn, fargs, tile in kinds.values():
                 fn(*fargs, tile)

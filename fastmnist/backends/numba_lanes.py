@@ -84,8 +84,17 @@ def pack_lanes(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(f, -1).T)
 
 
-@intrinsic
-def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow, ft):
+def make_tile_lanes(rows: int, filter_tiles: tuple):
+    """A tile_lanes intrinsic for tiles of ``rows`` output rows by each of ``filter_tiles`` filters
+    (tile_lanes itself: LANE_ROWS by LANE_FILTER_TILES; benchmarks/pixel_lanes.py builds others)."""
+    def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow, ft):
+        return _tile_lanes_typer(rows, filter_tiles, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride,
+                                 ow, ft)
+
+    return intrinsic(tile_lanes)
+
+
+def _tile_lanes_typer(rows, filter_tiles, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, rstride, ow, ft):
     dtype = _check_arrays("tile_lanes", x, w, out)
     i64 = types.int64
     sig = types.void(x, i64, i64, i64, i64, w, i64, i64, out, i64, i64, i64, i64, i64)
@@ -109,7 +118,7 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
             return builder.load(ptr, align=dtype.bitwidth // 8)
 
         def emit(nf):
-            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(LANE_ROWS * rv)] for _ in range(nf)]
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(rows * rv)] for _ in range(nf)]
             with cgutils.for_range(builder, kh_) as arow:
                 xr = builder.add(xbase_, builder.mul(arow.index, xrow_))
                 wr = builder.mul(arow.index, kw_)
@@ -117,13 +126,13 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
                     xo = builder.add(xr, bcol.index)
                     wo = builder.add(builder.mul(builder.add(wr, bcol.index), ldw_), f0_)
                     xv = [xload(builder.add(builder.add(xo, builder.mul(xrow_, ir.Constant(i64t, v // rv))),
-                                            ir.Constant(i64t, v % rv * lanes)), v) for v in range(LANE_ROWS * rv)]
+                                            ir.Constant(i64t, v % rv * lanes)), v) for v in range(rows * rv)]
                     for f in range(nf):
                         ws = splat(builder.load(at(wp, builder.add(wo, ir.Constant(i64t, f)))))
-                        for v in range(LANE_ROWS * rv):
+                        for v in range(rows * rv):
                             builder.store(fma(ws, xv[v], builder.load(acc[f][v])), acc[f][v])
             for f in range(nf):
-                for v in range(LANE_ROWS * rv):
+                for v in range(rows * rv):
                     row = builder.add(builder.mul(rstride_, ir.Constant(i64t, v // rv)), builder.mul(ldo_, ir.Constant(i64t, f)))
                     idx = builder.add(builder.add(obase_, row), ir.Constant(i64t, v % rv * lanes))
                     value = builder.load(acc[f][v])
@@ -133,7 +142,7 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
 
         end = builder.append_basic_block("lanes.end")
         switch = builder.switch(ft_, end)
-        for nf in LANE_FILTER_TILES:
+        for nf in filter_tiles:
             block = builder.append_basic_block(f"lanes.{nf}")
             switch.add_case(ir.Constant(i64t, nf), block)
             builder.position_at_end(block)
@@ -143,6 +152,10 @@ def tile_lanes(typingctx, x, xbase, xrow, kh, kw, w, f0, ldw, out, obase, ldo, r
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+#: the forward pass's tiles: the two rows of a pooling window by 6, 5 or 4 filters
+tile_lanes = make_tile_lanes(LANE_ROWS, LANE_FILTER_TILES)
 
 
 def _masked_store_int(builder, ity):

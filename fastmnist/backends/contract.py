@@ -87,18 +87,25 @@ def require_array(op: str, name: str, a, ndim: int | None = None) -> None:
         raise InvalidArgument(f"{op}: {name} must be {ndim}-D, got shape {_shape(a)} ({a.ndim}-D)")
 
 
+def _dtype(a) -> np.dtype:
+    dt = a.dtype
+    return dt if isinstance(dt, np.dtype) else np.dtype(dt)  # np.dtype() of a dtype costs a call per array
+
+
 def require_float(op: str, **arrays) -> np.dtype:
     """All arrays float32 or float64, one dtype; returns it."""
-    dtypes = {}
+    first = None
     for name, a in arrays.items():
         require_array(op, name, a)
-        if np.dtype(a.dtype) not in FLOAT_DTYPES:
+        dt = _dtype(a)
+        if dt not in FLOAT_DTYPES:
             raise WrongType(f"{op}: {name} has dtype {a.dtype}; expected float32 or float64")
-        dtypes[name] = np.dtype(a.dtype)
-    if len(set(dtypes.values())) > 1:
-        listing = ", ".join(f"{k}={v}" for k, v in dtypes.items())
-        raise WrongType(f"{op}: operands must share one dtype, got {listing}")
-    return next(iter(dtypes.values()))
+        if first is None:
+            first = dt
+        elif dt != first:
+            listing = ", ".join(f"{k}={_dtype(v)}" for k, v in arrays.items())
+            raise WrongType(f"{op}: operands must share one dtype, got {listing}")
+    return first
 
 
 def require_nonempty(op: str, name: str, a) -> None:
@@ -115,7 +122,9 @@ def require_int(op: str, name: str, value, minimum: int) -> int:
 
 
 def require_number(op: str, name: str, value, low=None, high=None, low_open=False, high_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    # a Python float first: the ABC check and np.isfinite took most of an optimizer step's checks
+    if not (math.isfinite(value) if type(value) is float else
+            not isinstance(value, bool) and isinstance(value, numbers.Real) and np.isfinite(value)):
         raise WrongType(f"{op}: {name} must be a finite real number, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         raise InvalidArgument(f"{op}: {name} must be {'>' if low_open else '>='} {low}, got {value}")
@@ -316,12 +325,20 @@ def check_dropout(x, p, seed):
 
 
 def check_update(op, param, grad, lr, **state):
-    require_float(op, param=param, grad=grad, **state)
-    for name, a in [("grad", grad), *state.items()]:
-        same_shape(op, "param", param, name, a)
     require_number(op, "lr", lr)
-    for name, a in [("param", param), *state.items()]:
-        if hasattr(a, "flags") and not getattr(a.flags, "writeable", True):
+    _check_update_arrays(op, param, grad, state)
+
+
+def _check_update_arrays(op, param, grad, state):
+    """check_update's checks of the arrays: float, one dtype, one shape, param and state writeable."""
+    require_float(op, param=param, grad=grad, **state)
+    shape = param.shape
+    for name, a in (("grad", grad), *state.items()):
+        if a.shape != shape:
+            same_shape(op, "param", param, name, a)
+    for name, a in (("param", param), *state.items()):
+        flags = getattr(a, "flags", None)
+        if flags is not None and not getattr(flags, "writeable", True):
             raise InvalidArgument(f"{op}: {name} is read-only; updates are in place")
 
 
@@ -331,15 +348,16 @@ def check_update_many(op, params, grads, states, slots, lr):
         raise WrongType(f"{op}: params must be a non-empty list of arrays, got {type(params).__name__}")
     if len(grads) != len(params) or len(states) != len(params):
         raise InvalidArgument(f"{op}: {len(params)} params, {len(grads)} grads and {len(states)} states; they must match")
+    require_number(op, "lr", lr)
     dtype = None
     for k, (param, grad, state) in enumerate(zip(params, grads, states)):
         missing = [s for s in slots if s not in state]
         if missing:
             raise InvalidArgument(f"{op}: states[{k}] lacks {', '.join(missing)}")
-        check_update(f"{op}: parameter {k}", param, grad, lr, **{s: state[s] for s in slots})
-        if dtype is not None and np.dtype(param.dtype) != dtype:
+        _check_update_arrays(f"{op}: parameter {k}", param, grad, {s: state[s] for s in slots})
+        if dtype is not None and _dtype(param) != dtype:
             raise WrongType(f"{op}: parameter {k} has dtype {param.dtype}, parameter 0 {dtype}; one dtype for all")
-        dtype = np.dtype(param.dtype)
+        dtype = _dtype(param)
 
 
 def check_count_correct(logits, labels):

@@ -18,6 +18,7 @@ import functools
 import math
 import os
 import sys
+import types
 from typing import NamedTuple
 
 import numpy as np
@@ -151,17 +152,33 @@ def _small(kernel, size, *args):
     """kernel(*args), on the calling thread alone when it touches fewer than
     config.PARALLEL_MIN_ELEMENTS elements: a parallel region wakes the sleeping OpenMP threads
     (OMP_WAIT_POLICY=PASSIVE, below), ~37 us measured on a 2-core VM, against ~4 us with one
-    thread, more than an elementwise pass over 100k floats takes on one core."""
+    thread, more than an elementwise pass over 100k floats takes on one core. There it runs the
+    kernel's serial twin (:func:`serial_twin`): setting Numba's thread count to one and back around
+    the parallel kernel cost 12-17 us a call against 2.5-7 us for the twin (2-core Xeon)."""
     if size >= config.PARALLEL_MIN_ELEMENTS:
         return kernel(*args)
-    threads = numba.get_num_threads()
-    if threads == 1:
-        return kernel(*args)
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
+    return serial_twin(kernel)(*args)
+
+
+_TWINS: dict = {}
+
+
+def serial_twin(kernel):
+    """``kernel`` (a parallel ``@njit`` dispatcher) compiled without ``parallel``: its ``prange``
+    loops run as plain loops on the calling thread, the same operations in the same order as the
+    parallel kernel on one thread. Made once per kernel, from a copy of its Python function under
+    a name of its own (``<name>_serial``): Numba's on-disk cache files and index are named after
+    the function, and do not tell a parallel compilation from a serial one of the same function."""
+    twin = _TWINS.get(kernel)
+    if twin is None:
+        f = kernel.py_func
+        copy = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+        copy.__qualname__, copy.__module__, copy.__doc__ = f.__qualname__ + "_serial", f.__module__, f.__doc__
+        options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
+        twin = numba.njit(cache=True, **options)(copy)
+        _numba_cache.lock_like(twin, kernel)  # several processes may compile it at once: numba_cache.py
+        _TWINS[kernel] = twin
+    return twin
 
 
 # ---- matrix products: BLAS, split over the cores by hand inside training_context ----
@@ -195,6 +212,12 @@ def _products_at_once(products) -> None:
         f.result()
 
 
+def _even_cuts(total: int, parts: int) -> list[int]:
+    """0 = cuts[0] <= ... <= cuts[parts] = total, near-equal pieces (np.linspace's, in integers:
+    linspace took 12-25 us a call, a share of a small training step)."""
+    return [total * i // parts for i in range(parts + 1)]
+
+
 def _matmul(a, b):
     """a @ b through BLAS. Inside training_context (single-threaded BLAS), a large product is cut
     into one piece per thread, along the rows of a or, when a has few rows, along the shared
@@ -210,10 +233,10 @@ def _matmul(a, b):
     dtype = np.result_type(a, b)
     if m >= 64 * parts:
         out = np.empty((m, n), dtype)
-        cuts = np.linspace(0, m, parts + 1).astype(int)
+        cuts = _even_cuts(m, parts)
         _products_at_once([(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:])])
         return out
-    cuts = np.linspace(0, k, parts + 1).astype(int)
+    cuts = _even_cuts(k, parts)
     partial = np.empty((parts, m, n), dtype)
     _products_at_once([(a[:, lo:hi], b[lo:hi], partial[i]) for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))])
     out = partial[0] + partial[1]  # a new array: the partials' buffer goes
@@ -230,6 +253,7 @@ one_hot = _ref.one_hot
 
 if numba is not None:
     from . import numba_blas as _blas
+    from . import numba_cache as _numba_cache
     from . import numba_conv as _tiled
     from . import numba_dense as _dense
     from . import numba_kernels as K
@@ -434,7 +458,7 @@ def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
     dtype = np.dtype(dtype)
     count = math.prod(shape)  # np.prod of a tuple took 11-14 us (math.prod 0.2-0.5), four times a fast-cnn step
     raw = np.empty(count * dtype.itemsize + align, np.uint8)
-    start = -raw.ctypes.data % align
+    start = -_blas.data_address(raw) % align
     return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
@@ -895,9 +919,15 @@ def adam_update_many(params, grads, states, t, lr, beta1=0.9, beta2=0.999, eps=1
             K._adam_range(p, g, m, v, 0, p.size, *hyper)
         return
     block = config.ADAM_BLOCK
-    starts = np.zeros(len(ps) + 1, np.int64)  # array j's blocks: starts[j] .. starts[j + 1] - 1
-    np.cumsum([-(-p.size // block) for p in ps], out=starts[1:])
-    K._adam_many_kernel(ps, gs, ms, vs, starts, block, *hyper)
+    K._adam_many_kernel(ps, gs, ms, vs, _block_starts(tuple(p.size for p in ps), block), block, *hyper)
+
+
+@functools.lru_cache(maxsize=16)
+def _block_starts(sizes: tuple, block: int) -> np.ndarray:
+    """Array j's blocks of ``block`` elements are starts[j] .. starts[j + 1] - 1 (once per model: shared, never written)."""
+    starts = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum([-(-size // block) for size in sizes], out=starts[1:])
+    return starts
 
 
 # ---- whole training steps of a dense network ----

@@ -69,6 +69,7 @@ class LockedFunctionCache(FunctionCache):
 
     def __init__(self, py_func, depends=()):
         super().__init__(py_func)
+        self.depends = tuple(depends)
         if depends:
             stamp = self._cache_file._source_stamp
             self._cache_file._source_stamp = (stamp,) + tuple(_stamp(path) for path in depends)
@@ -101,3 +102,10 @@ def lock_caches(namespace: dict, depends: tuple = ()) -> int:
             obj._cache = LockedFunctionCache(obj.py_func, depends)
             count += 1
     return count
+
+
+def lock_like(dispatcher, model) -> None:
+    """Give ``dispatcher`` (made at run time, such as a kernel's serial twin) the locked cache,
+    with the extra source files of ``model``'s (the kernel it was made from), where it has one."""
+    if type(getattr(dispatcher, "_cache", None)) is FunctionCache:
+        dispatcher._cache = LockedFunctionCache(dispatcher.py_func, getattr(model._cache, "depends", ()))

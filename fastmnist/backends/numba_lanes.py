@@ -73,9 +73,12 @@ def lanes_apply(dtype, channels: int, filters: int, kh: int, kw: int, ow: int, s
             and not channels_last_out and kh >= 1 and kw >= 1)
 
 
+_INT16_MAX = int(np.iinfo(np.int16).max)  # read once: np.iinfo is a few us a call
+
+
 def arg_dtype(oh: int, ow: int):
     """The argmax's integer type for an OH x OW output: int16 where every index i*OW + j fits."""
-    return np.int16 if oh * ow <= np.iinfo(np.int16).max else np.int32
+    return np.int16 if oh * ow <= _INT16_MAX else np.int32
 
 
 def pack_lanes(w: np.ndarray) -> np.ndarray:

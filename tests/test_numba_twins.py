@@ -55,3 +55,29 @@ def test_small_inputs_take_the_twin(monkeypatch):
     monkeypatch.setattr(config, "PARALLEL_MIN_ELEMENTS", 10)  # now large: the parallel kernel itself
     np.testing.assert_array_equal(NB.relu_forward(x), np.maximum(x, 0))
     assert calls == [K._relu_kernel]
+
+
+def test_adam_checks_what_changed_after_a_step():
+    """adam_update_many checks the parameters and moments in full once, then, while the same arrays
+    come back, the gradients and lr alone: a wrong gradient, a read-only parameter or a new
+    parameter list still gets the full checks' error, naming the parameter."""
+    from fastmnist.errors import InvalidArgument, WrongType
+    rng = np.random.default_rng(0)
+    ps = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (4,))]
+    gs = [np.ones_like(p) for p in ps]
+    states = [{"m": np.zeros_like(p), "v": np.zeros_like(p)} for p in ps]
+    before = [p.copy() for p in ps]
+    NB.adam_update_many(ps, gs, states, 1, 0.1)
+    NB.adam_update_many(ps, gs, states, 2, 0.1)
+    assert all(np.all(p < b) for p, b in zip(ps, before))  # positive gradients: every weight went down
+    with pytest.raises(WrongType, match="parameter 1: operands must share one dtype"):
+        NB.adam_update_many(ps, [gs[0], gs[1].astype(np.float64)], states, 3, 0.1)
+    with pytest.raises(InvalidArgument, match="parameter 0: param has shape"):
+        NB.adam_update_many(ps, [np.ones((4, 3), np.float32), gs[1]], states, 3, 0.1)
+    with pytest.raises(WrongType, match="lr must be a finite"):
+        NB.adam_update_many(ps, gs, states, 3, float("nan"))
+    ps[1].flags.writeable = False
+    with pytest.raises(InvalidArgument, match="parameter 1: param is read-only"):
+        NB.adam_update_many(ps, gs, states, 3, 0.1)
+    with pytest.raises(InvalidArgument, match="states\\[0\\] lacks v"):
+        NB.adam_update_many(ps[:1], gs[:1], [{"m": states[0]["m"]}], 3, 0.1)

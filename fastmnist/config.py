@@ -143,9 +143,10 @@ NUMBA_GEMM_CHOICES = ("auto", "numpy", "mkl")
 NUMBA_GEMM = _choice_from_env("NUMBA_GEMM", "FASTMNIST_NUMBA_GEMM", "auto", NUMBA_GEMM_CHOICES)
 
 #: numba backend: an elementwise kernel (activations, bias, dropout, softmax, optimizer updates)
-#: over fewer elements runs on one core: a parallel region wakes the sleeping OpenMP threads, ~37-45
-#: us measured on a 2-core VM, against ~3 us of work for 24 biases and ~17 us for ReLU over 65k
-#: floats. Adam goes parallel from ADAM_PARALLEL_MIN_ELEMENTS, in tasks of ADAM_BLOCK elements.
+#: over fewer elements runs on one core, as its serial twin (numba_backend.serial_twin): a parallel
+#: region wakes the sleeping OpenMP threads, ~37-45 us measured on a 2-core VM, against ~3 us of
+#: work for 24 biases and ~17 us for ReLU over 65k floats. Adam goes parallel from
+#: ADAM_PARALLEL_MIN_ELEMENTS, in tasks of ADAM_BLOCK elements.
 PARALLEL_MIN_ELEMENTS = 131072
 ADAM_BLOCK = 16384
 #: numba backend: Adam over all of a model's parameters runs on one core below this many: it is

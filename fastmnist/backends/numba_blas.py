@@ -126,18 +126,18 @@ def job_table(lib: GemmLibrary, products):
 
 
 @njit(cache=True, nogil=True)
-def _data_addresses(ptrs, j, a, b, out):
-    """ptrs[j] = the data addresses of a, b and out: 1.3-1.8 us a product, where three NumPy
-    ``.ctypes.data`` took 8 (a training step makes two to six such products)."""
-    ptrs[j, 0] = a.ctypes.data
-    ptrs[j, 1] = b.ctypes.data
-    ptrs[j, 2] = out.ctypes.data
-
-
-@njit(cache=True, nogil=True)
 def data_address(a):
     """The address of a's data (NumPy's ``a.ctypes.data``, a third of its cost)."""
     return a.ctypes.data
+
+
+@njit(cache=True, nogil=True)
+def _data_addresses(ptrs, j, a, b, out):
+    """ptrs[j] = the data addresses of a, b and out, in one call: 1.3-1.8 us a product, where
+    three NumPy ``.ctypes.data`` took 8 (a training step makes two to six such products)."""
+    ptrs[j, 0] = data_address(a)
+    ptrs[j, 1] = data_address(b)
+    ptrs[j, 2] = data_address(out)
 
 
 def run_products(lib: GemmLibrary, products) -> bool:

@@ -164,3 +164,29 @@ def test_weight_gradient_takes_the_transform_back_by_the_matrices():
     w = rng.standard_normal((5, 3, 3, 3))
     u = wino.transform_filters(w, 8)
     np.testing.assert_allclose(np.sum(du[:, :, :5] * u[:, :, :5]), np.sum(dw * w), rtol=1e-12)
+
+
+def test_the_transforms_share_work_and_still_compute_their_matrices():
+    """_plan's column pairs and row pairs (E + k*O, E - k*O) cut B^T of F(4x4, 3x3) to 12 vector
+    operations a column and A^T to 10, leave F(2x2, 3x3)'s alone, and input_tile4 / output_tile4
+    still give B^T d B and A^T M A, float64 to rounding."""
+    from numba import njit
+
+    from fastmnist.backends import numba_winograd as wino
+    assert [wino._plan_cost(m) for m in (wino.BT4, wino.AT4, wino.BT2, wino.AT2, wino.A2)] == [12, 10, 4, 4, 3]
+    assert wino._plan(wino.BT2)[0] == () and all(s[0] == "row" for s in wino._plan(wino.AT2)[1])
+
+    @njit
+    def both(d, m, v, out, lanes):
+        wino.input_tile4(d, 0, 6 * lanes, lanes, lanes, v, 0, lanes)
+        wino.output_tile4(m, 0, lanes, lanes, out, 0, 4 * lanes, lanes)
+
+    lanes = 8  # a whole vector of float64 on AVX-512, two on AVX2
+    rng = np.random.default_rng(3)
+    d, m = rng.standard_normal((6, 6, lanes)), rng.standard_normal((6, 6, lanes))
+    v, out = np.full((36, lanes), np.nan), np.full((4, 4, lanes), np.nan)
+    both(d.reshape(-1), m.reshape(-1), v.reshape(-1), out.reshape(-1), lanes)
+    bt, at = np.array(wino.BT4, np.float64), np.array(wino.AT4, np.float64)
+    for c in range(lanes):
+        np.testing.assert_allclose(v[:, c].reshape(6, 6), bt @ d[:, :, c] @ bt.T, rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(out[:, :, c], at @ m[:, :, c] @ at.T, rtol=1e-13, atol=1e-12)

@@ -581,10 +581,11 @@ def _tiled_pool_backward(dy, cache, w, need_dx):
     wino_dw = not by_window and config.CONV_WINOGRAD_WEIGHT_GRADIENT and \
         _use_winograd(min(f, c), kh, kw, cache.oh, cache.ow)
     wlen = kh * _window.window_row_values(kw * c, itemsize, not narrow) if by_window else 0  # each filter's rows
-    dwin = np.zeros((chunks, f * wlen), dtype)
+    # each chunk's partials (the kernel zeroes its own)
+    dwin = np.empty((chunks, f * wlen), dtype)
     poff = _window_offsets(cache) if by_window else np.zeros(0, np.int64)
-    dwp = np.zeros((chunks, 0 if by_window else (16 if wino_dw else kh * kw) * c, fp), dtype)
-    dbp = np.zeros((chunks, fp), dtype)
+    dwp = np.empty((chunks, 0 if by_window else (16 if wino_dw else kh * kw) * c, fp), dtype)
+    dbp = np.empty((chunks, fp), dtype)
     # the unused arguments empty, of the same types: one compiled kernel
     wcol, roffc, udx = np.zeros((0, fp), dtype), np.arange(f, dtype=np.int64), np.zeros((36, 0, fp), dtype)
     n, c_, h, wd = cache.x_shape

@@ -32,8 +32,9 @@ The filters' transform ``U = G g G^T`` is made once per call by :func:`transform
 Every transform is one generic ``L X L^T`` of constant matrices (``_sandwich``), emitted as adds,
 subtracts and multiply-adds by the non-zero constants, planned once per matrix (``_plan``) so that
 rows and columns share their work: F(4x4, 3x3)'s input transform then takes 12 vector operations a
-column instead of 20 (on a CPU with one 512-bit FMA port these transforms, not the products, were
-a third of fast-cnn's input gradient). Rounding of F(2x2, 3x3) differs from
+column instead of 30 (a multiplication and an add for each constant, as before): on a 2-core Xeon
+that transform had taken a third of fast-cnn's input gradient, more than its 36 products
+(benchmarks/conv2_dx_stages.py). Rounding of F(2x2, 3x3) differs from
 the direct convolution's by a few units in the last place (the transforms add and subtract up to
 9 inputs).
 """
@@ -188,8 +189,9 @@ def _plan(left) -> tuple:
     """How to compute L x for a constant matrix L (rows of coefficients): the column pairs whose
     sum and difference to make first (_column_pairs), then ("row", i, row) steps and ("pair", i, j,
     E, k, O) steps for two rows that share most of their work as E + k*O and E - k*O, over the
-    extended columns. B^T of F(4x4, 3x3) takes 12 vector operations a column against 20 row by row,
-    A^T 10 against 14. Row pairs are taken greedily, the largest saving first."""
+    extended columns. B^T of F(4x4, 3x3) takes 12 vector operations a column (16 with multiply-adds
+    row by row, 30 with a multiplication and an add for each constant), A^T 10 (14, 20). Row
+    pairs are taken greedily, the largest saving first."""
     pairs, rows = _column_pairs([tuple(float(x) for x in r) for r in left])
     options = []
     for i in range(len(rows)):

@@ -14,16 +14,17 @@ give its rate:
 * a dense node's forward and backward against the same products (x @ w; x.T @ dy and dy @ w.T)
   on NumPy's OpenBLAS and PyTorch's MKL, the fastest of them per pass; goal >= 85%. Two readings:
   "in place", the node's forward and backward replaced by the library's products (plus the bias
-  add and the bias gradient, as the node does) in the same training step, each library on one
-  thread and on every core; and "alone", each product timed by itself in a loop, every core.
+  add and the bias gradient, as the node does) in the same training run, that node alone, each
+  library on one thread and on every core, numba and the references taking turns in blocks of
+  steps; and "alone", each product timed by itself in a loop, every core.
 
 The "in place" reading is the one the goal is judged on: a step runs its products on caches that
 the convolutions before them have filled with other data, and on a VM whose idle vCPUs come back
-cold, where a loop runs them hot (fast-cnn's 256x256 @ 256x10 on a 2-core Zen 4: 24 us in a loop,
-54 us in its place in the step, both on the same single-threaded OpenBLAS call;
-benchmarks/dense_cold.py). "Alone" is printed beside it. Every time is a median over the steps;
-the ceiling is the best of three readings (a low reading, on a busy host, would flatter every
-share). One run, one machine: the CPU is printed first.
+cold, where a loop runs them hot (fast-cnn's 256x256 @ 256x10 on a 2-core Zen 4, the same
+single-threaded OpenBLAS call: 54 us in its place in the step, 24 us called again at once;
+benchmarks/dense_cold.py shows the same for the 800 -> 256 layer). "Alone" is printed beside it.
+Every time is a median over the steps; the ceiling is the best of three readings (a low reading,
+on a busy host, would flatter every share). One run, one machine: the CPU is printed first.
 """
 import argparse
 import collections
@@ -41,6 +42,8 @@ from fastmnist.bench.machine import environment, measure_ceilings, median_second
 from fastmnist.layers import ConvReLUPool, Dense
 
 CONV_GOAL, DENSE_GOAL = 0.35, 0.85
+# before each block of profile()'s steps: OpenBLAS's idle threads spin for up to ~0.1 s
+SETTLE_SECONDS, WARM_STEPS = 0.3, 3
 
 
 def _node_flops(node, x_shape):
@@ -112,8 +115,8 @@ def _library_threads(library, threads):
     return torch_threads()
 
 
-def _on_library(node, library):
-    """Replace a Dense node's forward and backward by the same computation on ``library``."""
+def _library_dense(node, library):
+    """(forward, backward) of a Dense node computed on ``library``, as the node computes them."""
     mm = _library_product(library)
 
     def forward(x, train):
@@ -127,66 +130,90 @@ def _on_library(node, library):
         node.grads["w"], node.grads["b"] = mm(x.T, dy), dy.sum(axis=0)
         return mm(dy, node.params["w"].T) if node.need_dx else None
 
-    node.forward, node.backward = forward, backward
+    return forward, backward
 
 
-def profile(name, steps, library=None, threads=1):
-    """Per node: (label, node, input shape, {"forward": s, "backward": s}) of one step, the median
-    over ``steps`` steps; with ``library`` (and ``threads``), the Dense nodes on it (_on_library)."""
+def library_variants():
+    """The references a dense pass is set against in place: (library, threads) for OpenBLAS and,
+    where PyTorch is installed, MKL, each on one thread and on every core."""
+    libraries = ["OpenBLAS"] + (["MKL"] if importlib.util.find_spec("torch") else [])
+    return [(lib, t) for lib in libraries for t in sorted({1, os.cpu_count() or 1})]
+
+
+def dense_variants(name, references):
+    """(library, threads, node index) for each of ``references`` and each Dense node of ``name``'s
+    plan: one node on the library at a time, the rest of the step as numba runs it."""
+    plan = zoo.create(name, backend=fastmnist.get_backend("numba"), seed=0).plan
+    return [(*ref, i) for i, node in enumerate(plan) if isinstance(node, Dense) for ref in references]
+
+
+def profile(name, steps, variants=(), rounds=4):
+    """Per node: (label, node, input shape, {variant: {"forward": s, "backward": s}}), medians over
+    ``steps`` steps per variant. Variant None is the numba backend as fit() runs it; each (library,
+    threads, i) of ``variants`` runs the Dense node i on that library (_library_dense) and the rest
+    as numba does. The variants take turns in ``rounds`` blocks of steps, so that a busy moment of the
+    host falls on all of them alike (one after the other, a reading moved 2x between them); each
+    block starts after SETTLE_SECONDS asleep and WARM_STEPS untimed steps, so that the threads a
+    library left spinning are asleep (turns step by step slowed numba's conv2 backward 2.7x)."""
     be = fastmnist.get_backend("numba")
     model = zoo.create(name, backend=be, seed=0)
     batch = zoo.fit_args(name)["batch_size"]
     opt = zoo.fit_args(name)["optimizer"].attach(model)
     (x, y), _ = fastmnist.load_mnist(flatten=zoo.recipe(name).flat_input)
+    variants = [None, *variants]
     times = collections.defaultdict(list)
-    shapes = {}
+    shapes, current, recording = {}, [None], [False]
 
-    def timed(i, kind, fn):
-        def run(arg, *more):
-            if kind == "forward":
-                shapes[i] = arg.shape
-            t = time.perf_counter()
-            result = fn(arg, *more)
-            times[(i, kind)].append(time.perf_counter() - t)
-            return result
-        return run
+    def timed(i, node):
+        own = {"forward": node.forward, "backward": node.backward}
+        on = {v: dict(zip(("forward", "backward"), _library_dense(node, v[0]))) for v in variants
+              if v is not None and v[2] == i}
+
+        def make(kind):
+            def run(arg, *more):
+                if kind == "forward":
+                    shapes[i] = arg.shape
+                fn = on[current[0]][kind] if current[0] in on else own[kind]
+                t = time.perf_counter()
+                result = fn(arg, *more)
+                if recording[0]:
+                    times[(current[0], i, kind)].append(time.perf_counter() - t)
+                return result
+            return run
+
+        node.forward, node.backward = make("forward"), make("backward")
 
     for i, node in enumerate(model.plan):
-        if library is not None and isinstance(node, Dense):
-            _on_library(node, library)
-        node.forward, node.backward = timed(i, "forward", node.forward), timed(i, "backward", node.backward)
+        timed(i, node)
     rng = np.random.default_rng(0)
-    with be.training_context(), (_library_threads(library, threads) if library else contextlib.nullcontext()):
-        for s in range(steps + 5):
-            if s == 5:
-                times.clear()
-            idx = rng.integers(0, len(x), batch)
-            out = model.forward(x[idx], train=True)
-            _, d = model.loss_and_grad(out, y[idx].astype(np.int64))
-            model.backward(d)
-            opt.step()
+
+    def step():
+        idx = rng.integers(0, len(x), batch)
+        out = model.forward(x[idx], train=True)
+        _, d = model.loss_and_grad(out, y[idx].astype(np.int64))
+        model.backward(d)
+        opt.step()
+
+    with be.training_context():
+        for _ in range(rounds):
+            for v in variants:
+                current[0] = v
+                with (_library_threads(*v[:2]) if v else contextlib.nullcontext()):
+                    time.sleep(SETTLE_SECONDS)
+                    recording[0] = False
+                    for _ in range(WARM_STEPS):
+                        step()
+                    recording[0] = True
+                    for _ in range(steps // rounds):
+                        step()
     rows = []
     for i, node in enumerate(model.plan):
         layer = getattr(node, "conv", node)
         label = f"{type(node).__name__}{tuple(layer.params['w'].shape) if 'w' in getattr(layer, 'params', {}) else ''}"
-        rows.append((label, node, shapes[i], {k: statistics.median(times[(i, k)]) for k in ("forward", "backward")}))
+        sec = {v: {k: statistics.median(times[(v, i, k)]) for k in ("forward", "backward")}
+               for v in variants if v is None or v[2] == i}
+        rows.append((label, node, shapes[i], sec))
     return batch, rows
-
-
-def dense_in_place(name, steps):
-    """{(node index, kind): (seconds, "library/threads")}: each Dense pass of ``name``'s step run on
-    OpenBLAS and MKL, one thread and every core, in its place in the step; the fastest."""
-    best = {}
-    libraries = ["OpenBLAS"] + (["MKL"] if importlib.util.find_spec("torch") else [])
-    for library in libraries:
-        for threads in sorted({1, os.cpu_count() or 1}):
-            _, rows = profile(name, steps, library, threads)
-            for i, (_, node, _, sec) in enumerate(rows):
-                if isinstance(node, Dense):
-                    for kind, s in sec.items():
-                        if (i, kind) not in best or s < best[(i, kind)][0]:
-                            best[(i, kind)] = (s, f"{library}/{threads}")
-    return best
 
 
 def main():
@@ -201,8 +228,7 @@ def main():
     # threads slowed the next model's step (simple-cnn's dense backward 2.6 ms after fast-cnn's
     # references against 1.3 ms alone, on a 2-core Zen 4)
     names = args.models.split(",")
-    profiles = {name: profile(name, args.steps) for name in names}
-    in_place = {name: dense_in_place(name, args.steps) for name in names}
+    profiles = {name: profile(name, args.steps, dense_variants(name, library_variants())) for name in names}
     ceiling = max(measure_ceilings()["cpu_matmul_gflops"] for _ in range(3))
     print(f"# float32 matmul ceiling {ceiling:.0f} GFLOP/s (the best of three readings); conv goal >= "
           f"{CONV_GOAL:.0%} of it = {CONV_GOAL * ceiling:.0f} GFLOP/s; dense goal >= {DENSE_GOAL:.0%} of "
@@ -210,7 +236,8 @@ def main():
     misses = 0
     for name, (batch, rows) in profiles.items():
         print(f"\n{name} (batch {batch}), ms per step (medians); GFLOP/s; against the goal")
-        for i, (label, node, shape, sec) in enumerate(rows):
+        for label, node, shape, by_variant in rows:
+            sec = by_variant[None]
             flops = _node_flops(node, shape)
             if flops is None:
                 continue
@@ -221,7 +248,7 @@ def main():
                 if alone is None:
                     share, goal, against = rate / ceiling, CONV_GOAL, "of the ceiling"
                 else:
-                    ref, lib = in_place[name][(i, kind)]
+                    ref, lib = min((t[kind], f"{v[0]}/{v[1]}") for v, t in by_variant.items() if v is not None)
                     share, goal = ref / sec[kind], DENSE_GOAL
                     against = (f"of {lib} in place ({1e3 * ref:.3f} ms); {alone[kind] / sec[kind]:.0%} of "
                                f"{libs[kind]} alone ({flops[k] / alone[kind] / 1e9:.0f} GFLOP/s)")

@@ -168,6 +168,12 @@ SPLIT_GEMM_MIN_FLOPS = 20_000_000
 #: backward pass stays on those BLAS calls. False: BLAS for the forward product too.
 NUMBA_DENSE_TILES = True
 
+#: numba backend: inside training_context, a dense layer with at most this many outputs (the
+#: ten-class layers) and fewer than SPLIT_GEMM_MIN_FLOPS runs its forward and backward passes
+#: each as one call of numba_dense.py's narrow kernels, on one thread, instead of single-threaded
+#: BLAS calls and a separate bias pass (0: never).
+NARROW_DENSE_COLUMNS = 16
+
 #: numba_dense.py: the reduction of a tiled product goes in blocks of this many terms, so a block
 #: of the right-hand matrix stays in cache across the row tiles that read it (dropout-cnn's 3136 ->
 #: 128 layer on a 2-core Xeon: 0.64 ms with blocks of 400-800, 0.95 ms unblocked).

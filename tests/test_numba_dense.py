@@ -64,3 +64,32 @@ def test_dense_layer_on_tiles_inside_training_context(dtype, monkeypatch):
     finally:
         numba.set_num_threads(threads)
     assert len(calls) == (1 if numba.config.NUMBA_NUM_THREADS > 1 else 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_narrow_dense_passes_against_loops(dtype, monkeypatch):
+    """A layer with at most NARROW_DENSE_COLUMNS outputs runs both passes on the narrow kernels
+    inside training_context: outputs of one, of a part vector and of exactly the limit; inputs a
+    whole number of vectors and not (dX and dW^T padded); one row and an odd number; dX skipped
+    where not needed. One output more goes to BLAS."""
+    rng = np.random.default_rng(11)
+    lanes = tile_columns(np.dtype(dtype).itemsize) // 2
+    calls = []
+    for name in ("narrow_forward_kernel", "narrow_backward_kernel"):
+        real = getattr(D, name)
+        monkeypatch.setattr(D, name, lambda *args, real=real, name=name: calls.append(name) or real(*args))
+    limit = config.NARROW_DENSE_COLUMNS
+    for n, d, m in [(1, lanes, 1), (13, 2 * lanes + 3, 10), (TILE_PIXELS + 1, 3 * lanes, limit), (5, 7, limit + 1)]:
+        x, w = rng.standard_normal((n, d)).astype(dtype), rng.standard_normal((d, m)).astype(dtype)
+        b, dy = rng.standard_normal(m).astype(dtype), rng.standard_normal((n, m)).astype(dtype)
+        calls.clear()
+        with NB.training_context():
+            y = NB.affine_forward(x, w, b)
+            dx, dw, db = NB.affine_backward(dy, x, w)
+            no_dx, dw2, _ = NB.affine_backward(dy, x, w, need_dx=False)
+        assert calls == (["narrow_forward_kernel"] + 2 * ["narrow_backward_kernel"] if m <= limit else []), (n, d, m)
+        want_dx, want_dw, want_db = naive.affine_backward(dy, x, w)
+        for got, want in ((y, naive.affine_forward(x, w, b)), (dx, want_dx), (dw, want_dw), (db, want_db), (dw2, want_dw)):
+            assert got.dtype == dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, **TOL[dtype])
+        assert no_dx is None

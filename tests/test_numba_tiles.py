@@ -297,6 +297,16 @@ for dt in DTYPES:  # nonzeros by table-driven permutes (vpermps), as AVX2 packs 
 from tests.test_numba_window_grad import test_every_body_against_a_loop
 for dt in DTYPES:  # the pooled-side windows in AVX2's vectors, the wide one's half-width last vectors too
     test_every_body_against_a_loop(rng, np.dtype(dt).name, "wide")
+for dt in DTYPES:  # the ten-output layers' narrow kernels (numba_dense.py) in 8-lane vectors: two for ten outputs
+    for n, d, m in [(13, 21, 10), (7, 16, 1)]:
+        x, w = rng.standard_normal((n, d)).astype(dt), rng.standard_normal((d, m)).astype(dt)
+        b, dy = rng.standard_normal(m).astype(dt), rng.standard_normal((n, m)).astype(dt)
+        with nb.training_context():
+            got = (nb.affine_forward(x, w, b),) + nb.affine_backward(dy, x, w)
+        want = (ref.affine_forward(x, w, b),) + ref.affine_backward(dy, x, w)
+        for name, g, r in zip(("y", "dx", "dw", "db"), got, want):
+            err = np.linalg.norm(g - r) / np.linalg.norm(r)
+            assert err < (3e-6 if dt == np.float32 else 1e-12), (dt.__name__, (n, d, m), name, err)
 for dt in DTYPES:
     for n, c, h, f, k, pad in [(3, 24, 12, 32, 3, 0), (2, 1, 28, 24, 5, 0), (2, 3, 9, 5, 3, 1)]:
         x, w = rng.standard_normal((n, c, h, h)).astype(dt), rng.standard_normal((f, c, k, k)).astype(dt)

@@ -108,10 +108,10 @@ def narrow_forward_kernel(x, w, b):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def narrow_backward_kernel(dy, x, w, need_dx, dx):
-    """(dx, dw, db) for dy (N, M), x (N, D), w (D, M): dw (D, M) = x.T @ dy, db (M,) = dy summed
-    over the rows (in float64, rounded once), and dx (N, D) = dy @ w.T where ``need_dx`` (else an
-    empty (0, 0) array). dW^T = dy^T @ x with dy's M columns as one tile's pixels; dX with w^T's D
-    columns padded to whole vectors."""
+    """(dw, db) for dy (N, M), x (N, D), w (D, M): dw (D, M) = x.T @ dy, db (M,) = dy summed over
+    the rows (in float64, rounded once); and where ``need_dx``, dx (N, D) = dy @ w.T written into
+    ``dx`` (else never touched). dW^T = dy^T @ x with dy's M columns as one tile's pixels; dX with
+    w^T's D columns padded to whole vectors."""
     n, d = x.shape
     m = w.shape[1]
     dp = _padded(d, w)
@@ -142,5 +142,6 @@ def narrow_backward_kernel(dy, x, w, need_dx, dx):
             for k in range(d):
                 dx[r, k] = dxp[r, k]
     return dw, db
+
 
 lock_caches(globals(), depends=(numba_conv.__file__, numba_tiles.__file__))  # they inline these modules' IR

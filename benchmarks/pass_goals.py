@@ -224,9 +224,10 @@ def main():
     env = environment()
     print(f"# {env['cpu_model']}, {env['cpu_count']} cores, {env['cpu_vector_extensions']}; "
           f"numba target {env.get('numba_target_cpu')}")
-    # every model's step first, then the references: BLAS and PyTorch run on all cores, and their
-    # threads slowed the next model's step (simple-cnn's dense backward 2.6 ms after fast-cnn's
-    # references against 1.3 ms alone, on a 2-core Zen 4)
+    # every model's step (with its in-place references) first, then the references alone and the
+    # ceiling: BLAS and PyTorch run on all cores there, and their threads slowed the next model's
+    # step (simple-cnn's dense backward 2.6 ms after fast-cnn's references against 1.3 ms alone,
+    # on a 2-core Zen 4)
     names = args.models.split(",")
     profiles = {name: profile(name, args.steps, dense_variants(name, library_variants())) for name in names}
     ceiling = max(measure_ceilings()["cpu_matmul_gflops"] for _ in range(3))

@@ -729,7 +729,7 @@ def affine_forward(x, w, b):
     x, w = _c(x), _c(w)
     (n, d), m = x.shape, w.shape[1]
     if _narrow(n, d, m):
-        return _dense.narrow_forward_kernel(x, w, _c(b))
+        return _dense.narrow_forward_kernel(x, w, _c(b), _tiled.padded_width(m, x.itemsize))
     parts = _dense_parts(n, d, m, x.dtype)
     if parts:
         y = np.empty((n, m), x.dtype)
@@ -750,7 +750,8 @@ def affine_backward(dy, x, w, need_dx=True):
     dy, x, w = _c(dy), _c(x), _c(w)
     if _narrow(*x.shape, w.shape[1]):
         dx = np.empty(x.shape if need_dx else (0, 0), dy.dtype)
-        dw, db = _dense.narrow_backward_kernel(dy, x, w, bool(need_dx), dx)
+        dw, db = _dense.narrow_backward_kernel(dy, x, w, bool(need_dx), dx,
+                                               _tiled.padded_width(x.shape[1], x.itemsize))
         return (dx if need_dx else None), dw, db
     if need_dx and _SPLIT_GEMMS and 2 * dy.size * w.shape[0] >= config.SPLIT_GEMM_MIN_FLOPS \
             and numba.get_num_threads() > 1:

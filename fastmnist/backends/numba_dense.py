@@ -71,13 +71,6 @@ def matmul_kernel(a, b, roff, kblock, parts, out):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _padded(count, a):
-    """count rounded up to whole vectors of a's dtype (half a two-vector tile)."""
-    lanes = tile_width(a) // 2
-    return (count + lanes - 1) // lanes * lanes
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _padded_copy(a, width):
     """a (R, C) copied into the first C columns of a zeroed (R, width), by explicit loops (Numba's
     2-D slice assignment made simple-cnn's ten-output backward kernel 20.2 us against 13.8 us)."""
@@ -89,13 +82,11 @@ def _padded_copy(a, width):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def narrow_forward_kernel(x, w, b):
+def narrow_forward_kernel(x, w, b, mp):
     """x (N, D) @ w (D, M) + b (M,) -> y (N, M): the rows of x as the tiles' pixels, w's M columns
-    padded with zeros to whole vectors (M small: one or two vectors). Allocates its own output and
-    reduction offsets: each array argument costs the call ~0.5 us of type dispatch."""
+    padded with zeros to ``mp`` = numba_conv.padded_width(M) (M small: one or two vectors)."""
     n, d = x.shape
     m = w.shape[1]
-    mp = _padded(m, w)
     wp = _padded_copy(w, mp)
     yp = np.empty((n, mp), x.dtype)
     _row_product(x.reshape(-1), 0, d, np.arange(d), wp.reshape(-1), mp, yp.reshape(-1), 0, mp, n, m)
@@ -107,14 +98,13 @@ def narrow_forward_kernel(x, w, b):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def narrow_backward_kernel(dy, x, w, need_dx, dx):
+def narrow_backward_kernel(dy, x, w, need_dx, dx, dp):
     """(dw, db) for dy (N, M), x (N, D), w (D, M): dw (D, M) = x.T @ dy, db (M,) = dy summed over
     the rows (in float64, rounded once); and where ``need_dx``, dx (N, D) = dy @ w.T written into
     ``dx`` (else never touched). dW^T = dy^T @ x with dy's M columns as one tile's pixels; dX with
-    w^T's D columns padded to whole vectors."""
+    w^T's D columns padded to ``dp`` = numba_conv.padded_width(D), as x is for dW^T."""
     n, d = x.shape
     m = w.shape[1]
-    dp = _padded(d, w)
     dyt = np.empty((m, n), dy.dtype)
     total = np.zeros(m, np.float64)
     for r in range(n):
